@@ -1,0 +1,1 @@
+"""langmoe.methods"""
