@@ -1,0 +1,54 @@
+"""`langmoe corpus stats`: sizes, families and scripts of a corpus (built-in or a folder), as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("corpus", help="inspect a corpus", description="Inspect a corpus.")
+    sub = p.add_subparsers(dest="corpus_command", metavar="SUBCOMMAND", required=True)
+    s = sub.add_parser(
+        "stats", help="documents, characters and bytes per language and split",
+        description="Per language: name, family, genus, script, and documents / characters / UTF-8 bytes per "
+                    "split, with totals and the number of distinct families and scripts.",
+    )
+    s.add_argument("--corpus", default="builtin", help="'builtin' (default) or a folder of <lang>.* files")
+    s.add_argument("--langs", nargs="+", default=None, help="only these language codes (space or comma separated)")
+    s.add_argument("--json", action="store_true", help="print JSON to stdout instead of a table")
+    s.set_defaults(func=run_stats)
+
+
+def run_stats(args) -> int:
+    from langmoe.data.corpus import SPLITS, corpus_stats, open_corpus
+    from langmoe.errors import LangmoeError
+
+    corpus = open_corpus(args.corpus)
+    langs = [x for v in args.langs for x in v.split(",") if x] if args.langs else None
+    if langs:
+        missing = [x for x in langs if x not in corpus.languages()]
+        if missing:
+            raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus "
+                               f"(it has: {', '.join(corpus.languages())})")
+    stats = corpus_stats(corpus, langs)
+    if args.json:
+        print(json.dumps({"corpus": str(args.corpus), **stats.model_dump(mode="json")}, indent=2, ensure_ascii=False))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"corpus {args.corpus}: {len(stats.languages)} languages, {len(stats.families)} families, "
+                    f"{len(stats.scripts)} scripts")
+    for col in ("code", "name", "family", "genus", "script"):
+        t.add_column(col)
+    for s in SPLITS:
+        for what in ("docs", "chars", "bytes"):
+            t.add_column(f"{s} {what}", justify="right")
+    for r in stats.languages:
+        t.add_row(r.code, r.name, r.family, r.genus, r.script,
+                  *[f"{getattr(r.splits[s], w):,}" for s in SPLITS for w in ("docs", "chars", "bytes")])
+    t.add_row("total", "", f"{len(stats.families)} families", "", f"{len(stats.scripts)} scripts",
+              *[f"{getattr(stats.totals[s], w):,}" for s in SPLITS for w in ("docs", "chars", "bytes")],
+              style="bold")
+    Console(width=max(200, Console().width)).print(t)
+    return 0

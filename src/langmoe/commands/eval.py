@@ -1,0 +1,101 @@
+"""`langmoe eval`: per-language perplexity and bits per byte of an HF model folder on a corpus split."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from langmoe.errors import LangmoeError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="per-language perplexity and bits per byte of a model",
+        description="Score a Hugging Face causal LM per language (sliding window; bits per byte compare "
+                    "across tokenizers) and print a table with the macro mean.",
+    )
+    p.add_argument("--model", required=True, help="HF model folder, or 'builtin' for the shipped tiny base")
+    add_eval_arguments(p)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="load dtype (default fp32)")
+    p.add_argument("--json", dest="json_out", default=None, help="also write the table as JSON here")
+    p.set_defaults(func=run)
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (default builtin)")
+    p.add_argument("--langs", nargs="+", default=None, help="language codes (space or comma separated)")
+    p.add_argument("--split", default="test", help="split to score (default test)")
+    p.add_argument("--window", type=int, default=256, help="tokens per window (default 256)")
+    p.add_argument("--stride", type=int, default=128, help="new tokens scored per window (default 128)")
+    p.add_argument("--max-chars", type=int, default=20_000,
+                   help="characters scored per language, 0 = all (default 20000)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward (default 8)")
+    p.add_argument("--per-document", action="store_true", help="no context across documents")
+    p.add_argument("--no-unigram", action="store_true", help="skip the unigram baseline column")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def split_langs(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [x for v in values for x in v.split(",") if x]
+
+
+def eval_settings(args) -> Any:
+    from langmoe.eval.perplexity import EvalSettings
+    from langmoe.pretrain import build_config
+
+    return build_config(
+        EvalSettings, split=args.split, window=args.window, stride=args.stride,
+        max_chars_per_lang=args.max_chars or None, batch_size=args.batch_size,
+        per_document=args.per_document, unigram=not args.no_unigram,
+    )
+
+
+def set_threads(n: int | None) -> None:
+    import torch
+
+    if n is not None:
+        if n < 1:
+            raise LangmoeError(f"--threads must be at least 1, got {n}")
+        torch.set_num_threads(n)
+
+
+def print_eval_table(table: dict[str, Any], title: str) -> None:
+    """Rich table: one row per language, then the macro mean."""
+    from rich.console import Console
+    from rich.table import Table
+
+    uni = any("unigram_bits_per_byte" in r for r in table["langs"].values())
+    t = Table(title=title)
+    for col in ("lang", "docs", "tokens", "bytes", "ppl", "bits/byte"):
+        t.add_column(col, justify="left" if col == "lang" else "right")
+    if uni:
+        t.add_column("unigram bits/byte", justify="right")
+        t.add_column("beats unigram", justify="center")
+    for lang, r in table["langs"].items():
+        row = [lang, str(r["docs"]), str(r["tokens"]), str(r["bytes"]), f"{r['ppl']:.2f}", f"{r['bits_per_byte']:.4f}"]
+        if uni:
+            row += [f"{r['unigram_bits_per_byte']:.4f}", "yes" if r["beats_unigram"] else "[red]no[/red]"]
+        t.add_row(*row)
+    m = table["mean"]
+    row = ["mean", "", "", "", f"{m['ppl']:.2f}", f"{m['bits_per_byte']:.4f}"]
+    if uni:
+        row += [f"{m['unigram_bits_per_byte']:.4f}", "all" if table.get("beats_unigram_all") else "[red]not all[/red]"]
+    t.add_row(*row, style="bold")
+    console = Console()
+    console.print(t)
+    if table.get("skipped"):
+        console.print(f"[yellow]no text to score in this split for: {', '.join(table['skipped'])}[/yellow]")
+
+
+def run(args) -> int:
+    from langmoe.eval.perplexity import evaluate_folder
+    from langmoe.io import write_json
+
+    set_threads(args.threads)
+    table = evaluate_folder(args.model, args.corpus, split_langs(args.langs), eval_settings(args), dtype=args.dtype)
+    print_eval_table(table, f"{args.model} on {args.corpus}/{args.split}")
+    if args.json_out:
+        write_json(args.json_out, table)
+    return 0

@@ -1,0 +1,65 @@
+"""`langmoe train`: dense continued pre-training of any Hugging Face causal LM on a corpus."""
+
+from __future__ import annotations
+
+from langmoe.commands.eval import print_eval_table, set_threads, split_langs
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="continue training an HF model on a corpus (dense CPT)",
+        description="Continue training every parameter of a Hugging Face causal LM on a corpus with the "
+                    "temperature sampler; writes an HF folder with train.json. Rerun to resume.",
+    )
+    p.add_argument("--model", required=True, help="HF model folder, or 'builtin' for the shipped tiny base")
+    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder")
+    p.add_argument("--langs", nargs="+", default=None, help="language codes (default: all of the corpus)")
+    p.add_argument("--out", required=True, help="output folder (HF model folder; training state in OUT/train)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--block-len", type=int, default=256)
+    p.add_argument("--max-train-tokens", type=int, default=None, help="cap of train tokens per language")
+    p.add_argument("--batch-size", type=int, default=16, help="blocks per micro-batch")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-ratio", type=float, default=0.03)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--tau", type=float, default=0.3)
+    p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--eval", action="store_true", help="evaluate per-language test bpb after training")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from langmoe.eval.perplexity import EvalSettings
+    from langmoe.pretrain import (
+        ContinueTrainConfig,
+        OptimSettings,
+        build_config,
+        command_line,
+        continue_train,
+    )
+
+    set_threads(args.threads)
+    optim = build_config(
+        OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size,
+        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, save_every=args.save_every,
+        log_every=args.log_every, tau=args.tau,
+    )
+    cfg = build_config(
+        ContinueTrainConfig, model=args.model, corpus=args.corpus, langs=split_langs(args.langs), out=args.out,
+        seed=args.seed, block_len=args.block_len, max_train_tokens_per_lang=args.max_train_tokens, optim=optim,
+        eval=EvalSettings() if args.eval else None,
+    )
+    record = continue_train(cfg, command=command_line())
+    if "eval" in record:
+        print_eval_table(record["eval"], f"{args.model} continued in {args.out}")
+    else:
+        print(f"saved to {args.out}")
+    return 0

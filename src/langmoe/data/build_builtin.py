@@ -1,0 +1,583 @@
+"""Build the shipped multilingual corpus (`langmoe/data/builtin/`) from Debian packages of translated text.
+
+Why Debian: it ships real, human-translated text (man pages, fortunes, manuals) under free licences, in 40+
+languages, with exact versions, so the corpus can be rebuilt bit for bit. The builder needs the `.deb` files in a
+cache folder (`apt-get download`, never installed) and `mandoc` to render man pages.
+
+    python -m langmoe.data.build_builtin --cache ~/.cache/langmoe-debs --out src/langmoe/data/builtin [--download]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import html
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from langmoe.data.languages import get_language, script_share
+from langmoe.errors import LangmoeError
+
+BUILDER_VERSION = "1.0"
+
+# Man page language folders (under /usr/share/man/) -> ISO 639-1. zh_TW is left out so "zh" is one script form.
+_MAN_DIRS = {
+    "cs": "cs", "da": "da", "de": "de", "el": "el", "es": "es", "fi": "fi", "fr": "fr", "hu": "hu", "id": "id",
+    "it": "it", "ja": "ja", "mk": "mk", "nb": "nb", "nl": "nl", "pl": "pl", "pt_BR": "pt", "ro": "ro", "ru": "ru",
+    "sr": "sr", "sv": "sv", "tr": "tr", "uk": "uk", "vi": "vi", "zh_CN": "zh",
+}
+_MAN_PACKAGES = ["manpages"] + [
+    f"manpages-{x}" for x in "cs da de el es fi fr hu id it ja mk nb nl pl pt-br ro ru sr sv tr uk vi zh".split()
+]
+# fortunes package -> language (fortunes-br is Brazilian Portuguese, fortunes-min is English).
+_FORTUNE_PACKAGES = {
+    "fortunes-bg": "bg", "fortunes-cs": "cs", "fortunes-de": "de", "fortunes-eo": "eo", "fortunes-es": "es",
+    "fortunes-ga": "ga", "fortunes-it": "it", "fortunes-pl": "pl", "fortunes-ru": "ru", "fortunes-zh": "zh",
+    "fortunes-br": "pt", "fortunes-min": "en",
+}
+# gnome-user-docs /usr/share/help/<dir>/gnome-help/*.page (Mallard XML).
+_GNOME_DIRS = {
+    "C": "en", "as": "as", "ca": "ca", "cs": "cs", "da": "da", "de": "de", "el": "el", "es": "es", "fa": "fa",
+    "fi": "fi", "fr": "fr", "gl": "gl", "gu": "gu", "he": "he", "hi": "hi", "hr": "hr", "hu": "hu", "id": "id",
+    "it": "it", "ja": "ja", "kn": "kn", "ko": "ko", "lt": "lt", "lv": "lv", "mr": "mr", "nl": "nl", "pa": "pa",
+    "pl": "pl", "pt": "pt", "pt_BR": "pt", "ro": "ro", "ru": "ru", "sl": "sl", "sr": "sr", "sv": "sv", "ta": "ta",
+    "te": "te", "tr": "tr", "uk": "uk", "vi": "vi", "zh_CN": "zh",
+}
+# libreoffice-help-<x>: the languages no other source has (and a few thin ones).
+_LIBREOFFICE = {"hi": "hi", "km": "km", "dz": "dz", "et": "et", "eu": "eu", "om": "om", "ko": "ko", "sk": "sk",
+                "sl": "sl", "gl": "gl", "ca": "ca", "el": "el"}
+
+OTHER_PACKAGES = ["debian-handbook", "gnome-user-docs", "installation-guide-amd64", "debian-faq-ko",
+                  "debian-reference-id"]
+PACKAGES: list[str] = (_MAN_PACKAGES + list(_FORTUNE_PACKAGES) + OTHER_PACKAGES
+                       + [f"libreoffice-help-{x}" for x in _LIBREOFFICE])
+TOOLS = {"mandoc": "mandoc", "dpkg-deb": "dpkg"}  # executable -> apt package providing it
+
+MAX_BYTES_PER_LANG = 1_500_000  # UTF-8 text per language before compression; keeps the folder ~10 MB
+MAX_DOC_CHARS = 40_000
+MIN_DOC_CHARS = 200
+MIN_LANG_DOCS = 3  # a language needs a train, a valid and a test document
+FORTUNES_PER_DOC = 40
+
+
+@dataclass(frozen=True)
+class Item:
+    """One candidate document: where it comes from and the language-neutral key that decides its split."""
+
+    lang: str
+    source: str  # Debian package
+    key: str  # language-neutral (parallel pages share it, so they share a split)
+    path: Path
+    kind: str  # "man" | "html" | "fortune"
+    chunk: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"{self.lang}:{self.source}:{self.key}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# text cleaning
+
+
+_OVERSTRIKE = re.compile(r".\x08", re.DOTALL)
+_TAG_PREFIX = re.compile(r"^(?:-{1,2}[\w@?#][^\s]*(?:,\s+-{1,2}[\w@?#]\S*)*)\s{2,}")
+_CODE_CHARS = set("{}();=<>$\\|*#[]_/`~^")
+_EN_MARKERS = frozenset("the and with that this which you your are from have will should when".split())
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+_CJK_SCRIPTS = {"Han", "Japanese", "Thai", "Lao", "Khmer", "Myanmar", "Tibetan"}
+
+
+def _letters(s: str) -> int:
+    return sum(1 for c in s if unicodedata.category(c)[0] in "LM")
+
+
+def normalise_for_dedup(par: str) -> str:
+    """Case-, digit-, punctuation- and space-insensitive form: near-duplicates hash equal."""
+    s = unicodedata.normalize("NFKC", par).casefold()
+    return "".join(c for c in s if unicodedata.category(c)[0] in "LM")
+
+
+def keep_paragraph(par: str, lang: str) -> bool:
+    """Prose test: enough letters, few code characters, the right script, not left in English."""
+    language = get_language(lang)
+    nonspace = [c for c in par if not c.isspace()]
+    if not nonspace:
+        return False
+    letters = _letters(par)
+    min_letters = 6 if language.script in _CJK_SCRIPTS or language.script == "Hangul" else 15
+    if letters < min_letters:
+        return False
+    if letters / len(nonspace) < 0.7:
+        return False
+    if sum(1 for c in nonspace if c in _CODE_CHARS) / len(nonspace) > 0.05:
+        return False
+    if "http://" in par or "https://" in par or "www." in par:
+        return False
+    threshold = 0.9 if language.script == "Latin" else 0.6
+    if script_share(par, language.script) < threshold:
+        return False
+    if lang != "en" and language.script == "Latin":
+        words = _WORD_RE.findall(par.lower())
+        if words and sum(1 for w in words if w in _EN_MARKERS) / len(words) > 0.06:
+            return False
+    return True
+
+
+def render_man(path: Path) -> list[str]:
+    """Render one man page with mandoc and keep prose lines (bold/underlined lines are synopsis/options)."""
+    proc = subprocess.run(["mandoc", "-T", "utf8", "-O", "width=1000", str(path)], capture_output=True,
+                          timeout=60)
+    out = proc.stdout.decode("utf-8", errors="replace")
+    paragraphs: list[str] = []
+    block: list[str] = []
+    for raw in out.split("\n"):
+        if not raw.strip():
+            if block:
+                paragraphs.append("\n".join(block))
+                block = []
+            continue
+        if not raw.startswith(" "):  # header, footer, section headings
+            continue
+        emphasised = len(re.findall(r".\x08", raw))
+        line = _OVERSTRIKE.sub("", raw).strip()
+        line = _TAG_PREFIX.sub("", line)
+        letters = _letters(line)
+        if letters == 0 or emphasised / max(letters, 1) > 0.4:
+            continue
+        line = re.sub(r"\s+", " ", line)
+        block.append(line)
+    if block:
+        paragraphs.append("\n".join(block))
+    return paragraphs
+
+
+class _ProseExtractor(HTMLParser):
+    """HTML / Mallard / DocBook to paragraphs: block tags end a paragraph, code-like blocks are skipped."""
+
+    SKIP = {"script", "style", "pre", "screen", "programlisting", "synopsis", "info", "head", "nav", "title",
+            "cmdsynopsis", "literallayout", "code", "kbd", "tt", "samp", "var", "option", "filename", "command",
+            "userinput", "computeroutput", "media", "figure", "img", "svg", "math", "noscript", "object",
+            "button", "select", "input", "textarea", "table-of-contents", "links", "credit", "license", "desc"}
+    BLOCK = {"p", "li", "dd", "dt", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "div", "item", "section",
+             "note", "tr", "table", "ul", "ol", "dl", "blockquote", "br", "body", "terms", "tree", "list",
+             "steps", "caption", "legend", "header", "footer", "article", "main", "span_block"}
+    INLINE_CODE = {"code", "kbd", "tt", "samp", "var", "option", "filename", "command", "userinput",
+                   "computeroutput", "cmd", "file", "sys", "key", "keyseq", "input", "output", "gui", "guiseq",
+                   "app", "em", "link"}
+
+    TEXT_CONTAINERS = {"p", "li", "dd", "dt", "td", "th"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.paragraphs: list[str] = []
+        self._buf: list[str] = []
+        self._skip = 0
+        self._in_para = 0
+        self._stack: list[str] = []
+
+    def _flush(self) -> None:
+        text = re.sub(r"\s+", " ", "".join(self._buf)).strip()
+        if text:
+            self.paragraphs.append(text)
+        self._buf = []
+
+    def handle_starttag(self, tag, attrs):
+        tag = tag.split(":")[-1]
+        if tag in ("br", "img", "input", "hr", "meta", "link") and tag != "link":
+            if tag == "br":
+                self._buf.append(" ")
+            return
+        attrs = dict(attrs)
+        cls = (attrs.get("class") or "") + " " + (attrs.get("style") or "")
+        skip = tag in self.SKIP and not (tag in self.INLINE_CODE and self._in_para)
+        if any(k in cls for k in ("navheader", "navfooter", "docnav", "toc", "breadcrumb", "screen",
+                                  "programlisting", "synopsis", "code", "footer", "header", "legalnotice")):
+            skip = True
+        self._stack.append(tag)
+        if skip:
+            self._skip += 1
+            self._stack[-1] = "\0" + tag
+            return
+        if tag in self.BLOCK:
+            self._flush()
+        if tag in self.TEXT_CONTAINERS:
+            self._in_para += 1
+
+    def handle_startendtag(self, tag, attrs):
+        if tag.split(":")[-1] == "br":
+            self._buf.append(" ")
+
+    def handle_endtag(self, tag):
+        tag = tag.split(":")[-1]
+        # pop to the matching open tag (tolerant of unclosed HTML tags)
+        for i in range(len(self._stack) - 1, -1, -1):
+            if self._stack[i].lstrip("\0") == tag:
+                for t in self._stack[i:]:
+                    if t.startswith("\0"):
+                        self._skip -= 1
+                    elif t in self.TEXT_CONTAINERS:
+                        self._in_para -= 1
+                del self._stack[i:]
+                break
+        else:
+            return
+        if tag in self.BLOCK and not self._skip:
+            self._flush()
+
+    def handle_data(self, data):
+        if not self._skip:
+            self._buf.append(data)
+
+    def close(self):
+        super().close()
+        self._flush()
+
+
+def html_paragraphs(raw: str) -> list[str]:
+    parser = _ProseExtractor()
+    parser.feed(raw)
+    parser.close()
+    return [html.unescape(p) for p in parser.paragraphs]
+
+
+def fortune_chunks(raw: str) -> list[list[str]]:
+    """Split a fortune file on '%' lines into chunks of FORTUNES_PER_DOC fortunes (one chunk = one document)."""
+    fortunes = [f.strip("\n") for f in re.split(r"^%\s*$", raw, flags=re.M)]
+    fortunes = ["\n".join(line.rstrip() for line in f.split("\n")).strip() for f in fortunes]
+    fortunes = [f for f in fortunes if f]
+    return [fortunes[i:i + FORTUNES_PER_DOC] for i in range(0, len(fortunes), FORTUNES_PER_DOC)]
+
+
+# --------------------------------------------------------------------------------------------------------
+# sources
+
+
+def _is_so_link(path: Path) -> bool:
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return True
+    return head.lstrip().startswith(b".so ") and len(head) < 400
+
+
+def list_items(pkg: str, root: Path) -> Iterator[Item]:
+    """Candidate documents of one extracted package (only its own files: no dpkg -L mixing)."""
+    if pkg in _MAN_PACKAGES:
+        man = root / "usr/share/man"
+        dirs = {"": "en"} if pkg == "manpages" else _MAN_DIRS
+        for d, lang in sorted(dirs.items()):
+            base = man / d if d else man
+            for sec in sorted(base.glob("man[0-9]*")):
+                for p in sorted(sec.iterdir()):
+                    if p.is_symlink() or not p.is_file() or _is_so_link(p):
+                        continue
+                    name = p.name.removesuffix(".gz")
+                    yield Item(lang, pkg, f"man/{name}", p, "man")
+    elif pkg in _FORTUNE_PACKAGES:
+        lang = _FORTUNE_PACKAGES[pkg]
+        for p in sorted((root / "usr/share/games/fortunes").rglob("*")):
+            if p.is_symlink() or not p.is_file() or p.suffix in (".dat", ".u8") or p.name.endswith(".dat"):
+                continue
+            try:
+                raw = p.read_bytes().decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # legacy-encoded file: skipped rather than guessed
+            rel = p.relative_to(root / "usr/share/games/fortunes").as_posix()
+            for i in range(len(fortune_chunks(raw))):
+                yield Item(lang, pkg, f"fortune/{pkg}/{rel}#{i}", p, "fortune", i)
+    elif pkg == "debian-handbook":
+        for d in sorted((root / "usr/share/doc/debian-handbook/html").iterdir()):
+            lang = d.name.split("-")[0]
+            if d.name in ("zh-TW",) or not d.is_dir():
+                continue
+            for p in sorted(d.glob("*.html")):
+                yield Item(lang, pkg, f"debian-handbook/{p.name}", p, "html")
+    elif pkg == "gnome-user-docs":
+        for d, lang in sorted(_GNOME_DIRS.items()):
+            for p in sorted((root / "usr/share/help" / d / "gnome-help").glob("*.page")):
+                yield Item(lang, pkg, f"gnome-help/{p.name}", p, "html")
+    elif pkg.startswith("installation-guide-"):
+        base = root / "usr/share/doc" / pkg
+        for d in sorted(base.iterdir()):
+            lang = {"zh_CN": "zh", "pt": "pt"}.get(d.name, d.name)
+            if not d.is_dir() or len(lang) != 2:
+                continue
+            for p in sorted(d.glob("*.html")):
+                yield Item(lang, pkg, f"installation-guide/{p.name}", p, "html")
+    elif pkg in ("debian-faq-ko", "debian-reference-id"):
+        lang = pkg.rsplit("-", 1)[1]
+        for p in sorted((root / "usr/share/doc").rglob("*.html")):
+            if p.is_symlink():
+                continue
+            stem = p.name.replace(f".{lang}.html", ".html")
+            yield Item(lang, pkg, f"{pkg.rsplit('-', 1)[0]}/{stem}", p, "html")
+    elif pkg.startswith("libreoffice-help-"):
+        code = pkg.removeprefix("libreoffice-help-")
+        base = root / "usr/share/libreoffice/help" / code / "text"
+        for p in sorted(base.rglob("*.html")):
+            yield Item(_LIBREOFFICE[code], pkg, f"libreoffice-help/{p.relative_to(base).as_posix()}", p, "html")
+    else:
+        raise LangmoeError(f"no extractor for package {pkg!r}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def extract_paragraphs(item: Item) -> list[str]:
+    """Raw paragraphs of one document, without terminal escapes or control characters."""
+    return [_CONTROL.sub("", _ANSI.sub("", p)) for p in _raw_paragraphs(item)]
+
+
+def _raw_paragraphs(item: Item) -> list[str]:
+    if item.kind == "man":
+        pars = render_man(item.path)
+    elif item.kind == "fortune":
+        pars = fortune_chunks(item.path.read_bytes().decode("utf-8"))[item.chunk]
+    else:
+        pars = html_paragraphs(item.path.read_bytes().decode("utf-8", errors="replace"))
+    return pars
+
+
+# --------------------------------------------------------------------------------------------------------
+# build
+
+
+def _h(s: str) -> int:
+    return int.from_bytes(hashlib.sha256(s.encode("utf-8")).digest()[:8], "big")
+
+
+def split_of(key: str) -> str:
+    """~90/5/5 by a hash of the language-neutral key, so a page and its translations share a split."""
+    r = _h("split:" + key) % 1000
+    return "train" if r < 900 else ("valid" if r < 950 else "test")
+
+
+def _ensure_splits(docs: list[dict]) -> None:
+    """Every language gets >= 1 valid and >= 1 test document (thin languages would otherwise miss one)."""
+    for split in ("valid", "test"):
+        if any(d["split"] == split for d in docs):
+            continue
+        train = [d for d in docs if d["split"] == "train"]
+        if len(train) < 2:
+            raise LangmoeError(f"language has too few documents ({len(docs)}) to split; drop it from the build")
+        pick = min(train, key=lambda d: _h(split + ":" + d["id"]))
+        pick["split"] = split
+
+
+def build_language(lang: str, items: list[Item], max_bytes: int = MAX_BYTES_PER_LANG) -> list[dict]:
+    """Documents of one language: items in hash order, cleaned, de-duplicated, up to `max_bytes` of text."""
+    seen: set[bytes] = set()
+    docs: list[dict] = []
+    total = 0
+    for item in sorted(items, key=lambda it: (_h("order:" + it.id), it.id)):
+        if total >= max_bytes:
+            break
+        kept: list[str] = []
+        size = 0
+        for par in extract_paragraphs(item):
+            par = unicodedata.normalize("NFC", par).strip()
+            if not keep_paragraph(par, lang):
+                continue
+            key = hashlib.sha256(normalise_for_dedup(par).encode("utf-8")).digest()[:16]
+            if key in seen:
+                continue
+            seen.add(key)
+            if size + len(par) > MAX_DOC_CHARS:
+                break
+            kept.append(par)
+            size += len(par) + 2
+        text = "\n\n".join(kept)
+        if len(text) < MIN_DOC_CHARS:
+            continue
+        docs.append({"id": item.id, "source": item.source, "split": split_of(item.key), "text": text})
+        total += len(text.encode("utf-8"))
+    if len(docs) < MIN_LANG_DOCS:
+        return []
+    _ensure_splits(docs)
+    docs.sort(key=lambda d: d["id"])
+    return docs
+
+
+def gzip_jsonl(docs: list[dict]) -> bytes:
+    """Deterministic gzip (mtime 0, no file name) so rebuilds are bit identical."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
+        for d in docs:
+            gz.write((json.dumps(d, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8"))
+    return buf.getvalue()
+
+
+def check_tools() -> None:
+    missing = [f"{exe} (apt package {pkg})" for exe, pkg in TOOLS.items() if shutil.which(exe) is None]
+    if missing:
+        raise LangmoeError(f"missing tools: {', '.join(missing)}; install them, e.g. `apt-get install mandoc`")
+
+
+def find_debs(cache: Path, packages: list[str], download: bool) -> dict[str, Path]:
+    """Map package -> .deb in `cache` (one version each); optionally `apt-get download` the missing ones."""
+    def scan() -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for p in sorted(cache.glob("*.deb")):
+            found.setdefault(p.name.split("_", 1)[0], p)
+        return found
+
+    cache.mkdir(parents=True, exist_ok=True)
+    found = scan()
+    missing = [p for p in packages if p not in found]
+    if missing and download:
+        proc = subprocess.run(["apt-get", "download", *missing], cwd=cache, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LangmoeError(f"apt-get download failed: {proc.stderr.strip().splitlines()[-1:]}; "
+                               f"run `apt-get update` or fetch the .debs into {cache} by hand")
+        found = scan()
+        missing = [p for p in packages if p not in found]
+    if missing:
+        raise LangmoeError(f"missing .deb files in {cache}: {' '.join(missing)}; "
+                           f"run `cd {cache} && apt-get download {' '.join(missing)}` (or pass --download)")
+    return {p: found[p] for p in packages}
+
+
+def _deb_field(deb: Path, field: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", str(deb), field], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _licence_summary(copyright_text: str) -> tuple[list[str], list[str]]:
+    """Licence short names and copyright holders from a (DEP-5 or free-form) debian/copyright file."""
+    licences = sorted({m.strip() for m in re.findall(r"^License:\s*(.+)$", copyright_text, flags=re.M)})
+    holders = []
+    for m in re.finditer(r"^Copyright:\s*(.+(?:\n [^\n.].*)*)", copyright_text, flags=re.M):
+        for line in m.group(1).split("\n"):
+            line = line.strip()
+            if line and line not in holders:
+                holders.append(line)
+    if not holders:
+        holders = [ln.strip() for ln in copyright_text.splitlines() if "copyright" in ln.lower()][:5]
+    return licences, holders
+
+
+def build(cache: Path, out: Path, download: bool = False, max_bytes: int = MAX_BYTES_PER_LANG,
+          packages: list[str] | None = None, log=print) -> dict:
+    """Extract every package into a temp folder, build each language, write files + manifest + SOURCES.md."""
+    check_tools()
+    packages = packages or PACKAGES
+    debs = find_debs(Path(cache), packages, download)
+    sources: dict[str, dict] = {}
+    items_by_lang: dict[str, list[Item]] = {}
+    with tempfile.TemporaryDirectory(prefix="langmoe-debs-") as tmp:
+        for pkg, deb in debs.items():
+            root = Path(tmp) / pkg
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+            copyright_path = root / "usr/share/doc" / pkg / "copyright"
+            text = copyright_path.read_text("utf-8", errors="replace") if copyright_path.exists() else ""
+            licences, holders = _licence_summary(text)
+            sources[pkg] = {"version": _deb_field(deb, "Version"), "homepage": _deb_field(deb, "Homepage"),
+                            "licences": licences, "copyright": holders[:8], "languages": set()}
+            for it in list_items(pkg, root):
+                get_language(it.lang)
+                items_by_lang.setdefault(it.lang, []).append(it)
+        out.mkdir(parents=True, exist_ok=True)
+        manifest_langs = {}
+        for lang in sorted(items_by_lang):
+            docs = build_language(lang, items_by_lang[lang], max_bytes)
+            if not docs:
+                log(f"{lang}: skipped (fewer than {MIN_LANG_DOCS} clean documents)")
+                continue
+            data = gzip_jsonl(docs)
+            from langmoe.io import write_bytes
+            write_bytes(out / f"{lang}.jsonl.gz", data)
+            splits = {s: {"docs": 0, "chars": 0, "bytes": 0} for s in ("train", "valid", "test")}
+            for d in docs:
+                st = splits[d["split"]]
+                st["docs"] += 1
+                st["chars"] += len(d["text"])
+                st["bytes"] += len(d["text"].encode("utf-8"))
+                sources[d["source"]]["languages"].add(lang)
+            language = get_language(lang)
+            manifest_langs[lang] = {
+                "code": lang, "name": language.name, "family": language.family, "genus": language.genus,
+                "script": language.script, "file": f"{lang}.jsonl.gz",
+                "sha256": hashlib.sha256(data).hexdigest(), "compressed_bytes": len(data),
+                "docs": len(docs), "chars": sum(s["chars"] for s in splits.values()),
+                "sources": sorted({d["source"] for d in docs}), "splits": splits,
+            }
+            log(f"{lang}: {len(docs)} docs, {manifest_langs[lang]['chars']} chars, {len(data)} bytes gz")
+    manifest = {
+        "builder_version": BUILDER_VERSION,
+        "max_bytes_per_language": max_bytes,
+        "languages": manifest_langs,
+        "packages": {p: sources[p]["version"] for p in sorted(sources)},
+    }
+    from langmoe.io import write_json, write_text
+    write_json(out / "manifest.json", manifest)
+    write_text(out / "SOURCES.md", _sources_md(sources))
+    stale = [p for p in out.glob("*.jsonl.gz") if p.name.split(".")[0] not in manifest_langs]
+    for p in stale:
+        p.unlink()
+    return manifest
+
+
+def _sources_md(sources: dict[str, dict]) -> str:
+    lines = [
+        "# Sources of the built-in corpus",
+        "",
+        "Every text in this folder is extracted from a Debian package (bookworm) of translated documentation.",
+        "The texts keep the licences of their sources (listed below, read from each package's",
+        "`/usr/share/doc/<package>/copyright`); they are not covered by the code's licence. The full licence",
+        "texts and complete author lists are in those copyright files (`apt-get download <package>`).",
+        "Only prose paragraphs were kept; the text was re-flowed, filtered and de-duplicated (see docs/corpus.md).",
+        "",
+    ]
+    for pkg in sorted(sources):
+        s = sources[pkg]
+        if not s["languages"]:
+            continue
+        lines += [
+            f"## {pkg} {s['version']}",
+            "",
+            f"- Languages: {', '.join(sorted(s['languages']))}",
+            f"- Licences: {', '.join(s['licences']) or 'see the package copyright file'}",
+            f"- Homepage: {s['homepage'] or 'https://packages.debian.org/' + pkg}",
+            "- Copyright: " + ("; ".join(s["copyright"]) or "see the package copyright file"),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m langmoe.data.build_builtin", description=__doc__.split("\n")[0])
+    ap.add_argument("--cache", type=Path, required=True, help="folder with the .deb files (apt-get download)")
+    ap.add_argument("--out", type=Path, required=True, help="output folder, e.g. src/langmoe/data/builtin")
+    ap.add_argument("--download", action="store_true", help="apt-get download missing packages into --cache")
+    ap.add_argument("--max-bytes", type=int, default=MAX_BYTES_PER_LANG, help="UTF-8 text cap per language")
+    ap.add_argument("--list-packages", action="store_true", help="print the apt packages needed and exit")
+    args = ap.parse_args(argv)
+    if args.list_packages:
+        print(" ".join(PACKAGES))
+        return 0
+    print(f"needs tools: {', '.join(f'{e} (apt: {p})' for e, p in TOOLS.items())}")
+    print(f"needs packages: {' '.join(PACKAGES)}")
+    try:
+        build(args.cache, args.out, download=args.download, max_bytes=args.max_bytes)
+    except LangmoeError as e:
+        print(f"build_builtin: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,618 @@
+"""Streaming readers for multilingual text: the built-in corpus and a user's folder of `<lang>.*` files.
+
+Why streaming: a user corpus can be far larger than memory, so documents are yielded one at a time (lines of
+txt/jsonl, parquet row batches, memory-mapped `datasets` folders) and nothing ever holds a whole file.
+Every document belongs to exactly one split; user files without a split get one from a hash of
+(seed, language, document id), so the split is stable across runs, machines and file order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from langmoe.data.languages import Language, get_language
+from langmoe.errors import LangmoeError
+
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+_SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One document: `id` is unique within its language file; `source` names where the text came from."""
+
+    id: str
+    lang: str
+    text: str
+    source: str = ""
+
+
+class SplitStats(BaseModel):
+    docs: int = 0
+    chars: int = 0
+    bytes: int = 0  # UTF-8
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise LangmoeError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+    return split
+
+
+def hash_split(lang: str, doc_id: str, valid_frac: float, test_frac: float, seed: int = 0) -> str:
+    """Deterministic split of a document from blake2b(seed, lang, id): independent of file order and machine."""
+    h = hashlib.blake2b(f"{seed}\0{lang}\0{doc_id}".encode(), digest_size=8).digest()
+    u = int.from_bytes(h, "big") / 2.0**64
+    if u < test_frac:
+        return "test"
+    if u < test_frac + valid_frac:
+        return "valid"
+    return "train"
+
+
+class Corpus(ABC):
+    """Documents per language and split. Subclasses implement `languages` and `_iter_all` (split, doc) pairs."""
+
+    declared: dict[str, Language]
+
+    def __init__(self, declared_languages: Mapping[str, Language] | None = None):
+        self.declared = dict(declared_languages or {})
+        self._stats: dict[str, dict[str, SplitStats]] = {}
+
+    @abstractmethod
+    def languages(self) -> list[str]:
+        """Language codes present, sorted."""
+
+    @abstractmethod
+    def _iter_all(self, lang: str) -> Iterator[tuple[str, Document]]:
+        """Every (split, document) of a language, in file order."""
+
+    def _check_lang(self, lang: str) -> None:
+        if lang not in self.languages():
+            raise LangmoeError(
+                f"language {lang!r} is not in the corpus (it has: {', '.join(self.languages())}); pick one of those"
+            )
+
+    def language(self, code: str) -> Language:
+        """Metadata of a language (declared languages win over the built-in table)."""
+        return get_language(code, self.declared)
+
+    def iter_documents(self, lang: str, split: str) -> Iterator[Document]:
+        """Stream the documents of one language and split, in file order."""
+        _check_split(split)
+        self._check_lang(lang)
+        for s, doc in self._iter_all(lang):
+            if s == split:
+                yield doc
+
+    def split_stats(self, lang: str) -> dict[str, SplitStats]:
+        """Documents, characters and UTF-8 bytes per split (one pass over the language, then cached)."""
+        if lang not in self._stats:
+            self._check_lang(lang)
+            out = {s: SplitStats() for s in SPLITS}
+            for s, doc in self._iter_all(lang):
+                st = out[s]
+                st.docs += 1
+                st.chars += len(doc.text)
+                st.bytes += len(doc.text.encode("utf-8"))
+            self._stats[lang] = out
+        return self._stats[lang]
+
+    def num_chars(self, lang: str, split: str) -> int:
+        return self.split_stats(lang)[_check_split(split)].chars
+
+    def fingerprint(self) -> str:
+        """A string that changes when the documents may have changed (used as a cache key)."""
+        return f"{type(self).__name__}:{id(self)}"
+
+
+# --- low-level readers -------------------------------------------------------------------------------------
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line) without loading the file; non-UTF-8 bytes raise with their byte offset."""
+    offset = 0
+    with _open_binary(path) as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                where = "of the decompressed text " if path.name.endswith(".gz") else ""
+                raise LangmoeError(
+                    f"{path} is not UTF-8: invalid byte at offset {offset + e.start} {where}(line {i}); "
+                    "re-encode the file as UTF-8"
+                ) from None
+            if i == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            offset += len(raw)
+            yield i, line
+
+
+def _iter_txt(path: Path) -> Iterator[tuple[str, str, str | None]]:
+    """Blank-line separated paragraphs as (id, text, split=None); the id is the paragraph's index."""
+    buf: list[str] = []
+    n = 0
+    for _, line in _iter_lines(path):
+        if line.strip():
+            buf.append(line)
+        elif buf:
+            yield str(n), "".join(buf).rstrip(), None
+            n += 1
+            buf = []
+    if buf:
+        yield str(n), "".join(buf).rstrip(), None
+
+
+def _norm_split(value: Any, where: str) -> str:
+    s = _SPLIT_ALIASES.get(str(value).lower()) if value is not None else None
+    if s is None:
+        raise LangmoeError(f"{where}: unknown split {value!r}; use train, valid (or validation) or test")
+    return s
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[str, str, str | None]]:
+    """JSON lines with a `text` field, optional `id` and `split`."""
+    for i, line in _iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LangmoeError(f"{path} line {i} is not valid JSON ({e.msg}): one JSON object per line") from None
+        if not isinstance(rec, dict) or "text" not in rec:
+            raise LangmoeError(f"{path} line {i} has no 'text' field: each line must be an object with 'text'")
+        text = rec["text"]
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise LangmoeError(f"{path} line {i}: 'text' must be a string, got {type(text).__name__}")
+        split = rec.get("split")
+        yield (str(rec["id"]) if rec.get("id") is not None else str(i),
+               text, None if split is None else _norm_split(split, f"{path} line {i}"))
+
+
+def _iter_parquet(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, str, str | None]]:
+    """Parquet rows in batches (`iter_batches`), column `text`, optional `id` and `split`."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
+        raise LangmoeError(f"{path} is not a readable parquet file ({type(e).__name__}): re-export it") from None
+    names = pf.schema_arrow.names
+    if "text" not in names:
+        raise LangmoeError(f"{path} has no 'text' column (columns: {', '.join(names)}): rename the text column")
+    cols = [c for c in ("text", "id", "split") if c in names]
+    row = 0
+    for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
+        data = batch.to_pydict()
+        texts = data["text"]
+        ids = data.get("id")
+        splits = data.get("split")
+        for j, text in enumerate(texts):
+            idx = row + j
+            if text is None:
+                continue
+            if isinstance(text, bytes):
+                try:
+                    text = text.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise LangmoeError(f"{path} row {idx}: 'text' is not UTF-8 (byte {e.start}); re-encode it") from None
+            did = str(ids[j]) if ids is not None and ids[j] is not None else str(idx)
+            sp = splits[j] if splits is not None else None
+            yield did, text, None if sp is None else _norm_split(sp, f"{path} row {idx}")
+        row += len(texts)
+
+
+def _is_dataset_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json"))
+
+
+def _load_dataset(path: Path):
+    from datasets import load_from_disk
+
+    try:
+        return load_from_disk(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise LangmoeError(f"{path} is not a readable `datasets` folder ({type(e).__name__}): re-save it with "
+                           "save_to_disk") from None
+
+
+def _dataset_parts(ds, path: Path) -> list[tuple[str | None, Any]]:
+    """(split or None, Dataset) parts: a DatasetDict with only `train` is split by hash like a plain Dataset."""
+    from datasets import DatasetDict
+
+    if isinstance(ds, DatasetDict):
+        names = list(ds.keys())
+        if names == ["train"]:
+            return [(None, ds["train"])]
+        return [(_norm_split(n, f"{path} (DatasetDict split)"), ds[n]) for n in names]
+    return [(None, ds)]
+
+
+def _iter_dataset(parts, path: Path, lang: str | None, batch_size: int = 1024):
+    """Rows of a memory-mapped dataset; `lang` filters on a `lang` column (whole-folder DatasetDicts)."""
+    for split, ds in parts:
+        names = ds.column_names
+        if "text" not in names:
+            raise LangmoeError(f"{path} has no 'text' column (columns: {', '.join(names)}): rename the text column")
+        cols = [c for c in ("text", "id", "split", "lang") if c in names]
+        row = 0
+        for batch in ds.select_columns(cols).iter(batch_size=batch_size):
+            texts = batch["text"]
+            for j, text in enumerate(texts):
+                idx = row + j
+                if lang is not None and batch["lang"][j] != lang:
+                    continue
+                if text is None:
+                    continue
+                did = str(batch["id"][j]) if "id" in batch and batch["id"][j] is not None else str(idx)
+                if split is not None:
+                    sp = split
+                elif "split" in batch and batch["split"][j] is not None:
+                    sp = _norm_split(batch["split"][j], f"{path} row {idx}")
+                else:
+                    sp = None
+                yield did, text, sp
+            row += len(texts)
+
+
+# --- the built-in corpus ------------------------------------------------------------------------------------
+
+
+class _FileCorpus(Corpus):
+    """Shared machinery: one source per language yielding (id, text, split-or-None) records."""
+
+    def __init__(self, declared_languages, valid_frac: float, test_frac: float, seed: int):
+        super().__init__(declared_languages)
+        for name, v in (("valid_frac", valid_frac), ("test_frac", test_frac)):
+            if not 0.0 <= v < 1.0:
+                raise LangmoeError(f"{name} must be in [0, 1), got {v}")
+        if valid_frac + test_frac >= 1.0:
+            raise LangmoeError(f"valid_frac + test_frac must be below 1 (got {valid_frac + test_frac}): "
+                               "leave documents for training")
+        self.valid_frac, self.test_frac, self.seed = float(valid_frac), float(test_frac), int(seed)
+
+    @abstractmethod
+    def _records(self, lang: str) -> Iterator[tuple[str, str, str | None]]: ...
+
+    @abstractmethod
+    def _where(self, lang: str) -> str: ...
+
+    def _iter_all(self, lang: str) -> Iterator[tuple[str, Document]]:
+        n = 0
+        source = self._source_name(lang)
+        for did, text, split in self._records(lang):
+            if not text.strip():
+                continue
+            n += 1
+            if split is None:
+                split = hash_split(lang, did, self.valid_frac, self.test_frac, self.seed)
+            yield split, Document(id=did, lang=lang, text=text, source=source)
+        if n == 0:
+            raise LangmoeError(f"{self._where(lang)} holds no non-empty documents: add text or remove the file")
+
+    def _source_name(self, lang: str) -> str:
+        return Path(self._where(lang)).name
+
+
+class BuiltinCorpus(_FileCorpus):
+    """The shipped corpus: `builtin/<code>.jsonl.gz` with an explicit split per document."""
+
+    def __init__(self, root: str | Path | None = None):
+        super().__init__(None, 0.0, 0.0, 0)
+        self.root = Path(root) if root is not None else BUILTIN_DIR
+        files = sorted(self.root.glob("*.jsonl.gz")) if self.root.is_dir() else []
+        if not files:
+            raise LangmoeError(f"the built-in corpus is missing ({self.root} has no <lang>.jsonl.gz files): "
+                               "reinstall langmoe or rebuild it with `python -m langmoe.data.build_builtin`")
+        self._files = {p.name[: -len(".jsonl.gz")]: p for p in files}
+        for code in self._files:
+            get_language(code)
+        self._manifest: dict[str, Any] = {}
+        man = self.root / "manifest.json"
+        if man.is_file():
+            try:
+                self._manifest = json.loads(man.read_text(encoding="utf-8"))
+            except ValueError:
+                raise LangmoeError(f"{man} is not valid JSON: reinstall langmoe") from None
+
+    def languages(self) -> list[str]:
+        return sorted(self._files)
+
+    def _records(self, lang):
+        for did, text, split in _iter_jsonl(self._files[lang]):
+            yield did, text, split or "train"
+
+    def _where(self, lang: str) -> str:
+        return str(self._files[lang])
+
+    def _source_name(self, lang: str) -> str:
+        return "builtin"
+
+    def iter_documents(self, lang: str, split: str) -> Iterator[Document]:
+        _check_split(split)
+        self._check_lang(lang)
+        for did, text, s in _iter_jsonl(self._files[lang]):
+            if (s or "train") == split and text.strip():
+                yield Document(id=did, lang=lang, text=text, source="builtin")
+
+    def split_stats(self, lang: str) -> dict[str, SplitStats]:
+        """From the manifest when it has the numbers (the builder counted them), else by one pass."""
+        entry = self._manifest.get("languages", {}).get(lang, {})
+        splits = entry.get("splits")
+        if isinstance(splits, dict) and all(s in splits for s in SPLITS):
+            return {s: SplitStats(**splits[s]) for s in SPLITS}
+        return super().split_stats(lang)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(b"builtin")
+        for code, p in sorted(self._files.items()):
+            st = p.stat()
+            h.update(f"{code}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return "builtin:" + h.hexdigest()[:32]
+
+
+# --- a user's folder -----------------------------------------------------------------------------------------
+
+_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".txt.gz": "txt", ".parquet": "parquet"}
+_IGNORED_SUFFIXES = (".md", ".yaml", ".yml", ".lock")
+_IGNORED_PREFIXES = ("readme", "license", "licence", "sources", "manifest", ".", "_")
+
+
+def _split_name(name: str) -> tuple[str, str | None]:
+    for ext in sorted(_FORMATS, key=len, reverse=True):
+        if name.endswith(ext):
+            return name[: -len(ext)], _FORMATS[ext]
+    return name, None
+
+
+def _read_languages_yaml(path: Path) -> dict[str, Language]:
+    """`languages.yaml`: a mapping code -> {name, family, genus, script} (or a list of such with `code`)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise LangmoeError(f"{path} is not valid YAML ({type(e).__name__}): fix its syntax") from None
+    if isinstance(data, dict) and "languages" in data:
+        data = data["languages"]
+    if isinstance(data, dict):
+        items = [{"code": k, **(v or {})} for k, v in data.items()]
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise LangmoeError(f"{path} must map language codes to {{name, family, genus, script}}")
+    out: dict[str, Language] = {}
+    for it in items:
+        try:
+            lang = Language(**it)
+        except Exception as e:  # noqa: BLE001 - pydantic ValidationError, TypeError for non-dicts
+            msg = " ".join(str(e).split())[:200]
+            raise LangmoeError(f"{path}: bad language entry {it!r} ({msg}): give code, name, family, genus, "
+                               "script") from None
+        out[lang.code] = lang
+    return out
+
+
+class FolderCorpus(_FileCorpus):
+    """A folder of `<lang>.txt` / `<lang>.jsonl[.gz]` / `<lang>.parquet` / `<lang>/` (datasets) files, or a
+    `datasets.save_to_disk` folder with a `lang` column.
+
+    Unknown codes must be declared (argument or a `languages.yaml` in the folder). Documents without a split get
+    `hash_split(lang, id, valid_frac, test_frac, seed)`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        declared_languages: Mapping[str, Language] | None = None,
+        valid_frac: float = 0.01,
+        test_frac: float = 0.01,
+        seed: int = 0,
+    ):
+        root = Path(path).expanduser()
+        if not root.exists():
+            raise LangmoeError(f"corpus folder {root} does not exist: give a folder of <lang>.txt/.jsonl/.parquet "
+                               "files, or 'builtin'")
+        if not root.is_dir():
+            raise LangmoeError(f"corpus path {root} is a file: give the folder that holds <lang>.* files")
+        declared = {}
+        for name in ("languages.yaml", "languages.yml"):
+            if (root / name).is_file():
+                declared.update(_read_languages_yaml(root / name))
+        declared.update(declared_languages or {})
+        super().__init__(declared, valid_frac, test_frac, seed)
+        self.root = root
+        self._sources: dict[str, tuple[str, Path]] = {}
+        self._whole = None  # whole-folder datasets: list of (split, Dataset) parts with a `lang` column
+        if _is_dataset_dir(root):
+            self._whole = _dataset_parts(_load_dataset(root), root)
+            codes: set[str] = set()
+            for _, ds in self._whole:
+                if "lang" not in ds.column_names:
+                    raise LangmoeError(f"{root} is a datasets folder without a 'lang' column: add one, or save one "
+                                       "dataset per language as <lang>/")
+                codes.update(str(c) for c in ds.unique("lang"))
+            if not codes:
+                raise LangmoeError(f"{root} holds an empty dataset: add documents")
+            for c in codes:
+                self._sources[c] = ("datasets-lang", root)
+        else:
+            self._scan(root)
+        unknown = sorted(c for c in self._sources if c not in self.declared and c not in _known())
+        if unknown:
+            raise LangmoeError(
+                f"unknown language code(s) {', '.join(unknown)} in {root}: rename the files to ISO 639 codes or "
+                "declare them in languages.yaml (code: {name, family, genus, script})"
+            )
+        for c in self._sources:
+            self.language(c)
+
+    def _scan(self, root: Path) -> None:
+        for p in sorted(root.iterdir()):
+            name = p.name
+            low = name.lower()
+            if low.startswith(_IGNORED_PREFIXES) or low.endswith(_IGNORED_SUFFIXES):
+                continue
+            if p.is_dir():
+                if not _is_dataset_dir(p):
+                    raise LangmoeError(f"{p} is a folder but not a `datasets.save_to_disk` folder: remove it or "
+                                       "re-save it with save_to_disk")
+                code, kind = name, "datasets"
+            else:
+                code, kind = _split_name(name)
+                if kind is None:
+                    raise LangmoeError(f"{p}: unsupported file; name files <lang>.txt, <lang>.jsonl, "
+                                       "<lang>.jsonl.gz or <lang>.parquet")
+                if p.stat().st_size == 0:
+                    raise LangmoeError(f"{p} is empty: add text or remove the file")
+            if code in self._sources:
+                raise LangmoeError(f"language {code!r} has two sources ({self._sources[code][1].name} and {name}): "
+                                   "keep one file per language")
+            self._sources[code] = (kind, p)
+        if not self._sources:
+            raise LangmoeError(f"{root} holds no <lang>.txt/.jsonl/.parquet files or <lang>/ datasets folders: "
+                               "add one file per language named by its ISO 639 code, e.g. de.txt")
+
+    def languages(self) -> list[str]:
+        return sorted(self._sources)
+
+    def _where(self, lang: str) -> str:
+        return str(self._sources[lang][1])
+
+    def _records(self, lang):
+        kind, p = self._sources[lang]
+        if kind == "txt":
+            return _iter_txt(p)
+        if kind == "jsonl":
+            return _iter_jsonl(p)
+        if kind == "parquet":
+            return _iter_parquet(p)
+        if kind == "datasets":
+            return _iter_dataset(_dataset_parts(_load_dataset(p), p), p, None)
+        return _iter_dataset(self._whole, p, lang)
+
+    def _source_name(self, lang: str) -> str:
+        kind, p = self._sources[lang]
+        return p.name if kind != "datasets-lang" else f"{p.name}[lang={lang}]"
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{self.root.resolve()}|{self.valid_frac}|{self.test_frac}|{self.seed}".encode())
+        for code in sorted(self._sources):
+            _, p = self._sources[code]
+            files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+            for f in files:
+                st = f.stat()
+                h.update(f"{code}:{f.relative_to(self.root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+        for _code, lang in sorted(self.declared.items()):
+            h.update(lang.model_dump_json().encode())
+        return "folder:" + h.hexdigest()[:32]
+
+
+def _known() -> set[str]:
+    from langmoe.data.languages import LANGUAGES
+
+    return set(LANGUAGES)
+
+
+def open_corpus(
+    spec: str | Path | None = "builtin",
+    declared_languages: Mapping[str, Language] | None = None,
+    valid_frac: float = 0.01,
+    test_frac: float = 0.01,
+    seed: int = 0,
+) -> Corpus:
+    """'builtin' (or None) for the shipped corpus, else a folder path (see FolderCorpus)."""
+    if isinstance(spec, Corpus):
+        return spec
+    if spec is None or str(spec) == "builtin":
+        return BuiltinCorpus()
+    return FolderCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed)
+
+
+# --- statistics ----------------------------------------------------------------------------------------------
+
+
+class LanguageStats(BaseModel):
+    code: str
+    name: str
+    family: str
+    genus: str
+    script: str
+    splits: dict[str, SplitStats]
+
+
+class CorpusStats(BaseModel):
+    """Per-language sizes and the diversity of the corpus (distinct families and scripts)."""
+
+    languages: list[LanguageStats]
+    totals: dict[str, SplitStats]
+    families: list[str]
+    scripts: list[str]
+
+
+def corpus_stats(corpus: Corpus, langs: list[str] | None = None) -> CorpusStats:
+    """Documents, characters and UTF-8 bytes per language and split, with metadata and totals."""
+    codes = list(langs) if langs else list(corpus.languages())
+    rows: list[LanguageStats] = []
+    totals = {s: SplitStats() for s in SPLITS}
+    for code in codes:
+        if hasattr(corpus, "split_stats"):
+            splits = corpus.split_stats(code)
+        else:  # a duck-typed corpus: count by streaming
+            splits = {}
+            for s in SPLITS:
+                st = SplitStats()
+                for doc in corpus.iter_documents(code, s):
+                    st.docs += 1
+                    st.chars += len(doc.text)
+                    st.bytes += len(doc.text.encode("utf-8"))
+                splits[s] = st
+        meta = corpus.language(code) if hasattr(corpus, "language") else get_language(code)
+        rows.append(LanguageStats(code=code, name=meta.name, family=meta.family, genus=meta.genus,
+                                  script=meta.script, splits={s: splits[s].model_copy() for s in SPLITS}))
+        for s in SPLITS:
+            totals[s].docs += splits[s].docs
+            totals[s].chars += splits[s].chars
+            totals[s].bytes += splits[s].bytes
+    return CorpusStats(
+        languages=rows,
+        totals=totals,
+        families=sorted({r.family for r in rows}),
+        scripts=sorted({r.script for r in rows}),
+    )
+
+
+def corpus_fingerprint(corpus: Any, langs: list[str] | None = None, split: str | None = None) -> str:
+    """`corpus.fingerprint()` when it has one, else a hash of the texts themselves (one streaming pass)."""
+    fp = getattr(corpus, "fingerprint", None)
+    if callable(fp) and isinstance(corpus, (BuiltinCorpus, FolderCorpus)):
+        return fp()
+    h = hashlib.sha256()
+    for lang in langs or corpus.languages():
+        for s in [split] if split else list(SPLITS):
+            h.update(f"\0{lang}\0{s}\0".encode())
+            for doc in corpus.iter_documents(lang, s):
+                h.update(doc.text.encode("utf-8"))
+                h.update(b"\0")
+    return "content:" + h.hexdigest()[:32]
+
+
+__all__ = [
+    "SPLITS", "Document", "Corpus", "BuiltinCorpus", "FolderCorpus", "open_corpus", "hash_split",
+    "SplitStats", "LanguageStats", "CorpusStats", "corpus_stats", "corpus_fingerprint",
+]

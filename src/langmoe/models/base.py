@@ -1,0 +1,86 @@
+"""Load a base (any Hugging Face causal LM folder, or the shipped tiny base) with one clear error per mistake."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from langmoe.errors import LangmoeError
+
+BUILTIN_NAME = "builtin"
+
+
+def builtin_base_path() -> Path:
+    """Folder of the shipped tiny base (a standard HF folder built by `langmoe pretrain`)."""
+    return Path(__file__).resolve().parent / "builtin" / "tiny-base"
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """`"builtin"` → the shipped tiny base; anything else must be an existing HF model folder."""
+    if str(path) == BUILTIN_NAME:
+        p = builtin_base_path()
+        if not (p / "config.json").is_file():
+            raise LangmoeError(
+                f"the built-in tiny base is missing at {p}: reinstall langmoe or build it with `langmoe pretrain`"
+            )
+        return p
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise LangmoeError(f"model folder {p} does not exist: give a Hugging Face model folder or 'builtin'")
+    if not p.is_dir():
+        raise LangmoeError(f"{p} is a file, not a model folder: give the folder holding config.json")
+    if not (p / "config.json").is_file():
+        raise LangmoeError(f"{p} has no config.json: give a Hugging Face model folder (save_pretrained output)")
+    return p
+
+
+def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise LangmoeError(f"unknown dtype {dtype!r}: choose one of {', '.join(table)}")
+    return table[dtype]
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a model (or tokenizer) folder."""
+    p = Path(path)
+    try:
+        return AutoTokenizer.from_pretrained(str(p))
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for a broken folder
+        raise LangmoeError(f"cannot load a tokenizer from {p} ({type(e).__name__}: {_one_line(e)}): "
+                           "save one there with tokenizer.save_pretrained") from e
+
+
+def load_model_and_tokenizer(
+    path: str | Path, dtype: str | torch.dtype | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (eval mode, fp32 unless `dtype`) and its tokenizer; raises LangmoeError on a missing or corrupt
+    folder and on a tokenizer whose vocabulary does not fit the model."""
+    p = resolve_model_path(path)
+    try:
+        json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LangmoeError(f"{p / 'config.json'} is not valid JSON: re-save the model with save_pretrained") from e
+    torch_dtype = _parse_dtype(dtype) or torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype)
+    except Exception as e:  # noqa: BLE001
+        raise LangmoeError(f"cannot load the model in {p} ({type(e).__name__}: {_one_line(e)}): "
+                           "check that the folder holds a complete causal LM (config.json + weights)") from e
+    tokenizer = load_tokenizer(p)
+    from langmoe.data.tokenizer import check_tokenizer_matches
+
+    check_tokenizer_matches(model, tokenizer)
+    model.eval()
+    return model, tokenizer
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:200] + ("..." if len(text) > 200 else "")

@@ -1,0 +1,328 @@
+"""Train a base from scratch (`langmoe pretrain`) or continue training any HF causal LM (`langmoe train`).
+
+Both produce a standard Hugging Face folder (safetensors model + tokenizer) that `from_pretrained` loads without
+langmoe, plus a JSON record (exact command, seed, config, per-language eval table) inside it. Training state lives in
+`OUT/train/` (trainer checkpoints, logs, the tokenizer and packed blocks): rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from langmoe import __version__
+from langmoe.errors import LangmoeError
+from langmoe.eval.perplexity import EvalSettings, run_eval
+from langmoe.io import read_json, write_json
+from langmoe.models.presets import (
+    DEFAULT_MAX_POSITIONS,
+    PRESET_VOCAB,
+    PRESETS,
+    count_parameters,
+    create_model,
+)
+
+
+class OptimSettings(BaseModel):
+    """Optimisation settings handed to the trainer (see `langmoe.train.trainer.TrainConfig`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(1000, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    warmup_ratio: float = Field(0.02, ge=0, lt=1)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    micro_batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    mixed_precision: Literal["no", "bf16"] = "no"
+    log_every: int = Field(10, ge=1)
+    save_every: int = Field(200, ge=1)
+    keep_checkpoints: int = Field(1, ge=1)
+    tau: float = Field(0.3, ge=0)
+
+
+class PretrainConfig(BaseModel):
+    """`langmoe pretrain`: tokenizer (trained or given), packed train blocks, a preset model from scratch."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: str = "tiny"
+    corpus: str = "builtin"
+    langs: list[str] | None = None
+    out: Path
+    seed: int = 0
+    block_len: int = Field(256, ge=2)
+    max_positions: int = Field(DEFAULT_MAX_POSITIONS, ge=2)
+    tokenizer: Path | None = None
+    vocab_size: int | None = Field(None, ge=300)
+    tokenizer_max_chars_per_lang: int | None = Field(None, ge=1)  # None: the median language size
+    max_train_tokens_per_lang: int | None = Field(None, ge=1)
+    optim: OptimSettings = OptimSettings()
+    eval: EvalSettings = EvalSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> PretrainConfig:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}: choose one of {', '.join(PRESETS)}")
+        if self.block_len > self.max_positions:
+            raise ValueError(
+                f"block length {self.block_len} exceeds max positions {self.max_positions}: lower --block-len"
+            )
+        if self.eval.window > self.max_positions:
+            raise ValueError(f"eval window {self.eval.window} exceeds max positions {self.max_positions}")
+        if self.tokenizer is not None and self.vocab_size is not None:
+            raise ValueError("give either --tokenizer or --vocab-size, not both")
+        return self
+
+
+class ContinueTrainConfig(BaseModel):
+    """`langmoe train`: dense continued pre-training of an existing HF causal LM on a corpus."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    corpus: str = "builtin"
+    langs: list[str] | None = None
+    out: Path
+    seed: int = 0
+    block_len: int = Field(256, ge=2)
+    max_train_tokens_per_lang: int | None = Field(None, ge=1)
+    optim: OptimSettings = OptimSettings(lr=1e-4)
+    eval: EvalSettings | None = None
+
+
+def build_config(cls: type[BaseModel], **kwargs: Any) -> Any:
+    """Validate a config at the edge, turning pydantic's report into one LangmoeError line."""
+    from pydantic import ValidationError
+
+    try:
+        return cls(**kwargs)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        msg = str(err.get("msg", e)).removeprefix("Value error, ")
+        raise LangmoeError(f"{where}: {msg}" if where else msg) from None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _resolve_langs(corpus, langs: list[str] | None) -> list[str]:
+    have = list(corpus.languages())
+    if not langs:
+        return have
+    missing = [x for x in langs if x not in have]
+    if missing:
+        raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(have)})")
+    return list(langs)
+
+
+def _lock_config(work: Path, record: dict[str, Any]) -> None:
+    """Refuse to resume a run folder made with different settings (the schedule and data would not match)."""
+    lock = work / "config.json"
+    if lock.exists():
+        old = read_json(lock)
+        if old != record:
+            diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            raise LangmoeError(
+                f"{work.parent} holds a run with different settings ({', '.join(diff)}): "
+                "rerun with the same options to resume, or choose a new --out"
+            )
+    else:
+        write_json(lock, record)
+
+
+def _tokenizer_for(cfg: PretrainConfig, corpus, langs: list[str], work: Path):
+    from transformers import AutoTokenizer
+
+    cached = work / "tokenizer"
+    if (cached / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cached))
+    if cfg.tokenizer is not None:
+        from langmoe.models.base import load_tokenizer
+
+        if not Path(cfg.tokenizer).is_dir():
+            raise LangmoeError(f"tokenizer folder {cfg.tokenizer} does not exist: give a saved tokenizer folder")
+        tok = load_tokenizer(cfg.tokenizer)
+    else:
+        from langmoe.data.tokenizer import train_tokenizer
+
+        vocab = cfg.vocab_size or PRESET_VOCAB[cfg.preset]
+        tok = train_tokenizer(corpus, vocab, langs=langs, max_chars_per_lang=cfg.tokenizer_max_chars_per_lang,
+                              seed=cfg.seed)
+    if tok.eos_token_id is None:
+        raise LangmoeError("the tokenizer has no eos token: documents cannot be separated; set tokenizer.eos_token")
+    _save_atomic_dir(cached, tok.save_pretrained)
+    return tok
+
+
+def _pack(corpus, tokenizer, langs: list[str], block_len: int, max_tokens: int | None, work: Path):
+    from langmoe.data.packing import pack_corpus
+
+    blocks = pack_corpus(corpus, tokenizer, langs, "train", block_len, max_tokens_per_lang=max_tokens,
+                         cache_dir=work / "blocks")
+    if len(blocks) == 0:
+        raise LangmoeError(f"no training blocks of {block_len} tokens: the train split is too small, lower --block-len")
+    return blocks
+
+
+def _save_atomic_dir(dest: Path, save: Any) -> None:
+    """Run `save(tmpdir)` then move every file into `dest` by rename (each file appears whole or not at all)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".save-", dir=dest))
+    try:
+        save(str(tmp))
+        for f in sorted(tmp.iterdir()):
+            target = dest / f.name
+            if f.is_dir() and target.exists():
+                shutil.rmtree(target)
+            os.replace(f, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_hf_folder(model, tokenizer, out: Path) -> None:
+    """A standard HF folder (safetensors, fp32 as trained) that `AutoModelForCausalLM.from_pretrained` loads."""
+    _save_atomic_dir(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+
+
+def _fingerprint(corpus, langs: list[str]) -> str | None:
+    from langmoe.data.corpus import corpus_fingerprint
+
+    return corpus_fingerprint(corpus, langs)
+
+
+def _environment() -> dict[str, Any]:
+    import transformers
+
+    dev = _device()
+    return {
+        "langmoe": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "python": platform.python_version(), "device": str(dev),
+        "device_name": torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _train(model, blocks, optim: OptimSettings, seed: int, work: Path):
+    from langmoe.data.samplers import TemperatureSampler
+    from langmoe.train.trainer import TrainConfig, train
+
+    source = TemperatureSampler(blocks, optim.micro_batch_size, tau=optim.tau, seed=seed, grad_accum=optim.grad_accum)
+    tcfg = TrainConfig(
+        steps=optim.steps, lr=optim.lr, warmup_ratio=optim.warmup_ratio, min_lr_ratio=optim.min_lr_ratio,
+        weight_decay=optim.weight_decay, grad_clip=optim.grad_clip, micro_batch_size=optim.micro_batch_size,
+        grad_accum=optim.grad_accum, mixed_precision=optim.mixed_precision, log_every=optim.log_every,
+        save_every=optim.save_every, keep_checkpoints=optim.keep_checkpoints, seed=seed,
+    )
+    t0 = time.time()
+    result = train(model, source, tcfg, work)
+    info: dict[str, Any] = {
+        "steps": result.final_step,
+        "resumed_from_step": result.start_step,
+        "tokens_seen": result.tokens_seen,
+        "tokens_per_s_this_call": round(result.tokens_per_s, 1),
+        "wall_s_this_call": round(time.time() - t0, 1),
+    }
+    if result.losses:
+        info["final_loss"] = result.losses[-1]
+    return result, info
+
+
+def pretrain(cfg: PretrainConfig, command: str | None = None) -> dict[str, Any]:
+    """Tokenizer → packed train blocks → preset model trained from scratch → eval → HF folder + pretrain.json."""
+    from langmoe.data.corpus import open_corpus
+
+    out = Path(cfg.out)
+    work = out / "train"
+    work.mkdir(parents=True, exist_ok=True)
+    _lock_config(work, cfg.model_dump(mode="json", exclude={"out"}))
+    corpus = open_corpus(cfg.corpus)
+    langs = _resolve_langs(corpus, cfg.langs)
+    tok = _tokenizer_for(cfg, corpus, langs, work)
+    blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
+    eos = tok.eos_token_id
+    model = create_model(cfg.preset, len(tok), cfg.max_positions, cfg.seed,
+                         bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else eos,
+                         eos_token_id=eos, pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos)
+    result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work)
+    model.to(_device()).eval()
+    table = run_eval(model, tok, corpus, langs, cfg.eval)
+    model.to(torch.device("cpu"))
+    save_hf_folder(model, tok, out)
+    record = {
+        "command": command or "langmoe pretrain (library call)",
+        "seed": cfg.seed,
+        "config": cfg.model_dump(mode="json"),
+        "parameters": count_parameters(model),
+        "vocab_size": len(tok),
+        "corpus_fingerprint": _fingerprint(corpus, langs),
+        "train_blocks": {"blocks": len(blocks), "tokens": blocks.num_tokens(), "per_lang": blocks.counts()},
+        "train": train_info,
+        "eval": table,
+        "environment": _environment(),
+    }
+    write_json(out / "pretrain.json", record)
+    return record
+
+
+def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict[str, Any]:
+    """Dense continued pre-training of an HF causal LM (all parameters) with the temperature sampler."""
+    from langmoe.data.corpus import open_corpus
+    from langmoe.models.base import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(cfg.model)
+    max_pos = getattr(model.config, "max_position_embeddings", None)
+    if max_pos is not None and cfg.block_len > max_pos:
+        raise LangmoeError(f"block length {cfg.block_len} exceeds the model's max positions {max_pos}: lower --block-len")
+    out = Path(cfg.out)
+    work = out / "train"
+    work.mkdir(parents=True, exist_ok=True)
+    _lock_config(work, cfg.model_dump(mode="json", exclude={"out"}))
+    corpus = open_corpus(cfg.corpus)
+    langs = _resolve_langs(corpus, cfg.langs)
+    blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
+    result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work)
+    record: dict[str, Any] = {
+        "command": command or "langmoe train (library call)",
+        "seed": cfg.seed,
+        "config": cfg.model_dump(mode="json"),
+        "train": train_info,
+        "environment": _environment(),
+    }
+    if cfg.eval is not None:
+        model.to(_device()).eval()
+        record["eval"] = run_eval(model, tok, corpus, langs, cfg.eval)
+    model.to(torch.device("cpu"))
+    save_hf_folder(model, tok, out)
+    write_json(out / "train.json", record)
+    return record
+
+
+def command_line() -> str:
+    """The command as typed (for the record), with the program name normalised to `langmoe`."""
+    import shlex
+
+    argv = list(sys.argv)
+    if argv and (argv[0].endswith("langmoe") or argv[0].endswith("__main__.py") or argv[0] == "-m"):
+        argv[0] = "langmoe"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+__all__ = [
+    "ContinueTrainConfig", "EvalSettings", "OptimSettings", "PretrainConfig", "build_config", "continue_train",
+    "pretrain", "run_eval", "save_hf_folder",
+]

@@ -1,0 +1,541 @@
+"""The Accelerate-based trainer: one loop for 1 CPU, DDP, FSDP or DeepSpeed (`accelerate launch` / `torchrun`).
+
+Data comes from a `BatchSource` that is a pure function of (step, micro, rank, world), so resuming from a
+checkpoint replays exactly the same batches; the checkpoint restores model, optimizer, LR schedule and RNG states,
+so an interrupted run continues bit-for-bit like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from langmoe.errors import LangmoeError
+from langmoe.io import read_json, write_json, write_text
+from langmoe.train.schedule import warmup_cosine_scheduler
+
+__all__ = [
+    "LossTerm",
+    "TrainConfig",
+    "TrainResult",
+    "find_checkpoints",
+    "is_no_decay",
+    "param_groups",
+    "train",
+]
+
+_STATE_FILE = "trainer_state.json"  # written last inside the temp dir: a checkpoint without it is incomplete
+_SCHED_FILE = "langmoe_scheduler.pt"
+_CKPT_RE = re.compile(r"^step-(\d+)$")
+_RESERVED = {"step", "loss", "clm", "lr", "grad_norm", "tokens", "tokens_per_s"}
+# Fields that may change between an interrupted run and its resume without changing the result.
+_RESUME_FREE = {"progress", "log_every", "eval_every", "save_every", "keep_checkpoints"}
+
+
+class BatchSource(Protocol):
+    """Per-rank micro-batches as a pure function of the optimizer step (see `langmoe.data.samplers`)."""
+
+    def get(self, step: int, micro: int, rank: int = 0, world: int = 1) -> dict[str, Any]: ...
+
+
+class TrainConfig(BaseModel):
+    """Optimisation and bookkeeping settings. Batch size per optimizer step = micro × accum × world size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(gt=0, description="optimizer steps in total (including those before a resume)")
+    lr: float = Field(1e-4, gt=0)
+    warmup_ratio: float = Field(0.03, ge=0, le=1, description="fraction of steps with linear warmup")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to lr * min_lr_ratio at the end")
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 or None disables clipping")
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    adam_eps: float = Field(1e-8, gt=0)
+    micro_batch_size: int = Field(
+        8, gt=0, description="rows per micro-batch per rank (checked on the batches)"
+    )
+    grad_accum: int = Field(1, gt=0)
+    mixed_precision: Literal["no", "bf16"] = "no"
+    log_every: int = Field(10, ge=0, description="0: log only the last step")
+    eval_every: int = Field(0, ge=0, description="0: evaluate only after the last step (if eval_fn is given)")
+    save_every: int = Field(0, ge=0, description="0: no checkpoints; else every N steps and at the end")
+    keep_checkpoints: int = Field(2, ge=1)
+    seed: int = 0
+    progress: bool = Field(True, description="rich progress bar (shown only on a TTY, rank 0)")
+
+    @field_validator("grad_clip", mode="before")
+    @classmethod
+    def _clip_none(cls, v: Any) -> Any:
+        return 0.0 if v is None else v
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("adam_betas must both be in [0, 1)")
+        return v
+
+    @classmethod
+    def parse(cls, data: dict[str, Any] | TrainConfig) -> TrainConfig:
+        """Validate user input; a bad field raises LangmoeError naming it (one line)."""
+        if isinstance(data, cls):
+            return data
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "train config"
+            raise LangmoeError(f"train config: {loc}: {err['msg']}") from None
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """An extra loss: total = CLM + Σ weight · fn(model, batch, outputs). `model` is the unwrapped model."""
+
+    name: str
+    weight: float
+    fn: Callable[[torch.nn.Module, dict[str, Any], Any], torch.Tensor]
+
+    def __post_init__(self) -> None:
+        if not self.name or not re.fullmatch(r"[A-Za-z0-9_./-]+", self.name) or self.name in _RESERVED:
+            raise LangmoeError(
+                f"loss term name {self.name!r} must be [A-Za-z0-9_./-]+ and not one of {sorted(_RESERVED)}"
+            )
+        if not math.isfinite(float(self.weight)):
+            raise LangmoeError(f"loss term {self.name!r}: weight must be finite, got {self.weight}")
+        if not callable(self.fn):
+            raise LangmoeError(f"loss term {self.name!r}: fn must be callable")
+
+
+@dataclass
+class TrainResult:
+    """What one `train` call did. `losses` holds the total loss of each step run in this call (global mean)."""
+
+    final_step: int
+    start_step: int
+    losses: list[float] = field(default_factory=list)
+    tokens_seen: int = 0  # cumulative over all ranks, including steps before a resume
+    tokens_per_s: float = 0.0  # throughput of this call (all ranks)
+    elapsed_s: float = 0.0
+    eval: dict[str, float] = field(default_factory=dict)  # the last evaluation
+    out_dir: Path | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# parameters
+
+
+def is_no_decay(name: str, param: torch.Tensor) -> bool:
+    """Norm weights, biases and any 1-D parameter get no weight decay (decaying them only hurts)."""
+    return param.ndim < 2 or name.endswith("bias") or "norm" in name.lower()
+
+
+def param_groups(
+    model: torch.nn.Module,
+    weight_decay: float,
+    trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """AdamW groups: [decayed, not decayed], frozen parameters left out.
+
+    With `trainable`, parameters it rejects get `requires_grad=False` (so they get no gradient and no optimizer
+    state); without it the current `requires_grad` flags are respected. Each group carries `names` for inspection.
+    """
+    if trainable is not None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(bool(trainable(name, p)))
+    decay: dict[str, torch.nn.Parameter] = {}
+    no_decay: dict[str, torch.nn.Parameter] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if is_no_decay(name, p) else decay)[name] = p
+    if not decay and not no_decay:
+        raise LangmoeError("no trainable parameters: the `trainable` selector rejected every parameter")
+    groups = []
+    if decay:
+        groups.append({"params": list(decay.values()), "weight_decay": weight_decay, "names": list(decay)})
+    if no_decay:
+        groups.append({"params": list(no_decay.values()), "weight_decay": 0.0, "names": list(no_decay)})
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def find_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under `out_dir/checkpoints`, oldest first. Incomplete ones are skipped with a warning."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        m = _CKPT_RE.match(d.name)
+        if not m or not d.is_dir():
+            continue
+        if not (d / _STATE_FILE).is_file():
+            warnings.warn(f"skipping incomplete checkpoint {d} (no {_STATE_FILE})", stacklevel=2)
+            continue
+        found.append((int(m.group(1)), d))
+    return sorted(found)
+
+
+def _save_checkpoint(acc, out_dir: Path, step: int, scheduler, config: TrainConfig, tokens_seen: int) -> None:
+    """All ranks write into `.tmp-step-N`, then rank 0 adds the trainer state and renames it to `step-N`."""
+    root = out_dir / "checkpoints"
+    tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
+    if acc.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        torch.save(scheduler.state_dict(), tmp / _SCHED_FILE)
+        write_json(
+            tmp / _STATE_FILE,
+            {"format": 1, "step": step, "tokens_seen": tokens_seen, "config": config.model_dump(mode="json")},
+        )
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for _, old in find_checkpoints(out_dir)[: -config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+
+
+def _load_checkpoint(acc, path: Path, scheduler, config: TrainConfig) -> tuple[int, int]:
+    try:
+        state = read_json(path / _STATE_FILE)
+        step, tokens = int(state["step"]), int(state["tokens_seen"])
+        acc.load_state(str(path))
+        scheduler.load_state_dict(torch.load(path / _SCHED_FILE, weights_only=True))
+    except Exception as e:  # noqa: BLE001 - any failure means the folder is unusable
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise LangmoeError(
+            f"checkpoint {path} is corrupt ({type(e).__name__}: {msg}); delete it to resume from an older one"
+        ) from e
+    saved = state.get("config", {})
+    changed = sorted(
+        k for k, v in config.model_dump(mode="json").items() if k not in _RESUME_FREE and saved.get(k) != v
+    )
+    if changed:
+        warnings.warn(
+            f"resuming from {path} with changed settings {changed}: the run will not match an "
+            "uninterrupted one",
+            stacklevel=3,
+        )
+    return step, tokens
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# logging
+
+
+class _Logger:
+    """JSONL + TensorBoard + rich progress, active on the main process only."""
+
+    def __init__(self, out_dir: Path, active: bool, start_step: int, total: int, show_progress: bool):
+        self.active = active
+        self.path = out_dir / "log.jsonl"
+        self._file = None
+        self._tb = None
+        self._progress = None
+        if not active:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        kept = ""
+        if start_step > 0 and self.path.exists():  # drop rows logged after the checkpoint we resume from
+            rows = [ln for ln in self.path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            kept = "".join(ln + "\n" for ln in rows if _row_step(ln) <= start_step)
+        write_text(self.path, kept)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._tb = SummaryWriter(str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+        if show_progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                TimeRemainingColumn(),
+            )
+            self._task = self._progress.add_task("", total=total, completed=start_step)
+            self._progress.start()
+
+    def row(self, row: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        step = row["step"]
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)) and v is not None:
+                self._tb.add_scalar(k if "/" in k else f"train/{k}", v, step)
+        if self._progress is not None and "loss" in row:
+            self._progress.update(
+                self._task, description=f"loss {row['loss']:.4f}  {row['tokens_per_s']:,.0f} tok/s"
+            )
+
+    def advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        if self._tb is not None:
+            self._tb.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _row_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except Exception:  # noqa: BLE001 - a torn last line from a kill is dropped
+        return 1 << 62
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def _make_accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    kwargs = {"mixed_precision": config.mixed_precision, "gradient_accumulation_steps": config.grad_accum}
+    try:
+        return Accelerator(**kwargs)
+    except ValueError as e:
+        # A single process that trained before with another precision: the global state may be reset safely.
+        if "already been initialized" in str(e) and AcceleratorState().num_processes == 1:
+            AcceleratorState._reset_state()
+            return Accelerator(**kwargs)
+        raise LangmoeError(f"cannot set up Accelerate: {str(e).splitlines()[0]}") from e
+
+
+def _check_batch(batch: dict[str, Any], config: TrainConfig) -> None:
+    for key in ("input_ids", "labels"):
+        if key not in batch or not torch.is_tensor(batch[key]):
+            raise LangmoeError(
+                f"batch source must return a dict with tensor {key!r}; got keys {sorted(batch)}"
+            )
+    ids = batch["input_ids"]
+    if ids.ndim != 2 or batch["labels"].shape != ids.shape:
+        raise LangmoeError(
+            f"input_ids and labels must both be [batch, seq]; got {tuple(ids.shape)} and "
+            f"{tuple(batch['labels'].shape)}"
+        )
+    if ids.shape[0] != config.micro_batch_size:
+        raise LangmoeError(
+            f"batch source yields micro-batches of {ids.shape[0]} rows but micro_batch_size is "
+            f"{config.micro_batch_size}; make them agree"
+        )
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _is_every(done: int, every: int, total: int) -> bool:
+    return done == total or (every > 0 and done % every == 0)
+
+
+def train(
+    model: torch.nn.Module,
+    source: BatchSource,
+    config: TrainConfig | dict[str, Any],
+    out_dir: str | Path,
+    loss_terms: Sequence[LossTerm] = (),
+    forward_context: Callable[[torch.nn.Module, dict[str, Any]], AbstractContextManager] | None = None,
+    eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
+    accelerator: Any = None,
+) -> TrainResult:
+    """Train `model` (a Hugging Face causal LM) in place for `config.steps` optimizer steps.
+
+    Resumes automatically from the newest complete checkpoint in `out_dir/checkpoints`. Only `input_ids` and
+    `labels` reach the model; the whole batch (with `lang_ids`, `group_ids`) goes to loss terms and to
+    `forward_context(model, batch)`, which wraps every forward (e.g. hard routing by group). Pass `accelerator`
+    to reuse a configured `accelerate.Accelerator` (one per `train` call: it registers model and optimizer).
+    """
+    config = TrainConfig.parse(config)
+    terms = tuple(loss_terms)
+    for t in terms:
+        if not isinstance(t, LossTerm):
+            raise LangmoeError(f"loss_terms must be LossTerm objects, got {type(t).__name__}")
+    if len({t.name for t in terms}) != len(terms):
+        raise LangmoeError(f"loss term names must be unique: {[t.name for t in terms]}")
+    out_dir = Path(out_dir)
+
+    from accelerate.utils import DistributedType, set_seed
+
+    acc = accelerator if accelerator is not None else _make_accelerator(config)
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        if acc.gradient_accumulation_steps != config.grad_accum:
+            raise LangmoeError(
+                f"DeepSpeed config has gradient_accumulation_steps={acc.gradient_accumulation_steps}"
+                f" but grad_accum is {config.grad_accum}; make them agree"
+            )
+    else:
+        acc.gradient_accumulation_steps = config.grad_accum
+    if accelerator is not None and acc.mixed_precision != config.mixed_precision:
+        raise LangmoeError(
+            f"the given Accelerator uses mixed_precision={acc.mixed_precision!r} but the config says "
+            f"{config.mixed_precision!r}; make them agree"
+        )
+
+    set_seed(config.seed)
+    groups = param_groups(model, config.weight_decay, trainable)
+    optimizer = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "names"} for g in groups],
+        lr=config.lr,
+        betas=config.adam_betas,
+        eps=config.adam_eps,
+    )
+    # The scheduler is not handed to `prepare`: Accelerate's wrapper steps it once per process per call, which
+    # would advance the schedule `world` times too fast. We step it exactly once per optimizer step.
+    scheduler = warmup_cosine_scheduler(optimizer, config.steps, config.warmup_ratio, config.min_lr_ratio)
+    prepared, optimizer = acc.prepare(model, optimizer)
+    inner = acc.unwrap_model(prepared)
+    # All parameters (frozen ones have no grad and are ignored): Accelerate then uses FSDP's own clipping.
+    clip_params = list(prepared.parameters())
+
+    start_step, tokens_seen = 0, 0
+    if acc.is_main_process and (out_dir / "checkpoints").is_dir():
+        for stale in (out_dir / "checkpoints").glob(".tmp-step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    ckpts = find_checkpoints(out_dir)
+    if ckpts:
+        start_step, tokens_seen = _load_checkpoint(acc, ckpts[-1][1], scheduler, config)
+    result = TrainResult(
+        final_step=start_step, start_step=start_step, tokens_seen=tokens_seen, out_dir=out_dir
+    )
+    if start_step >= config.steps:
+        if start_step > config.steps:
+            warnings.warn(
+                f"checkpoint step {start_step} is past steps={config.steps}; nothing to do", stacklevel=2
+            )
+        return result
+
+    world, rank, device = acc.num_processes, acc.process_index, acc.device
+    show = config.progress and sys.stdout.isatty()
+    log = _Logger(out_dir, acc.is_main_process, start_step, config.steps, show)
+    use_cache = {"use_cache": False} if hasattr(getattr(inner, "config", None), "use_cache") else {}
+    ctx_fn = forward_context or (lambda _m, _b: nullcontext())
+    n_stats = 2 + len(terms)  # total, clm, each term (unweighted)
+    pending: list[torch.Tensor] = []
+    grad_norm: torch.Tensor | None = None
+    acc.step = 0  # Accelerate's accumulation counter: align it with our optimizer steps
+    prepared.train()
+    tokens_at_start = tokens_seen
+    t0 = window_t0 = time.perf_counter()
+    window_tokens = 0
+    try:
+        for step in range(start_step, config.steps):
+            done = step + 1
+            do_log = _is_every(done, config.log_every, config.steps)
+            do_eval = eval_fn is not None and _is_every(done, config.eval_every, config.steps)
+            do_log = do_log or do_eval
+            stats = torch.zeros(n_stats, device=device)
+            local_tokens = 0
+            for micro in range(config.grad_accum):
+                batch = source.get(step, micro, rank, world)
+                if step == start_step and micro == 0:
+                    _check_batch(batch, config)
+                local_tokens += batch["input_ids"].numel()
+                batch = _to_device(batch, device)
+                with acc.accumulate(prepared):
+                    with acc.autocast(), ctx_fn(inner, batch):
+                        outputs = prepared(input_ids=batch["input_ids"], labels=batch["labels"], **use_cache)
+                        clm = outputs.loss
+                        if clm is None:
+                            raise LangmoeError(
+                                "the model returned no loss for `labels`; use a causal LM head model"
+                            )
+                        total = clm
+                        parts = [clm.detach()]
+                        for t in terms:
+                            value = t.fn(inner, batch, outputs)
+                            total = total + t.weight * value
+                            parts.append(value.detach())
+                    acc.backward(total)  # divides by grad_accum (except DeepSpeed, which scales itself)
+                stats += torch.stack([total.detach(), *parts]).float()
+            if not acc.sync_gradients:
+                raise LangmoeError(
+                    "gradient accumulation went out of step; pass a fresh Accelerator to train()"
+                )
+            if config.grad_clip > 0:
+                grad_norm = acc.clip_grad_norm_(clip_params, config.grad_clip)
+            elif do_log:
+                grad_norm = acc.clip_grad_norm_(clip_params, float("inf"))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            tokens = local_tokens * world
+            tokens_seen += tokens
+            window_tokens += tokens
+            pending.append(stats / config.grad_accum)
+            if do_eval:
+                prepared.eval()
+                metrics = eval_fn(inner)
+                prepared.train()
+                if not isinstance(metrics, dict):
+                    raise LangmoeError(f"eval_fn must return dict[str, float], got {type(metrics).__name__}")
+                result.eval = {str(k): float(v) for k, v in metrics.items()}
+            if do_log:
+                hist = torch.stack(pending)
+                if world > 1:
+                    hist = acc.reduce(hist, reduction="mean")
+                rows = hist.tolist()
+                pending.clear()
+                result.losses.extend(r[0] for r in rows)
+                now = time.perf_counter()
+                mean = [sum(col) / len(rows) for col in zip(*rows, strict=True)]
+                row: dict[str, Any] = {"step": done, "loss": mean[0], "clm": mean[1]}
+                row.update({t.name: mean[2 + i] for i, t in enumerate(terms)})
+                row.update(
+                    {
+                        "lr": lr,
+                        "grad_norm": None if grad_norm is None else float(grad_norm),
+                        "tokens": tokens_seen,
+                        "tokens_per_s": window_tokens / max(now - window_t0, 1e-9),
+                    }
+                )
+                if do_eval:
+                    row.update({f"eval/{k}": v for k, v in result.eval.items()})
+                log.row(row)
+                window_t0, window_tokens = now, 0
+                if not all(math.isfinite(r[0]) for r in rows):
+                    raise LangmoeError(f"loss is not finite at step {done}; lower lr or check the data")
+            log.advance()
+            result.final_step = done
+            if config.save_every > 0 and _is_every(done, config.save_every, config.steps):
+                _save_checkpoint(acc, out_dir, done, scheduler, config, tokens_seen)
+    finally:
+        log.close()
+    result.elapsed_s = time.perf_counter() - t0
+    result.tokens_seen = tokens_seen
+    result.tokens_per_s = (tokens_seen - tokens_at_start) / max(result.elapsed_s, 1e-9)
+    return result
