@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -196,7 +195,10 @@ def _save_atomic_dir(dest: Path, save: Any) -> None:
 
 def save_hf_folder(model, tokenizer, out: Path) -> None:
     """A standard HF folder (safetensors, fp32 as trained) that `AutoModelForCausalLM.from_pretrained` loads."""
-    _save_atomic_dir(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+    from langmoe.models.base import quiet_transformers
+
+    with quiet_transformers():
+        _save_atomic_dir(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
 
 
 def _fingerprint(corpus, langs: list[str]) -> str | None:
@@ -310,16 +312,6 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict
     save_hf_folder(model, tok, out)
     write_json(out / "train.json", record)
     return record
-
-
-def command_line() -> str:
-    """The command as typed (for the record), with the program name normalised to `langmoe`."""
-    import shlex
-
-    argv = list(sys.argv)
-    if argv and (argv[0].endswith("langmoe") or argv[0].endswith("__main__.py") or argv[0] == "-m"):
-        argv[0] = "langmoe"
-    return " ".join(shlex.quote(a) for a in argv)
 
 
 __all__ = [

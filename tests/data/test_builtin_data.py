@@ -179,7 +179,7 @@ def test_html_paragraphs_drop_code_and_navigation():
     <item><p>Mallard text</p></item><code mime="text/x-shellscript">rm -rf /</code></page>
     </body></html>"""
     assert bb.html_paragraphs(raw) == [
-        "Run apt update to refresh\xa0the lists.", "First item", "Second item", "Mallard text",
+        "Run apt update to refresh the lists.", "First item", "Second item", "Mallard text",
     ]
 
 

@@ -312,3 +312,13 @@ def test_progress_bar_on_a_tty(tmp_path, monkeypatch, capsys):
     res = train(tiny_model(), ToySource(4), cfg(steps=2, progress=True), tmp_path)
     assert res.final_step == 2
     assert "tok/s" in capsys.readouterr().out
+
+
+def test_resume_with_changed_settings_warns_and_no_clip_still_logs_norm(tmp_path):
+    assert TrainConfig(steps=1, grad_clip=None).grad_clip == 0.0
+    train(tiny_model(), ToySource(4), cfg(steps=2, save_every=2, grad_clip=0), tmp_path)
+    assert all(r["grad_norm"] > 0 for r in rows(tmp_path))
+    with pytest.warns(UserWarning, match=r"changed settings \['lr', 'steps'\]"):
+        res = train(tiny_model(), ToySource(4), cfg(steps=3, lr=1e-3, save_every=2, grad_clip=0), tmp_path)
+    assert res.start_step == 2 and res.final_step == 3
+    assert [r["step"] for r in rows(tmp_path)] == [1, 2, 3]

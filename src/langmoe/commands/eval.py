@@ -52,6 +52,24 @@ def eval_settings(args) -> Any:
     )
 
 
+def as_command(verb: str, args) -> str:
+    """The full command line that reproduces `args` (every option spelled out, defaults included)."""
+    import shlex
+
+    parts = ["langmoe", verb]
+    for key, value in vars(args).items():
+        if key in ("func", "command") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts += [flag, *map(str, value)]
+        else:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
 def set_threads(n: int | None) -> None:
     import torch
 

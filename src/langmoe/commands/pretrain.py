@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from langmoe.commands.eval import print_eval_table, set_threads, split_langs
+from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
 
 
 def register(subparsers) -> None:
@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from langmoe.eval.perplexity import EvalSettings
-    from langmoe.pretrain import OptimSettings, PretrainConfig, build_config, command_line, pretrain
+    from langmoe.pretrain import OptimSettings, PretrainConfig, build_config, pretrain
 
     set_threads(args.threads)
     optim = build_config(
@@ -61,6 +61,6 @@ def run(args) -> int:
         vocab_size=args.vocab_size, tokenizer_max_chars_per_lang=args.tokenizer_chars,
         max_train_tokens_per_lang=args.max_train_tokens, optim=optim, eval=ev,
     )
-    record = pretrain(cfg, command=command_line())
+    record = pretrain(cfg, command=as_command("pretrain", args))
     print_eval_table(record["eval"], f"{args.preset} base in {args.out}: {cfg.eval.split} split")
     return 0

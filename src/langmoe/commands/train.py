@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from langmoe.commands.eval import print_eval_table, set_threads, split_langs
+from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
 
 
 def register(subparsers) -> None:
@@ -41,7 +41,6 @@ def run(args) -> int:
         ContinueTrainConfig,
         OptimSettings,
         build_config,
-        command_line,
         continue_train,
     )
 
@@ -57,7 +56,7 @@ def run(args) -> int:
         seed=args.seed, block_len=args.block_len, max_train_tokens_per_lang=args.max_train_tokens, optim=optim,
         eval=EvalSettings() if args.eval else None,
     )
-    record = continue_train(cfg, command=command_line())
+    record = continue_train(cfg, command=as_command("train", args))
     if "eval" in record:
         print_eval_table(record["eval"], f"{args.model} continued in {args.out}")
     else:

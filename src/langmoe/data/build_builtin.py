@@ -15,6 +15,7 @@ import hashlib
 import html
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -51,7 +52,7 @@ _GNOME_DIRS = {
     "C": "en", "as": "as", "ca": "ca", "cs": "cs", "da": "da", "de": "de", "el": "el", "es": "es", "fa": "fa",
     "fi": "fi", "fr": "fr", "gl": "gl", "gu": "gu", "he": "he", "hi": "hi", "hr": "hr", "hu": "hu", "id": "id",
     "it": "it", "ja": "ja", "kn": "kn", "ko": "ko", "lt": "lt", "lv": "lv", "mr": "mr", "nl": "nl", "pa": "pa",
-    "pl": "pl", "pt": "pt", "pt_BR": "pt", "ro": "ro", "ru": "ru", "sl": "sl", "sr": "sr", "sv": "sv", "ta": "ta",
+    "pl": "pl", "pt_BR": "pt", "ro": "ro", "ru": "ru", "sl": "sl", "sr": "sr", "sv": "sv", "ta": "ta",
     "te": "te", "tr": "tr", "uk": "uk", "vi": "vi", "zh_CN": "zh",
 }
 # libreoffice-help-<x>: the languages no other source has (and a few thin ones).
@@ -64,7 +65,7 @@ PACKAGES: list[str] = (_MAN_PACKAGES + list(_FORTUNE_PACKAGES) + OTHER_PACKAGES
                        + [f"libreoffice-help-{x}" for x in _LIBREOFFICE])
 TOOLS = {"mandoc": "mandoc", "dpkg-deb": "dpkg"}  # executable -> apt package providing it
 
-MAX_BYTES_PER_LANG = 1_500_000  # UTF-8 text per language before compression; keeps the folder ~10 MB
+MAX_BYTES_PER_LANG = 1_200_000  # UTF-8 text per language before compression; keeps the folder ~10 MB
 MAX_DOC_CHARS = 40_000
 MIN_DOC_CHARS = 200
 MIN_LANG_DOCS = 3  # a language needs a train, a valid and a test document
@@ -93,9 +94,22 @@ class Item:
 
 _OVERSTRIKE = re.compile(r".\x08", re.DOTALL)
 _TAG_PREFIX = re.compile(r"^(?:-{1,2}[\w@?#][^\s]*(?:,\s+-{1,2}[\w@?#]\S*)*)\s{2,}")
-_CODE_CHARS = set("{}();=<>$\\|*#[]_/`~^")
-_EN_MARKERS = frozenset("the and with that this which you your are from have will should when".split())
+_CODE_CHARS = set("{}();=<>$\\|*#[]`~^")
+# Frequent English words that are not also frequent words of the other shipped Latin-script languages
+# ("a", "in", "is", "do", "no", "to", "for", "on", "die", "also" ... are left out on purpose).
+_EN_MARKERS = frozenset("""
+the and of with that this which you your are from have has had will would should could can cannot when
+what how where who why there their they them these those then than other only any such used using use
+each into about been was were does did not but its it's or if by be we our us all some more most many
+must may might want need make like just way because after before between both same following example
+click select choose open press type enter show shows shown file files folder window button menu settings
+set sets new one two first also see here own able allows allow lets let get gets even well very much
+over under through while without within however therefore instead often usually available default
+""".split())
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+# Leftover markup anywhere means the converter missed something: drop the paragraph rather than ship it.
+_MARKUP = re.compile(r"<[A-Za-z/!?]|\\f[A-Z1-4(\[]|\\\(|^\.[A-Z]{2}\b|&[a-z]+;|&#\d+;", re.M)
+_REPEAT = re.compile(r"(\S)\1{5,}")  # ASCII art, rulers, dot leaders
 _CJK_SCRIPTS = {"Han", "Japanese", "Thai", "Lao", "Khmer", "Myanmar", "Tibetan"}
 
 
@@ -107,6 +121,19 @@ def normalise_for_dedup(par: str) -> str:
     """Case-, digit-, punctuation- and space-insensitive form: near-duplicates hash equal."""
     s = unicodedata.normalize("NFKC", par).casefold()
     return "".join(c for c in s if unicodedata.category(c)[0] in "LM")
+
+
+def english_share(par: str) -> float:
+    """Share of words that are frequent English words: catches paragraphs left untranslated."""
+    words = _WORD_RE.findall(par.lower())
+    return sum(1 for w in words if w in _EN_MARKERS) / len(words) if words else 0.0
+
+
+def looks_english(par: str) -> bool:
+    """More than a fifth of the words are frequent English words (two at least, or half of a short line)."""
+    words = _WORD_RE.findall(par.lower())
+    hits = sum(1 for w in words if w in _EN_MARKERS)
+    return bool(words) and hits / len(words) > 0.2 and (hits >= 2 or hits / len(words) >= 0.5)
 
 
 def keep_paragraph(par: str, lang: str) -> bool:
@@ -123,15 +150,15 @@ def keep_paragraph(par: str, lang: str) -> bool:
         return False
     if sum(1 for c in nonspace if c in _CODE_CHARS) / len(nonspace) > 0.05:
         return False
-    if "http://" in par or "https://" in par or "www." in par:
+    if "://" in par or "www." in par or _MARKUP.search(par) or _REPEAT.search(par):
         return False
-    threshold = 0.9 if language.script == "Latin" else 0.6
+    threshold = 0.9 if language.script == "Latin" else 0.7
     if script_share(par, language.script) < threshold:
         return False
-    if lang != "en" and language.script == "Latin":
-        words = _WORD_RE.findall(par.lower())
-        if words and sum(1 for w in words if w in _EN_MARKERS) / len(words) > 0.06:
-            return False
+    if lang != "en" and language.script == "Latin" and looks_english(par):
+        return False
+    if par.startswith("Title is:"):  # LibreOffice help boilerplate
+        return False
     return True
 
 
@@ -193,26 +220,28 @@ class _ProseExtractor(HTMLParser):
             self.paragraphs.append(text)
         self._buf = []
 
+    SKIP_CLASSES = {"navheader", "navfooter", "docnav", "toc", "breadcrumb", "breadcrumbs", "screen",
+                    "programlisting", "synopsis", "cmdsynopsis", "legalnotice", "indexterm", "banner"}
+
     def handle_starttag(self, tag, attrs):
         tag = tag.split(":")[-1]
-        if tag in ("br", "img", "input", "hr", "meta", "link") and tag != "link":
+        if tag in ("br", "img", "input", "hr", "meta"):
             if tag == "br":
                 self._buf.append(" ")
             return
         attrs = dict(attrs)
-        cls = (attrs.get("class") or "") + " " + (attrs.get("style") or "")
-        skip = tag in self.SKIP and not (tag in self.INLINE_CODE and self._in_para)
-        if any(k in cls for k in ("navheader", "navfooter", "docnav", "toc", "breadcrumb", "screen",
-                                  "programlisting", "synopsis", "code", "footer", "header", "legalnotice")):
-            skip = True
-        self._stack.append(tag)
+        classes = set((attrs.get("class") or "").split())
+        container = tag in self.TEXT_CONTAINERS or (tag == "div" and "para" in classes)
+        inline_ok = tag in self.INLINE_CODE and self._in_para > 0
+        skip = (tag in self.SKIP and not inline_ok) or bool(classes & self.SKIP_CLASSES)
+        skip = skip or attrs.get("id") in ("banner", "title")
+        self._stack.append(("\0" if skip else "") + tag + ("\1" if container else ""))
         if skip:
             self._skip += 1
-            self._stack[-1] = "\0" + tag
             return
-        if tag in self.BLOCK:
+        if tag in self.BLOCK or container:
             self._flush()
-        if tag in self.TEXT_CONTAINERS:
+        if container:
             self._in_para += 1
 
     def handle_startendtag(self, tag, attrs):
@@ -223,17 +252,19 @@ class _ProseExtractor(HTMLParser):
         tag = tag.split(":")[-1]
         # pop to the matching open tag (tolerant of unclosed HTML tags)
         for i in range(len(self._stack) - 1, -1, -1):
-            if self._stack[i].lstrip("\0") == tag:
+            if self._stack[i].strip("\0\1") == tag:
+                container = False
                 for t in self._stack[i:]:
                     if t.startswith("\0"):
                         self._skip -= 1
-                    elif t in self.TEXT_CONTAINERS:
+                    elif t.endswith("\1"):
                         self._in_para -= 1
+                        container = True
                 del self._stack[i:]
                 break
         else:
             return
-        if tag in self.BLOCK and not self._skip:
+        if (tag in self.BLOCK or container) and not self._skip:
             self._flush()
 
     def handle_data(self, data):
@@ -478,7 +509,11 @@ def build(cache: Path, out: Path, download: bool = False, max_bytes: int = MAX_B
     debs = find_debs(Path(cache), packages, download)
     sources: dict[str, dict] = {}
     items_by_lang: dict[str, list[Item]] = {}
-    with tempfile.TemporaryDirectory(prefix="langmoe-debs-") as tmp:
+    seen_ids: set[str] = set()
+    # Extracted trees hold ~100k small files: a RAM disk makes unpacking and cleanup fast when available.
+    shm = Path("/dev/shm")
+    tmp_root = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="langmoe-debs-", dir=tmp_root) as tmp:
         for pkg, deb in debs.items():
             root = Path(tmp) / pkg
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
@@ -489,7 +524,9 @@ def build(cache: Path, out: Path, download: bool = False, max_bytes: int = MAX_B
                             "licences": licences, "copyright": holders[:8], "languages": set()}
             for it in list_items(pkg, root):
                 get_language(it.lang)
-                items_by_lang.setdefault(it.lang, []).append(it)
+                if it.id not in seen_ids:  # first wins: one variant per language and page
+                    seen_ids.add(it.id)
+                    items_by_lang.setdefault(it.lang, []).append(it)
         out.mkdir(parents=True, exist_ok=True)
         manifest_langs = {}
         for lang in sorted(items_by_lang):

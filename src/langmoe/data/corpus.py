@@ -3,7 +3,8 @@
 Why streaming: a user corpus can be far larger than memory, so documents are yielded one at a time (lines of
 txt/jsonl, parquet row batches, memory-mapped `datasets` folders) and nothing ever holds a whole file.
 Every document belongs to exactly one split; user files without a split get one from a hash of
-(seed, language, document id), so the split is stable across runs, machines and file order.
+(seed, language, document id) -- or of the text when the file has no ids, so inserting a paragraph moves no other
+document and duplicated texts share a split (no train/test leakage) -- stable across runs and machines.
 """
 
 from __future__ import annotations
@@ -143,19 +144,19 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield i, line
 
 
-def _iter_txt(path: Path) -> Iterator[tuple[str, str, str | None]]:
-    """Blank-line separated paragraphs as (id, text, split=None); the id is the paragraph's index."""
+def _iter_txt(path: Path) -> Iterator[tuple[str, str, str | None, bool]]:
+    """Blank-line separated paragraphs as (index, text, split=None, explicit id=False)."""
     buf: list[str] = []
     n = 0
     for _, line in _iter_lines(path):
         if line.strip():
             buf.append(line)
         elif buf:
-            yield str(n), "".join(buf).rstrip(), None
+            yield str(n), "".join(buf).rstrip(), None, False
             n += 1
             buf = []
     if buf:
-        yield str(n), "".join(buf).rstrip(), None
+        yield str(n), "".join(buf).rstrip(), None, False
 
 
 def _norm_split(value: Any, where: str) -> str:
@@ -165,7 +166,7 @@ def _norm_split(value: Any, where: str) -> str:
     return s
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[str, str, str | None]]:
+def _iter_jsonl(path: Path) -> Iterator[tuple[str, str, str | None, bool]]:
     """JSON lines with a `text` field, optional `id` and `split`."""
     for i, line in _iter_lines(path):
         if not line.strip():
@@ -182,11 +183,12 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, str, str | None]]:
         if not isinstance(text, str):
             raise LangmoeError(f"{path} line {i}: 'text' must be a string, got {type(text).__name__}")
         split = rec.get("split")
-        yield (str(rec["id"]) if rec.get("id") is not None else str(i),
-               text, None if split is None else _norm_split(split, f"{path} line {i}"))
+        has_id = rec.get("id") is not None
+        yield (str(rec["id"]) if has_id else str(i), text,
+               None if split is None else _norm_split(split, f"{path} line {i}"), has_id)
 
 
-def _iter_parquet(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, str, str | None]]:
+def _iter_parquet(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, str, str | None, bool]]:
     """Parquet rows in batches (`iter_batches`), column `text`, optional `id` and `split`."""
     import pyarrow.parquet as pq
 
@@ -213,9 +215,10 @@ def _iter_parquet(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, str
                     text = text.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise LangmoeError(f"{path} row {idx}: 'text' is not UTF-8 (byte {e.start}); re-encode it") from None
-            did = str(ids[j]) if ids is not None and ids[j] is not None else str(idx)
+            has_id = ids is not None and ids[j] is not None
+            did = str(ids[j]) if has_id else str(idx)
             sp = splits[j] if splits is not None else None
-            yield did, text, None if sp is None else _norm_split(sp, f"{path} row {idx}")
+            yield did, text, None if sp is None else _norm_split(sp, f"{path} row {idx}"), has_id
         row += len(texts)
 
 
@@ -261,14 +264,15 @@ def _iter_dataset(parts, path: Path, lang: str | None, batch_size: int = 1024):
                     continue
                 if text is None:
                     continue
-                did = str(batch["id"][j]) if "id" in batch and batch["id"][j] is not None else str(idx)
+                has_id = "id" in batch and batch["id"][j] is not None
+                did = str(batch["id"][j]) if has_id else str(idx)
                 if split is not None:
                     sp = split
                 elif "split" in batch and batch["split"][j] is not None:
                     sp = _norm_split(batch["split"][j], f"{path} row {idx}")
                 else:
                     sp = None
-                yield did, text, sp
+                yield did, text, sp, has_id
             row += len(texts)
 
 
@@ -276,7 +280,7 @@ def _iter_dataset(parts, path: Path, lang: str | None, batch_size: int = 1024):
 
 
 class _FileCorpus(Corpus):
-    """Shared machinery: one source per language yielding (id, text, split-or-None) records."""
+    """Shared machinery: one source per language yielding (id, text, split-or-None, id-is-explicit) records."""
 
     def __init__(self, declared_languages, valid_frac: float, test_frac: float, seed: int):
         super().__init__(declared_languages)
@@ -289,7 +293,7 @@ class _FileCorpus(Corpus):
         self.valid_frac, self.test_frac, self.seed = float(valid_frac), float(test_frac), int(seed)
 
     @abstractmethod
-    def _records(self, lang: str) -> Iterator[tuple[str, str, str | None]]: ...
+    def _records(self, lang: str) -> Iterator[tuple[str, str, str | None, bool]]: ...
 
     @abstractmethod
     def _where(self, lang: str) -> str: ...
@@ -297,12 +301,12 @@ class _FileCorpus(Corpus):
     def _iter_all(self, lang: str) -> Iterator[tuple[str, Document]]:
         n = 0
         source = self._source_name(lang)
-        for did, text, split in self._records(lang):
+        for did, text, split, has_id in self._records(lang):
             if not text.strip():
                 continue
             n += 1
-            if split is None:
-                split = hash_split(lang, did, self.valid_frac, self.test_frac, self.seed)
+            if split is None:  # by id when the file gives one, else by text (duplicates share a split)
+                split = hash_split(lang, did if has_id else text, self.valid_frac, self.test_frac, self.seed)
             yield split, Document(id=did, lang=lang, text=text, source=source)
         if n == 0:
             raise LangmoeError(f"{self._where(lang)} holds no non-empty documents: add text or remove the file")
@@ -336,8 +340,8 @@ class BuiltinCorpus(_FileCorpus):
         return sorted(self._files)
 
     def _records(self, lang):
-        for did, text, split in _iter_jsonl(self._files[lang]):
-            yield did, text, split or "train"
+        for did, text, split, has_id in _iter_jsonl(self._files[lang]):
+            yield did, text, split or "train", has_id
 
     def _where(self, lang: str) -> str:
         return str(self._files[lang])
@@ -348,7 +352,7 @@ class BuiltinCorpus(_FileCorpus):
     def iter_documents(self, lang: str, split: str) -> Iterator[Document]:
         _check_split(split)
         self._check_lang(lang)
-        for did, text, s in _iter_jsonl(self._files[lang]):
+        for did, text, s, _ in _iter_jsonl(self._files[lang]):
             if (s or "train") == split and text.strip():
                 yield Document(id=did, lang=lang, text=text, source="builtin")
 

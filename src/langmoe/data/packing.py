@@ -261,12 +261,14 @@ def _lang_stream(corpus, tokenizer, lang: str, split: str, eos: int, max_tokens:
             chunks.append(arr)
             total += len(arr)
 
+    limit = min(batch_chars, 8192)  # batches grow from small, so a small max_tokens reads little text
     for doc in corpus.iter_documents(lang, split):
         pending.append(doc.text)
         pending_chars += len(doc.text)
-        if pending_chars >= batch_chars:
+        if pending_chars >= limit:
             flush()
             pending, pending_chars = [], 0
+            limit = min(batch_chars, 2 * limit)
             if done:
                 break
     if pending and not done:
@@ -309,8 +311,7 @@ def pack_corpus(
         cache_path = Path(cache_dir) / f"blocks-{key[:24]}.safetensors"
         if cache_path.is_file():
             blocks = PackedBlocks.load(cache_path)
-            if group_of is not None:
-                blocks.index = blocks.index.with_groups(group_of)
+            blocks.index = blocks.index.with_groups(group_of)  # the grouping is not part of the key
             return blocks
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     tok_parts: list[torch.Tensor] = []

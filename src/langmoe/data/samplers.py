@@ -158,6 +158,14 @@ class _SamplerBase:
         return self._engine.lang_probabilities()
 
 
+def _groups_for(blocks: PackedBlocks, group_of: Mapping[str, int] | None) -> dict[str, int] | None:
+    """Validate a grouping for the languages that have blocks (others may be left out)."""
+    if group_of is None:
+        return None
+    counts = blocks.counts()
+    return _check_groups(group_of, [c for c in blocks.index.codes if counts[c] > 0])
+
+
 def _check_common(blocks: PackedBlocks, batch_size: int, tau: float, grad_accum: int) -> None:
     if batch_size < 1:
         raise LangmoeError(f"batch_size must be at least 1, got {batch_size}")
@@ -177,7 +185,7 @@ class TemperatureSampler(_SamplerBase):
                  group_of: Mapping[str, int] | None = None, grad_accum: int = 1):
         _check_common(blocks, batch_size, tau, grad_accum)
         self.batch_size, self.grad_accum, self.tau, self.seed = int(batch_size), int(grad_accum), float(tau), seed
-        self.group_of = dict(group_of) if group_of is not None else None
+        self.group_of = _groups_for(blocks, group_of)
         counts = blocks.counts()
         langs = [blocks.index.id(c) for c, n in counts.items() if n > 0]
         self._engine = _Engine(blocks, [langs], np.ones(1), self.tau, seed, unit_period=1)
@@ -199,7 +207,7 @@ class HomogeneousSampler(_SamplerBase):
         self.batch_size, self.grad_accum, self.tau, self.seed = int(batch_size), int(grad_accum), float(tau), seed
         self.by, self.equal_group_budget = by, bool(equal_group_budget)
         gmap = group_of if group_of is not None else blocks.index.group_of
-        self.group_of = _check_groups(gmap, blocks.index.codes) if gmap is not None else None
+        self.group_of = _groups_for(blocks, gmap)
         counts = blocks.counts()
         if by == "lang":
             units = [[blocks.index.id(c)] for c, n in counts.items() if n > 0]
@@ -210,12 +218,13 @@ class HomogeneousSampler(_SamplerBase):
             gids = sorted(set(self.group_of.values()))
             units = []
             for g in gids:
-                members = [c for c in blocks.index.codes if self.group_of[c] == g]
-                u = [blocks.index.id(c) for c in members if counts[c] > 0]
-                if not u:
-                    raise LangmoeError(f"group {g} ({', '.join(members)}) has no packed blocks: add text for one of "
-                                       "its languages or regroup")
-                units.append(u)
+                units.append([blocks.index.id(c) for c, n in counts.items() if n > 0 and self.group_of[c] == g])
+            empty = sorted({int(v) for c, v in gmap.items() if c in counts and isinstance(v, (int, np.integer))}
+                           - set(gids))
+            if empty:
+                members = [c for c, v in gmap.items() if int(v) == empty[0]]
+                raise LangmoeError(f"group {empty[0]} ({', '.join(members)}) has no packed blocks: add text for one "
+                                   "of its languages or regroup")
             self.unit_names = gids
         sizes = np.array([sum(counts[blocks.index.code(li)] for li in u) for u in units], dtype=np.float64)
         if self.equal_group_budget:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -69,7 +70,8 @@ def load_model_and_tokenizer(
         raise LangmoeError(f"{p / 'config.json'} is not valid JSON: re-save the model with save_pretrained") from e
     torch_dtype = _parse_dtype(dtype) or torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype)
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype)
     except Exception as e:  # noqa: BLE001
         raise LangmoeError(f"cannot load the model in {p} ({type(e).__name__}: {_one_line(e)}): "
                            "check that the folder holds a complete causal LM (config.json + weights)") from e
@@ -79,6 +81,20 @@ def load_model_and_tokenizer(
     check_tokenizer_matches(model, tokenizer)
     model.eval()
     return model, tokenizer
+
+
+@contextmanager
+def quiet_transformers():
+    """No per-shard progress bars while loading or saving (they garble the CLI's one-line errors and tables)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def _one_line(e: BaseException) -> str:

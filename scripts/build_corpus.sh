@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Rebuild the shipped corpus (src/langmoe/data/builtin) from Debian packages.
+# Needs: mandoc and dpkg-deb (apt-get install mandoc), apt sources for Debian bookworm.
+# The .deb files are downloaded (never installed) into $CACHE; same package versions => bit-identical output.
+set -euo pipefail
+CACHE="${1:-${LANGMOE_DEB_CACHE:-$HOME/.cache/langmoe-debs}}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+command -v mandoc >/dev/null || { echo "mandoc is missing: apt-get install mandoc" >&2; exit 2; }
+mkdir -p "$CACHE"
+cd "$CACHE"
+missing=()
+for pkg in $(python -m langmoe.data.build_builtin --cache "$CACHE" --out /dev/null --list-packages); do
+  compgen -G "${pkg}_*.deb" >/dev/null || missing+=("$pkg")
+done
+if ((${#missing[@]})); then apt-get download "${missing[@]}"; fi
+cd "$ROOT"
+python -m langmoe.data.build_builtin --cache "$CACHE" --out src/langmoe/data/builtin

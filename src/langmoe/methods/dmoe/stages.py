@@ -1,0 +1,172 @@
+"""DMoE training (METHODS.md §1 E) and evaluation (§1 F) of an upcycled model.
+
+Stage 1: every micro-batch holds one group (`HomogeneousSampler(by="group")`, equal budget per group, languages
+inside a group sampled ∝ size^tau); every MoE layer hard-routes each token to its group's expert, and the router
+is trained to predict the group: `L = L_CLM + alpha · L_RC`. Stage 2: mixed micro-batches
+(`TemperatureSampler`), learned top-k routing, `L = L_CLM + lambda · L_LB`. Both train all parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langmoe.errors import LangmoeError
+
+
+class InjectedFault(RuntimeError):
+    """Raised by `FailAfter` to simulate a crash (used to test that a killed run resumes exactly)."""
+
+
+class FailAfter:
+    """A batch source that raises `InjectedFault` when asked for step `step` (after `step` steps ran)."""
+
+    def __init__(self, source, step: int):
+        self.source, self.step = source, int(step)
+
+    def get(self, step: int, micro: int, rank: int = 0, world: int = 1):
+        if step >= self.step:
+            raise InjectedFault(f"injected fault before step {step + 1}")
+        return self.source.get(step, micro, rank, world)
+
+
+def group_of_map(groups: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Language -> group id (position of its group)."""
+    out: dict[str, int] = {}
+    for g, members in enumerate(groups):
+        for lang in members:
+            if lang in out:
+                raise LangmoeError(f"language {lang!r} is in two groups: each language belongs to one group")
+            out[lang] = g
+    return out
+
+
+# ---- routing contexts and loss terms -----------------------------------------------------------------------
+
+
+def hard_routing(model, batch: Mapping[str, Any]):
+    """Route every token to the expert named by its `group_ids` (all MoE layers)."""
+    from langmoe.models.moe import routing
+
+    labels = batch.get("group_ids")
+    if labels is None or bool((labels < 0).any()):
+        raise LangmoeError("hard routing needs group ids for every token: give every language a group")
+    return routing(model, route_labels=labels)
+
+
+def learned_routing(model, batch: Mapping[str, Any]):
+    """The model's own router decides (a no-op context, named for symmetry)."""
+    return nullcontext()
+
+
+def _token_labels(batch: Mapping[str, Any], key: str = "group_ids") -> torch.Tensor:
+    return batch[key].reshape(-1)
+
+
+def router_ce(model, batch, outputs) -> torch.Tensor:
+    """L_RC: cross-entropy of each MoE layer's router logits against the token's group, mean over layers."""
+    from langmoe.models.moe import router_outputs
+    from langmoe.train.router_losses import router_classification_loss
+
+    return router_classification_loss(router_outputs(model), _token_labels(batch))
+
+
+def load_balance(model, batch, outputs) -> torch.Tensor:
+    """L_LB: Switch-style `E · Σ_e f_e · P_e`, mean over MoE layers."""
+    from langmoe.models.moe import router_outputs
+    from langmoe.train.router_losses import load_balancing_loss
+
+    return load_balancing_loss(router_outputs(model))
+
+
+def stage1_terms(alpha: float):
+    from langmoe.train.trainer import LossTerm
+
+    return [LossTerm("router_ce", alpha, router_ce)]
+
+
+def stage2_terms(lam: float):
+    from langmoe.train.trainer import LossTerm
+
+    return [LossTerm("load_balance", lam, load_balance)]
+
+
+# ---- training -----------------------------------------------------------------------------------------------
+
+
+def train_stage1(model, blocks, group_of: Mapping[str, int], train_config: Mapping[str, Any], out_dir: Path,
+                 alpha: float = 1.28, tau: float = 0.3, fail_at: int | None = None):
+    """Group-homogeneous micro-batches, hard routing by group, `L_CLM + alpha · L_RC`. Resumes from checkpoints."""
+    from langmoe.data.samplers import HomogeneousSampler
+    from langmoe.train.trainer import train
+
+    source = HomogeneousSampler(blocks, train_config["micro_batch_size"], by="group", group_of=dict(group_of),
+                                tau=tau, seed=train_config.get("seed", 0), equal_group_budget=True)
+    if fail_at is not None:
+        source = FailAfter(source, fail_at)
+    return train(model, source, dict(train_config), out_dir, loss_terms=stage1_terms(alpha),
+                 forward_context=hard_routing)
+
+
+def train_stage2(model, blocks, group_of: Mapping[str, int], train_config: Mapping[str, Any], out_dir: Path,
+                 lam: float = 0.02, tau: float = 0.3, fail_at: int | None = None):
+    """Mixed micro-batches, learned top-k routing, `L_CLM + lambda · L_LB`. Resumes from checkpoints."""
+    from langmoe.data.samplers import TemperatureSampler
+    from langmoe.train.trainer import train
+
+    source = TemperatureSampler(blocks, train_config["micro_batch_size"], tau=tau,
+                                seed=train_config.get("seed", 0) + 1, group_of=dict(group_of))
+    if fail_at is not None:
+        source = FailAfter(source, fail_at)
+    return train(model, source, dict(train_config), out_dir, loss_terms=stage2_terms(lam))
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def routing_statistics(model, blocks, group_of: Mapping[str, int], batch_size: int = 8) -> dict[str, Any]:
+    """Learned-routing statistics on packed held-out blocks (padding excluded).
+
+    Returns `accuracy[layer]` = share of tokens whose top-1 expert is their group's expert, and
+    `counts[lang][layer][expert]` = tokens whose top-1 expert is `expert` (the routing table of the report).
+    """
+    from langmoe.models.moe import router_outputs
+
+    was_training = model.training
+    model.eval()
+    codes = blocks.index.codes
+    correct: dict[int, int] = {}
+    total: dict[int, int] = {}
+    counts: dict[str, dict[int, list[int]]] = {c: {} for c in codes}
+    try:
+        for start in range(0, len(blocks), batch_size):
+            idx = list(range(start, min(start + batch_size, len(blocks))))
+            batch = blocks.batch(idx, group_of=dict(group_of))
+            model(input_ids=batch["input_ids"])
+            valid = (batch["labels"] != -100).reshape(-1)
+            groups = batch["group_ids"].reshape(-1)[valid]
+            langs = batch["lang_ids"].reshape(-1)[valid]
+            for out in router_outputs(model):
+                layer = int(out.layer)
+                top1 = out.topk_idx[:, 0].reshape(-1)[valid]
+                n_exp = int(out.logits.shape[-1])
+                correct[layer] = correct.get(layer, 0) + int((top1 == groups).sum())
+                total[layer] = total.get(layer, 0) + int(valid.sum())
+                for li in langs.unique().tolist():
+                    c = torch.bincount(top1[langs == li], minlength=n_exp).tolist()
+                    row = counts[codes[li]].setdefault(layer, [0] * n_exp)
+                    counts[codes[li]][layer] = [a + b for a, b in zip(row, c, strict=True)]
+    finally:
+        model.train(was_training)
+    accuracy = {str(k): correct[k] / total[k] for k in sorted(total) if total[k]}
+    return {
+        "accuracy": accuracy,
+        "mean_accuracy": sum(accuracy.values()) / len(accuracy) if accuracy else None,
+        "counts": {lang: {str(k): v for k, v in sorted(layers.items())} for lang, layers in counts.items()},
+        "group_of": dict(group_of),
+    }

@@ -1,0 +1,45 @@
+"""run_recipe on dense systems (base, CPT): outputs, caching, and an exact resume after an injected crash."""
+
+import pytest
+import torch
+from tiny_world import tiny_recipe
+
+from langmoe.io import read_json
+from langmoe.methods.dmoe.stages import InjectedFault
+from langmoe.pipeline.run import run_recipe
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+def test_base_and_cpt_outputs_and_cache(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    run_dir = tmp_path / "run"
+    summary = run_recipe(recipe, run_dir)
+    assert set(summary["systems"]) == {"base", "cpt"}
+    cpt = summary["systems"]["cpt"]
+    assert cpt["tokens_seen"] == summary["budget_tokens"] == 10 * 4 * 16
+    assert cpt["params_total"] == cpt["params_active"] == summary["systems"]["base"]["params_total"]
+    assert set(cpt["ppl"]) == {"en", "fr", "de", "nl"}
+    assert cpt["mean_ppl"] < summary["systems"]["base"]["mean_ppl"]  # 10 steps at lr 3e-3 learn the alphabets
+    assert "equal token budget" in summary["note"]
+    for f in ("config.yaml", "summary.json", "eval/base.json", "eval/cpt.json"):
+        assert (run_dir / f).is_file(), f
+    assert not (run_dir / "stages" / "cpt" / "train" / "checkpoints").exists()
+    again = run_recipe(recipe, run_dir)
+    assert again == summary
+    assert read_json(run_dir / "stages" / "cpt" / "train" / "stage.json")["result"]["final_step"] == 10
+
+
+def test_killed_training_resumes_to_identical_metrics(tmp_path):
+    recipe = tiny_recipe(tmp_path, systems=["cpt"])
+    ref = run_recipe(recipe, tmp_path / "ref")
+    with pytest.raises(InjectedFault):
+        run_recipe(recipe, tmp_path / "killed", fail_at={"cpt/train": 5})
+    ckpts = sorted(p.name for p in (tmp_path / "killed" / "stages" / "cpt" / "train" / "train" / "checkpoints").iterdir())
+    assert ckpts == ["step-4"]
+    resumed = run_recipe(recipe, tmp_path / "killed")
+    assert resumed["systems"]["cpt"]["ppl"] == ref["systems"]["cpt"]["ppl"]
+    assert resumed["systems"]["cpt"]["tokens_seen"] == ref["systems"]["cpt"]["tokens_seen"]

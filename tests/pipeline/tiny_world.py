@@ -1,0 +1,65 @@
+"""A tiny world for pipeline tests: a JSONL corpus of synthetic languages, a char tokenizer and a 2-layer Llama."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+# Each language draws words from its own alphabet; en/fr and de/nl share letters, so they are "related".
+ALPHABETS = {"en": "abcdef", "fr": "abcdeg", "de": "hijklm", "nl": "hijkln", "es": "opqrst", "it": "opqrsu"}
+EOS = "<|endoftext|>"
+
+
+def make_corpus(root: Path, langs=("en", "fr", "de", "nl"), docs=(40, 4, 4), seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for lang in langs:
+        letters = ALPHABETS[lang]
+        rows = []
+        for split, n in zip(("train", "valid", "test"), docs, strict=True):
+            for i in range(n):
+                words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 5))) for _ in range(30)]
+                rows.append({"id": f"{lang}-{split}-{i}", "split": split, "text": " ".join(words)})
+        (root / f"{lang}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    chars = sorted(set("".join(ALPHABETS.values())) | {" "})
+    vocab = {EOS: 0, **{c: i + 1 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=EOS))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS)
+
+
+def make_base(root: Path, seed: int = 0, layers: int = 3) -> Path:
+    tok = char_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                      bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(str(root))
+    tok.save_pretrained(str(root))
+    return root
+
+
+def tiny_recipe(tmp: Path, **over) -> dict:
+    corpus = make_corpus(tmp / "corpus")
+    base = make_base(tmp / "base")
+    recipe = {
+        "name": "tiny", "model": str(base), "corpus": str(corpus), "languages": ["en", "fr", "de", "nl"],
+        "num_groups": 2, "groups": [["en", "fr"], ["de", "nl"]], "moe_layers": [0, 2], "top_k": 2,
+        "data": {"block_len": 16, "micro_batch_size": 4, "max_train_tokens_per_lang": 2000},
+        "stage1": {"steps": 4, "lr": 3e-3, "warmup_ratio": 0.0},
+        "stage2": {"steps": 6, "lr": 3e-3, "warmup_ratio": 0.0},
+        "eval": {"window": 32, "stride": 16, "max_chars_per_lang": 300, "batch_size": 4},
+        "systems": ["base", "cpt"], "threads": 1, "save_every": 2,
+    }
+    recipe.update(over)
+    return recipe
