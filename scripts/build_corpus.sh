@@ -9,7 +9,7 @@ command -v mandoc >/dev/null || { echo "mandoc is missing: apt-get install mando
 mkdir -p "$CACHE"
 cd "$CACHE"
 missing=()
-for pkg in $(python -m langmoe.data.build_builtin --cache "$CACHE" --out /dev/null --list-packages); do
+for pkg in $(python -m langmoe.data.build_builtin --list-packages); do
   compgen -G "${pkg}_*.deb" >/dev/null || missing+=("$pkg")
 done
 if ((${#missing[@]})); then apt-get download "${missing[@]}"; fi

@@ -73,6 +73,7 @@ class EvalConfig(_Strict):
     max_chars_per_lang: int | None = Field(6000, gt=0)
     batch_size: int = Field(8, gt=0)
     hard_routing: bool = Field(True, description="also evaluate DMoE with hard routing by group")
+    routing_tokens_per_lang: int = Field(4096, gt=0, description="held-out tokens per language for routing stats")
 
 
 class Recipe(_Strict):
@@ -164,9 +165,9 @@ def parse_recipe(data: dict[str, Any] | Recipe) -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "recipe"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        raise LangmoeError(f"recipe: {loc}: {msg}") from None
+        raise LangmoeError(f"recipe: {loc}: {msg}" if loc else f"recipe: {msg}") from None
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:

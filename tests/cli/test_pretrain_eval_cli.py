@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from langmoe.cli import main
+from langmoe.models.base import builtin_base_path
 
 TEXT = {
     "en": "the cat sat on the mat and the dog ran to the park with a red ball. ",
@@ -30,6 +31,7 @@ def corpus_dir(tmp_path_factory):
 def _pretrain_args(corpus_dir, out, *extra):
     return ["pretrain", "--preset", "tiny", "--corpus", str(corpus_dir), "--out", str(out), "--steps", "4",
             "--seed", "1", "--vocab-size", "320", "--block-len", "32", "--batch-size", "2", "--save-every", "2",
+            "--keep-checkpoints", "2",
             "--eval-window", "32", "--eval-stride", "16", "--eval-max-chars", "600", "--threads", "1", *extra]
 
 
@@ -86,6 +88,20 @@ def test_rerun_resumes_and_other_settings_are_refused(pretrained, corpus_dir, ca
     assert "different settings" in capsys.readouterr().err
 
 
+def test_interrupted_run_resumes_exactly(pretrained, corpus_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "resumed"
+    shutil.copytree(pretrained / "train", run / "train")
+    shutil.rmtree(run / "train" / "checkpoints" / "step-4")  # as if killed between step 2 and step 4
+    assert (run / "train" / "checkpoints" / "step-2").is_dir()
+    assert main(_pretrain_args(corpus_dir, run)) == 0
+    rec = json.loads((run / "pretrain.json").read_text())
+    assert rec["train"]["resumed_from_step"] == 2 and rec["train"]["steps"] == 4
+    a, b = load_file(str(pretrained / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_continue_train(pretrained, corpus_dir, tmp_path):
     out = tmp_path / "cpt"
     rc = main(["train", "--model", str(pretrained), "--corpus", str(corpus_dir), "--langs", "en,de", "--out",
@@ -121,3 +137,13 @@ def test_errors(pretrained, corpus_dir, tmp_path, capsys):
     assert err.endswith("\n") and err.count("\n") == 1 and "the tokenizer has" in err
     assert main(["pretrain", "--out", str(tmp_path / "y"), "--preset", "huge", "--corpus", str(corpus_dir)]) == 2
     assert "unknown preset" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (builtin_base_path() / "config.json").is_file(), reason="the tiny base is not built yet")
+def test_eval_builtin_base(tmp_path):
+    out = tmp_path / "b.json"
+    assert main(["eval", "--model", "builtin", "--langs", "en", "mk", "--max-chars", "300", "--json", str(out),
+                 "--threads", "1"]) == 0
+    table = json.loads(out.read_text())
+    assert set(table["langs"]) == {"en", "mk"}
+    assert all(r["bits_per_byte"] > 0 for r in table["langs"].values())

@@ -15,7 +15,7 @@ ALPHABETS = {"en": "abcdef", "fr": "abcdeg", "de": "hijklm", "nl": "hijkln", "es
 EOS = "<|endoftext|>"
 
 
-def make_corpus(root: Path, langs=("en", "fr", "de", "nl"), docs=(40, 4, 4), seed: int = 0) -> Path:
+def make_corpus(root: Path, langs=("en", "fr", "de", "nl", "es"), docs=(40, 4, 4), seed: int = 0) -> Path:
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     for lang in langs:

@@ -305,6 +305,9 @@ def test_bad_input(tmp_path):
         LossTerm("loss", 1.0, _term_logits)
     with pytest.raises(LangmoeError, match="unique"):
         train(tiny_model(), ToySource(4), cfg(), tmp_path, loss_terms=[LossTerm("a", 1, _term_logits)] * 2)
+    vector = LossTerm("vec", 1.0, lambda m, b, o: o.logits.mean(dim=-1))
+    with pytest.raises(LangmoeError, match="scalar tensor"):
+        train(tiny_model(), ToySource(4), cfg(), tmp_path, loss_terms=[vector])
 
 
 def test_progress_bar_on_a_tty(tmp_path, monkeypatch, capsys):

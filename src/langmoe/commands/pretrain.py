@@ -34,7 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--tau", type=float, default=0.3, help="language sampling temperature p ∝ size^tau")
     p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
-    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default 200)")
+    p.add_argument("--keep-checkpoints", type=int, default=1, help="newest checkpoints kept (default 1)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-window", type=int, default=256)
     p.add_argument("--eval-stride", type=int, default=128)
@@ -52,6 +53,7 @@ def run(args) -> int:
         OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, micro_batch_size=args.batch_size, grad_accum=args.grad_accum,
         mixed_precision=args.mixed_precision, save_every=args.save_every, log_every=args.log_every, tau=args.tau,
+        keep_checkpoints=args.keep_checkpoints,
     )
     ev = build_config(EvalSettings, window=args.eval_window, stride=args.eval_stride,
                       max_chars_per_lang=args.eval_max_chars or None)

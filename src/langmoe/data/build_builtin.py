@@ -39,7 +39,7 @@ _MAN_DIRS = {
     "sr": "sr", "sv": "sv", "tr": "tr", "uk": "uk", "vi": "vi", "zh_CN": "zh",
 }
 _MAN_PACKAGES = ["manpages"] + [
-    f"manpages-{x}" for x in "cs da de el es fi fr hu id it ja mk nb nl pl pt-br ro ru sr sv tr uk vi zh".split()
+    f"manpages-{x}" for x in ["cs", "da", "de", "el", "es", "fi", "fr", "hu", "id", "it", "ja", "mk", "nb", "nl", "pl", "pt-br", "ro", "ru", "sr", "sv", "tr", "uk", "vi", "zh"]
 ]
 # fortunes package -> language (fortunes-br is Brazilian Portuguese, fortunes-min is English).
 _FORTUNE_PACKAGES = {
@@ -97,7 +97,7 @@ _TAG_PREFIX = re.compile(r"^(?:-{1,2}[\w@?#][^\s]*(?:,\s+-{1,2}[\w@?#]\S*)*)\s{2
 _CODE_CHARS = set("{}();=<>$\\|*#[]`~^")
 # Frequent English words that are not also frequent words of the other shipped Latin-script languages
 # ("a", "in", "is", "do", "no", "to", "for", "on", "die", "also" ... are left out on purpose).
-_EN_MARKERS = frozenset("""
+_EN_WORDS = """
 the and of with that this which you your are from have has had will would should could can cannot when
 what how where who why there their they them these those then than other only any such used using use
 each into about been was were does did not but its it's or if by be we our us all some more most many
@@ -105,7 +105,8 @@ must may might want need make like just way because after before between both sa
 click select choose open press type enter show shows shown file files folder window button menu settings
 set sets new one two first also see here own able allows allow lets let get gets even well very much
 over under through while without within however therefore instead often usually available default
-""".split())
+"""
+_EN_MARKERS = frozenset(_EN_WORDS.split())
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 # Leftover markup anywhere means the converter missed something: drop the paragraph rather than ship it.
 _MARKUP = re.compile(r"<[A-Za-z/!?]|\\f[A-Z1-4(\[]|\\\(|^\.[A-Z]{2}\b|&[a-z]+;|&#\d+;", re.M)
@@ -157,9 +158,7 @@ def keep_paragraph(par: str, lang: str) -> bool:
         return False
     if lang != "en" and language.script == "Latin" and looks_english(par):
         return False
-    if par.startswith("Title is:"):  # LibreOffice help boilerplate
-        return False
-    return True
+    return not par.startswith("Title is:")  # LibreOffice help boilerplate
 
 
 def render_man(path: Path) -> list[str]:
@@ -420,7 +419,8 @@ def build_language(lang: str, items: list[Item], max_bytes: int = MAX_BYTES_PER_
         kept: list[str] = []
         size = 0
         for par in extract_paragraphs(item):
-            par = unicodedata.normalize("NFC", par).strip()
+            # one paragraph never spans a blank line: documents are paragraphs joined by "\n\n"
+            par = re.sub(r"\n\s*\n", "\n", unicodedata.normalize("NFC", par).strip())
             if not keep_paragraph(par, lang):
                 continue
             key = hashlib.sha256(normalise_for_dedup(par).encode("utf-8")).digest()[:16]
@@ -597,8 +597,8 @@ def _sources_md(sources: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m langmoe.data.build_builtin", description=__doc__.split("\n")[0])
-    ap.add_argument("--cache", type=Path, required=True, help="folder with the .deb files (apt-get download)")
-    ap.add_argument("--out", type=Path, required=True, help="output folder, e.g. src/langmoe/data/builtin")
+    ap.add_argument("--cache", type=Path, help="folder with the .deb files (apt-get download)")
+    ap.add_argument("--out", type=Path, help="output folder, e.g. src/langmoe/data/builtin")
     ap.add_argument("--download", action="store_true", help="apt-get download missing packages into --cache")
     ap.add_argument("--max-bytes", type=int, default=MAX_BYTES_PER_LANG, help="UTF-8 text cap per language")
     ap.add_argument("--list-packages", action="store_true", help="print the apt packages needed and exit")
@@ -606,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_packages:
         print(" ".join(PACKAGES))
         return 0
+    if args.cache is None or args.out is None:
+        ap.error("--cache and --out are required (or pass --list-packages)")
     print(f"needs tools: {', '.join(f'{e} (apt: {p})' for e, p in TOOLS.items())}")
     print(f"needs packages: {' '.join(PACKAGES)}")
     try:

@@ -50,7 +50,7 @@ def ensure_analysis(run) -> tuple[list[list[str]], list[int]]:
         else:
             from langmoe.methods.dmoe.layer_selection import select_layers
 
-            out = select_layers(dev["ffn"], epsilon=r.epsilon).model_dump(mode="json")
+            out = select_layers(dev["dev_ffn"], epsilon=r.epsilon).model_dump(mode="json")
         write_json(run.run_dir / "layers.json", out)
         return out
 
@@ -62,4 +62,15 @@ def ensure_analysis(run) -> tuple[list[list[str]], list[int]]:
 
 
 def _measure(run, d: Path) -> dict[str, Any]:
-    raise NotImplementedError
+    """Per-language probes from the dense base on the run's packed training blocks (cached per language in d)."""
+    from langmoe.methods.dmoe.deviation import measure_deviation
+
+    r = run.recipe
+    cfg = {"steps": r.deviation.steps, "lr": r.deviation.lr, "micro_batch_size": r.data.micro_batch_size,
+           "last_n_layers": 3 if r.deviation.vector_layers == "last3" else None, "seed": r.seed}
+    model = run.base()
+    n_layers = len(getattr(model.config, "layer_types", None) or range(model.config.num_hidden_layers))
+    if cfg["last_n_layers"] is not None:
+        cfg["last_n_layers"] = min(3, n_layers)
+    res = measure_deviation(model, run.blocks(), cfg, out_dir=d, langs=r.languages, log=run.log)
+    return res.model_dump(mode="json")

@@ -88,7 +88,8 @@ class RecipeRun:
         cfg = self._model_config()
         check_block_len(cfg, r.data.block_len)
         return pack_corpus(self.corpus, self.tokenizer, langs, split, r.data.block_len,
-                           max_tokens_per_lang=r.data.max_train_tokens_per_lang if split == "train" else None,
+                           max_tokens_per_lang=(r.data.max_train_tokens_per_lang if split == "train"
+                                                else r.eval.routing_tokens_per_lang),
                            cache_dir=self.run_dir / "cache")
 
     def _model_config(self):

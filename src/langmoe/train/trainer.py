@@ -473,13 +473,15 @@ def train(
                                 "the model returned no loss for `labels`; use a causal LM head model"
                             )
                         total = clm
-                        parts = [clm.detach()]
+                        parts = [clm.detach().float()]
                         for t in terms:
                             value = t.fn(inner, batch, outputs)
+                            if not torch.is_tensor(value) or value.ndim != 0:
+                                raise LangmoeError(f"loss term {t.name!r} must return a scalar tensor")
                             total = total + t.weight * value
-                            parts.append(value.detach())
+                            parts.append(value.detach().float())
                     acc.backward(total)  # divides by grad_accum (except DeepSpeed, which scales itself)
-                stats += torch.stack([total.detach(), *parts]).float()
+                stats += torch.stack([total.detach().float(), *parts])
             if not acc.sync_gradients:
                 raise LangmoeError(
                     "gradient accumulation went out of step; pass a fresh Accelerator to train()"

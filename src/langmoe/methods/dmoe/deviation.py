@@ -130,9 +130,6 @@ class DeviationResult(BaseModel):
             res._vectors = torch.load(vec, map_location="cpu", weights_only=True)
         return res
 
-    def similarity_matrix(self) -> list[list[float]]:
-        return self.similarity
-
 
 # ---- finding the FFN and attention of each decoder layer ------------------------------------------------------
 

@@ -63,24 +63,19 @@ def learned_routing(model, batch: Mapping[str, Any]):
     return nullcontext()
 
 
-def _token_labels(batch: Mapping[str, Any], key: str = "group_ids") -> torch.Tensor:
-    return batch[key].reshape(-1)
-
-
 def router_ce(model, batch, outputs) -> torch.Tensor:
-    """L_RC: cross-entropy of each MoE layer's router logits against the token's group, mean over layers."""
-    from langmoe.models.moe import router_outputs
-    from langmoe.train.router_losses import router_classification_loss
+    """L_RC: cross-entropy of each MoE layer's router logits against the token's group (padding ignored),
+    mean over tokens, then over MoE layers."""
+    from langmoe.train.router_losses import router_ce_term
 
-    return router_classification_loss(router_outputs(model), _token_labels(batch))
+    return router_ce_term("group_ids")(model, batch, outputs)
 
 
 def load_balance(model, batch, outputs) -> torch.Tensor:
-    """L_LB: Switch-style `E · Σ_e f_e · P_e`, mean over MoE layers."""
-    from langmoe.models.moe import router_outputs
-    from langmoe.train.router_losses import load_balancing_loss
+    """L_LB: Switch-style `E · Σ_e f_e · P_e` over the experts each layer used, mean over MoE layers."""
+    from langmoe.train.router_losses import load_balance_term
 
-    return load_balancing_loss(router_outputs(model))
+    return load_balance_term()(model, batch, outputs)
 
 
 def stage1_terms(alpha: float):

@@ -1,0 +1,89 @@
+"""`langmoe deviation`: per-language fine-tuning probes from a dense base (DMoE step A)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "deviation", help="per-language parameter deviation and language similarity (DMoE step A)",
+        description="Fine-tune the base on each language alone for a few steps (restoring the base in between), "
+                    "record the per-layer FFN/attention deviation and the language vectors, and write "
+                    "OUT/deviation.json. Finished languages are cached in OUT/probe/: re-running resumes.",
+    )
+    p.add_argument("--model", required=True, help="HF model folder, or 'builtin' for the shipped tiny base")
+    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (default builtin)")
+    p.add_argument("--langs", nargs="+", required=True, help="language codes (space or comma separated)")
+    p.add_argument("--out", required=True, help="output folder (deviation.json, probe cache)")
+    p.add_argument("--steps", type=int, default=None, help="probe steps per language (default 10)")
+    p.add_argument("--lr", type=float, default=None, help="probe learning rate (default 1e-4)")
+    p.add_argument("--micro-batch-size", type=int, default=None, help="sequences per step (default 8)")
+    p.add_argument("--block-len", type=int, default=None, help="tokens per sequence (default 128)")
+    p.add_argument("--max-tokens", type=int, default=None, help="packed tokens per language (default 50000)")
+    p.add_argument("--last-n-layers", type=int, default=None,
+                   help="layers forming the language vector (default 3; 0 = all layers)")
+    p.add_argument("--no-attention", action="store_true", help="do not record attention deviation")
+    p.add_argument("--sketch-dim", type=int, default=None, help="random-projection sketch of the vectors")
+    p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=run)
+
+
+def build_deviation_config(args):
+    from langmoe.methods.dmoe.deviation import DeviationConfig
+
+    raw = {"steps": args.steps, "lr": args.lr, "micro_batch_size": args.micro_batch_size,
+           "block_len": args.block_len, "max_tokens_per_lang": args.max_tokens, "sketch_dim": args.sketch_dim,
+           "seed": args.seed}
+    cfg = {k: v for k, v in raw.items() if v is not None}
+    if args.last_n_layers is not None:
+        cfg["last_n_layers"] = args.last_n_layers or None
+    if args.no_attention:
+        cfg["include_attention"] = False
+    cfg["progress"] = True
+    return DeviationConfig.parse(cfg)
+
+
+def run(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from langmoe.commands.eval import set_threads, split_langs
+    from langmoe.data.corpus import open_corpus
+    from langmoe.methods.dmoe.deviation import measure_deviation_on_corpus
+    from langmoe.models.base import load_model_and_tokenizer
+
+    set_threads(args.threads)
+    config = build_deviation_config(args)
+    langs = split_langs(args.langs) or []
+    corpus = open_corpus(args.corpus)
+    from langmoe.errors import LangmoeError
+
+    missing = [x for x in langs if x not in corpus.languages()]
+    if missing:
+        raise LangmoeError(f"languages {', '.join(missing)} are not in corpus {args.corpus!r}")
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    console = Console()
+    out = Path(args.out)
+    res = measure_deviation_on_corpus(model, tokenizer, corpus, langs, config, out_dir=out,
+                                      cache_dir=out / "cache", log=console.print)
+    t = Table(title=f"FFN deviation per layer ({res.config.steps} steps, lr {res.config.lr:g})")
+    t.add_column("lang")
+    for i in range(res.num_layers):
+        t.add_column(f"L{i}", justify="right")
+    t.add_column("loss", justify="right")
+    for x in res.langs:
+        pr = res.probe[x]
+        loss = f"{pr.first_loss:.3f}→{pr.last_loss:.3f}" if pr.first_loss is not None else ""
+        t.add_row(x, *[f"{v:.3g}" for v in res.dev_ffn[x]], loss + (" (cached)" if pr.cached else ""))
+    console.print(t)
+    s = Table(title=f"cosine similarity (layers {res.vector_layers}, dim {res.vector_dim})")
+    s.add_column("")
+    for x in res.langs:
+        s.add_column(x, justify="right")
+    for x, row in zip(res.langs, res.similarity, strict=True):
+        s.add_row(x, *[f"{v:.3f}" for v in row])
+    console.print(s)
+    console.print(f"wrote {out / 'deviation.json'}")
+    return 0

@@ -1,0 +1,36 @@
+"""`langmoe export`: write an upcycled model as a stock transformers MoE (Qwen2-MoE, Qwen3-MoE, Mixtral)."""
+
+from __future__ import annotations
+
+from langmoe.errors import LangmoeError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export an upcycled model to a stock transformers MoE architecture",
+        description="Write Qwen2-MoE / Qwen3-MoE / Mixtral weights that plain AutoModelForCausalLM.from_pretrained "
+                    "loads with no custom code; the logits are checked against the upcycled model.",
+    )
+    p.add_argument("--model", required=True, help="folder written by `langmoe upcycle` (or training)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--arch", default="auto", choices=["auto", "qwen2_moe", "qwen3_moe", "mixtral"])
+    p.add_argument("--no-verify", action="store_true", help="skip reloading and comparing logits")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+    from rich.console import Console
+
+    from langmoe.models.export import export_stock
+    from langmoe.models.moe_io import load_model_any
+
+    if args.threads is not None:
+        torch.set_num_threads(max(1, args.threads))
+    model, tokenizer = load_model_any(args.model)
+    if not getattr(model.config, "langmoe", None):
+        raise LangmoeError(f"{args.model} is a dense model: upcycle (and train) it before exporting")
+    arch = export_stock(model, args.out, arch=args.arch, tokenizer=tokenizer, verify=not args.no_verify)
+    Console().print(f"wrote {args.out} ({arch}){'' if args.no_verify else ', logits verified'}")
+    return 0

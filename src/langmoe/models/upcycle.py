@@ -1,0 +1,255 @@
+"""Upcycling: turn chosen dense FFNs of a Hugging Face decoder into MoE blocks whose experts are exact copies.
+
+Right after `upcycle` the model computes the same function as before (with renormalised top-k or hard routing):
+every expert equals the dense FFN and the combine weights sum to 1. The MoE structure is recorded in
+`model.config.langmoe` (a plain dict, so it lands in config.json) and `apply_moe_structure` rebuilds it on a fresh
+dense model, which is how `load_moe_pretrained` works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from langmoe.errors import LangmoeError
+from langmoe.models.adapters import get_adapter
+from langmoe.models.moe import MoEBlock, moe_blocks
+
+__all__ = [
+    "MoELayerSpec",
+    "MoEStructure",
+    "upcycle",
+    "apply_moe_structure",
+    "moe_structure",
+    "add_expert",
+    "parameter_counts",
+    "is_moe_model",
+]
+
+STRUCTURE_VERSION = 1
+
+
+class MoELayerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_experts: int = Field(ge=1)
+    top_k: int = Field(ge=1)
+    renormalize: bool = True
+    frozen_expert0: bool = False
+    classifier: bool = False
+    classifier_mode: str = "token"
+
+
+class MoEStructure(BaseModel):
+    """What `model.config.langmoe` holds: the MoE layers and their settings (keys are layer indices)."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = STRUCTURE_VERSION
+    layers: dict[int, MoELayerSpec]
+
+    def to_config(self) -> dict[str, Any]:
+        return {"version": self.version, "layers": {str(k): v.model_dump() for k, v in sorted(self.layers.items())}}
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> MoEStructure:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise LangmoeError(f"invalid MoE structure in config.langmoe: {first['loc']}: {first['msg']}") from None
+
+
+def _per_layer(value, layers: list[int], what: str) -> dict[int, Any]:
+    if isinstance(value, Mapping):
+        missing = [i for i in layers if i not in value]
+        if missing:
+            raise LangmoeError(f"{what} given per layer but missing layers {missing}")
+        return {i: value[i] for i in layers}
+    return dict.fromkeys(layers, value)
+
+
+def _resolve_layers(layers, n_layers: int) -> list[int]:
+    if isinstance(layers, str):
+        if layers != "all":
+            raise LangmoeError(f"layers must be a list of indices or 'all', got {layers!r}")
+        return list(range(n_layers))
+    out = [int(i) for i in layers]
+    if not out:
+        raise LangmoeError("no layers to upcycle: give at least one layer index")
+    bad = [i for i in out if not 0 <= i < n_layers]
+    if bad:
+        raise LangmoeError(f"layer indices {bad} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    if len(set(out)) != len(out):
+        raise LangmoeError(f"duplicate layer indices in {out}")
+    return sorted(out)
+
+
+def is_moe_model(model: nn.Module) -> bool:
+    return bool(getattr(model.config, "langmoe", None)) or bool(moe_blocks(model))
+
+
+def moe_structure(model: nn.Module) -> MoEStructure | None:
+    raw = getattr(model.config, "langmoe", None)
+    return MoEStructure.parse(raw) if raw else None
+
+
+def _build_block(model, layer_idx: int, spec: MoELayerSpec, dispatch: str, copy_weights: bool = True) -> MoEBlock:
+    adapter = get_adapter(model)
+    layer = adapter.layers(model)[layer_idx]
+    mlp = adapter.get_mlp(layer)
+    if isinstance(mlp, MoEBlock):
+        raise LangmoeError(f"layer {layer_idx} is already an MoE layer")
+    ffn = adapter.extract(mlp)
+    ref = ffn.w_out
+    block = MoEBlock(
+        ffn.hidden_size,
+        ffn.intermediate_size,
+        spec.num_experts,
+        spec.top_k,
+        gated=ffn.gated,
+        act=ffn.act,
+        bias_in=(ffn.b_gate if ffn.gated else ffn.b_in) is not None,
+        bias_out=ffn.b_out is not None,
+        renormalize=spec.renormalize,
+        frozen_expert0=spec.frozen_expert0,
+        classifier=spec.classifier,
+        classifier_mode=spec.classifier_mode,
+        dropout=adapter.dropout(model.config),
+        residual_in_mlp=adapter.residual_in_mlp,
+        layer_idx=layer_idx,
+        dispatch=dispatch,
+    ).to(device=ref.device, dtype=ref.dtype)
+    if copy_weights:
+        block.load_ffn(ffn)
+    block.train(mlp.training)
+    adapter.set_mlp(layer, block)
+    return block
+
+
+def apply_moe_structure(model: nn.Module, structure: MoEStructure | Mapping, dispatch: str = "auto") -> nn.Module:
+    """Rebuild the recorded MoE layers on a dense model (weights are copies of the FFN until a state dict loads)."""
+    if not isinstance(structure, MoEStructure):
+        structure = MoEStructure.parse(structure)
+    n_layers = len(get_adapter(model).layers(model))
+    for i, spec in sorted(structure.layers.items()):
+        if not 0 <= i < n_layers:
+            raise LangmoeError(f"MoE structure names layer {i} but the model has {n_layers} layers")
+        _build_block(model, i, spec, dispatch)
+    model.config.langmoe = structure.to_config()
+    return model
+
+
+def upcycle(
+    model: nn.Module,
+    layers: Iterable[int] | str,
+    num_experts: int | Mapping[int, int],
+    top_k: int | Mapping[int, int] = 2,
+    *,
+    router_init: str | torch.Tensor | Mapping[int, torch.Tensor] = "normal",
+    renormalize: bool = True,
+    frozen_expert0: bool = False,
+    classifier_layers: Iterable[int] = (),
+    classifier_mode: str = "token",
+    dispatch: str = "auto",
+    seed: int = 0,
+) -> nn.Module:
+    """Replace the chosen layers' MLP in place with MoE blocks whose experts are exact copies of it.
+
+    num_experts / top_k: one value or `{layer: value}`. router_init: "normal" (N(0, 0.02), seeded) or centroids
+    (`[E, D]` tensor for every layer, or `{layer: [E, D]}`): rows = normalised mean FFN input of each group.
+    classifier_layers: layers that get the old/new classifier (class 0 = old -> expert 0).
+    """
+    adapter = get_adapter(model)
+    n_layers = len(adapter.layers(model))
+    layer_ids = _resolve_layers(layers, n_layers)
+    experts = _per_layer(num_experts, layer_ids, "num_experts")
+    ks = _per_layer(top_k, layer_ids, "top_k")
+    cls_layers = {int(i) for i in classifier_layers}
+    if not cls_layers <= set(layer_ids):
+        raise LangmoeError(f"classifier_layers {sorted(cls_layers - set(layer_ids))} are not among the MoE layers")
+    if cls_layers and not frozen_expert0:
+        raise LangmoeError("an old/new classifier routes 'old' tokens to expert 0: use it with frozen_expert0=True")
+    existing = moe_structure(model)
+    specs = dict(existing.layers) if existing else {}
+    try:
+        new_specs = {
+            i: MoELayerSpec(
+                num_experts=int(experts[i]), top_k=int(ks[i]), renormalize=renormalize,
+                frozen_expert0=frozen_expert0, classifier=i in cls_layers, classifier_mode=classifier_mode,
+            )
+            for i in layer_ids
+        }
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise LangmoeError(f"invalid upcycle settings: {first['loc']}: {first['msg']}") from None
+    gen = torch.Generator().manual_seed(seed)
+    for i in layer_ids:
+        block = _build_block(model, i, new_specs[i], dispatch)
+        if isinstance(router_init, str):
+            if router_init != "normal":
+                raise LangmoeError(f"router_init must be 'normal' or a centroid tensor, got {router_init!r}")
+            with torch.no_grad():
+                w = torch.randn(block.router.weight.shape, generator=gen) * 0.02
+                block.router.weight.copy_(w)
+                if block.classifier is not None:
+                    block.classifier.weight.copy_(torch.randn(block.classifier.weight.shape, generator=gen) * 0.02)
+        else:
+            cent = router_init.get(i) if isinstance(router_init, Mapping) else router_init
+            if cent is None:
+                raise LangmoeError(f"router_init has no centroids for layer {i}")
+            block.init_router_centroids(torch.as_tensor(cent))
+        specs[i] = new_specs[i]
+    model.config.langmoe = MoEStructure(layers=specs).to_config()
+    return model
+
+
+def _block_at(model: nn.Module, layer: int) -> MoEBlock:
+    for b in moe_blocks(model):
+        if b.layer_idx == layer:
+            return b
+    raise LangmoeError(f"layer {layer} is not an MoE layer; MoE layers: {[b.layer_idx for b in moe_blocks(model)]}")
+
+
+def add_expert(model: nn.Module, layer: int, source_expert: int) -> int:
+    """Copy expert `source_expert` of MoE layer `layer` (weights and router row) into a new last expert.
+
+    Returns the new expert's index. Create the optimizer afterwards (parameters are replaced).
+    """
+    block = _block_at(model, layer)
+    new = block.add_expert(source_expert)
+    structure = moe_structure(model)
+    if structure is not None and layer in structure.layers:
+        structure.layers[layer].num_experts = block.num_experts
+        model.config.langmoe = structure.to_config()
+    return new
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Parameter accounting: total (incl. frozen expert-0 buffers), active per token (top-k experts), parts."""
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    blocks = moe_blocks(model)
+    frozen = sum(
+        getattr(b, f"{n}_frozen").numel() for b in blocks if b.frozen_expert0 for n in b._weight_names
+    )
+    expert_total = router = classifier = inactive = 0
+    for b in blocks:
+        per_expert = sum(getattr(b, n)[0].numel() for n in b._weight_names)
+        expert_total += per_expert * b.num_experts
+        router += b.router.weight.numel()
+        classifier += b.classifier.weight.numel() if b.classifier is not None else 0
+        inactive += per_expert * (b.num_experts - b.top_k)
+    total = params + frozen
+    return {
+        "total": total,
+        "active_per_token": total - inactive,
+        "experts": expert_total,
+        "router": router,
+        "classifier": classifier,
+        "frozen_expert0": frozen,
+        "trainable": trainable,
+        "moe_layers": len(blocks),
+    }

@@ -1,0 +1,351 @@
+"""`build_report(run_dir)`: one self-contained `report.html` from the JSON results of a run folder.
+
+Run folder layout read here (every part optional; a missing or unreadable part is skipped with a note):
+
+    config.yaml            resolved recipe (shown verbatim)
+    summary.json           {"systems": {name: {mean_ppl, mean_bpb, params_total, params_active, tokens_seen}},
+                            "budget_tokens", "note", "languages"}
+    eval/<system>.json     {"system", "langs": {lang: {"ppl", "bits_per_byte", ...}}, "mean", "params", "tokens_seen"}
+    deviation.json         DeviationResult: langs, dev_ffn[lang][layer], dev_attn, similarity, config
+    groups.json            Grouping: groups, method, diameters, agreement {"genus"|"family"|"random": {ari, nmi}}
+    groups_random.json     {"groups"} of the random-grouping ablation
+    layers.json            LayerSelection: selected, epsilon, normalised, mean_deviation
+    routing.json           {"accuracy": {layer: acc}, "counts": {lang: {layer: [tokens per expert]}}}
+    new_language.json      new-language expansion results (shown as a table of its fields)
+
+Figures are written to `plots/*.png` and embedded as base64, so the HTML file can be mailed on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from langmoe.errors import LangmoeError
+from langmoe.io import read_json, write_text
+from langmoe.report import plots
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}td.best{font-weight:bold;background:#e6f4e6}
+.note{color:#8a6d3b;background:#fcf8e3;border:1px solid #faebcc;padding:.4em .8em;margin:.5em 0}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
+.muted{color:#777;font-size:.85em}
+"""
+
+
+class _Report:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.plot_dir = run_dir / "plots"
+        self.parts: list[str] = []
+        self.notes: list[str] = []
+
+    def h2(self, text: str) -> None:
+        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.parts.append(f'<p class="note">{html.escape(text)}</p>')
+
+    def p(self, text: str, raw: bool = False) -> None:
+        self.parts.append(f"<p>{text if raw else html.escape(text)}</p>")
+
+    def image(self, path: Path, alt: str) -> None:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        self.parts.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+
+    def table(self, header: list[str], rows: list[list[Any]], best: set[tuple[int, int]] | None = None,
+              left_cols: int = 1) -> None:
+        best = best or set()
+        out = ["<table><tr>"]
+        out += [f'<th class="{"l" if j < left_cols else ""}">{html.escape(str(h))}</th>' for j, h in enumerate(header)]
+        out.append("</tr>")
+        for i, row in enumerate(rows):
+            cells = []
+            for j, v in enumerate(row):
+                cls = " ".join(c for c in ("l" if j < left_cols else "", "best" if (i, j) in best else "") if c)
+                cells.append(f'<td class="{cls}">{html.escape(_fmt(v))}</td>')
+            out.append("<tr>" + "".join(cells) + "</tr>")
+        out.append("</table>")
+        self.parts.append("".join(out))
+
+    def section(self, title: str, fn: Callable[[], None]) -> None:
+        """Run one part; a malformed input becomes a note instead of a crash."""
+        self.h2(title)
+        try:
+            fn()
+        except (KeyError, ValueError, TypeError, IndexError, LangmoeError, json.JSONDecodeError) as e:
+            self.note(f"{title}: skipped, the input is not in the expected form ({type(e).__name__}: {e})")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return _human(v) if abs(v) >= 10_000 else str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.2f}"
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.3f}"
+    return str(v)
+
+
+def _human(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def _read(path: Path) -> Any | None:
+    return read_json(path) if path.is_file() else None
+
+
+def _load_evals(run_dir: Path) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    d = run_dir / "eval"
+    if d.is_dir():
+        for f in sorted(d.glob("*.json")):
+            try:
+                obj = read_json(f)
+            except (json.JSONDecodeError, OSError):
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("langs"), dict):
+                out[str(obj.get("system", f.stem))] = obj
+    return out
+
+
+def _system_order(names: list[str]) -> list[str]:
+    pref = ["base", "cpt", "dmoe", "dmoe_hard", "dmoe_random", "dmoe_random_hard", "xelm", "xelm_ensemble", "btx"]
+    return sorted(names, key=lambda n: (pref.index(n) if n in pref else len(pref), n))
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, title: str | None = None) -> Path:
+    """Write `run_dir/report.html` (or `out`) from whatever results the run folder holds; return its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LangmoeError(f"run folder {run_dir} does not exist")
+    rep = _Report(run_dir)
+    evals = _load_evals(run_dir)
+    summary = _safe_read(rep, run_dir / "summary.json")
+    deviation = _safe_read(rep, run_dir / "deviation.json")
+    groups = _safe_read(rep, run_dir / "groups.json")
+    layers = _safe_read(rep, run_dir / "layers.json")
+    routing = _safe_read(rep, run_dir / "routing.json")
+
+    rep.section("Systems", lambda: _systems(rep, summary, evals))
+    rep.section("Per-language scores", lambda: _per_language(rep, evals))
+    rep.section("Parameter deviation and MoE layers", lambda: _deviation(rep, deviation, layers))
+    rep.section("Language groups", lambda: _groups(rep, groups, deviation, run_dir))
+    rep.section("Routing", lambda: _routing(rep, routing))
+    nl = _safe_read(rep, run_dir / "new_language.json")
+    if nl is not None:
+        rep.section("New language", lambda: _generic(rep, nl))
+    rep.section("Configuration", lambda: _config(rep, run_dir))
+
+    name = title or f"langmoe run: {run_dir.resolve().name}"
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
+           f"<style>{_CSS}</style></head><body><h1>{html.escape(name)}</h1>"
+           f"<p class='muted'>{html.escape(str(run_dir.resolve()))} · generated {stamp}</p>"
+           + "\n".join(rep.parts) + "</body></html>\n")
+    dest = Path(out) if out is not None else run_dir / "report.html"
+    write_text(dest, doc)
+    return dest
+
+
+def _safe_read(rep: _Report, path: Path) -> Any | None:
+    try:
+        return _read(path)
+    except (json.JSONDecodeError, OSError) as e:
+        rep.note(f"{path.name} unreadable, skipped: {e}")
+        return None
+
+
+# ---- sections --------------------------------------------------------------------------------------------------
+
+
+def _systems(rep: _Report, summary: Mapping | None, evals: Mapping[str, Mapping]) -> None:
+    rows_src: dict[str, dict[str, Any]] = {}
+    if summary and isinstance(summary.get("systems"), Mapping):
+        rows_src = {k: dict(v) for k, v in summary["systems"].items()}
+    for name, e in evals.items():  # systems evaluated but not (yet) in the summary
+        if name not in rows_src:
+            rows_src[name] = {"mean_ppl": e["mean"]["ppl"], "mean_bpb": e["mean"]["bits_per_byte"],
+                              "params_total": e.get("params", {}).get("total"),
+                              "params_active": e.get("params", {}).get("active"),
+                              "tokens_seen": e.get("tokens_seen")}
+    if not rows_src:
+        rep.note("no summary.json and no eval/*.json: nothing evaluated yet")
+        return
+    names = _system_order(list(rows_src))
+    header = ["system", "mean ppl", "mean bits/byte", "params total", "params active", "tokens seen",
+              "routing acc."]
+    rows = []
+    for n in names:
+        r = rows_src[n]
+        acc = r.get("routing_accuracy")
+        if isinstance(acc, Mapping):
+            acc = sum(acc.values()) / len(acc) if acc else None
+        rows.append([n, r.get("mean_ppl"), r.get("mean_bpb"), r.get("params_total"), r.get("params_active"),
+                     r.get("tokens_seen"), acc])
+    best = set()
+    for col in (1, 2):
+        vals = [(row[col], i) for i, row in enumerate(rows) if isinstance(row[col], int | float)]
+        if vals:
+            best.add((min(vals)[1], col))
+    rep.table(header, rows, best)
+    if summary:
+        bits = []
+        if summary.get("budget_tokens") is not None:
+            bits.append(f"token budget per system: {_fmt(int(summary['budget_tokens']))}")
+        if summary.get("note"):
+            bits.append(str(summary["note"]))
+        if bits:
+            rep.p(" · ".join(bits))
+    else:
+        rep.note("summary.json missing: rows come from eval/*.json")
+
+
+def _per_language(rep: _Report, evals: Mapping[str, Mapping]) -> None:
+    if not evals:
+        rep.note("no eval/*.json: per-language scores skipped")
+        return
+    names = _system_order(list(evals))
+    langs: list[str] = []
+    for n in names:
+        langs += [x for x in evals[n]["langs"] if x not in langs]
+    for metric, label in (("ppl", "perplexity"), ("bits_per_byte", "bits per byte")):
+        rows, best = [], set()
+        for n in names:
+            rows.append([n] + [evals[n]["langs"].get(x, {}).get(metric) for x in langs]
+                        + [evals[n].get("mean", {}).get(metric)])
+        for j in range(1, len(langs) + 2):
+            vals = [(row[j], i) for i, row in enumerate(rows) if isinstance(row[j], int | float)]
+            if vals:
+                best.add((min(vals)[1], j))
+        rep.p(f"<b>{label}</b> (lower is better; best per column in bold)", raw=True)
+        rep.table(["system", *langs, "mean"], rows, best)
+    ppl = {n: {x: float(v["ppl"]) for x, v in evals[n]["langs"].items()} for n in names}
+    rep.image(plots.plot_perplexity(ppl, rep.plot_dir / "perplexity.png"), "per-language perplexity")
+
+
+def _deviation(rep: _Report, dev: Mapping | None, layers: Mapping | None) -> None:
+    if dev is None:
+        rep.note("deviation.json missing: the run used fixed groups and layers, or the probe has not run")
+    else:
+        ffn = dev.get("dev_ffn") or dev.get("ffn")
+        attn = dev.get("dev_attn") or dev.get("attn")
+        if not ffn:
+            rep.note("deviation.json has no per-layer FFN deviation")
+        else:
+            cfg = dev.get("config") or {}
+            if cfg:
+                rep.p("probe: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "progress"))
+            path = plots.plot_deviation(ffn, rep.plot_dir / "deviation.png",
+                                        epsilon=(layers or {}).get("epsilon"),
+                                        selected=(layers or {}).get("selected"), dev_attn=attn)
+            rep.image(path, "deviation per layer")
+    if layers is None:
+        rep.note("layers.json missing: MoE layers unknown")
+        return
+    sel = layers.get("selected", [])
+    how = (f"ε = {layers['epsilon']:g}" if layers.get("epsilon") is not None
+           else f"top {layers['top_n']}" if layers.get("top_n") else str(layers.get("method", "")))
+    rep.p(f"MoE layers ({how}): <b>{html.escape(', '.join(map(str, sel)) or 'none')}</b>", raw=True)
+    if layers.get("normalised"):
+        norm = layers["normalised"]
+        rep.table(["layer", *range(len(norm))], [["d̂_l", *norm], ["MoE", *["yes" if i in sel else "" for i in
+                                                                           range(len(norm))]]])
+    if layers.get("note"):
+        rep.note(str(layers["note"]))
+
+
+def _groups(rep: _Report, groups: Mapping | None, dev: Mapping | None, run_dir: Path) -> None:
+    from langmoe.methods.dmoe.grouping import Grouping, agreement, attribute_grouping, random_grouping
+
+    if groups is None:
+        rep.note("groups.json missing: grouping skipped")
+        return
+    gl = [list(g) for g in groups["groups"]]
+    rep.p(f"method: {groups.get('method', '?')}")
+    diam = groups.get("diameters") or [None] * len(gl)
+    rep.table(["group", "languages", "diameter (max 1 − cos)"],
+              [[i, " ".join(g), d] for i, (g, d) in enumerate(zip(gl, diam, strict=False))], left_cols=2)
+    langs = groups.get("langs") or [x for g in gl for x in g]
+    agr = dict(groups.get("agreement") or {})
+    g_obj = Grouping(method=str(groups.get("method", "?")), langs=langs, groups=gl)
+    if "genus" not in agr:
+        try:
+            agr["genus"] = agreement(g_obj, attribute_grouping(langs, "genus")).model_dump()
+        except LangmoeError as e:
+            rep.note(f"no genus comparison: {e}")
+    rnd_file = run_dir / "groups_random.json"
+    if rnd_file.is_file():
+        agr["random (run's ablation)"] = agreement(g_obj, [list(g) for g in read_json(rnd_file)["groups"]],
+                                                   langs).model_dump()
+    elif "random" not in agr:
+        agr["random"] = agreement(g_obj, random_grouping(langs, num_groups=len(gl), seed=0)).model_dump()
+    if agr:
+        rep.p("Agreement with reference groupings (ARI: 1 = identical, ~0 = chance; NMI in [0, 1]):")
+        rep.table(["reference", "ARI", "NMI"], [[k, v.get("ari"), v.get("nmi")] for k, v in agr.items()])
+    if dev is not None and dev.get("similarity") and dev.get("langs"):
+        rep.image(plots.plot_similarity(dev["langs"], dev["similarity"], rep.plot_dir / "similarity.png",
+                                        groups=gl), "similarity heatmap")
+        if len(dev["langs"]) >= 2:
+            rep.image(plots.plot_dendrogram(dev["langs"], dev["similarity"], rep.plot_dir / "dendrogram.png"),
+                      "dendrogram")
+    else:
+        rep.note("no similarity matrix (deviation.json missing): heatmap and dendrogram skipped")
+
+
+def _routing(rep: _Report, routing: Mapping | None) -> None:
+    if routing is None:
+        rep.note("routing.json missing: no learned-routing statistics")
+        return
+    acc = routing.get("accuracy") or {}
+    if acc:
+        rep.table(["MoE layer", *acc.keys()], [["top-1 = group expert", *acc.values()]])
+        rep.image(plots.plot_routing_accuracy(acc, rep.plot_dir / "routing_accuracy.png"), "routing accuracy")
+    counts = routing.get("counts") or {}
+    layer_ids = sorted({int(k) for per in counts.values() for k in per}) if counts else []
+    for layer in layer_ids[-4:]:  # the last MoE layers: where languages separate most
+        rows = {lang: per[str(layer)] for lang, per in counts.items() if str(layer) in per}
+        if rows:
+            rep.image(plots.plot_routing_heatmap(rows, rep.plot_dir / f"routing_layer{layer}.png",
+                                                 title=f"Top-1 routing share, layer {layer}"),
+                      f"routing heatmap layer {layer}")
+    if len(layer_ids) > 4:
+        rep.p(f"(heatmaps of the last 4 of {len(layer_ids)} MoE layers)")
+
+
+def _generic(rep: _Report, obj: Any) -> None:
+    if isinstance(obj, Mapping):
+        flat = [[k, json.dumps(v, ensure_ascii=False) if isinstance(v, Mapping | list) else v]
+                for k, v in obj.items()]
+        rep.table(["field", "value"], flat, left_cols=2)
+    else:
+        rep.parts.append(f"<pre>{html.escape(json.dumps(obj, indent=2, ensure_ascii=False))}</pre>")
+
+
+def _config(rep: _Report, run_dir: Path) -> None:
+    cfg = run_dir / "config.yaml"
+    if not cfg.is_file():
+        rep.note("config.yaml missing")
+        return
+    rep.parts.append(f"<pre>{html.escape(cfg.read_text(encoding='utf-8'))}</pre>")

@@ -1,0 +1,131 @@
+"""Deviation probe on a tiny Llama with synthetic languages (2 probe steps): exact values, restore, cache."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from dmoe_fixtures import synthetic_blocks, tiny_llama
+
+import langmoe.train.trainer as trainer_mod
+from langmoe.data.samplers import TemperatureSampler
+from langmoe.errors import LangmoeError
+from langmoe.methods.dmoe.deviation import (
+    DeviationConfig,
+    DeviationResult,
+    _language_view,
+    layer_params,
+    measure_deviation,
+)
+from langmoe.train.trainer import TrainConfig, train
+
+torch.set_num_threads(1)
+CFG = {"steps": 2, "lr": 1e-3, "micro_batch_size": 4}
+
+
+def test_hand_computed_deviation_and_vector(tmp_path):
+    """dev_ffn = Frobenius norm over gate/up/down deltas, vector = concatenated deltas of the last 2 layers,
+    against an independent fine-tune of a copy with the same sampler and settings."""
+    model, blocks = tiny_llama(), synthetic_blocks()
+    ref = copy.deepcopy(model)
+    base = {n: p.detach().clone() for n, p in ref.named_parameters()}
+    cfg = DeviationConfig(**CFG, last_n_layers=2)
+    res = measure_deviation(model, blocks, cfg, langs=["de"])
+    tc = TrainConfig(steps=2, lr=1e-3, warmup_ratio=0.0, min_lr_ratio=1.0, weight_decay=0.0, micro_batch_size=4,
+                     log_every=1, progress=False)
+    train(ref, TemperatureSampler(_language_view(blocks, "de"), 4, seed=0), tc, tmp_path / "ref")
+    after = dict(ref.named_parameters())
+    pieces = []
+    for layer in range(3):
+        names = [f"model.layers.{layer}.mlp.{w}_proj.weight" for w in ("gate", "up", "down")]
+        deltas = [(after[n].detach() - base[n]) for n in names]
+        expected = torch.sqrt(sum((d.double() ** 2).sum() for d in deltas)).item()
+        assert res.dev_ffn["de"][layer] == pytest.approx(expected, rel=1e-5)
+        att = [f"model.layers.{layer}.self_attn.{w}_proj.weight" for w in ("q", "k", "v", "o")]
+        exp_att = torch.sqrt(sum(((after[n].detach() - base[n]).double() ** 2).sum() for n in att)).item()
+        assert res.dev_attn["de"][layer] == pytest.approx(exp_att, rel=1e-5)
+        if layer >= 1:
+            pieces += [d.reshape(-1) for d in deltas]
+    assert res.vector_layers == [1, 2]
+    assert torch.allclose(res.vectors["de"], torch.cat(pieces), atol=1e-7)
+    assert res.dev_ffn["de"][0] > 0
+
+
+def test_similar_languages_and_base_restored():
+    model, blocks = tiny_llama(), synthetic_blocks()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    res = measure_deviation(model, blocks, CFG)
+    assert res.langs == ["en", "fr", "de"] and res.num_layers == 3 and not res.sketched
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    s = res.similarity
+    assert s[0][1] > 0.5 > max(abs(s[0][2]), abs(s[1][2]))  # en~fr (same rule), de unrelated
+    # every language starts from the same base: the first loss is the base's on that language's batch
+    assert res.probe["en"].steps == 2 and res.probe["en"].tokens_seen == 2 * 4 * 16
+
+
+def test_sketched_vectors_keep_the_similarity():
+    model, blocks = tiny_llama(), synthetic_blocks()
+    exact = measure_deviation(model, blocks, CFG)
+    sk = measure_deviation(model, blocks, {**CFG, "sketch_dim": 256})
+    assert sk.sketched and sk.vector_dim == 256 and exact.vector_dim == 3 * 3 * 32 * 64
+    for i in range(3):
+        for j in range(3):
+            assert sk.similarity[i][j] == pytest.approx(exact.similarity[i][j], abs=0.25)
+    assert sk.similarity[0][1] > 0.5 > abs(sk.similarity[0][2])
+
+
+def test_cache_resumes_without_redoing_finished_languages(tmp_path, monkeypatch):
+    model, blocks = tiny_llama(), synthetic_blocks()
+    first = measure_deviation(model, blocks, CFG, out_dir=tmp_path)
+    assert (tmp_path / "deviation.json").is_file() and (tmp_path / "deviation.vectors.pt").is_file()
+    (tmp_path / "probe" / "fr.json").unlink()  # as if killed while probing fr
+    calls = []
+    real = trainer_mod.train
+    monkeypatch.setattr(trainer_mod, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = measure_deviation(model, blocks, CFG, out_dir=tmp_path)
+    assert len(calls) == 1
+    assert again.probe["en"].cached and not again.probe["fr"].cached
+    for x in first.langs:  # the re-probed language reproduces exactly (seeded), the cached ones are read back
+        assert again.dev_ffn[x] == pytest.approx(first.dev_ffn[x], rel=1e-6)
+    assert np.allclose(again.similarity, first.similarity, atol=1e-6)
+    # another config invalidates the cache
+    calls.clear()
+    measure_deviation(model, blocks, {**CFG, "lr": 2e-3}, out_dir=tmp_path)
+    assert len(calls) == 3
+    loaded = DeviationResult.load(tmp_path / "deviation.json")
+    assert loaded.config.lr == 2e-3 and set(loaded.vectors) == {"en", "fr", "de"}
+
+
+def test_factory_source_and_all_layers():
+    model, blocks = tiny_llama(), synthetic_blocks()
+    factory = lambda lang: TemperatureSampler(_language_view(blocks, lang), 4, seed=0)  # noqa: E731
+    a = measure_deviation(model, factory, {**CFG, "last_n_layers": None}, langs=["en", "de"])
+    b = measure_deviation(model, {"en": blocks, "de": blocks}, {**CFG, "last_n_layers": None})
+    assert a.vector_layers == [0, 1, 2]
+    for x in ("en", "de"):
+        assert a.dev_ffn[x] == pytest.approx(b.dev_ffn[x], rel=1e-6)
+
+
+def test_errors():
+    model, blocks = tiny_llama(), synthetic_blocks()
+    with pytest.raises(LangmoeError, match="last_n_layers=5"):
+        measure_deviation(model, blocks, {**CFG, "last_n_layers": 5})
+    with pytest.raises(LangmoeError, match="'xx' is not in the packed blocks"):
+        measure_deviation(model, blocks, CFG, langs=["xx"])
+    with pytest.raises(LangmoeError, match="deviation config: steps"):
+        DeviationConfig.parse({"steps": 0})
+    with pytest.raises(LangmoeError, match="pass `langs`"):
+        measure_deviation(model, lambda x: None, CFG)
+    model.model.layers[0].mlp.up_proj.weight.requires_grad_(False)
+    with pytest.raises(LangmoeError, match="frozen"):
+        measure_deviation(model, blocks, CFG)
+
+
+def test_layer_params_finds_ffn_and_attention_matrices_only():
+    lp = layer_params(tiny_llama())
+    assert len(lp) == 3
+    assert [n for n, _ in lp[0]["ffn"]] == [f"model.layers.0.mlp.{w}_proj.weight" for w in ("gate", "up", "down")]
+    assert len(lp[0]["attn"]) == 4

@@ -1,0 +1,207 @@
+"""The MoE block on small tensors: routing modes, dispatch paths, frozen expert 0, classifier, router outputs."""
+
+import pytest
+import torch
+from moe_fixtures import tiny_model, tokens
+
+from langmoe.errors import LangmoeError
+from langmoe.models.moe import MoEBlock, router_outputs, routing
+from langmoe.models.upcycle import upcycle
+
+torch.set_num_threads(1)
+
+
+def _block(E=4, k=2, gated=True, seed=0, **kw):
+    torch.manual_seed(seed)
+    b = MoEBlock(8, 16, E, k, gated=gated, bias_in=not gated, bias_out=not gated, **kw)
+    with torch.no_grad():
+        for n in b._weight_names:
+            getattr(b, n).normal_(0, 0.3)
+            if b.frozen_expert0:
+                getattr(b, f"{n}_frozen").normal_(0, 0.3)
+        b.router.weight.normal_(0, 1.0)
+    return b
+
+
+def _reference(b, x, idx, w):
+    out = torch.zeros_like(x)
+    for t in range(x.shape[0]):
+        for j in range(idx.shape[1]):
+            out[t] += w[t, j] * b.expert_forward(x[t : t + 1], int(idx[t, j]))[0]
+    return out
+
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("dispatch", ["loop", "grouped"])
+@pytest.mark.parametrize("k", [1, 2])
+def test_learned_topk_matches_reference(gated, dispatch, k):
+    b = _block(E=6, k=k, gated=gated, dispatch=dispatch)
+    x = torch.randn(3, 5, 8)
+    y = b(x)
+    h = x.reshape(-1, 8)
+    probs = torch.softmax(h @ b.router.weight.T, -1)
+    w, idx = probs.topk(k, -1)
+    w = w / w.sum(-1, keepdim=True)
+    assert torch.allclose(y.reshape(-1, 8), _reference(b, h, idx, w), atol=1e-5)
+    ro = b.last_router_output
+    assert torch.equal(ro.topk_idx, idx) and ro.logits.shape == (15, 6)
+
+
+def test_no_renormalisation_uses_raw_probs():
+    b = _block(E=4, k=2, renormalize=False)
+    x = torch.randn(7, 8)
+    y = b(x)
+    probs = torch.softmax(x @ b.router.weight.T, -1)
+    w, idx = probs.topk(2, -1)
+    assert torch.allclose(y, _reference(b, x, idx, w), atol=1e-5)
+
+
+def test_grouped_and_loop_agree_in_value_and_gradient():
+    xs = torch.randn(40, 8)
+    grads = []
+    for d in ("loop", "grouped"):
+        b = _block(E=8, k=2, dispatch=d)
+        x = xs.clone().requires_grad_(True)
+        b(x).sum().backward()  # broadcast incoming grad: grouped path must cope
+        grads.append((x.grad, b.w_gate.grad, b.router.weight.grad))
+    for a, c in zip(*grads, strict=True):
+        assert torch.allclose(a, c, atol=1e-5)
+
+
+def test_label_routing_one_label_is_one_dense_call_and_mixed_gathers():
+    b = _block(E=3, k=2)
+    x = torch.randn(2, 4, 8)
+    calls = []
+    orig = b.expert_forward
+    b.expert_forward = lambda h, e: (calls.append((h.shape[0], e)), orig(h, e))[1]
+    with routing(b, route_labels=torch.full((2, 4), 2)):
+        y = b(x)
+    assert calls == [(8, 2)]
+    assert torch.equal(y, orig(x.reshape(-1, 8), 2).reshape(2, 4, 8))
+    calls.clear()
+    labels = torch.tensor([[0, 1, 1, 2], [2, 2, 0, 1]])
+    with routing(b, route_labels=labels):
+        y = b(x)
+    assert sorted(calls) == [(2, 0), (3, 1), (3, 2)]
+    for t, e in enumerate(labels.reshape(-1).tolist()):
+        assert torch.allclose(y.reshape(-1, 8)[t], orig(x.reshape(-1, 8)[t : t + 1], e)[0], atol=1e-6)
+    assert b.last_router_output.mode == "labels"
+    assert torch.equal(b.last_router_output.topk_idx[:, 0], labels.reshape(-1))
+
+
+def test_label_errors():
+    b = _block(E=3)
+    with routing(b, route_labels=torch.tensor([[0, 3]])), pytest.raises(LangmoeError, match=r"in \[0, 3\)"):
+        b(torch.randn(1, 2, 8))
+    with routing(b, route_labels=torch.tensor([[0, 1, 1]])), pytest.raises(LangmoeError, match="3 entries"):
+        b(torch.randn(1, 2, 8))
+    with pytest.raises(LangmoeError, match="needs route_labels"), routing(b, mode="labels"):
+        pass
+
+
+def test_restricted_routing_never_picks_masked_expert():
+    b = _block(E=6, k=2)
+    x = torch.randn(200, 8)
+    b(x)
+    assert set(b.last_router_output.topk_idx.unique().tolist()) - {1, 4}  # unrestricted uses others
+    with routing(b, allowed_experts=[1, 4]):
+        b(x)
+    assert set(b.last_router_output.topk_idx.unique().tolist()) <= {1, 4}
+    with routing(b, allowed_experts=[3]):
+        y = b(x)
+    ro = b.last_router_output
+    assert ro.topk_idx.shape == (200, 1) and bool((ro.topk_idx == 3).all())
+    assert torch.allclose(y, b.expert_forward(x, 3), atol=1e-6)
+    with pytest.raises(LangmoeError, match="out of range"), routing(b, allowed_experts=[7]):
+        pass
+
+
+def test_restricted_routing_per_layer_in_model():
+    moe = upcycle(tiny_model("llama"), [0, 2], 4, top_k=2)
+    x = tokens()
+    with routing(moe, allowed_experts={2: torch.tensor([False, True, False, True])}):
+        moe(x)
+    outs = {o.layer: o for o in router_outputs(moe)}
+    assert set(outs[2].topk_idx.unique().tolist()) <= {1, 3}
+    assert outs[0].topk_idx.shape[1] == 2
+    with pytest.raises(LangmoeError, match="not MoE layers"), routing(moe, allowed_experts={1: [0]}):
+        pass
+
+
+def test_routing_context_restores_state():
+    b = _block(E=3)
+    with routing(b, route_labels=torch.zeros(1, 2, dtype=torch.long)):
+        with routing(b, mode="learned"):
+            assert b._state.mode == "learned"
+        assert b._state.mode == "labels"
+    assert b._state is None
+
+
+def test_frozen_expert0_bit_identical_after_adamw_with_weight_decay():
+    moe = upcycle(tiny_model("llama"), "all", 3, top_k=2, frozen_expert0=True)
+    frozen = {k: v.clone() for k, v in moe.state_dict().items() if k.endswith("_frozen")}
+    assert len(frozen) == 3 * 3
+    opt = torch.optim.AdamW([p for p in moe.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    moe.train()
+    x = tokens()
+    for _ in range(3):
+        out = moe(x, labels=x)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    for k, v in frozen.items():
+        assert torch.equal(moe.state_dict()[k], v), k
+    # trainable experts did move
+    blk = [m for m in moe.modules() if isinstance(m, MoEBlock)][0]
+    assert not torch.equal(blk.w_gate[0], blk.w_gate_frozen[0])
+
+
+def test_frozen_expert0_preserves_function():
+    dense = tiny_model("qwen3")
+    x = tokens()
+    with torch.no_grad():
+        ref = dense(x).logits
+    moe = upcycle(dense, "all", 4, top_k=2, frozen_expert0=True)
+    with torch.no_grad():
+        assert (moe(x).logits - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["token", "sequence"])
+def test_classifier_sends_old_tokens_to_expert0(mode):
+    b = _block(E=4, k=2, frozen_expert0=True, classifier=True, classifier_mode=mode)
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        b.classifier.weight.normal_()
+    y = b(x)
+    ro = b.last_router_output
+    h = x.reshape(-1, 8)
+    if mode == "token":
+        cl = h @ b.classifier.weight.T
+        old = cl.argmax(-1) == 0
+        assert ro.classifier_logits.shape == (10, 2)
+    else:
+        cl = x.mean(1) @ b.classifier.weight.T
+        old = (cl.argmax(-1) == 0).repeat_interleave(5)
+        assert ro.classifier_logits.shape == (2, 2)
+    probs = torch.softmax(h @ b.router.weight.T, -1)
+    w, idx = probs.topk(2, -1)
+    w = w / w.sum(-1, keepdim=True)
+    ref = _reference(b, h, idx, w)
+    ref[old] = b.expert_forward(h[old], 0) if old.any() else ref[old]
+    assert torch.allclose(y.reshape(-1, 8), ref, atol=1e-5)
+    assert bool((ro.topk_idx[old] == 0).all())
+
+
+def test_bf16_autocast_grouped_path_runs():
+    b = _block(E=8, k=2, dispatch="grouped")
+    x = torch.randn(16, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = b(x)
+    y.float().sum().backward()
+    ref = b.__class__.forward(_loop_copy(b), x.detach())
+    assert torch.allclose(y.float(), ref, atol=0.1)
+
+
+def _loop_copy(b):
+    b.dispatch = "loop"
+    return b
