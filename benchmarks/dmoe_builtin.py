@@ -5,7 +5,7 @@ resumes stage by stage), then aggregates per system: mean-over-languages perplex
 over seeds), per-language perplexity (mean over seeds), total/active parameters and tokens seen.
 
     python benchmarks/dmoe_builtin.py --recipe recipes/dmoe.yaml --seeds 0 1 2 --out runs/bench-dmoe
-    python benchmarks/dmoe_builtin.py --quick     # the demo recipe with every system, 3 seeds (CPU, ~tens of min)
+    python benchmarks/dmoe_builtin.py             # the demo recipe with every system, 3 seeds (CPU, ~40 min)
 
 Writes `<out>/benchmark.json` and prints a table. Seeds change model-side randomness (router init, data order);
 the deviation groups are recomputed per seed.
@@ -52,18 +52,21 @@ def aggregate(summaries: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default=None, help="recipe YAML (default: the built-in demo recipe)")
-    ap.add_argument("--quick", action="store_true", help="the demo recipe with every system")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--systems", nargs="+", default=ALL)
     ap.add_argument("--out", default="runs/bench-dmoe")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default=None, help="override the recipe's model (an HF folder)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = args.recipe or builtin_recipe_path("demo")
     summaries = []
     t0 = time.perf_counter()
     for seed in args.seeds:
-        recipe = load_recipe(path, {"seed": seed, "systems": args.systems, "threads": args.threads})
+        over = {"seed": seed, "systems": args.systems, "threads": args.threads}
+        if args.model:
+            over["model"] = args.model
+        recipe = load_recipe(path, over)
         print(f"seed {seed}: {recipe.name} -> {args.out}/seed-{seed}", file=sys.stderr)
         summaries.append(run_recipe(recipe, Path(args.out) / f"seed-{seed}",
                                     log=lambda m: print(f"  {m}", file=sys.stderr)))

@@ -62,6 +62,8 @@ class NewLanguageSettings(_Strict):
     steps: int = Field(50, gt=0)
     lr: float = Field(2e-4, gt=0)
     alpha: float = Field(1.28, ge=0, description="weight of the router classification loss")
+    replay: float = Field(0.25, ge=0, lt=1, description="share of each micro-batch that is old-language text "
+                                                       "hard-routed to its group's expert (0: new language only)")
 
 
 class EvalConfig(_Strict):

@@ -128,8 +128,14 @@ def _resolve_langs(corpus, langs: list[str] | None) -> list[str]:
     return list(langs)
 
 
-def _lock_config(work: Path, record: dict[str, Any]) -> None:
+_RESUME_FREE = {"out", "eval"}  # may change between an interrupted run and its resume
+_RESUME_FREE_OPTIM = {"log_every", "save_every", "keep_checkpoints"}
+
+
+def _lock_config(work: Path, cfg: BaseModel) -> None:
     """Refuse to resume a run folder made with different settings (the schedule and data would not match)."""
+    record = cfg.model_dump(mode="json", exclude=_RESUME_FREE)
+    record["optim"] = {k: v for k, v in record["optim"].items() if k not in _RESUME_FREE_OPTIM}
     lock = work / "config.json"
     if lock.exists():
         old = read_json(lock)
@@ -251,7 +257,7 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> dict[str, Any]:
     out = Path(cfg.out)
     work = out / "train"
     work.mkdir(parents=True, exist_ok=True)
-    _lock_config(work, cfg.model_dump(mode="json", exclude={"out"}))
+    _lock_config(work, cfg)
     corpus = open_corpus(cfg.corpus)
     langs = _resolve_langs(corpus, cfg.langs)
     tok = _tokenizer_for(cfg, corpus, langs, work)
@@ -293,7 +299,7 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict
     out = Path(cfg.out)
     work = out / "train"
     work.mkdir(parents=True, exist_ok=True)
-    _lock_config(work, cfg.model_dump(mode="json", exclude={"out"}))
+    _lock_config(work, cfg)
     corpus = open_corpus(cfg.corpus)
     langs = _resolve_langs(corpus, cfg.langs)
     blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)

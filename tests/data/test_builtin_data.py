@@ -219,3 +219,30 @@ def test_rebuild_is_bit_identical(tmp_path):
     for code, entry in MANIFEST["languages"].items():
         assert manifest["languages"][code]["sha256"] == entry["sha256"], code
     assert (tmp_path / "SOURCES.md").read_bytes() == (BUILTIN / "SOURCES.md").read_bytes()
+
+
+def test_looks_english_spares_other_languages():
+    assert bb.looks_english("Do not use any personal information such as a date or a name.")
+    assert bb.looks_english("Select Bluetooth.")
+    assert not bb.looks_english("Die obligatorischen Argumente für Optionen sind gleich.")
+    assert not bb.looks_english("Menu-komandoei deitzea")  # one shared word in a short Basque line
+
+
+def test_licence_summary_prefers_the_files_star_stanza():
+    dep5 = (
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: 2010 Jane Doe\n 2012 John Roe\nLicense: CC-BY-SA-3.0\n\n"
+        "Files: debian/*\nCopyright: 2020 Packager\nLicense: GPL-2+\n"
+    )
+    assert bb._licence_summary(dep5) == (["CC-BY-SA-3.0"], ["2010 Jane Doe", "2012 John Roe"])
+    free = "Copyright (C) 2004 Anton\nunder the terms of the GNU General Public License\nCopyright (C) 19yy NAME OF AUTHOR\n"
+    assert bb._licence_summary(free) == (["GPL (free-form copyright file)"], ["Copyright (C) 2004 Anton"])
+
+
+def test_cli_reports_missing_debs(tmp_path, capsys):
+    assert bb.main(["--list-packages"]) == 0
+    assert "manpages-de" in capsys.readouterr().out.split()
+    if shutil.which("mandoc") is None:
+        pytest.skip("mandoc not installed")
+    assert bb.main(["--cache", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "missing .deb files" in capsys.readouterr().err

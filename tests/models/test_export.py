@@ -10,6 +10,7 @@ from langmoe.models.moe import moe_blocks
 from langmoe.models.upcycle import upcycle
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 
 
 def _perturb(model):

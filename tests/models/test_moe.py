@@ -73,7 +73,7 @@ def test_label_routing_one_label_is_one_dense_call_and_mixed_gathers():
     x = torch.randn(2, 4, 8)
     calls = []
     orig = b.expert_forward
-    b.expert_forward = lambda h, e: (calls.append((h.shape[0], e)), orig(h, e))[1]
+    b.expert_forward = lambda h, e, *a: (calls.append((h.shape[0], e)), orig(h, e, *a))[1]
     with routing(b, route_labels=torch.full((2, 4), 2)):
         y = b(x)
     assert calls == [(8, 2)]

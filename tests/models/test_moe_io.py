@@ -57,3 +57,11 @@ def test_save_overwrites_atomically_and_load_errors(tmp_path):
         load_moe_pretrained(tmp_path / "dense")
     with pytest.raises(LangmoeError, match="no config.json"):
         load_moe_pretrained(tmp_path / "nothing")
+
+
+def test_bf16_round_trip_is_exact(tmp_path):
+    model = upcycle(tiny_model("qwen2"), [0, 1], 3, top_k=2).to(torch.bfloat16)
+    save_moe_pretrained(model, None, tmp_path / "m")
+    loaded = load_moe_pretrained(tmp_path / "m")
+    for k, v in model.state_dict().items():
+        assert loaded.state_dict()[k].dtype == torch.bfloat16 and torch.equal(loaded.state_dict()[k], v), k

@@ -9,7 +9,7 @@ from moe_fixtures import ARCHS, tiny_model, tokens
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import get_adapter
 from langmoe.models.moe import MoEBlock, moe_blocks, routing
-from langmoe.models.upcycle import add_expert, parameter_counts, upcycle
+from langmoe.models.upcycle import add_expert, ffn_input_centroids, parameter_counts, upcycle
 
 torch.set_num_threads(1)
 
@@ -125,3 +125,19 @@ def test_adapter_reads_gpt2_conv1d_transposed():
     got = ffn.act(x @ ffn.w_in + ffn.b_in) @ ffn.w_out + ffn.b_out
     assert torch.allclose(got, ref, atol=1e-6)
     assert isinstance(moe_blocks(upcycle(model, [0], 2))[0], MoEBlock)
+
+
+def test_ffn_input_centroids_feed_router_init():
+    dense = tiny_model("llama")
+    groups = [tokens(2, 6, seed=1), [tokens(1, 6, seed=2), tokens(1, 4, seed=3)]]
+    seen = []
+    ad = get_adapter(dense)
+    h = ad.get_mlp(ad.layers(dense)[1]).register_forward_pre_hook(lambda m, a: seen.append(a[0].reshape(-1, 16)))
+    cents = ffn_input_centroids(dense, [1, 2], groups)
+    h.remove()
+    assert set(cents) == {1, 2} and cents[1].shape == (2, 16)
+    assert torch.allclose(cents[1][0], seen[0].mean(0), atol=1e-6)
+    assert torch.allclose(cents[1][1], torch.cat(seen[1:]).mean(0), atol=1e-6)
+    moe = upcycle(dense, [1, 2], 2, top_k=1, router_init=cents)
+    w = moe_blocks(moe)[0].router.weight
+    assert torch.allclose(w[0], cents[1][0] / cents[1][0].norm(), atol=1e-6)

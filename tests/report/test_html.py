@@ -40,6 +40,7 @@ def full_run(root):
                               "mean_deviation": [2.7, 1.03, 4.4]})
     _w(root / "routing.json", {"accuracy": {"0": 0.8, "2": 0.95},
                                "counts": {"en": {"0": [8, 2], "2": [9, 1]}, "de": {"0": [3, 7], "2": [0, 10]}}})
+    _w(root / "routing_dmoe_random.json", {"system": "dmoe_random", "accuracy": {"0": 0.4, "2": 0.6}})
     _w(root / "summary.json", {"note": "equal budget", "budget_tokens": 5000, "languages": ["en", "fr", "de"],
                                "systems": {"base": {"mean_ppl": 60.0, "mean_bpb": 6.0, "params_total": 1000,
                                                     "params_active": 1000, "tokens_seen": 0}}})
@@ -61,6 +62,7 @@ def test_full_report(tmp_path):
     assert "MoE layers (ε = 0.6)" in doc and "<b>0, 2</b>" in doc
     assert "genus" in doc and "random" in doc and "ARI" in doc
     assert "name: test" in doc
+    assert ">dmoe_random<" in doc and ">0.6000<" in doc  # the ablation's routing accuracy row
     # systems: summary row plus eval-only rows
     assert ">dmoe<" in doc and "1500" in doc
     assert 'class="note"' not in doc

@@ -54,7 +54,9 @@ class RankSource:
 def config(micro: int) -> TrainConfig:
     return TrainConfig(
         steps=STEPS,
-        lr=3e-3,
+        lr=0.3,
+        adam_eps=1.0,  # update ~ lr * grad: a sum instead of a mean over ranks would show
+        grad_clip=0,
         warmup_ratio=0.34,
         micro_batch_size=micro,
         grad_accum=2,

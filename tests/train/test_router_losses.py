@@ -117,7 +117,12 @@ def test_loss_terms_read_router_outputs():
     groups = torch.tensor([[0] * 5, [2] * 5])
     labels = x.clone()
     labels[1, 3:] = -100
-    batch = {"input_ids": x, "labels": labels, "group_ids": groups, "lang_ids": torch.tensor([[4] * 5, [7] * 5])}
+    batch = {
+        "input_ids": x,
+        "labels": labels,
+        "group_ids": groups,
+        "lang_ids": torch.tensor([[4] * 5, [7] * 5]),
+    }
     with routing(model, route_labels=groups):
         out = model(input_ids=x)
     outs = router_outputs(model)

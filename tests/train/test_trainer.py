@@ -222,9 +222,11 @@ def test_frozen_params_and_decay_groups(tmp_path):
 
 
 def test_grad_accumulation_equals_larger_micro_batch(tmp_path):
+    # Large adam_eps makes the update ~ lr * grad, so a wrong gradient scale (sum vs mean) is visible.
     a, b = tiny_model(), tiny_model()
-    ra = train(a, SplitSource(2, 2), cfg(steps=3, micro_batch_size=2, grad_accum=2), tmp_path / "a")
-    rb = train(b, SplitSource(4, 1), cfg(steps=3, micro_batch_size=4, grad_accum=1), tmp_path / "b")
+    kw = dict(steps=3, lr=0.3, adam_eps=1.0, grad_clip=0)
+    ra = train(a, SplitSource(2, 2), cfg(micro_batch_size=2, grad_accum=2, **kw), tmp_path / "a")
+    rb = train(b, SplitSource(4, 1), cfg(micro_batch_size=4, grad_accum=1, **kw), tmp_path / "b")
     assert ra.losses == pytest.approx(rb.losses, rel=1e-5)
     assert ra.tokens_seen == rb.tokens_seen == 3 * 4 * SEQ
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
@@ -290,8 +292,16 @@ def test_eval_fn_logged(tmp_path):
 
 
 def test_bf16_autocast_runs(tmp_path):
-    res = train(tiny_model(), ToySource(4), cfg(steps=3, mixed_precision="bf16"), tmp_path)
+    model = tiny_model()
+    res = train(model, ToySource(4), cfg(steps=3, mixed_precision="bf16"), tmp_path)
     assert len(res.losses) == 3 and all(math.isfinite(x) for x in res.losses)
+    assert "_original_forward" not in model.__dict__, "autocast wrapper removed after training"
+    ids = ToySource(4).get(0, 0)["input_ids"]
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(input_ids=ids).logits
+    assert plain.dtype == torch.float32 and low.dtype == torch.bfloat16
 
 
 def test_bad_input(tmp_path):

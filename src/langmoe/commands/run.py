@@ -55,26 +55,37 @@ def build_report(run_dir: Path, console) -> Path | None:
 
 
 def print_summary(summary: dict, console, title: str) -> None:
+    """Two tables that fit a terminal: one row per system, then perplexity per language (systems as columns)."""
     from rich.table import Table
 
     rows = summary["systems"]
     langs = summary["languages"]
-    t = Table(title=title, caption=summary["note"])
-    t.add_column("system")
-    for col in ("mean ppl", "mean bpb", *langs, "params total", "params active", "tokens seen"):
-        t.add_column(col, justify="right")
     best = min((r["mean_ppl"] for r in rows.values()), default=None)
+    t = Table(title=title, caption=summary["note"])
+    for col in ("system", "mean ppl", "mean bpb", "params total", "params active", "tokens seen", "routing acc"):
+        t.add_column(col, justify="left" if col == "system" else "right")
     for name, r in rows.items():
-        style = "bold green" if r["mean_ppl"] == best else None
-        t.add_row(name, f"{r['mean_ppl']:.2f}", f"{r['mean_bpb']:.3f}", *[f"{r['ppl'][x]:.1f}" for x in langs],
-                  _human(r["params_total"]), _human(r["params_active"]), _human(r["tokens_seen"]), style=style)
+        acc = r.get("routing_accuracy")
+        acc_s = f"{sum(acc.values()) / len(acc):.1%}" if acc else ""
+        t.add_row(name, f"{r['mean_ppl']:.2f}", f"{r['mean_bpb']:.4f}", _human(r["params_total"]),
+                  _human(r["params_active"]), _human(r["tokens_seen"]), acc_s,
+                  style="bold green" if r["mean_ppl"] == best else None)
     console.print(t)
+    per = Table(title="perplexity per language (held-out)")
+    per.add_column("lang")
+    for name in rows:
+        per.add_column(name, justify="right")
+    for x in langs:
+        vals = [rows[n]["ppl"][x] for n in rows]
+        low = min(vals)
+        per.add_row(x, *[f"[bold]{v:.1f}[/]" if v == low else f"{v:.1f}" for v in vals])
+    console.print(per)
     nl = summary.get("new_language")
     if nl:
         console.print(
             f"new language [bold]{nl['lang']}[/]: ppl {nl['before']['ppl']:.2f} -> {nl['after']['ppl']:.2f} "
-            f"(copied expert {nl['source_expert']}); old languages mean ppl change "
-            f"{nl['old_mean_ppl_change']:+.2%}"
+            f"(copied expert {nl['source_expert']}: {', '.join(nl['source_group'])}); old languages' mean ppl "
+            f"change {nl['old_mean_ppl_change']:+.2%}"
         )
 
 

@@ -47,11 +47,12 @@ _FORTUNE_PACKAGES = {
     "fortunes-ga": "ga", "fortunes-it": "it", "fortunes-pl": "pl", "fortunes-ru": "ru", "fortunes-zh": "zh",
     "fortunes-br": "pt", "fortunes-min": "en",
 }
-# gnome-user-docs /usr/share/help/<dir>/gnome-help/*.page (Mallard XML).
+# gnome-user-docs /usr/share/help/<dir>/gnome-help/*.page (Mallard XML). lt is left out: its pages are mostly
+# untranslated English UI strings that the English filter cannot tell apart.
 _GNOME_DIRS = {
     "C": "en", "as": "as", "ca": "ca", "cs": "cs", "da": "da", "de": "de", "el": "el", "es": "es", "fa": "fa",
     "fi": "fi", "fr": "fr", "gl": "gl", "gu": "gu", "he": "he", "hi": "hi", "hr": "hr", "hu": "hu", "id": "id",
-    "it": "it", "ja": "ja", "kn": "kn", "ko": "ko", "lt": "lt", "lv": "lv", "mr": "mr", "nl": "nl", "pa": "pa",
+    "it": "it", "ja": "ja", "kn": "kn", "ko": "ko", "lv": "lv", "mr": "mr", "nl": "nl", "pa": "pa",
     "pl": "pl", "pt_BR": "pt", "ro": "ro", "ru": "ru", "sl": "sl", "sr": "sr", "sv": "sv", "ta": "ta",
     "te": "te", "tr": "tr", "uk": "uk", "vi": "vi", "zh_CN": "zh",
 }
@@ -487,17 +488,39 @@ def _deb_field(deb: Path, field: str) -> str:
                           check=True).stdout.strip()
 
 
+_LICENCE_HINTS = [
+    (r"GNU General Public License|GNU GPL|\bGPL\b", "GPL"),
+    (r"GNU Lesser General Public|\bLGPL\b", "LGPL"),
+    (r"Free Documentation License|\bGFDL\b", "GFDL"),
+    (r"\bBSD\b|Regents of the University of California", "BSD"),
+    (r"Creative Commons|CC-BY", "Creative Commons"),
+    (r"Mozilla Public License|\bMPL\b", "MPL"),
+    (r"\bMIT\b|Permission is hereby granted, free of charge", "MIT/Expat"),
+    (r"public domain", "public domain"),
+    (r"DFSG free", "DFSG-free (per page)"),
+]
+
+
 def _licence_summary(copyright_text: str) -> tuple[list[str], list[str]]:
-    """Licence short names and copyright holders from a (DEP-5 or free-form) debian/copyright file."""
+    """Licence names and copyright lines from a debian/copyright file (DEP-5 fields, else keyword hints)."""
+    stanzas = re.split(r"\n\s*\n", copyright_text)
+    main = next((st for st in stanzas if re.search(r"^Files:\s*\*\s*$", st, flags=re.M)), None)
+    if main is not None:  # DEP-5: the `Files: *` stanza covers the documentation text itself
+        copyright_text = main
     licences = sorted({m.strip() for m in re.findall(r"^License:\s*(.+)$", copyright_text, flags=re.M)})
-    holders = []
+    if not licences:
+        licences = [f"{name} (free-form copyright file)" for rx, name in _LICENCE_HINTS
+                    if re.search(rx, copyright_text, flags=re.I)]
+    holders: list[str] = []
     for m in re.finditer(r"^Copyright:\s*(.+(?:\n [^\n.].*)*)", copyright_text, flags=re.M):
         for line in m.group(1).split("\n"):
             line = line.strip()
             if line and line not in holders:
                 holders.append(line)
     if not holders:
-        holders = [ln.strip() for ln in copyright_text.splitlines() if "copyright" in ln.lower()][:5]
+        holders = [ln.strip() for ln in copyright_text.splitlines()
+                   if re.match(r"\s*Copyright\s*(\(c\)|©|\d{4})", ln, flags=re.I)
+                   and not re.search(r"Free Software Foundation|NAME OF AUTHOR|19yy", ln, flags=re.I)][:5]
     return licences, holders
 
 

@@ -142,7 +142,7 @@ def _convert_state(model: nn.Module, target: nn.Module) -> dict[str, torch.Tenso
             out[p + "experts.down_proj"] = d.transpose(1, 2).contiguous()
             out[p + "gate.weight"] = b.router.weight.detach().clone()
     for k, v in src_state.items():
-        if ".mlp." in k and int(k[len(layers_prefix):].split(".")[0]) in blocks and k.startswith(layers_prefix):
+        if k.startswith(layers_prefix) and ".mlp." in k and int(k[len(layers_prefix):].split(".")[0]) in blocks:
             continue
         if k not in tgt_state:
             raise LangmoeError(f"export: source weight {k!r} has no counterpart in the stock architecture")

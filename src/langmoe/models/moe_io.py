@@ -85,6 +85,9 @@ def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, disp
     structure = MoEStructure.parse(raw)
     state = read_safetensors_folder(path)
     model = AutoModelForCausalLM.from_config(config)
+    saved = next((t.dtype for t in state.values() if t.is_floating_point()), None)
+    if saved is not None and saved != next(model.parameters()).dtype:
+        model = model.to(saved)  # load in the saved precision so the state dict is bit-identical
     apply_moe_structure(model, structure, dispatch=dispatch)
     # from_config may carry extra init work on weights that we overwrite anyway
     missing, unexpected = model.load_state_dict(state, strict=False)

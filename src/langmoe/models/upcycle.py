@@ -28,6 +28,7 @@ __all__ = [
     "add_expert",
     "parameter_counts",
     "is_moe_model",
+    "ffn_input_centroids",
 ]
 
 STRUCTURE_VERSION = 1
@@ -253,3 +254,50 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
         "trainable": trainable,
         "moe_layers": len(blocks),
     }
+
+
+@torch.no_grad()
+def ffn_input_centroids(
+    model: nn.Module, layers: Iterable[int], group_inputs: list[list[torch.Tensor] | torch.Tensor]
+) -> dict[int, torch.Tensor]:
+    """Mean FFN input of each group's calibration text, per layer: `{layer: [groups, D]}` for `router_init`.
+
+    group_inputs[g] holds input_ids (one `[B, T]` tensor or a list of them) of group g. Runs the model as it is
+    (dense or already MoE) with forward pre-hooks on the chosen layers' MLPs.
+    """
+    adapter = get_adapter(model)
+    all_layers = adapter.layers(model)
+    layer_ids = _resolve_layers(layers, len(all_layers))
+    if not group_inputs:
+        raise LangmoeError("no calibration text: give input_ids for at least one group")
+    sums: dict[int, torch.Tensor] = {}
+    count = [0]
+
+    def hook_for(i):
+        def hook(module, args):
+            h = args[0].reshape(-1, args[0].shape[-1]).float()
+            sums[i] = sums.get(i, 0) + h.sum(0)
+            if i == layer_ids[0]:
+                count[0] += h.shape[0]
+
+        return hook
+
+    handles = [adapter.get_mlp(all_layers[i]).register_forward_pre_hook(hook_for(i)) for i in layer_ids]
+    out: dict[int, list[torch.Tensor]] = {i: [] for i in layer_ids}
+    was = model.training
+    model.eval()
+    try:
+        for g, batches in enumerate(group_inputs):
+            sums.clear()
+            count[0] = 0
+            for ids in [batches] if isinstance(batches, torch.Tensor) else batches:
+                model(input_ids=ids)
+            if not count[0]:
+                raise LangmoeError(f"group {g} has no calibration tokens")
+            for i in layer_ids:
+                out[i].append(sums[i] / count[0])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    return {i: torch.stack(v) for i, v in out.items()}

@@ -12,6 +12,7 @@ def run_new_language(run, stage2: str, groups: list[list[str]], layers: list[int
     from langmoe.eval.perplexity import evaluate_languages
     from langmoe.methods.dmoe import build
     from langmoe.methods.dmoe.new_language import expert_perplexities, train_new_language
+    from langmoe.methods.dmoe.stages import group_of_map
     from langmoe.pipeline.run import mean_metrics
     from langmoe.pipeline.runner import atomic_dir
 
@@ -32,8 +33,10 @@ def run_new_language(run, stage2: str, groups: list[list[str]], layers: list[int
         source = min(range(k), key=lambda i: per_expert[i])
         new_expert = build.add_language_expert(model, source)
         blocks = run.blocks([nl.lang])
+        replay_rows = int(round(nl.replay * cfg["micro_batch_size"]))
         res = train_new_language(model, blocks, nl.lang, new_expert, cfg, d / "train", alpha=nl.alpha,
-                                 fail_at=run.fail_at.get(name))
+                                 fail_at=run.fail_at.get(name), replay_blocks=run.blocks() if replay_rows else None,
+                                 group_of=group_of_map(groups), replay_rows=replay_rows)
         with atomic_dir(d / "model") as tmp:
             build.saver(run.tokenizer)(model, tmp)
         after = evaluate_languages(model, run.tokenizer, run.corpus, [nl.lang, *r.languages], **ekw)
@@ -53,6 +56,7 @@ def run_new_language(run, stage2: str, groups: list[list[str]], layers: list[int
             "old_ppl_change": change,
             "old_mean_ppl_change": mean_metrics(old_after)["ppl"] / mean_metrics(old_before)["ppl"] - 1,
             "tokens_seen": int(res.tokens_seen),
+            "replay_rows_per_micro_batch": replay_rows,
             "train": cfg,
             "params": build.params(model),
         }

@@ -11,6 +11,7 @@ Run folder layout read here (every part optional; a missing or unreadable part i
     groups_random.json     {"groups"} of the random-grouping ablation
     layers.json            LayerSelection: selected, epsilon, normalised, mean_deviation
     routing.json           {"accuracy": {layer: acc}, "counts": {lang: {layer: [tokens per expert]}}}
+    routing_<system>.json  the same for other MoE systems (accuracy drawn beside the main one)
     new_language.json      new-language expansion results (shown as a table of its fields)
 
 Figures are written to `plots/*.png` and embedded as base64, so the HTML file can be mailed on its own.
@@ -152,7 +153,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     rep.section("Per-language scores", lambda: _per_language(rep, evals))
     rep.section("Parameter deviation and MoE layers", lambda: _deviation(rep, deviation, layers))
     rep.section("Language groups", lambda: _groups(rep, groups, deviation, run_dir))
-    rep.section("Routing", lambda: _routing(rep, routing))
+    rep.section("Routing", lambda: _routing(rep, routing, run_dir))
     nl = _safe_read(rep, run_dir / "new_language.json")
     if nl is not None:
         rep.section("New language", lambda: _generic(rep, nl))
@@ -314,15 +315,30 @@ def _groups(rep: _Report, groups: Mapping | None, dev: Mapping | None, run_dir: 
         rep.note("no similarity matrix (deviation.json missing): heatmap and dendrogram skipped")
 
 
-def _routing(rep: _Report, routing: Mapping | None) -> None:
-    if routing is None:
+def _routing(rep: _Report, routing: Mapping | None, run_dir: Path) -> None:
+    others: dict[str, Mapping] = {}
+    for f in sorted(run_dir.glob("routing_*.json")):  # e.g. routing_dmoe_random.json of the ablation
+        try:
+            obj = read_json(f)
+        except (json.JSONDecodeError, OSError):
+            rep.note(f"{f.name} unreadable, skipped")
+            continue
+        if isinstance(obj, Mapping) and obj.get("accuracy"):
+            others[str(obj.get("system", f.stem.removeprefix("routing_")))] = obj
+    if routing is None and not others:
         rep.note("routing.json missing: no learned-routing statistics")
         return
-    acc = routing.get("accuracy") or {}
-    if acc:
-        rep.table(["MoE layer", *acc.keys()], [["top-1 = group expert", *acc.values()]])
-        rep.image(plots.plot_routing_accuracy(acc, rep.plot_dir / "routing_accuracy.png"), "routing accuracy")
-    counts = routing.get("counts") or {}
+    series: dict[str, Mapping] = {}
+    if routing is not None and routing.get("accuracy"):
+        series[str(routing.get("system", "dmoe"))] = routing["accuracy"]
+    series.update({k: v["accuracy"] for k, v in others.items()})
+    if series:
+        layers = sorted({int(k) for acc in series.values() for k in acc})
+        rep.table(["system (top-1 = group expert)", *layers],
+                  [[name, *[acc.get(str(la)) for la in layers]] for name, acc in series.items()])
+        rep.image(plots.plot_routing_accuracy(series if len(series) > 1 else next(iter(series.values())),
+                                              rep.plot_dir / "routing_accuracy.png"), "routing accuracy")
+    counts = (routing or {}).get("counts") or {}
     layer_ids = sorted({int(k) for per in counts.values() for k in per}) if counts else []
     for layer in layer_ids[-4:]:  # the last MoE layers: where languages separate most
         rows = {lang: per[str(layer)] for lang, per in counts.items() if str(layer) in per}

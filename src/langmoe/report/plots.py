@@ -167,7 +167,7 @@ def plot_per_language(values: Mapping[str, Mapping[str, float]], path: str | Pat
         log_scale = bool(all_vals) and max(all_vals) / min(all_vals) > 20
     if log_scale:
         ax.set_yscale("log")
-    ax.legend(fontsize=8, ncol=min(len(systems), 4))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never covers bars
     ax.set_title(title or f"Held-out {metric} per language")
     return save_figure(fig, path)
 

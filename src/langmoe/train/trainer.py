@@ -537,6 +537,8 @@ def train(
                 _save_checkpoint(acc, out_dir, done, scheduler, config, tokens_seen)
     finally:
         log.close()
+        # `prepare` wrapped the model's forward in autocast for bf16; give the caller back a plain model.
+        acc.unwrap_model(prepared, keep_fp32_wrapper=False)
     result.elapsed_s = time.perf_counter() - t0
     result.tokens_seen = tokens_seen
     result.tokens_per_s = (tokens_seen - tokens_at_start) / max(result.elapsed_s, 1e-9)

@@ -22,7 +22,8 @@ def _threads():
     torch.set_num_threads(1)
 
 
-def test_pick_copy_train_leaves_old_experts_and_dense_weights_exact(tmp_path):
+@pytest.mark.parametrize("replay", [0, 1])
+def test_pick_copy_train_leaves_old_experts_and_dense_weights_exact(tmp_path, replay):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = make_base(tmp_path / "base")
@@ -46,11 +47,13 @@ def test_pick_copy_train_leaves_old_experts_and_dense_weights_exact(tmp_path):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     blocks = pack_corpus(corpus, tok, ["es"], "train", 16, max_tokens_per_lang=400)
     cfg = {"steps": 3, "lr": 1e-2, "warmup_ratio": 0.0, "micro_batch_size": 4, "save_every": 0}
-    res = train_new_language(model, blocks, "es", new, cfg, tmp_path / "nl")
+    old = pack_corpus(corpus, tok, ["en", "fr", "de", "nl"], "train", 16, max_tokens_per_lang=400)
+    res = train_new_language(model, blocks, "es", new, cfg, tmp_path / "nl", replay_blocks=old,
+                             group_of={"en": 0, "fr": 0, "de": 1, "nl": 1}, replay_rows=replay)
     assert res.final_step == 3
     for n, p in model.named_parameters():
         if build.is_expert_param(n):
-            assert torch.equal(p[:2], before[n][:2]), n  # old experts: no gradient, no weight decay
+            assert torch.equal(p[:2], before[n][:2]), n  # old experts: masked gradient, no weight decay
             assert not torch.equal(p[2], before[n][2]), n  # the new expert trained
         elif build.is_router_param(n):
             assert not torch.equal(p, before[n]), n

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from langmoe.errors import LangmoeError
-from langmoe.methods.dmoe.sketch import Sketcher, _chunk_matrix, cosine_matrix, sketch_error, sketch_vector
+from langmoe.methods.dmoe.sketch import (
+    Sketcher,
+    _chunk_matrix,
+    cosine_matrix,
+    sketch_error,
+    sketch_rows,
+    sketch_vector,
+)
 
 torch.set_num_threads(1)
 
@@ -32,6 +39,8 @@ def test_sketch_independent_of_how_the_vector_is_split():
         s.update(v[i:i + 129])
     assert torch.allclose(whole, s.result(), atol=1e-5)
     assert not torch.allclose(whole, sketch_vector(v, 32, seed=6, chunk_rows=64))  # the seed matters
+    batch = sketch_rows(torch.stack([v, -2 * v]), 32, seed=5, chunk_rows=64)
+    assert torch.allclose(batch[0], whole, atol=1e-5) and torch.allclose(batch[1], -2 * whole, atol=1e-4)
 
 
 def test_cosine_matrix_hand_values():

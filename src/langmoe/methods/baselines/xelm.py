@@ -69,7 +69,8 @@ class EnsembleLM(torch.nn.Module):
             [torch.log_softmax(b(input_ids=input_ids).logits.float(), dim=-1) for b in self.branches]
         )  # [K, B, T, V]
         k = logps.shape[0]
-        log_w = torch.full(logps.shape[:3], -float(torch.log(torch.tensor(float(k)))), dtype=logps.dtype)
+        log_w = torch.full(logps.shape[:3], -float(torch.log(torch.tensor(float(k)))), dtype=logps.dtype,
+                           device=logps.device)
         if self.weights == "posterior" and input_ids.shape[1] > 1:
             # ll[k, b, p] = log p_k(x_{p+1} | x_<=p); weights at position t use the tokens x_1..x_t.
             ll = logps[:, :, :-1, :].gather(-1, input_ids[None, :, 1:, None].expand(k, -1, -1, 1)).squeeze(-1)

@@ -67,6 +67,21 @@ def sketch_vector(pieces: torch.Tensor | Iterable[torch.Tensor], k: int, seed: i
     return s.result()
 
 
+def sketch_rows(matrix: torch.Tensor, k: int, seed: int = 0, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:
+    """Sketch every row of `matrix` [n, d] at once (each chunk of R generated once for all rows); row i of the
+    result equals `sketch_vector(matrix[i], k, seed)`."""
+    if int(k) < 1:
+        raise LangmoeError(f"sketch dimension must be at least 1, got {k}")
+    x = matrix.detach().to(torch.float32).cpu()
+    n, d = x.shape
+    acc = torch.zeros(n, int(k), dtype=torch.float64)
+    for chunk, start in enumerate(range(0, d, chunk_rows)):
+        stop = min(start + chunk_rows, d)
+        r = _chunk_matrix(seed, chunk, chunk_rows, int(k))[: stop - start]
+        acc += (x[:, start:stop] @ r).to(torch.float64)
+    return (acc / float(np.sqrt(int(k)))).to(torch.float32)
+
+
 def cosine_matrix(vectors: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
     """Pairwise cosine similarity of the rows (float64). A zero row has cosine 0 with everything but itself."""
     v = torch.as_tensor(np.asarray(vectors, dtype=np.float64) if not isinstance(vectors, torch.Tensor)
@@ -101,7 +116,7 @@ def sketch_error(exact_vectors: Mapping[str, torch.Tensor] | torch.Tensor | Sequ
     if len(rows) < 2:
         raise LangmoeError("sketch_error needs at least 2 vectors")
     exact = torch.stack([r.reshape(-1).to(torch.float64) for r in rows])
-    sk = torch.stack([sketch_vector(r, k, seed, chunk_rows) for r in rows])
+    sk = sketch_rows(exact, k, seed, chunk_rows)
     a, b = cosine_matrix(exact), cosine_matrix(sk)
     iu = np.triu_indices(len(rows), 1)
     err = np.abs(a[iu] - b[iu])

@@ -134,6 +134,7 @@ def routing_statistics(model, blocks, group_of: Mapping[str, int], batch_size: i
 
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     codes = blocks.index.codes
     correct: dict[int, int] = {}
     total: dict[int, int] = {}
@@ -142,13 +143,13 @@ def routing_statistics(model, blocks, group_of: Mapping[str, int], batch_size: i
         for start in range(0, len(blocks), batch_size):
             idx = list(range(start, min(start + batch_size, len(blocks))))
             batch = blocks.batch(idx, group_of=dict(group_of))
-            model(input_ids=batch["input_ids"])
+            model(input_ids=batch["input_ids"].to(device))
             valid = (batch["labels"] != -100).reshape(-1)
             groups = batch["group_ids"].reshape(-1)[valid]
             langs = batch["lang_ids"].reshape(-1)[valid]
             for out in router_outputs(model):
                 layer = int(out.layer)
-                top1 = out.topk_idx[:, 0].reshape(-1)[valid]
+                top1 = out.topk_idx[:, 0].reshape(-1).cpu()[valid]
                 n_exp = int(out.logits.shape[-1])
                 correct[layer] = correct.get(layer, 0) + int((top1 == groups).sum())
                 total[layer] = total.get(layer, 0) + int(valid.sum())
