@@ -5,7 +5,7 @@ resumes stage by stage), then aggregates per system: mean-over-languages perplex
 over seeds), per-language perplexity (mean over seeds), total/active parameters and tokens seen.
 
     python benchmarks/dmoe_builtin.py --recipe recipes/dmoe.yaml --seeds 0 1 2 --out runs/bench-dmoe
-    python benchmarks/dmoe_builtin.py             # the demo recipe with every system, 3 seeds (CPU, ~40 min)
+    python benchmarks/dmoe_builtin.py             # benchmarks/dmoe_builtin.yaml, every system, 3 seeds
 
 Writes `<out>/benchmark.json` and prints a table. Seeds change model-side randomness (router init, data order);
 the deviation groups are recomputed per seed.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from langmoe.config import builtin_recipe_path, load_recipe
+from langmoe.config import load_recipe
 from langmoe.io import write_json
 from langmoe.pipeline.run import run_recipe
 
@@ -51,7 +51,7 @@ def aggregate(summaries: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--recipe", default=None, help="recipe YAML (default: the built-in demo recipe)")
+    ap.add_argument("--recipe", default=None, help="recipe YAML (default: benchmarks/dmoe_builtin.yaml)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--systems", nargs="+", default=ALL)
     ap.add_argument("--out", default="runs/bench-dmoe")
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="override the recipe's model (an HF folder)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    path = args.recipe or builtin_recipe_path("demo")
+    path = args.recipe or Path(__file__).with_name("dmoe_builtin.yaml")
     summaries = []
     t0 = time.perf_counter()
     for seed in args.seeds:

@@ -181,6 +181,8 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise LangmoeError(f"recipe {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise LangmoeError(f"recipe {p} is not UTF-8 text: save it as UTF-8") from None
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
     return parse_recipe(data)

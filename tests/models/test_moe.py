@@ -205,3 +205,18 @@ def test_bf16_autocast_grouped_path_runs():
 def _loop_copy(b):
     b.dispatch = "loop"
     return b
+
+
+def test_auto_dispatch_rule():
+    from langmoe.models.moe import GROUPED_MAX_TOKENS_PER_EXPERT, LOOP_MAX_EXPERTS
+
+    x = torch.zeros(1, 8)
+    small = MoEBlock(8, 16, LOOP_MAX_EXPERTS, 1)
+    many = MoEBlock(8, 16, 8, 1)
+    odd = MoEBlock(6, 10, 8, 1)
+    assert not small._use_grouped(x, 16)
+    assert many._use_grouped(x, 16)
+    assert not many._use_grouped(x, 8 * GROUPED_MAX_TOKENS_PER_EXPERT)  # big groups: the loop is faster
+    assert not odd._use_grouped(x, 16)  # grouped_mm needs 16-byte aligned sizes
+    with pytest.raises(LangmoeError, match="divisible"):
+        MoEBlock(6, 10, 8, 1, dispatch="grouped")._use_grouped(x, 16)

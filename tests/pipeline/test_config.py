@@ -38,3 +38,10 @@ def test_shipped_recipes_validate():
 def test_missing_file(tmp_path):
     with pytest.raises(LangmoeError, match="does not exist"):
         load_recipe(tmp_path / "no.yaml")
+
+
+def test_demo_recipe_copies_agree():
+    from pathlib import Path
+
+    shipped = builtin_recipe_path("demo").read_text()
+    assert (Path(__file__).parents[2] / "recipes" / "demo.yaml").read_text() == shipped

@@ -27,8 +27,8 @@ After each forward the block stores a `RouterOutput` (router logits `[tokens, E]
 indices and weights); `router_outputs(model)` collects them from every MoE layer for the losses.
 
 Dispatch: tokens are sorted by expert, then either `torch.nn.functional.grouped_mm` (one kernel per projection)
-or a Python loop over experts runs them. `dispatch="auto"` uses the loop for E <= 4 (measured no slower on CPU,
-see benchmarks/results/moe_block.md) and grouped_mm above when available and the shapes allow it.
+or a Python loop over experts runs them. `dispatch="auto"` (measured on CPU, benchmarks/results/moe_block.md)
+uses grouped_mm when E > 4 and the mean group has < 512 token assignments (many small GEMMs), else the loop.
 """
 
 from __future__ import annotations
@@ -52,10 +52,12 @@ __all__ = [
     "moe_blocks",
     "GROUPED_MM_AVAILABLE",
     "LOOP_MAX_EXPERTS",
+    "GROUPED_MAX_TOKENS_PER_EXPERT",
 ]
 
 GROUPED_MM_AVAILABLE = hasattr(F, "grouped_mm")
-LOOP_MAX_EXPERTS = 4  # auto dispatch: per-expert loop up to this many experts, grouped_mm above
+LOOP_MAX_EXPERTS = 4  # auto dispatch: per-expert loop up to this many experts, grouped_mm above ...
+GROUPED_MAX_TOKENS_PER_EXPERT = 512  # ... while the mean group is smaller than this (bigger groups: loop is faster)
 _MODES = ("learned", "labels")
 
 
@@ -242,10 +244,12 @@ class MoEBlock(nn.Module):
             y = y + w("b_out", e)
         return y
 
-    def _use_grouped(self, x: torch.Tensor) -> bool:
+    def _use_grouped(self, x: torch.Tensor, n_assign: int) -> bool:
         if self.dispatch == "loop" or not GROUPED_MM_AVAILABLE:
             return False
-        align = 16 // x.element_size()  # grouped_mm needs strides that are multiples of 16 bytes
+        dev = x.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        align = 16 // dtype.itemsize  # grouped_mm needs strides that are multiples of 16 bytes
         shapes_ok = self.hidden_size % align == 0 and self.intermediate_size % align == 0
         if self.dispatch == "grouped":
             if not shapes_ok:
@@ -253,7 +257,14 @@ class MoEBlock(nn.Module):
                     f"grouped dispatch needs hidden/intermediate sizes divisible by {align}; use dispatch='loop'"
                 )
             return True
-        return shapes_ok and self.num_experts > LOOP_MAX_EXPERTS
+        # auto, measured on CPU (benchmarks/results/moe_block.md): grouped_mm wins only with many small groups.
+        # Not measured on GPUs, where grouped_mm wants bf16: the loop is the safe default there (force "grouped").
+        return (
+            shapes_ok
+            and dev == "cpu"
+            and self.num_experts > LOOP_MAX_EXPERTS
+            and n_assign / self.num_experts < GROUPED_MAX_TOKENS_PER_EXPERT
+        )
 
     def _grouped_ffn(self, xs: torch.Tensor, offs: torch.Tensor, sorted_e: torch.Tensor) -> torch.Tensor:
         dev = xs.device.type
@@ -298,7 +309,7 @@ class MoEBlock(nn.Module):
         sorted_tok = torch.div(order, k, rounding_mode="floor")
         counts = torch.bincount(flat_e, minlength=E)
         xs = h[sorted_tok]
-        if self._use_grouped(h):
+        if self._use_grouped(h, flat_e.numel()):
             offs = torch.cumsum(counts, 0).to(torch.int32)
             ys = self._grouped_ffn(xs, offs, sorted_e)
         else:

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
@@ -67,7 +68,11 @@ def read_safetensors_folder(path: Path) -> dict[str, torch.Tensor]:
         raise LangmoeError(f"{path}: no model.safetensors (or index): not a saved Hugging Face model folder")
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(path / f)))
+        try:
+            state.update(load_file(str(path / f)))
+        except (OSError, SafetensorError) as e:  # truncated/corrupt file: say which one
+            raise LangmoeError(f"cannot read weights {path / f} ({' '.join(str(e).split())[:150]}): the file is "
+                               "corrupt or truncated; re-save the model") from None
     return state
 
 

@@ -59,6 +59,7 @@ class RecipeRun:
         torch.set_num_threads(r.threads)
         self.model_path = resolve_model_path(r.model)
         self.tokenizer = load_tokenizer(self.model_path)
+        self._check_model_fits()
         self.corpus = open_corpus(r.corpus)
         have = set(self.corpus.languages())
         wanted = list(r.languages) + ([r.new_language.lang] if r.new_language else [])
@@ -67,8 +68,11 @@ class RecipeRun:
             raise LangmoeError(f"languages {', '.join(missing)} are not in corpus {r.corpus!r}: "
                                f"choose from {', '.join(sorted(have))}")
         write_yaml(self.run_dir / "config.yaml", r)
+        from langmoe.data.corpus import corpus_fingerprint
+
         self.input_key = {"model": str(self.model_path), "model_sha": _folder_fingerprint(self.model_path),
-                          "corpus": r.corpus, "languages": r.languages, "data": r.data.model_dump(),
+                          "corpus": r.corpus, "corpus_sha": corpus_fingerprint(self.corpus, wanted),
+                          "languages": r.languages, "data": r.data.model_dump(),
                           "seed": r.seed}
 
     def base(self):
@@ -76,7 +80,10 @@ class RecipeRun:
         from transformers import AutoModelForCausalLM
 
         torch.manual_seed(self.recipe.seed)
-        model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=torch.float32)
+        from langmoe.models.base import quiet_transformers
+
+        with quiet_transformers():  # no progress bar on stderr (it garbles the CLI's one-line errors)
+            model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=torch.float32)
         model.train()
         return model
 
@@ -91,6 +98,21 @@ class RecipeRun:
                            max_tokens_per_lang=(r.data.max_train_tokens_per_lang if split == "train"
                                                 else r.eval.routing_tokens_per_lang),
                            cache_dir=self.run_dir / "cache")
+
+    def _check_model_fits(self) -> None:
+        """Fail before any work on a recipe the model cannot take (block/window length, tokenizer size)."""
+        from langmoe.data.packing import check_block_len
+
+        r, cfg = self.recipe, self._model_config()
+        check_block_len(cfg, r.data.block_len)
+        max_pos = getattr(cfg, "max_position_embeddings", None)
+        if isinstance(max_pos, int) and r.eval.window > max_pos:
+            raise LangmoeError(f"recipe: eval.window {r.eval.window} exceeds the model's max positions {max_pos}: "
+                               f"set eval.window <= {max_pos}")
+        vocab = getattr(cfg, "vocab_size", None)
+        if isinstance(vocab, int) and len(self.tokenizer) > vocab:
+            raise LangmoeError(f"the tokenizer in {self.model_path} has {len(self.tokenizer)} tokens but the model's "
+                               f"vocab_size is {vocab}: use the tokenizer the model was trained with")
 
     def _model_config(self):
         from transformers import AutoConfig
@@ -163,7 +185,10 @@ def save_dense(model, tokenizer) -> Callable[[Any, Path], None]:
 def load_dense(path: Path):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    from langmoe.models.base import quiet_transformers
+
+    with quiet_transformers():
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
 
 
 def dense_params(model) -> dict[str, int]:
