@@ -5,7 +5,8 @@
 
 Everything runs in one process. Per repeat, every variant of an expert count is timed once, in an order rotated
 each repeat, so machine noise (a shared CPU) hits all variants alike; the table reports medians. Variants:
-dense FFN (LlamaMLP), ours learned top-1/top-2 (auto dispatch, and loop / grouped_mm forced), ours label routing
+Gradients are reset to None before every timed step (as a trainer's `zero_grad(set_to_none=True)`), so fused
+expert weights do not pay for accumulating into an old full-size gradient. Variants: dense FFN (LlamaMLP), ours learned top-1/top-2 (auto dispatch, and loop / grouped_mm forced), ours label routing
 with one label per micro-batch (the DMoE stage-1 case) and with mixed labels, and transformers'
 `Qwen3MoeSparseMoeBlock` (norm_topk_prob=True) with its `grouped_mm` and `eager` experts implementations.
 """
@@ -55,7 +56,9 @@ def build(D, Fi, E, k, seed=0):
     return dense, ours, hf
 
 
-def timed(fn, x, grad):
+def timed(fn, x, grad, params):
+    for p in params:  # as a trainer with zero_grad(set_to_none=True): no accumulation into old gradients
+        p.grad = None
     x = x.detach().requires_grad_(True)
     t0 = time.perf_counter()
     y = fn(x)
@@ -96,13 +99,14 @@ def run(args) -> list[dict]:
                 variants["ours labels, one label"] = lab(ours["auto"], one_label)
                 variants["ours labels, mixed"] = lab(ours["auto"], mixed)
             names = list(variants)
+            params = [p for m in (dense, *ours.values(), *hf.values()) for p in m.parameters()]
             times = {n: [] for n in names}
             for n in names:  # warm-up
-                timed(variants[n], x, grad)
+                timed(variants[n], x, grad, params)
             for r in range(args.repeats):
                 order = names[r % len(names):] + names[: r % len(names)]
                 for n in order:
-                    times[n].append(timed(variants[n], x, grad))
+                    times[n].append(timed(variants[n], x, grad, params))
             med = {n: statistics.median(v) for n, v in times.items()}
             best = {n: min(v) for n, v in times.items()}
             for n in names:

@@ -18,6 +18,10 @@ from pydantic import BaseModel
 def atomic_path(path: str | Path, suffix: str = ""):
     """Yield a temp path next to `path`; on success rename it over `path` (atomic on POSIX)."""
     path = Path(path)
+    if path.is_dir():
+        from langmoe.errors import LangmoeError
+
+        raise LangmoeError(f"{path} is a folder: give a file path to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     os.close(fd)

@@ -8,6 +8,8 @@ checkpoints, broken recipes and deviation results. Nothing here trains for more 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,8 @@ def fails(capsys, argv: list[str], *needles: str) -> str:
     assert line.startswith(f"langmoe {verb}: error: "), line
     for n in needles:
         assert n.lower() in line.lower(), f"{n!r} not in {line!r}"
+    if os.environ.get("LANGMOE_SHOW_ERRORS"):  # print every message (to refresh docs/errors.md)
+        sys.__stdout__.write(line + "\n")
     return line
 
 
@@ -127,6 +131,12 @@ def test_corpus_bad_inputs(env, tmp_path, capsys):
     empty_file = _corpus(tmp_path / "empty_file")
     (empty_file / "fr.txt").write_text("", encoding="utf-8")
     fails(capsys, ["corpus", "stats", "--corpus", empty_file], "fr")
+
+    blank = tmp_path / "blank"  # only whitespace: no document survives
+    blank.mkdir()
+    (blank / "de.txt").write_text("\n\n   \n\n", encoding="utf-8")
+    fails(capsys, ["corpus", "stats", "--corpus", blank], "de.txt", "no non-empty documents")
+    fails(capsys, ["tokenizer", "train", "--corpus", blank, "--out", tmp_path / "t"], "no non-empty documents")
 
     bad_jsonl = _corpus(tmp_path / "bad_jsonl")
     (bad_jsonl / "fr.txt").unlink()
@@ -161,13 +171,19 @@ def test_eval_bad_model_folders(env, tmp_path, capsys):
     fails(capsys, ["eval", "--model", f, *c], "not a model folder")
 
 
-def test_eval_bad_settings(env, capsys):
+def test_eval_bad_settings(env, tmp_path, capsys):
     m = ["--model", env["model"], "--corpus", env["corpus"], "--no-unigram"]
     fails(capsys, ["eval", *m, "--langs", "xx"], "xx")
     fails(capsys, ["eval", *m, "--split", "dev", "--window", "16", "--stride", "8"], "dev")
     fails(capsys, ["eval", *m, "--window", "16", "--stride", "32"], "stride")
     fails(capsys, ["eval", *m, "--window", "128", "--stride", "64"], "128", "64")  # window > max positions
     fails(capsys, ["eval", *m, "--threads", "0"], "threads")
+    only_train = _corpus(tmp_path / "only_train")
+    (only_train / "fr.txt").unlink()
+    (only_train / "fr.jsonl").write_text("".join(json.dumps({"text": f"Le café {i}.", "split": "train"}) + "\n"
+                                                 for i in range(5)), encoding="utf-8")
+    fails(capsys, ["eval", "--model", env["model"], "--corpus", only_train, "--no-unigram", "--window", "16",
+                   "--stride", "8", "--langs", "fr"], "no language has text")  # nothing left in the test split
     fails(capsys, ["eval", *m, "--dtype", "float32", "--batch-size", "0", "--window", "16", "--stride", "8"],
           "batch")
 
@@ -206,7 +222,8 @@ def test_train_corrupt_checkpoint(env, tmp_path, capsys):
         f.write_bytes(f.read_bytes()[:100])
     for f in ckpts[-1].rglob("*.bin"):
         f.write_bytes(b"garbage")
-    fails(capsys, [*ok, "--steps", "2"], "checkpoint", "corrupt")
+    line = fails(capsys, [*ok, "--steps", "1"], "is corrupt", "delete it")  # same options: resumes from it
+    assert ckpts[-1].name in line
 
 
 # ---- deviation / group / select-layers ------------------------------------------------------------------------
@@ -246,7 +263,7 @@ def test_group_bad_inputs(tmp_path, capsys):
     fails(capsys, ["group", "--deviation", broken, "--groups", "2"], "not a deviation result")
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"langs": "de"}), encoding="utf-8")
-    fails(capsys, ["group", "--deviation", wrong, "--groups", "2"], "not a deviation result")
+    fails(capsys, ["group", "--deviation", wrong, "--groups", "2"], "not a deviation result", "langs")
     latin1 = tmp_path / "latin1.json"
     latin1.write_bytes(b'{"langs": ["d\xe9"]}')
     fails(capsys, ["group", "--deviation", latin1, "--groups", "2"], "latin1.json")
@@ -333,4 +350,74 @@ def test_demo_and_report_bad_inputs(tmp_path, capsys):
     fails(capsys, ["report", tmp_path / "missing"], "does not exist")
     f = tmp_path / "summary.json"
     f.write_text("{}", encoding="utf-8")
-    fails(capsys, ["report", f], "summary.json")  # a file, not a run folder
+    fails(capsys, ["report", f], "summary.json", "is a file")
+
+
+def test_output_path_is_a_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    fails(capsys, ["report", run, "--out", run], "is a folder")
+
+
+def test_run_threads_zero_is_not_ignored(tmp_path, capsys):
+    rec = _recipe(tmp_path / "r.yaml", "languages: [de, fr]\n")
+    fails(capsys, ["run", rec, "--threads", "0"], "threads")
+
+
+def test_argparse_errors_end_with_the_error_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["group"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("langmoe group: error: ")
+
+
+# ---- the central handler: escaped input errors become one line, bugs keep their traceback ---------------------
+
+
+def _failing_command(monkeypatch, exc: BaseException) -> None:
+    import langmoe.commands.report as report
+
+    def boom(args):
+        raise exc
+
+    monkeypatch.setattr(report, "run", boom)
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda: Path("/nonexistent-langmoe/y.txt").read_text(), "/nonexistent-langmoe/y.txt"),
+    (lambda: Path("/tmp").read_text(), "is a directory: /tmp"),
+    (lambda: b"caf\xe9".decode("utf-8"), "utf-8"),
+    (lambda: __import__("yaml").safe_load("a: [1"), "invalid yaml"),
+    (lambda: __import__("pydantic").TypeAdapter(int).validate_python("x"), "integer"),
+    (lambda: __import__("safetensors.torch").torch.load(b"\x00" * 12), "corrupt or truncated"),
+])
+def test_central_handler_maps_input_errors(monkeypatch, capsys, make, needle):
+    try:
+        make()
+    except Exception as e:  # noqa: BLE001 - we want the real exception object each library raises
+        exc = e
+    else:
+        raise AssertionError("the input did not fail")
+    _failing_command(monkeypatch, exc)
+    fails(capsys, ["report", "anything"], needle)
+
+
+def test_central_handler_keeps_tracebacks_for_bugs(monkeypatch, capsys):
+    _failing_command(monkeypatch, ZeroDivisionError("division by zero"))
+    with pytest.raises(ZeroDivisionError):
+        main(["report", "anything"])
+    err = capsys.readouterr().err
+    assert "internal error (ZeroDivisionError)" in err and "please report" in err
+
+
+def test_every_subcommand_has_bad_input_cases():
+    """A new subcommand must get its bad-input cases here (and rows in docs/errors.md)."""
+    import argparse
+
+    from langmoe.cli import build_parser
+
+    covered = {"corpus", "tokenizer", "eval", "pretrain", "train", "deviation", "group", "select-layers", "upcycle",
+               "export", "run", "demo", "report"}
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) <= covered, f"no bad-input tests for: {sorted(set(sub.choices) - covered)}"

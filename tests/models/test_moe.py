@@ -220,3 +220,25 @@ def test_auto_dispatch_rule():
     assert not odd._use_grouped(x, 16)  # grouped_mm needs 16-byte aligned sizes
     with pytest.raises(LangmoeError, match="divisible"):
         MoEBlock(6, 10, 8, 1, dispatch="grouped")._use_grouped(x, 16)
+
+
+def test_gradient_checkpointing_recompute_keeps_label_routing():
+    """The trainer runs backward outside the routing context; checkpointing recomputes the layer there."""
+    import copy
+
+    base = upcycle(tiny_model("llama"), "all", 3, top_k=2)
+    x = tokens()
+    labels = torch.tensor([[0, 1, 2, 2, 1, 0, 0], [2, 2, 2, 1, 1, 1, 0]])
+    grads = []
+    for ckpt in (False, True):
+        m = copy.deepcopy(base)
+        m.train()
+        if ckpt:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        with routing(m, route_labels=labels):
+            loss = m(x, labels=x).loss
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n

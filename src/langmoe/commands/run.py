@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from langmoe.config import load_recipe
 
-    overrides = {"threads": args.threads} if args.threads else None
+    overrides = {"threads": args.threads} if args.threads is not None else None
     recipe = load_recipe(args.recipe, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / recipe.name
     execute(recipe, run_dir, report=not args.no_report)

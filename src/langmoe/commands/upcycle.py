@@ -98,7 +98,8 @@ def run(args) -> int:
         )
     except ValidationError as e:
         first = e.errors()[0]
-        raise LangmoeError(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+        raise LangmoeError(f"--{str(first['loc'][0]).replace('_', '-')}: "
+                           f"{first['msg'].removeprefix('Value error, ')}") from None
     if not cfg.dry_run and not cfg.out:
         raise LangmoeError("--out is required (or pass --dry-run to only count parameters)")
     model, tokenizer = load_model_any(cfg.model)

@@ -61,6 +61,12 @@ GROUPED_MAX_TOKENS_PER_EXPERT = 512  # ... while the mean group is smaller than 
 _MODES = ("learned", "labels")
 
 
+def _in_backward() -> bool:
+    """True while autograd runs a backward pass (where checkpointing recomputes forwards)."""
+    task_id = getattr(torch._C, "_current_graph_task_id", None)
+    return task_id is not None and task_id() != -1
+
+
 @dataclass
 class RouterOutput:
     """What one MoE layer's router did in the last forward (tensors keep their graph for the losses)."""
@@ -146,6 +152,7 @@ class MoEBlock(nn.Module):
         if self.classifier is not None:
             nn.init.normal_(self.classifier.weight, std=0.02)
         self._state: RoutingState | None = None
+        self._forward_state: RoutingState | None = None
         self.last_router_output: RouterOutput | None = None
 
     # ------------------------------------------------------------------ weights
@@ -336,8 +343,19 @@ class MoEBlock(nn.Module):
                 return None
         return allowed
 
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def _routing_state(self) -> tuple[RoutingState, bool]:
+        """The state for this call. A forward run *inside backward* is gradient checkpointing recomputing the
+        layer, usually after the `routing` context has exited: it reuses the state of the original forward so
+        the recomputed routing (and thus the gradient) is the same."""
+        in_backward = _in_backward()
+        if in_backward and self._forward_state is not None:
+            return self._forward_state, True
         state = self._state or RoutingState()
+        self._forward_state = state
+        return state, in_backward
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        state, recompute = self._routing_state()
         shape = hidden_states.shape
         h = hidden_states.reshape(-1, self.hidden_size)
         N = h.shape[0]
@@ -386,9 +404,10 @@ class MoEBlock(nn.Module):
                 weights = torch.where(old, one_hot0, weights)
             weights = weights.to(h.dtype)
             y = self._dispatch(h, idx, weights)
-        self.last_router_output = RouterOutput(
-            self.layer_idx, logits, cls_logits, idx, weights, self.num_experts, state.mode
-        )
+        if not recompute:
+            self.last_router_output = RouterOutput(
+                self.layer_idx, logits, cls_logits, idx, weights, self.num_experts, state.mode
+            )
         y = y.reshape(*shape[:-1], y.shape[-1]).to(hidden_states.dtype)
         if self.dropout_p:
             y = F.dropout(y, self.dropout_p, self.training)

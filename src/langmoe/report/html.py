@@ -139,6 +139,8 @@ def _system_order(names: list[str]) -> list[str]:
 def build_report(run_dir: str | Path, out: str | Path | None = None, title: str | None = None) -> Path:
     """Write `run_dir/report.html` (or `out`) from whatever results the run folder holds; return its path."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise LangmoeError(f"{run_dir} is a file: give the run folder (as written by `langmoe run`)")
     if not run_dir.is_dir():
         raise LangmoeError(f"run folder {run_dir} does not exist")
     rep = _Report(run_dir)

@@ -123,7 +123,11 @@ class DeviationResult(BaseModel):
             raise LangmoeError(f"deviation file {path} does not exist: run `langmoe deviation` first")
         try:
             res = cls.model_validate(read_json(path))
-        except (ValidationError, ValueError) as e:  # ValueError: bad JSON or not UTF-8
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise LangmoeError(f"{path} is not a deviation result: {'.'.join(map(str, err['loc']))}: {err['msg']}"
+                               ) from None
+        except ValueError as e:  # bad JSON or not UTF-8
             raise LangmoeError(f"{path} is not a deviation result: {str(e).splitlines()[0]}") from None
         vec = path.with_suffix(".vectors.pt")
         if vec.is_file():
