@@ -117,6 +117,29 @@ def run(args) -> list[dict]:
     return rows
 
 
+def dispatch_sweep(args) -> str:
+    """Loop vs grouped_mm (top-1, learned) over token counts: the data behind `dispatch="auto"`."""
+    torch.set_num_threads(args.threads)
+    lines = ["| tokens | " + " | ".join(f"E={E}" for E in args.experts) + " |",
+             "| ---: | " + " | ".join("---:" for _ in args.experts) + " |"]
+    for N in (1024, 2048, 4096, 8192):
+        cells = []
+        for E in args.experts:
+            _, ours, _ = build(args.hidden, args.inter, E, 1)
+            x, grad = torch.randn(N, args.hidden), torch.randn(N, args.hidden)
+            params = [p for b in ours.values() for p in b.parameters()]
+            ts = {"loop": [], "grouped": []}
+            for d in ts:
+                timed(ours[d], x, grad, params)
+            for r in range(args.repeats):
+                for d in (("loop", "grouped") if r % 2 else ("grouped", "loop")):
+                    ts[d].append(timed(ours[d], x, grad, params))
+            cells.append(f"{statistics.median(ts['loop']) / statistics.median(ts['grouped']):.2f}")
+            print(f"N={N} E={E}: loop/grouped {cells[-1]}", flush=True)
+        lines.append(f"| {N} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(rows, args, cmd) -> str:
     lines = [
         "# MoE block: forward+backward vs the dense FFN",
@@ -145,9 +168,12 @@ def main():
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="write the markdown table here (the results file holds notes too)")
+    p.add_argument("--dispatch-sweep", action="store_true", help="only time loop vs grouped_mm over token counts")
     args = p.parse_args()
-    rows = run(args)
-    md = to_markdown(rows, args, "python " + " ".join(sys.argv))
+    if args.dispatch_sweep:
+        md = dispatch_sweep(args)
+    else:
+        md = to_markdown(run(args), args, "python " + " ".join(sys.argv))
     if args.out:
         from langmoe.io import write_text
 

@@ -39,3 +39,13 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
     assert "--out is required" in capsys.readouterr().err
     assert main(["export", "--model", str(tmp_path / "dense"), "--out", str(tmp_path / "s")]) == 2
     assert "dense model" in capsys.readouterr().err
+
+
+def test_upcycle_per_layer_experts_and_frozen(tmp_path):
+    tiny_model("qwen2").save_pretrained(tmp_path / "dense")
+    assert main(["upcycle", "--model", str(tmp_path / "dense"), "--layers", "0,2", "--experts", "0:2,2:5",
+                 "--top-k", "1", "--frozen-expert0", "--classifier-layers", "2", "--out", str(tmp_path / "m")]) == 0
+    moe = load_moe_pretrained(tmp_path / "m")
+    blocks = {b.layer_idx: b for b in moe_blocks(moe)}
+    assert blocks[0].num_experts == 2 and blocks[2].num_experts == 5
+    assert blocks[2].classifier is not None and blocks[0].frozen_expert0
