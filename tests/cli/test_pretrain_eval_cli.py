@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from langmoe.cli import main
-from langmoe.models.base import builtin_base_path
 
 TEXT = {
     "en": "the cat sat on the mat and the dog ran to the park with a red ball. ",
@@ -139,7 +138,6 @@ def test_errors(pretrained, corpus_dir, tmp_path, capsys):
     assert "unknown preset" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (builtin_base_path() / "config.json").is_file(), reason="the tiny base is not built yet")
 def test_eval_builtin_base(tmp_path):
     out = tmp_path / "b.json"
     assert main(["eval", "--model", "builtin", "--langs", "en", "mk", "--max-chars", "300", "--json", str(out),
