@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars and tables say what happens; HF's shard bars are noise
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -36,9 +36,10 @@ def ensure_analysis(run) -> tuple[list[list[str]], list[int]]:
         if r.groups is not None:
             out = {"method": "fixed", "groups": [list(g) for g in r.groups]}
         else:
-            from langmoe.methods.dmoe.grouping import group_languages
+            from langmoe.methods.dmoe.grouping import group_languages, with_comparisons
 
-            out = group_languages(r.languages, dev["similarity"], num_groups=r.num_groups).model_dump(mode="json")
+            grouping = group_languages(r.languages, dev["similarity"], num_groups=r.num_groups)
+            out = with_comparisons(grouping, seed=r.seed).model_dump(mode="json")
         write_json(run.run_dir / "groups.json", out)
         return out
 

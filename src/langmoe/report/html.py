@@ -20,6 +20,7 @@ Figures are written to `plots/*.png` and embedded as base64, so the HTML file ca
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as _dt
 import html
 import json
@@ -300,8 +301,11 @@ def _groups(rep: _Report, groups: Mapping | None, dev: Mapping | None, run_dir: 
             rep.note(f"no genus comparison: {e}")
     rnd_file = run_dir / "groups_random.json"
     if rnd_file.is_file():
-        agr["random (run's ablation)"] = agreement(g_obj, [list(g) for g in read_json(rnd_file)["groups"]],
-                                                   langs).model_dump()
+        rnd_groups = [list(g) for g in read_json(rnd_file)["groups"]]
+        agr["random (run's ablation)"] = agreement(g_obj, rnd_groups, langs).model_dump()
+        with contextlib.suppress(LangmoeError):  # a language without metadata: no chance-level row
+            agr["run's random grouping vs genus"] = agreement(
+                Grouping(method="random", langs=langs, groups=rnd_groups), attribute_grouping(langs, "genus")).model_dump()
     elif "random" not in agr:
         agr["random"] = agreement(g_obj, random_grouping(langs, num_groups=len(gl), seed=0)).model_dump()
     if agr:

@@ -121,7 +121,10 @@ def test_genus_grouping_and_comparisons():
     dev = group_languages(*block_similarity([["en", "de"], ["fr", "es"]]), num_groups=2)
     full = with_comparisons(dev)
     assert full.agreement["genus"]["ari"] == pytest.approx(1.0)
-    assert set(full.agreement) == {"genus", "family", "random"}
+    assert set(full.agreement) == {"genus", "family", "random", "random grouping vs genus",
+                                   "random grouping vs family"}
+    rnd = random_grouping(dev.langs, num_groups=2, seed=0)
+    assert full.agreement["random grouping vs genus"] == agreement(rnd, attribute_grouping(dev.langs, "genus")).model_dump()
 
 
 def test_ari_nmi_hand_values():

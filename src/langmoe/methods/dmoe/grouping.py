@@ -307,15 +307,17 @@ def agreement(grouping: Grouping | Sequence[Sequence[str]] | Mapping[str, int],
 
 
 def with_comparisons(grouping: Grouping, seed: int = 0, declared: Mapping | None = None) -> Grouping:
-    """Fill `grouping.agreement` with ARI/NMI against genus, family and a random balanced grouping."""
+    """Fill `grouping.agreement` with ARI/NMI against genus, family and a random balanced grouping, and the random
+    grouping's own agreement with genus/family (`random grouping vs genus`, ...) as the chance level to read them against."""
     out = grouping.model_copy(deep=True)
     k = len(grouping.groups)
+    rnd = random_grouping(grouping.langs, num_groups=k, seed=seed)
     for by in ("genus", "family"):
         try:
             ref = attribute_grouping(grouping.langs, by, declared)
         except LangmoeError:
             continue  # a language without metadata: skip this comparison
         out.agreement[by] = agreement(grouping, ref).model_dump()
-    rnd = random_grouping(grouping.langs, num_groups=k, seed=seed)
+        out.agreement[f"random grouping vs {by}"] = agreement(rnd, ref).model_dump()
     out.agreement["random"] = agreement(grouping, rnd).model_dump()
     return out
