@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_json, write_with
 from langmoe.methods.dmoe.sketch import Sketcher, cosine_matrix
+from langmoe.models.adapters import ADAPTERS, get_adapter
 
 _FFN_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe")
 _ATTN_NAMES = ("self_attn", "attn", "self_attention", "attention")
@@ -141,13 +142,8 @@ class DeviationResult(BaseModel):
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The decoder layers: through the MoE core's adapter (`langmoe.models.adapters`) when the architecture has
     one, else the ModuleList whose length is the config's layer count."""
-    try:
-        from langmoe.models.adapters import ADAPTERS, get_adapter
-
-        if getattr(getattr(model, "config", None), "model_type", None) in ADAPTERS:
-            return list(get_adapter(model).layers(model))
-    except ImportError:  # pragma: no cover - the MoE core is optional here
-        pass
+    if getattr(getattr(model, "config", None), "model_type", None) in ADAPTERS:
+        return list(get_adapter(model).layers(model))
     cfg = getattr(model, "config", None)
     n = None
     for attr in ("num_hidden_layers", "n_layer", "num_layers"):
@@ -162,13 +158,8 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def _ffn_module(model: torch.nn.Module, layer: torch.nn.Module) -> torch.nn.Module | None:
-    try:
-        from langmoe.models.adapters import ADAPTERS, get_adapter
-
-        if getattr(getattr(model, "config", None), "model_type", None) in ADAPTERS:
-            return get_adapter(model).get_mlp(layer)
-    except ImportError:  # pragma: no cover
-        pass
+    if getattr(getattr(model, "config", None), "model_type", None) in ADAPTERS:
+        return get_adapter(model).get_mlp(layer)
     return _sub(layer, _FFN_NAMES)
 
 
