@@ -290,12 +290,11 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> dict[str, Any]:
 def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict[str, Any]:
     """Dense continued pre-training of an HF causal LM (all parameters) with the temperature sampler."""
     from langmoe.data.corpus import open_corpus
+    from langmoe.data.packing import check_block_len
     from langmoe.models.base import load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(cfg.model)
-    max_pos = getattr(model.config, "max_position_embeddings", None)
-    if max_pos is not None and cfg.block_len > max_pos:
-        raise LangmoeError(f"block length {cfg.block_len} exceeds the model's max positions {max_pos}: lower --block-len")
+    check_block_len(model.config, cfg.block_len)
     out = Path(cfg.out)
     work = out / "train"
     work.mkdir(parents=True, exist_ok=True)

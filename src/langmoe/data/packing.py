@@ -215,7 +215,8 @@ def check_block_len(model_config: Any, block_len: int) -> None:
         limit = getattr(model_config, attr, None)
         if isinstance(limit, int) and limit > 0:
             if block_len > limit:
-                raise LangmoeError(f"block_len {block_len} exceeds the model's {attr}={limit}: lower block_len")
+                raise LangmoeError(f"block_len {block_len} exceeds the model's {attr}={limit}: lower block_len "
+                                  "to the model's max positions or less")
             return
 
 
