@@ -228,6 +228,20 @@ def test_ambiguous_ffn_children_need_an_override():
         ADAPTERS.pop("toy_decoder")
 
 
+class MaskedSide(InlineAct):
+    """FFN-shaped but needs a mask, like an attention block with fused qkv + output projections."""
+
+    def forward(self, x, attention_mask):
+        return super().forward(x) * attention_mask
+
+
+def test_ffn_shaped_child_that_needs_more_inputs_is_not_the_ffn():
+    model = ToyModel()
+    for layer in model.stack:
+        layer.side = MaskedSide()
+    assert get_adapter(model).mlp_attr == "block"
+
+
 def test_config_only_matches_the_model():
     model = tf.AutoModelForCausalLM.from_config(tf.GPTNeoXConfig(hidden_size=D, intermediate_size=FF,
                                                                  num_hidden_layers=2, num_attention_heads=2,

@@ -34,7 +34,7 @@ from __future__ import annotations
 import inspect
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -262,14 +262,15 @@ def _forward_args(mlp: nn.Module) -> tuple[bool, list[str]]:
 # ---- reading one MLP ---------------------------------------------------------------------------------------------
 
 
-def _readings(ins: list[_Proj], out: _Proj, act: Callable) -> list[FFNWeights]:
-    """Every way the projections can form an FFN (gate/up order, fused layouts), most likely first."""
+def _readings(ins: list[_Proj], out: _Proj, act: Callable) -> Iterator[FFNWeights]:
+    """Every way the projections can form an FFN (gate/up order, fused layouts), most likely first; lazily, so a
+    large FFN is copied only for the readings actually tried."""
     w_out, b_out = out.weight(), out.bias()
     if len(ins) == 1 and ins[0].d_out == out.d_in:
         p = ins[0]
-        return [FFNWeights(False, act, w_out, w_in=p.weight(), b_in=p.bias(), b_out=b_out,
-                           extra={"layout": "two-matrix", "in": p.name, "out": out.name})]
-    res = []
+        yield FFNWeights(False, act, w_out, w_in=p.weight(), b_in=p.bias(), b_out=b_out,
+                         extra={"layout": "two-matrix", "in": p.name, "out": out.name})
+        return
     if len(ins) == 1:  # fused [gate | up] (Phi-3), [up | gate] or interleaved
         p = ins[0]
         w, b = p.weight(), p.bias()
@@ -281,12 +282,12 @@ def _readings(ins: list[_Proj], out: _Proj, act: Callable) -> list[FFNWeights]:
             "fused-interleaved-up-gate": (slice(1, None, 2), slice(0, None, 2)),
         }
         for layout, (sg, su) in splits.items():
-            res.append(FFNWeights(
+            yield FFNWeights(
                 True, act, w_out, w_gate=w[:, sg].contiguous(), w_up=w[:, su].contiguous(),
                 b_gate=None if b is None else b[sg].clone(), b_up=None if b is None else b[su].clone(), b_out=b_out,
                 extra={"layout": layout, "gate_up": p.name, "out": out.name},
-            ))
-        return res
+            )
+        return
     a, b_ = ins
     orders = [(a, b_), (b_, a)]
     if "gate" in b_.name.lower() and "gate" not in a.name.lower():
@@ -296,9 +297,8 @@ def _readings(ins: list[_Proj], out: _Proj, act: Callable) -> list[FFNWeights]:
         if (bg is None) != (bu is None):  # the block holds both input biases or neither
             bg = torch.zeros(g.d_out, dtype=w_out.dtype, device=w_out.device) if bg is None else bg
             bu = torch.zeros(u.d_out, dtype=w_out.dtype, device=w_out.device) if bu is None else bu
-        res.append(FFNWeights(True, act, w_out, w_gate=g.weight(), w_up=u.weight(), b_gate=bg, b_up=bu, b_out=b_out,
-                              extra={"layout": "separate", "gate": g.name, "up": u.name, "out": out.name}))
-    return res
+        yield FFNWeights(True, act, w_out, w_gate=g.weight(), w_up=u.weight(), b_gate=bg, b_up=bu, b_out=b_out,
+                         extra={"layout": "separate", "gate": g.name, "up": u.name, "out": out.name})
 
 
 @torch.no_grad()
@@ -346,9 +346,9 @@ def _read_mlp(mlp: nn.Module, hidden: int | None, act_hint: str | None, residual
                            "cannot express an FFN with an internal norm or extra parameters")
     if not acts:
         raise LangmoeError(f"{cls} stores no activation (act_fn, activation_fn, act, ...): cannot read its FFN")
-    readings = [r for _n, fn in acts for r in _readings(ins, out, fn)]
+    readings = (r for _n, fn in acts for r in _readings(ins, out, fn))
     if not probe:  # meta weights: the most likely reading, unchecked
-        return readings[0]
+        return next(readings)
     tol = _TOL.get(p0.dtype, 3e-2)
     best = float("inf")
     for r in readings:
@@ -475,7 +475,10 @@ def _find_mlp(layer: nn.Module, hidden: int | None) -> str:
     for n, c in children.items():
         if _is_moe_block(c):
             return n
-    ffn_like = [n for n, c in children.items() if not isinstance(_split_roles(c, hidden), str)]
+    # FFN-shaped children whose forward takes only the hidden states (and maybe the residual): an attention block
+    # with a fused qkv + output projection can be FFN-shaped but needs masks / positions
+    ffn_like = [n for n, c in children.items()
+                if not isinstance(_split_roles(c, hidden), str) and not _forward_args(c)[1]]
     named = [n for n in _FFN_NAMES if n in ffn_like]
     if named:
         return named[0]
