@@ -530,7 +530,8 @@ def _discover(model: nn.Module, config) -> ArchAdapter:
     dense = next((m for layer in layers if not _is_moe_block(m := base.get_mlp(layer))), None)
     if dense is None:
         blk = base.get_mlp(layers[0])
-        return replace(base, gated=blk.gated, residual_in_mlp=blk.residual_in_mlp, dropout_p=blk.dropout_p)
+        return replace(base, gated=getattr(blk, "gated", None), residual_in_mlp=bool(getattr(blk, "residual_in_mlp", 0)),
+                       dropout_p=float(getattr(blk, "dropout_p", 0.0)))
     residual, others = _forward_args(dense)
     if others:
         raise LangmoeError(f"{type(dense).__name__}.forward needs {others} besides the hidden states: the MoE block "
