@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
 from langmoe.cli import main
 
@@ -79,15 +79,15 @@ def env(tmp_path_factory) -> dict[str, Path]:
     no_config.mkdir()
     (no_config / "model.safetensors").write_bytes(b"")
 
-    neox = root / "neox"  # an architecture without an upcycling adapter
+    moe = root / "mixtral"  # already a Mixture-of-Experts: nothing to upcycle
     torch.manual_seed(0)
-    GPTNeoXForCausalLM(GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, vocab_size=n, max_position_embeddings=64,
-                                     bos_token_id=0, eos_token_id=0)).save_pretrained(neox)
-    tok.save_pretrained(neox)
+    MixtralForCausalLM(MixtralConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                     intermediate_size=64, num_local_experts=2, vocab_size=n,
+                                     max_position_embeddings=64, bos_token_id=0, eos_token_id=0)).save_pretrained(moe)
+    tok.save_pretrained(moe)
 
     return {"root": root, "corpus": corpus, "model": good, "small_vocab": small_vocab, "corrupt": corrupt,
-            "bad_json": bad_json, "no_weights": no_weights, "no_config": no_config, "neox": neox}
+            "bad_json": bad_json, "no_weights": no_weights, "no_config": no_config, "moe": moe}
 
 
 def fails(capsys, argv: list[str], *needles: str) -> str:
@@ -285,7 +285,7 @@ def test_select_layers_bad_inputs(tmp_path, capsys):
 
 def test_upcycle_bad_inputs(env, tmp_path, capsys):
     out = ["--out", tmp_path / "u"]
-    fails(capsys, ["upcycle", "--model", env["neox"], *out], "gpt_neox", "supported")
+    fails(capsys, ["upcycle", "--model", env["moe"], *out], "mixtral", "already a Mixture-of-Experts")
     fails(capsys, ["upcycle", "--model", env["model"], "--layers", "7", *out], "7")
     fails(capsys, ["upcycle", "--model", env["model"], "--layers", "a,b", *out], "layers")
     fails(capsys, ["upcycle", "--model", env["model"], "--experts", "x", *out], "experts")

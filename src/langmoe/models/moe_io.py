@@ -94,6 +94,7 @@ def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, disp
     if saved is not None and saved != next(model.parameters()).dtype:
         model = model.to(saved)  # load in the saved precision so the state dict is bit-identical
     apply_moe_structure(model, structure, dispatch=dispatch)
+    state = _renamed_for(model, state)
     # from_config may carry extra init work on weights that we overwrite anyway
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = _tied_keys(model)
@@ -109,6 +110,20 @@ def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, disp
         model = model.to(dtype)
     model.eval()
     return model
+
+
+def _renamed_for(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo the key renamings `save_pretrained` applies for legacy names (GPT-NeoX writes lm_head as embed_out)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, apply_renamings
+    except ImportError:  # older transformers: keys are saved as they are
+        return state
+    renamings = [t for t in get_model_conversion_mapping(model, add_legacy=False) if isinstance(t, WeightRenaming)]
+    if not renamings:
+        return state
+    own = model.state_dict().keys()
+    return {k if k in own else apply_renamings(k, renamings): v for k, v in state.items()}
 
 
 def _tied_keys(model: nn.Module) -> set[str]:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_json, write_with
 from langmoe.methods.dmoe.sketch import Sketcher, cosine_matrix
-from langmoe.models.adapters import ADAPTERS, get_adapter
+from langmoe.models.adapters import get_adapter
 
 _FFN_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe")
 _ATTN_NAMES = ("self_attn", "attn", "self_attention", "attention")
@@ -139,11 +139,20 @@ class DeviationResult(BaseModel):
 # ---- finding the FFN and attention of each decoder layer ------------------------------------------------------
 
 
+def _adapter(model: torch.nn.Module):
+    """The MoE core's structural adapter (`langmoe.models.adapters`), or None (e.g. a Mixtral: no upcycling, but
+    its deviation can still be measured through the fallbacks below)."""
+    try:
+        return get_adapter(model)
+    except LangmoeError:
+        return None
+
+
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The decoder layers: through the MoE core's adapter (`langmoe.models.adapters`) when the architecture has
-    one, else the ModuleList whose length is the config's layer count."""
-    if getattr(getattr(model, "config", None), "model_type", None) in ADAPTERS:
-        return list(get_adapter(model).layers(model))
+    """The decoder layers: through the MoE core's adapter when it reads the model, else the ModuleList whose
+    length is the config's layer count."""
+    if (adapter := _adapter(model)) is not None:
+        return list(adapter.layers(model))
     cfg = getattr(model, "config", None)
     n = None
     for attr in ("num_hidden_layers", "n_layer", "num_layers"):
@@ -158,8 +167,8 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def _ffn_module(model: torch.nn.Module, layer: torch.nn.Module) -> torch.nn.Module | None:
-    if getattr(getattr(model, "config", None), "model_type", None) in ADAPTERS:
-        return get_adapter(model).get_mlp(layer)
+    if (adapter := _adapter(model)) is not None:
+        return adapter.get_mlp(layer)
     return _sub(layer, _FFN_NAMES)
 
 
