@@ -5,8 +5,8 @@ import torch
 from tiny_world import tiny_recipe
 
 from langmoe.io import read_json
-from langmoe.methods.dmoe.stages import InjectedFault
 from langmoe.pipeline.run import run_recipe
+from langmoe.train.faults import InjectedFault
 
 
 @pytest.fixture(autouse=True)
