@@ -22,6 +22,7 @@ METHOD_PACKAGES: tuple[str, ...] = (
     "xelm",
     "btx",
     "dmoe",
+    "lora",
 )
 
 
