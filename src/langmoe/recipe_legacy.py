@@ -32,12 +32,19 @@ def translate(data: dict[str, Any]) -> dict[str, Any]:
     systems = data.get("systems", ["base", "dmoe", "cpt"])
     key = next(iter(legacy), "eval.hard_routing")
     if not isinstance(systems, list) or not all(isinstance(s, str) for s in systems):
+        if key == "xelm_ensemble":
+            raise LangmoeError("recipe: xelm_ensemble is an X-ELM setting now: write it in the xelm entry, e.g. "
+                               "systems: [..., {name: xelm, ensemble: posterior}]")
+        new = "hard_routing_eval" if key == "eval.hard_routing" else key
         raise LangmoeError(f"recipe: {key} is a DMoE setting now: move it into the dmoe entry, e.g. "
-                           f"systems: [base, {{name: dmoe, {key.split('.')[-1]}: ...}}, cpt]")
+                           f"systems: [base, {{name: dmoe, {new}: ...}}, cpt]")
     if "budget_steps" in data or "optim" in data:
         raise LangmoeError(f"recipe: {key} (old shape) cannot be mixed with budget_steps/optim (new shape): move "
                            f"{key} into the dmoe entry of systems")
     s1, s2 = _stage(legacy.get("stage1"), 20), _stage(legacy.get("stage2"), 80)
+    for name, st in (("stage1", s1), ("stage2", s2)):
+        if not isinstance(st, dict):
+            raise LangmoeError(f"recipe: {name}: give a mapping of optimiser settings, e.g. {name}: {{steps: 20}}")
     if isinstance(s1.get("steps"), int) and isinstance(s2.get("steps"), int):
         out["budget_steps"] = s1["steps"] + s2["steps"]
     out["optim"] = {k: v for k, v in s2.items() if k != "steps"}

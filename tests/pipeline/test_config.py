@@ -50,6 +50,13 @@ def test_defaults_and_budget():
                  "must match", id="two-groupings"),
     pytest.param({"languages": ["en", "de"], "epsilon": 0.5, "systems": [{"name": "dmoe"}]},
                  "epsilon is a DMoE setting now: move it into the dmoe entry", id="old-key-new-shape"),
+    pytest.param({"languages": ["en", "de"], "eval": {"hard_routing": False}, "systems": [{"name": "dmoe"}]},
+                 "eval.hard_routing is a DMoE setting now: .*hard_routing_eval", id="old-eval-key-new-shape"),
+    pytest.param({"languages": ["en", "de"], "xelm_ensemble": "uniform", "systems": [{"name": "xelm"}]},
+                 "name: xelm, ensemble:", id="old-xelm-key-new-shape"),
+    pytest.param({"languages": ["en", "de"], "stage1": {"steps": 2}, "budget_steps": 5, "systems": ["dmoe"]},
+                 "cannot be mixed", id="old-and-new-budget"),
+    pytest.param({"languages": ["en", "de"], "stage1": 5}, "stage1: give a mapping", id="old-stage-not-a-mapping"),
     pytest.param({"languages": ["en", "de"], "num_groups": 2, "systems": ["xelm"]},
                  "num_groups is a DMoE setting now", id="old-grouping-without-dmoe"),
 ])
