@@ -107,3 +107,22 @@ def test_demo_recipe_copies_agree():
     shipped = builtin_recipe_path("demo").read_text()
     assert (ROOT / "recipes" / "demo.yaml").read_text() == shipped
 
+
+
+def test_one_set_of_optimiser_defaults():
+    """Recipe stages, the trainer and `langmoe train` share one optimiser model and its defaults (the paper's
+    continued-training values); pretraining from scratch states its own values explicitly."""
+    from langmoe.pretrain import FROM_SCRATCH, ContinueTrainConfig, PretrainConfig, TrainSettings
+    from langmoe.train.optim import OPTIM_FIELDS, OptimSettings, StageOptim
+    from langmoe.train.trainer import TrainConfig
+
+    paper = {"lr": 1e-4, "warmup_ratio": 0.03, "min_lr_ratio": 0.1, "weight_decay": 0.01, "grad_clip": 0.3,
+             "mixed_precision": "no"}
+    for cfg in (OptimSettings(), StageOptim(steps=1), TrainConfig(steps=1), TrainSettings(),
+                ContinueTrainConfig(model="m", out="o").optim, parse_recipe({"languages": ["a", "b"]}).optim):
+        assert {k: getattr(cfg, k) for k in OPTIM_FIELDS} == paper, type(cfg).__name__
+    scratch = PretrainConfig(out="o").optim
+    assert {k: getattr(scratch, k) for k in FROM_SCRATCH} == FROM_SCRATCH
+    assert FROM_SCRATCH == {"lr": 2e-3, "warmup_ratio": 0.02, "weight_decay": 0.1, "grad_clip": 1.0}
+    assert TrainSettings(save_every=0).save_every == 0  # 0 = no checkpoints
+    assert parse_recipe({"languages": ["a", "b"], "save_every": 0}).save_every == 0
