@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from langmoe.config import load_recipe
+from langmoe.config import load_recipe, parse_recipe
 from langmoe.io import write_json
 from langmoe.pipeline.run import run_recipe
 
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default=None, help="recipe YAML (default: benchmarks/dmoe_builtin.yaml)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--systems", nargs="+", default=ALL)
+    ap.add_argument("--systems", nargs="+", default=None,
+                    help=f"systems to run (default: the recipe's, here {' '.join(ALL)}); each keeps its recipe settings")
     ap.add_argument("--out", default="runs/bench-dmoe")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default=None, help="override the recipe's model (an HF folder)")
@@ -63,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     summaries = []
     t0 = time.perf_counter()
     for seed in args.seeds:
-        over = {"seed": seed, "systems": args.systems, "threads": args.threads}
+        over = {"seed": seed, "threads": args.threads}
         if args.model:
             over["model"] = args.model
         recipe = load_recipe(path, over)
+        if args.systems:  # a subset of the recipe's entries, with their settings (unknown names: defaults)
+            by_name = {e.name: e.dump() for e in recipe.systems}
+            data = recipe.model_dump(mode="json")
+            recipe = parse_recipe({**data, "systems": [by_name.get(n, n) for n in args.systems]})
         print(f"seed {seed}: {recipe.name} -> {args.out}/seed-{seed}", file=sys.stderr)
         summaries.append(run_recipe(recipe, Path(args.out) / f"seed-{seed}",
                                     log=lambda m: print(f"  {m}", file=sys.stderr)))

@@ -9,9 +9,9 @@ command -v mandoc >/dev/null || { echo "mandoc is missing: apt-get install mando
 mkdir -p "$CACHE"
 cd "$CACHE"
 missing=()
-for pkg in $(python -m langmoe.data.build_builtin --list-packages); do
+for pkg in $(python "$ROOT/tools/build_builtin.py" --list-packages); do
   compgen -G "${pkg}_*.deb" >/dev/null || missing+=("$pkg")
 done
 if ((${#missing[@]})); then apt-get download "${missing[@]}"; fi
 cd "$ROOT"
-python -m langmoe.data.build_builtin --cache "$CACHE" --out src/langmoe/data/builtin
+python "$ROOT/tools/build_builtin.py" --cache "$CACHE" --out src/langmoe/data/builtin

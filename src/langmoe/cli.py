@@ -75,10 +75,9 @@ def input_error_message(e: BaseException) -> str | None:
     from pydantic import ValidationError
 
     if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        text = err["msg"].removeprefix("Value error, ")
-        return _one_line(f"{loc}: {text}" if loc else text) + f" (in {e.title})"
+        from langmoe.validation import error_line
+
+        return _one_line(error_line(e)) + f" (in {e.title})"
     try:
         from safetensors import SafetensorError
     except ImportError:  # pragma: no cover

@@ -1,39 +1,68 @@
-"""The recipe: one typed, validated description of a DMoE experiment (model, data, grouping, stages, baselines).
+"""The recipe: one typed, validated description of an experiment (model, data, budget, and the systems to compare).
 
 `langmoe run recipe.yaml` and `langmoe demo` read a YAML file into `Recipe`; the resolved recipe (defaults filled
-in) is written into every run folder as `config.yaml`, so a run says exactly what produced it. Every training
-stage shares one micro-batch size and block length, so a token budget is a number of optimizer steps: all systems
-are compared at the same budget `budget_steps = stage1.steps + stage2.steps` (see `Recipe.budget_tokens`).
+in) is written into every run folder as `config.yaml`, so a run says exactly what produced it.
+
+Shared settings stay at the top level (model, corpus, languages, data, eval, seed, threads, save_every, the token
+budget `budget_steps` and the shared optimiser settings `optim`); each entry of `systems` is a registered method's
+name or `{name: <method>, <its settings>}`, validated by that method's settings class (see
+`langmoe.methods.registry`). Every training stage shares one micro-batch size and block length, so a token budget
+is a number of optimizer steps: every trained system gets `budget_steps` steps (see `Recipe.budget_tokens`).
+
+Recipes written before the registry (DMoE's knobs such as `epsilon` or `stage1` at the top level) are translated
+into the new shape on load (`langmoe.recipe_legacy`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
 
 from langmoe.errors import LangmoeError
+from langmoe.methods import registry
+from langmoe.train.optim import OptimSettings, StageOptim
+from langmoe.validation import error_line
 
-SYSTEMS = ("base", "dmoe", "dmoe_random", "cpt", "xelm", "btx")
-System = Literal["base", "dmoe", "dmoe_random", "cpt", "xelm", "btx"]
+__all__ = ["DataSettings", "EvalConfig", "MethodConfig", "OptimSettings", "Recipe", "StageOptim", "SystemEntry",
+           "builtin_recipe_path", "load_recipe", "parse_recipe"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Optim(_Strict):
-    """Optimiser settings of one training stage (a subset of `langmoe.train.trainer.TrainConfig`)."""
+class MethodConfig(_Strict):
+    """Base of every method's settings. Fields named in `optim_fields` are optimiser settings: the recipe's shared
+    `optim` fills whatever the entry leaves out (entry values win); the mapped value is the default `steps`
+    (None: the field has no steps)."""
 
-    steps: int = Field(gt=0)
-    lr: float = Field(1e-4, gt=0)
-    warmup_ratio: float = Field(0.03, ge=0, le=1)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    weight_decay: float = Field(0.01, ge=0)
-    grad_clip: float = Field(0.3, ge=0)
-    mixed_precision: Literal["no", "bf16"] = "no"
+    optim_fields: ClassVar[dict[str, int | None]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_optim(cls, data: Any, info) -> Any:
+        if not isinstance(data, dict) or not cls.optim_fields:
+            return data
+        shared = dict((info.context or {}).get("optim") or {})
+        data = dict(data)
+        for name, steps in cls.optim_fields.items():
+            given = data.get(name)
+            if given is None:
+                given = {}
+            if not isinstance(given, dict):
+                continue  # the field's own validation reports it
+            merged = {**shared, **given}
+            if steps is not None:
+                merged.setdefault("steps", steps)
+            data[name] = merged
+        return data
+
+    def check(self, recipe: Recipe) -> None:
+        """Cross-checks against the whole recipe (languages, budget); raise ValueError with a fix."""
 
 
 class DataSettings(_Strict):
@@ -47,25 +76,6 @@ class DataSettings(_Strict):
     )
 
 
-class DeviationSettings(_Strict):
-    """Step A: per-language fine-tuning probes from the dense base (paper: 10 steps, LR 8e-6)."""
-
-    steps: int = Field(10, gt=0)
-    lr: float = Field(1e-4, gt=0, description="paper: 8e-6 at 2048x512 tokens per step; tiny models need more")
-    vector_layers: Literal["last3", "all"] = "last3"
-
-
-class NewLanguageSettings(_Strict):
-    """Step G: add one expert per MoE layer for a language that was not grouped."""
-
-    lang: str
-    steps: int = Field(50, gt=0)
-    lr: float = Field(2e-4, gt=0)
-    alpha: float = Field(1.28, ge=0, description="weight of the router classification loss")
-    replay: float = Field(0.25, ge=0, lt=1, description="share of each micro-batch that is old-language text "
-                                                       "hard-routed to its group's expert (0: new language only)")
-
-
 class EvalConfig(_Strict):
     """Held-out scoring (sliding window) shared by every system."""
 
@@ -74,66 +84,84 @@ class EvalConfig(_Strict):
     stride: int = Field(64, ge=1)
     max_chars_per_lang: int | None = Field(6000, gt=0)
     batch_size: int = Field(8, gt=0)
-    hard_routing: bool = Field(True, description="also evaluate DMoE with hard routing by group")
     routing_tokens_per_lang: int = Field(4096, gt=0, description="held-out tokens per language for routing stats")
+
+
+@dataclass(frozen=True)
+class SystemEntry:
+    """One validated entry of `Recipe.systems`: the method name and its settings object."""
+
+    name: str
+    settings: Any
+
+    def dump(self) -> str | dict[str, Any]:
+        body = self.settings.model_dump(mode="json") if isinstance(self.settings, BaseModel) else {}
+        return {"name": self.name, **body} if body else self.name
 
 
 class Recipe(_Strict):
     """A whole experiment. See docs/dmoe.md for every field and the defaults' reasons."""
 
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
     name: str = "dmoe"
     model: str = Field("builtin", description="a Hugging Face causal LM folder, or 'builtin' (shipped tiny base)")
     corpus: str = Field("builtin", description="'builtin' or a corpus folder (see langmoe.data.corpus)")
     languages: list[str] = Field(min_length=2)
-    num_groups: int = Field(2, ge=1, description="K: groups = experts per MoE layer")
-    groups: list[list[str]] | None = Field(None, description="fixed grouping; skips deviation-based grouping")
-    epsilon: float = Field(0.6, ge=0, le=1, description="layer l becomes MoE iff normalised deviation >= epsilon")
-    moe_layers: list[int] | None = Field(None, description="fixed MoE layers; skips layer selection")
-    top_k: int = Field(2, ge=1, description="experts per token in stage 2 and at evaluation")
-    alpha_rc: float = Field(1.28, ge=0, description="stage 1 router-classification loss weight")
-    lambda_lb: float = Field(0.02, ge=0, description="stage 2 load-balancing loss weight")
     data: DataSettings = DataSettings()
-    deviation: DeviationSettings = DeviationSettings()
-    stage1: Optim = Optim(steps=20)
-    stage2: Optim = Optim(steps=80)
-    new_language: NewLanguageSettings | None = None
-    xelm_ensemble: Literal["uniform", "posterior"] = Field(
-        "posterior", description="X-ELM ensemble weights: uniform, or each branch's likelihood of the prefix"
-    )
+    budget_steps: int = Field(100, gt=0, description="optimizer steps every trained system gets (equal budget)")
+    optim: OptimSettings = Field(OptimSettings(), description="shared optimiser settings; a system may override")
     eval: EvalConfig = EvalConfig()
     seed: int = 0
-    systems: list[System] = Field(default_factory=lambda: ["base", "dmoe", "cpt"])
+    systems: list[Any] = Field(default_factory=lambda: ["base", "dmoe", "cpt"],
+                               description="method names or {name: <method>, <settings>}")
     threads: int = Field(2, ge=1, description="torch CPU threads")
-    save_every: int = Field(20, ge=0, description="checkpoint every N steps inside training stages (resume)")
+    save_every: int = Field(20, ge=0, description="checkpoint every N steps inside training stages; 0: off")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        from langmoe.recipe_legacy import translate
+
+        return translate(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
         if len(set(self.languages)) != len(self.languages):
             raise ValueError("languages: list each language once")
-        if self.num_groups > len(self.languages):
-            raise ValueError(f"num_groups {self.num_groups} exceeds the {len(self.languages)} languages")
-        if self.groups is not None:
-            flat = [x for g in self.groups for x in g]
-            if sorted(flat) != sorted(self.languages) or any(not g for g in self.groups):
-                raise ValueError("groups must partition `languages` into non-empty groups")
-            if len(self.groups) != self.num_groups:
-                raise ValueError(f"groups has {len(self.groups)} groups but num_groups is {self.num_groups}")
-        if self.new_language is not None and self.new_language.lang in self.languages:
-            raise ValueError(f"new_language.lang {self.new_language.lang!r} must not be one of `languages`")
-        if len(set(self.systems)) != len(self.systems) or not self.systems:
-            raise ValueError("systems: list each system once, at least one")
-        if self.top_k > self.num_groups:
-            raise ValueError(f"top_k {self.top_k} exceeds num_groups {self.num_groups}")
         if self.eval.stride >= self.eval.window:
             raise ValueError("eval.stride must be smaller than eval.window")
+        self.systems = _resolve_systems(self)
+        names = [s.name for s in self.systems]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError("systems: list each system once, at least one")
+        for s in self.systems:
+            if isinstance(s.settings, MethodConfig):
+                try:
+                    s.settings.check(self)
+                except ValueError as e:
+                    raise LangmoeError(f"recipe: systems.{s.name}: {e}") from None
         return self
 
-    # -- token budgets ----------------------------------------------------------------------------------------
+    @field_serializer("systems")
+    def _dump_systems(self, systems: list[Any]) -> list[Any]:
+        return [s.dump() if isinstance(s, SystemEntry) else s for s in systems]
+
+    # -- systems ----------------------------------------------------------------------------------------------
 
     @property
-    def budget_steps(self) -> int:
-        """Optimizer steps every system gets (DMoE: stage 1 + stage 2)."""
-        return self.stage1.steps + self.stage2.steps
+    def system_names(self) -> list[str]:
+        return [s.name for s in self.systems]
+
+    def settings(self, name: str) -> Any | None:
+        """The validated settings of system `name`, or None when the recipe does not list it."""
+        return next((s.settings for s in self.systems if s.name == name), None)
+
+    def default_settings(self, name: str) -> Any:
+        """The settings system `name` would get from an entry that names it only (shared `optim` applied)."""
+        return _method_settings(self, name, {})
+
+    # -- token budgets ----------------------------------------------------------------------------------------
 
     @property
     def tokens_per_step(self) -> int:
@@ -143,10 +171,10 @@ class Recipe(_Strict):
     def budget_tokens(self) -> int:
         return self.budget_steps * self.tokens_per_step
 
-    def train_config(self, optim: Optim, seed_offset: int = 0, steps: int | None = None) -> dict[str, Any]:
-        """The trainer's config dict for one stage."""
+    def train_config(self, optim: OptimSettings, seed_offset: int = 0, steps: int | None = None) -> dict[str, Any]:
+        """The trainer's config dict for one stage (`steps` defaults to the stage's own `optim.steps`)."""
         return {
-            **optim.model_dump(exclude={"steps"}),
+            **optim.optim_dict(),
             "steps": steps if steps is not None else optim.steps,
             "micro_batch_size": self.data.micro_batch_size,
             "grad_accum": 1,
@@ -155,6 +183,35 @@ class Recipe(_Strict):
             "log_every": 10,
             "keep_checkpoints": 1,
         }
+
+
+def _method_settings(recipe: Recipe, name: str, body: dict[str, Any]) -> Any:
+    try:
+        method = registry.get_method(name)
+    except KeyError as e:
+        raise LangmoeError(f"recipe: systems: {e.args[0]}") from None
+    shared = recipe.optim.model_dump(exclude_unset=True)
+    try:
+        return method.config_cls.model_validate(body, context={"optim": shared})
+    except ValidationError as e:
+        raise LangmoeError(error_line(e, "recipe", loc_prefix=f"systems.{name}")) from None
+
+
+def _resolve_systems(recipe: Recipe) -> list[SystemEntry]:
+    out = []
+    for i, entry in enumerate(recipe.systems):
+        if isinstance(entry, SystemEntry):
+            out.append(entry)
+            continue
+        if isinstance(entry, str):
+            name, body = entry, {}
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            name, body = entry["name"], {k: v for k, v in entry.items() if k != "name"}
+        else:
+            raise LangmoeError(f"recipe: systems.{i}: give a method name or a mapping with `name:` "
+                               f"(e.g. systems: [base, {{name: dmoe, num_groups: 3}}, cpt])")
+        out.append(SystemEntry(name, _method_settings(recipe, name, body)))
+    return out
 
 
 def parse_recipe(data: dict[str, Any] | Recipe) -> Recipe:
@@ -166,10 +223,7 @@ def parse_recipe(data: dict[str, Any] | Recipe) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise LangmoeError(f"recipe: {loc}: {msg}" if loc else f"recipe: {msg}") from None
+        raise LangmoeError(error_line(e, "recipe")) from None
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -29,25 +29,28 @@ from langmoe.models.presets import (
     count_parameters,
     create_model,
 )
+from langmoe.train.optim import OptimSettings as _SharedOptim
+from langmoe.validation import validate
 
 
-class OptimSettings(BaseModel):
-    """Optimisation settings handed to the trainer (see `langmoe.train.trainer.TrainConfig`)."""
+class TrainSettings(_SharedOptim):
+    """The trainer's settings for `langmoe pretrain` / `langmoe train`: the shared optimiser settings
+    (`langmoe.train.optim.OptimSettings`, one set of defaults) plus steps, batch and bookkeeping."""
 
-    model_config = ConfigDict(extra="forbid")
     steps: int = Field(1000, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    warmup_ratio: float = Field(0.02, ge=0, lt=1)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    weight_decay: float = Field(0.1, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
     micro_batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
-    mixed_precision: Literal["no", "bf16"] = "no"
     log_every: int = Field(10, ge=1)
-    save_every: int = Field(200, ge=1)
+    save_every: int = Field(200, ge=0, description="checkpoint every N steps; 0: off")
     keep_checkpoints: int = Field(1, ge=1)
     tau: float = Field(0.3, ge=0)
+
+
+# Training from scratch is not continued training: a higher LR, a shorter warmup, GPT-style decay and clipping.
+# These are the values the shipped tiny base was trained with (its pretrain.json records them).
+FROM_SCRATCH: dict[str, Any] = {"lr": 2e-3, "warmup_ratio": 0.02, "weight_decay": 0.1, "grad_clip": 1.0}
+
+OptimSettings = TrainSettings  # the name `langmoe.commands.pretrain/train` import
 
 
 class PretrainConfig(BaseModel):
@@ -65,7 +68,7 @@ class PretrainConfig(BaseModel):
     vocab_size: int | None = Field(None, ge=300)
     tokenizer_max_chars_per_lang: int | None = Field(None, ge=1)  # None: the median language size
     max_train_tokens_per_lang: int | None = Field(None, ge=1)
-    optim: OptimSettings = OptimSettings()
+    optim: TrainSettings = TrainSettings(**FROM_SCRATCH)
     eval: EvalSettings = EvalSettings()
 
     @model_validator(mode="after")
@@ -94,21 +97,13 @@ class ContinueTrainConfig(BaseModel):
     seed: int = 0
     block_len: int = Field(256, ge=2)
     max_train_tokens_per_lang: int | None = Field(None, ge=1)
-    optim: OptimSettings = OptimSettings(lr=1e-4)
+    optim: TrainSettings = TrainSettings()
     eval: EvalSettings | None = None
 
 
 def build_config(cls: type[BaseModel], **kwargs: Any) -> Any:
     """Validate a config at the edge, turning pydantic's report into one LangmoeError line."""
-    from pydantic import ValidationError
-
-    try:
-        return cls(**kwargs)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in err.get("loc", ()))
-        msg = str(err.get("msg", e)).removeprefix("Value error, ")
-        raise LangmoeError(f"{where}: {msg}" if where else msg) from None
+    return validate(cls, kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,7 +220,7 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def _train(model, blocks, optim: OptimSettings, seed: int, work: Path):
+def _train(model, blocks, optim: TrainSettings, seed: int, work: Path):
     from langmoe.data.samplers import TemperatureSampler
     from langmoe.train.trainer import TrainConfig, train
 
@@ -320,6 +315,6 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict
 
 
 __all__ = [
-    "ContinueTrainConfig", "EvalSettings", "OptimSettings", "PretrainConfig", "build_config", "continue_train",
-    "pretrain", "run_eval", "save_hf_folder",
+    "ContinueTrainConfig", "EvalSettings", "FROM_SCRATCH", "OptimSettings", "PretrainConfig", "TrainSettings",
+    "build_config", "continue_train", "pretrain", "run_eval", "save_hf_folder",
 ]

@@ -6,16 +6,32 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from langmoe.data import build_builtin as bb
+import langmoe.data
 from langmoe.data.languages import LANGUAGES, script_share
 from langmoe.errors import LangmoeError
 
-BUILTIN = Path(bb.__file__).parent / "builtin"
+BUILTIN = Path(langmoe.data.__file__).parent / "builtin"
+
+
+def _load_builder():
+    """The corpus builder is a build tool in tools/, outside the runtime package."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "build_builtin.py"
+    spec = importlib.util.spec_from_file_location("build_builtin", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["build_builtin"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+bb = _load_builder()
 MANIFEST = json.loads((BUILTIN / "manifest.json").read_text("utf-8"))
 CODES = sorted(MANIFEST["languages"])
 CACHE = Path(os.environ.get("LANGMOE_DEB_CACHE", "/work/debcache"))

@@ -4,13 +4,14 @@ import torch
 from tiny_world import tiny_recipe
 
 from langmoe.io import read_json
-from langmoe.pipeline.analysis import ensure_analysis
+from langmoe.methods.dmoe.analysis import ensure_analysis
 from langmoe.pipeline.run import RecipeRun
 
 
 def test_deviation_groups_layers(tmp_path):
     torch.set_num_threads(1)
-    recipe = tiny_recipe(tmp_path, groups=None, moe_layers=None, epsilon=0.5, deviation={"steps": 2, "lr": 3e-3})
+    recipe = tiny_recipe(tmp_path, systems=["dmoe"],
+                         dmoe={"groups": None, "moe_layers": None, "epsilon": 0.5, "deviation": {"steps": 2, "lr": 3e-3}})
     run = RecipeRun(recipe, tmp_path / "run")
     run.setup()
     groups, layers = ensure_analysis(run)

@@ -16,12 +16,12 @@ def test_run_command_writes_summary_and_rejects_bad_recipes(tmp_path, capsys):
     assert (tmp_path / "run" / "summary.json").is_file()
     assert "equal token budget" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**recipe, "num_groups": 9}))
+    bad.write_text(yaml.safe_dump({**recipe, "systems": ["base", {"name": "dmoe", "num_groups": 9}]}))
     assert main(["run", str(bad), "--run-dir", str(tmp_path / "run2")]) == 2
     assert "num_groups" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
     unknown = tmp_path / "unknown.yaml"
-    unknown.write_text(yaml.safe_dump({**recipe, "languages": ["en", "xx"], "groups": None}))
+    unknown.write_text(yaml.safe_dump({**recipe, "languages": ["en", "xx"]}))
     assert main(["run", str(unknown), "--run-dir", str(tmp_path / "run3")]) == 2
     assert "not in corpus" in capsys.readouterr().err
 

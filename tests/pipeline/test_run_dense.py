@@ -5,8 +5,8 @@ import torch
 from tiny_world import tiny_recipe
 
 from langmoe.io import read_json
-from langmoe.methods.dmoe.stages import InjectedFault
 from langmoe.pipeline.run import run_recipe
+from langmoe.train.faults import InjectedFault
 
 
 @pytest.fixture(autouse=True)
@@ -43,3 +43,14 @@ def test_killed_training_resumes_to_identical_metrics(tmp_path):
     resumed = run_recipe(recipe, tmp_path / "killed")
     assert resumed["systems"]["cpt"]["ppl"] == ref["systems"]["cpt"]["ppl"]
     assert resumed["systems"]["cpt"]["tokens_seen"] == ref["systems"]["cpt"]["tokens_seen"]
+
+
+def test_save_every_zero_means_no_checkpoints_and_a_clean_restart(tmp_path):
+    recipe = tiny_recipe(tmp_path, systems=["cpt"], save_every=0)
+    ref = run_recipe(recipe, tmp_path / "ref")
+    with pytest.raises(InjectedFault):
+        run_recipe(recipe, tmp_path / "killed", fail_at={"cpt/train": 5})
+    ckpts = tmp_path / "killed" / "stages" / "cpt" / "train" / "train" / "checkpoints"
+    assert not ckpts.exists() or not any(ckpts.iterdir())
+    resumed = run_recipe(recipe, tmp_path / "killed")  # restarts the stage from step 0: same numbers
+    assert resumed["systems"]["cpt"] == ref["systems"]["cpt"]

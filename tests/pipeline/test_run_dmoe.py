@@ -5,8 +5,8 @@ import torch
 from tiny_world import tiny_recipe
 
 from langmoe.io import read_json
-from langmoe.methods.dmoe.stages import InjectedFault
 from langmoe.pipeline.run import run_recipe
+from langmoe.train.faults import InjectedFault
 
 
 @pytest.fixture(autouse=True)
@@ -15,8 +15,8 @@ def _threads():
 
 
 def test_dmoe_killed_in_stage2_resumes_to_identical_metrics(tmp_path):
-    recipe = tiny_recipe(tmp_path, systems=["dmoe"], eval={"window": 32, "stride": 16, "max_chars_per_lang": 200,
-                                                          "batch_size": 4, "hard_routing": False})
+    recipe = tiny_recipe(tmp_path, systems=["dmoe"], dmoe={"hard_routing_eval": False},
+                         eval={"window": 32, "stride": 16, "max_chars_per_lang": 200, "batch_size": 4})
     ref = run_recipe(recipe, tmp_path / "ref")
     with pytest.raises(InjectedFault):
         run_recipe(recipe, tmp_path / "killed", fail_at={"dmoe/stage2": 3})

@@ -49,17 +49,33 @@ def make_base(root: Path, seed: int = 0, layers: int = 3) -> Path:
     return root
 
 
-def tiny_recipe(tmp: Path, **over) -> dict:
+DMOE = {"num_groups": 2, "groups": [["en", "fr"], ["de", "nl"]], "moe_layers": [0, 2], "top_k": 2,
+        "stage1": {"steps": 4}, "stage2": {"steps": 6}}
+
+
+def tiny_recipe(tmp: Path, systems=("base", "cpt"), dmoe: dict | None = None, new_language: dict | None = None,
+                **over) -> dict:
+    """A recipe dict (registry shape) on the tiny world: budget 10 steps; `systems` are names, expanded to entries
+    with tiny settings (DMoE: fixed groups and layers, 4 + 6 steps, `dmoe` overrides; BTX: 6 MoE steps)."""
     corpus = make_corpus(tmp / "corpus")
     base = make_base(tmp / "base")
+    entries = []
+    for name in systems:
+        if not isinstance(name, str):
+            entries.append(name)
+        elif name in ("dmoe", "dmoe_random"):
+            nl = {"new_language": new_language} if new_language and name == "dmoe" else {}
+            entries.append({"name": name, **DMOE, **(dmoe or {}), **nl})
+        elif name == "btx":
+            entries.append({"name": "btx", "moe_steps": 6})
+        else:
+            entries.append(name)
     recipe = {
         "name": "tiny", "model": str(base), "corpus": str(corpus), "languages": ["en", "fr", "de", "nl"],
-        "num_groups": 2, "groups": [["en", "fr"], ["de", "nl"]], "moe_layers": [0, 2], "top_k": 2,
         "data": {"block_len": 16, "micro_batch_size": 4, "max_train_tokens_per_lang": 2000},
-        "stage1": {"steps": 4, "lr": 3e-3, "warmup_ratio": 0.0},
-        "stage2": {"steps": 6, "lr": 3e-3, "warmup_ratio": 0.0},
+        "budget_steps": 10, "optim": {"lr": 3e-3, "warmup_ratio": 0.0},
         "eval": {"window": 32, "stride": 16, "max_chars_per_lang": 300, "batch_size": 4},
-        "systems": ["base", "cpt"], "threads": 1, "save_every": 2,
+        "systems": entries, "threads": 1, "save_every": 2,
     }
     recipe.update(over)
     return recipe

@@ -35,7 +35,10 @@ def full_run(root):
         "dev_attn": {"en": [1.0, 1.0, 1.0], "fr": [1.0, 1.0, 1.0], "de": [1.0, 1.0, 1.0]},
         "similarity": [[1, 0.9, 0.1], [0.9, 1, 0.2], [0.1, 0.2, 1]], "config": {"steps": 10, "lr": 1e-4}})
     _w(root / "groups.json", {"method": "exhaustive", "langs": ["en", "fr", "de"], "groups": [["en", "fr"], ["de"]],
-                              "diameters": [0.1, 0.0]})
+                              "diameters": [0.1, 0.0],
+                              "agreement": {"genus": {"ari": 0.123, "nmi": 0.456}, "random": {"ari": -0.25, "nmi": 0.1}}})
+    _w(root / "groups_random.json", {"groups": [["en", "de"], ["fr"]],
+                                     "agreement": {"deviation groups": {"ari": 0.0, "nmi": 0.321}}})
     _w(root / "layers.json", {"selected": [0, 2], "epsilon": 0.6, "normalised": [0.6, 0.0, 1.0],
                               "mean_deviation": [2.7, 1.03, 4.4]})
     _w(root / "routing.json", {"accuracy": {"0": 0.8, "2": 0.95},
@@ -61,6 +64,9 @@ def test_full_report(tmp_path):
     assert re.findall(r'class="[^"]*best[^"]*">([^<]+)', rows["cpt"]) == ["25.00"]
     assert "MoE layers (ε = 0.6)" in doc and "<b>0, 2</b>" in doc
     assert "genus" in doc and "random" in doc and "ARI" in doc
+    # agreement is read from the run folder as written at analysis time, never recomputed
+    assert ">0.1230<" in doc and ">0.4560<" in doc and ">-0.2500<" in doc
+    assert "run&#x27;s random grouping vs deviation groups" in doc and ">0.3210<" in doc
     assert "name: test" in doc
     assert ">dmoe_random<" in doc and ">0.6000<" in doc  # the ablation's routing accuracy row
     # systems: summary row plus eval-only rows
@@ -87,3 +93,15 @@ def test_missing_folder_and_cli(tmp_path, capsys):
     assert (tmp_path / "r.html").is_file()
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_rows_follow_the_registry_display_written_by_the_run(tmp_path):
+    full_run(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary["display"] = {"base": {"label": "dense base (no training)", "order": 0.0},
+                          "cpt": {"label": "my CPT", "order": 0.5}}
+    _w(tmp_path / "summary.json", summary)
+    doc = build_report(tmp_path).read_text()
+    systems = doc.split("<h2>Systems</h2>")[1].split("</table>")[0]
+    # display orders: base 0, cpt 0.5 (from the run folder); dmoe from the registry (20)
+    assert systems.index("base — dense base") < systems.index("cpt — my CPT") < systems.index("dmoe — DMoE")

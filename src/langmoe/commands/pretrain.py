@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--warmup-ratio", type=float, default=0.02)
     p.add_argument("--min-lr-ratio", type=float, default=0.1)
     p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max global grad norm, 0 = off (default 1.0)")
     p.add_argument("--tau", type=float, default=0.3, help="language sampling temperature p ∝ size^tau")
     p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
     p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default 200)")
@@ -51,7 +52,7 @@ def run(args) -> int:
     set_threads(args.threads)
     optim = build_config(
         OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
-        weight_decay=args.weight_decay, micro_batch_size=args.batch_size, grad_accum=args.grad_accum,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size, grad_accum=args.grad_accum,
         mixed_precision=args.mixed_precision, save_every=args.save_every, log_every=args.log_every, tau=args.tau,
         keep_checkpoints=args.keep_checkpoints,
     )

@@ -97,9 +97,10 @@ def run(args) -> int:
             classifier_layers=_int_list(args.classifier_layers), seed=args.seed, dry_run=args.dry_run,
         )
     except ValidationError as e:
-        first = e.errors()[0]
-        raise LangmoeError(f"--{str(first['loc'][0]).replace('_', '-')}: "
-                           f"{first['msg'].removeprefix('Value error, ')}") from None
+        from langmoe.validation import error_line
+
+        first = str(e.errors()[0]["loc"][0]).replace("_", "-")  # the flag, not the field path
+        raise LangmoeError(f"--{first}: {error_line(e).split(': ', 1)[-1]}") from None
     if not cfg.dry_run and not cfg.out:
         raise LangmoeError("--out is required (or pass --dry-run to only count parameters)")
     model, tokenizer = load_model_any(cfg.model)

@@ -324,7 +324,7 @@ class BuiltinCorpus(_FileCorpus):
         files = sorted(self.root.glob("*.jsonl.gz")) if self.root.is_dir() else []
         if not files:
             raise LangmoeError(f"the built-in corpus is missing ({self.root} has no <lang>.jsonl.gz files): "
-                               "reinstall langmoe or rebuild it with `python -m langmoe.data.build_builtin`")
+                               "reinstall langmoe or rebuild it with scripts/build_corpus.sh")
         self._files = {p.name[: -len(".jsonl.gz")]: p for p in files}
         for code in self._files:
             get_language(code)

@@ -259,13 +259,6 @@ def evaluate_languages(
     return scores
 
 
-def unigram_bpb(*args, **kwargs):
-    """The add-one unigram baseline (see `langmoe.eval.unigram.unigram_bpb`)."""
-    from langmoe.eval.unigram import unigram_bpb as _unigram_bpb
-
-    return _unigram_bpb(*args, **kwargs)
-
-
 # ---- the evaluation table of `langmoe eval` / `langmoe pretrain` ----
 
 

@@ -1,1 +1,2 @@
-"""langmoe.methods"""
+"""The systems a recipe can compare, one folder each (`base`, `cpt`, `lora`, `dmoe` with `dmoe_random`, `xelm`,
+`btx`), registered in `langmoe.methods.registry`. See docs/adding-a-method.md."""

@@ -20,7 +20,6 @@ Figures are written to `plots/*.png` and embedded as base64, so the HTML file ca
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as _dt
 import html
 import json
@@ -132,9 +131,31 @@ def _load_evals(run_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _system_order(names: list[str]) -> list[str]:
-    pref = ["base", "cpt", "dmoe", "dmoe_hard", "dmoe_random", "dmoe_random_hard", "xelm", "xelm_ensemble", "btx"]
-    return sorted(names, key=lambda n: (pref.index(n) if n in pref else len(pref), n))
+def _display(summary: Mapping | None) -> dict[str, dict[str, Any]]:
+    """Row label and order: from summary.json's `display` (written from the method registry at run time), else
+    from the registry itself."""
+    shown = dict((summary or {}).get("display") or {}) if isinstance(summary, Mapping) else {}
+    return {k: v for k, v in shown.items() if isinstance(v, Mapping)}
+
+
+def _system_order(names: list[str], display: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+    from langmoe.methods.registry import row_display
+
+    display = display or {}
+
+    def key(n: str):
+        d = display.get(n) or row_display(n)
+        return (float(d.get("order", 1e9)), n)
+
+    return sorted(names, key=key)
+
+
+def _label(name: str, display: Mapping[str, Mapping[str, Any]]) -> str:
+    from langmoe.methods.registry import row_display
+
+    d = display.get(name) or row_display(name)
+    label = str(d.get("label") or name)
+    return name if label == name else f"{name} — {label}"
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, title: str | None = None) -> Path:
@@ -152,8 +173,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     layers = _safe_read(rep, run_dir / "layers.json")
     routing = _safe_read(rep, run_dir / "routing.json")
 
-    rep.section("Systems", lambda: _systems(rep, summary, evals))
-    rep.section("Per-language scores", lambda: _per_language(rep, evals))
+    display = _display(summary)
+    rep.section("Systems", lambda: _systems(rep, summary, evals, display))
+    rep.section("Per-language scores", lambda: _per_language(rep, evals, display))
     rep.section("Parameter deviation and MoE layers", lambda: _deviation(rep, deviation, layers))
     rep.section("Language groups", lambda: _groups(rep, groups, deviation, run_dir))
     rep.section("Routing", lambda: _routing(rep, routing, run_dir))
@@ -184,7 +206,8 @@ def _safe_read(rep: _Report, path: Path) -> Any | None:
 # ---- sections --------------------------------------------------------------------------------------------------
 
 
-def _systems(rep: _Report, summary: Mapping | None, evals: Mapping[str, Mapping]) -> None:
+def _systems(rep: _Report, summary: Mapping | None, evals: Mapping[str, Mapping],
+             display: Mapping[str, Mapping[str, Any]]) -> None:
     rows_src: dict[str, dict[str, Any]] = {}
     if summary and isinstance(summary.get("systems"), Mapping):
         rows_src = {k: dict(v) for k, v in summary["systems"].items()}
@@ -197,7 +220,7 @@ def _systems(rep: _Report, summary: Mapping | None, evals: Mapping[str, Mapping]
     if not rows_src:
         rep.note("no summary.json and no eval/*.json: nothing evaluated yet")
         return
-    names = _system_order(list(rows_src))
+    names = _system_order(list(rows_src), display)
     header = ["system", "mean ppl", "mean bits/byte", "params total", "params active", "tokens seen",
               "routing acc."]
     rows = []
@@ -206,7 +229,7 @@ def _systems(rep: _Report, summary: Mapping | None, evals: Mapping[str, Mapping]
         acc = r.get("routing_accuracy")
         if isinstance(acc, Mapping):
             acc = sum(acc.values()) / len(acc) if acc else None
-        rows.append([n, r.get("mean_ppl"), r.get("mean_bpb"), r.get("params_total"), r.get("params_active"),
+        rows.append([_label(n, display), r.get("mean_ppl"), r.get("mean_bpb"), r.get("params_total"), r.get("params_active"),
                      r.get("tokens_seen"), acc])
     best = set()
     for col in (1, 2):
@@ -226,11 +249,11 @@ def _systems(rep: _Report, summary: Mapping | None, evals: Mapping[str, Mapping]
         rep.note("summary.json missing: rows come from eval/*.json")
 
 
-def _per_language(rep: _Report, evals: Mapping[str, Mapping]) -> None:
+def _per_language(rep: _Report, evals: Mapping[str, Mapping], display: Mapping[str, Mapping[str, Any]]) -> None:
     if not evals:
         rep.note("no eval/*.json: per-language scores skipped")
         return
-    names = _system_order(list(evals))
+    names = _system_order(list(evals), display)
     langs: list[str] = []
     for n in names:
         langs += [x for x in evals[n]["langs"] if x not in langs]
@@ -281,8 +304,6 @@ def _deviation(rep: _Report, dev: Mapping | None, layers: Mapping | None) -> Non
 
 
 def _groups(rep: _Report, groups: Mapping | None, dev: Mapping | None, run_dir: Path) -> None:
-    from langmoe.methods.dmoe.grouping import Grouping, agreement, attribute_grouping, random_grouping
-
     if groups is None:
         rep.note("groups.json missing: grouping skipped")
         return
@@ -291,23 +312,12 @@ def _groups(rep: _Report, groups: Mapping | None, dev: Mapping | None, run_dir: 
     diam = groups.get("diameters") or [None] * len(gl)
     rep.table(["group", "languages", "diameter (max 1 − cos)"],
               [[i, " ".join(g), d] for i, (g, d) in enumerate(zip(gl, diam, strict=False))], left_cols=2)
-    langs = groups.get("langs") or [x for g in gl for x in g]
-    agr = dict(groups.get("agreement") or {})
-    g_obj = Grouping(method=str(groups.get("method", "?")), langs=langs, groups=gl)
-    if "genus" not in agr:
-        try:
-            agr["genus"] = agreement(g_obj, attribute_grouping(langs, "genus")).model_dump()
-        except LangmoeError as e:
-            rep.note(f"no genus comparison: {e}")
-    rnd_file = run_dir / "groups_random.json"
-    if rnd_file.is_file():
-        rnd_groups = [list(g) for g in read_json(rnd_file)["groups"]]
-        agr["random (run's ablation)"] = agreement(g_obj, rnd_groups, langs).model_dump()
-        with contextlib.suppress(LangmoeError):  # a language without metadata: no chance-level row
-            agr["run's random grouping vs genus"] = agreement(
-                Grouping(method="random", langs=langs, groups=rnd_groups), attribute_grouping(langs, "genus")).model_dump()
-    elif "random" not in agr:
-        agr["random"] = agreement(g_obj, random_grouping(langs, num_groups=len(gl), seed=0)).model_dump()
+    agr = {k: v for k, v in dict(groups.get("agreement") or {}).items() if isinstance(v, Mapping)}
+    rnd = _safe_read(rep, run_dir / "groups_random.json")
+    if isinstance(rnd, Mapping):
+        for k, v in dict(rnd.get("agreement") or {}).items():
+            if isinstance(v, Mapping):
+                agr[f"run's random grouping vs {k}"] = v
     if agr:
         rep.p("Agreement with reference groupings (ARI: 1 = identical, ~0 = chance; NMI in [0, 1]):")
         rep.table(["reference", "ARI", "NMI"], [[k, v.get("ari"), v.get("nmi")] for k, v in agr.items()])

@@ -31,7 +31,6 @@ __all__ = [
     "router_ce_term",
     "load_balance_term",
     "lpr_term",
-    "classifier_term",
     "z_loss_term",
     "IGNORE",
 ]
@@ -53,10 +52,6 @@ def _valid(labels: torch.Tensor) -> torch.Tensor:
     for v in IGNORE:
         valid &= labels != v
     return valid
-
-
-def _zero(layers: list[torch.Tensor]) -> torch.Tensor:
-    return sum(t.sum() for t in layers) * 0.0
 
 
 def _ce_mean(layers: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -220,28 +215,6 @@ def lpr_term(old_ids: Iterable[int], lang_key: str = "lang_ids") -> TermFn:
     def fn(model, batch, outputs):
         labels = _old_labels(batch, old_ids, lang_key)
         return lpr_loss([o.logits for o in _outputs(model)], labels == 0)
-
-    return fn
-
-
-def classifier_term(old_ids: Iterable[int], lang_key: str = "lang_ids") -> TermFn:
-    """LayerMoE classifier CE (class 0 = old language). Sequence-mode layers use each row's first label."""
-    old_ids = list(old_ids)
-
-    def fn(model, batch, outputs):
-        labels = _old_labels(batch, old_ids, lang_key)
-        B = batch[lang_key].shape[0]
-        losses = []
-        for o in _outputs(model):
-            if o.classifier_logits is None:
-                continue
-            lab = labels
-            if o.classifier_logits.shape[0] == B and labels.numel() != B:
-                lab = labels.reshape(B, -1)[:, 0]
-            losses.append(classifier_loss(o.classifier_logits, lab))
-        if not losses:
-            raise ValueError("classifier term: no MoE layer has an old/new classifier")
-        return torch.stack(losses).mean()
 
     return fn
 

@@ -19,14 +19,16 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_json, write_text
+from langmoe.train.optim import OptimSettings
 from langmoe.train.schedule import warmup_cosine_scheduler
+from langmoe.validation import validate
 
 __all__ = [
     "LossTerm",
@@ -52,35 +54,24 @@ class BatchSource(Protocol):
     def get(self, step: int, micro: int, rank: int = 0, world: int = 1) -> dict[str, Any]: ...
 
 
-class TrainConfig(BaseModel):
-    """Optimisation and bookkeeping settings. Batch size per optimizer step = micro × accum × world size."""
+class TrainConfig(OptimSettings):
+    """Optimisation and bookkeeping settings. Batch size per optimizer step = micro × accum × world size.
 
-    model_config = ConfigDict(extra="forbid")
+    The optimiser fields and their defaults come from `langmoe.train.optim.OptimSettings` (one set of defaults)."""
 
     steps: int = Field(gt=0, description="optimizer steps in total (including those before a resume)")
-    lr: float = Field(1e-4, gt=0)
-    warmup_ratio: float = Field(0.03, ge=0, le=1, description="fraction of steps with linear warmup")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine decays to lr * min_lr_ratio at the end")
-    weight_decay: float = Field(0.01, ge=0)
-    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 or None disables clipping")
     adam_betas: tuple[float, float] = (0.9, 0.95)
     adam_eps: float = Field(1e-8, gt=0)
     micro_batch_size: int = Field(
         8, gt=0, description="rows per micro-batch per rank (checked on the batches)"
     )
     grad_accum: int = Field(1, gt=0)
-    mixed_precision: Literal["no", "bf16"] = "no"
     log_every: int = Field(10, ge=0, description="0: log only the last step")
     eval_every: int = Field(0, ge=0, description="0: evaluate only after the last step (if eval_fn is given)")
     save_every: int = Field(0, ge=0, description="0: no checkpoints; else every N steps and at the end")
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 0
     progress: bool = Field(True, description="rich progress bar (shown only on a TTY, rank 0)")
-
-    @field_validator("grad_clip", mode="before")
-    @classmethod
-    def _clip_none(cls, v: Any) -> Any:
-        return 0.0 if v is None else v
 
     @field_validator("adam_betas")
     @classmethod
@@ -92,14 +83,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def parse(cls, data: dict[str, Any] | TrainConfig) -> TrainConfig:
         """Validate user input; a bad field raises LangmoeError naming it (one line)."""
-        if isinstance(data, cls):
-            return data
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "train config"
-            raise LangmoeError(f"train config: {loc}: {err['msg']}") from None
+        return validate(cls, data, "train config", default_loc="train config")
 
 
 @dataclass(frozen=True)

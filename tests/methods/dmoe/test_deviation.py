@@ -33,7 +33,8 @@ def test_hand_computed_deviation_and_vector(tmp_path):
     base = {n: p.detach().clone() for n, p in ref.named_parameters()}
     cfg = DeviationConfig(**CFG, last_n_layers=2)
     res = measure_deviation(model, blocks, cfg, langs=["de"])
-    tc = TrainConfig(steps=2, lr=1e-3, warmup_ratio=0.0, min_lr_ratio=1.0, weight_decay=0.0, micro_batch_size=4,
+    tc = TrainConfig(steps=2, lr=1e-3, warmup_ratio=0.0, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
+                     micro_batch_size=4,
                      log_every=1, progress=False)
     train(ref, TemperatureSampler(_language_view(blocks, "de"), 4, seed=0), tc, tmp_path / "ref")
     after = dict(ref.named_parameters())

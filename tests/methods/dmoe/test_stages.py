@@ -13,11 +13,9 @@ from tiny_world import make_base, make_corpus  # noqa: E402
 from langmoe.data.corpus import open_corpus  # noqa: E402
 from langmoe.data.packing import pack_corpus  # noqa: E402
 from langmoe.methods.dmoe import build  # noqa: E402
-from langmoe.methods.dmoe.stages import (  # noqa: E402
-    group_of_map,
-    hard_routing,
-    routing_statistics,
-)
+from langmoe.methods.dmoe.stages import routing_statistics  # noqa: E402
+from langmoe.pipeline.models import load_moe, moe_params, save_moe  # noqa: E402
+from langmoe.train.routing_context import group_of_map, hard_routing  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -51,17 +49,17 @@ def test_build_preserves_function_and_round_trips(world):
             if build.is_expert_param(n):
                 p.add_(torch.randn_like(p) * 0.05)
         before = moe(input_ids=ids).logits
-    build.saver(tok)(moe, tmp / "moe")
-    again = build.load(tmp / "moe")
+    save_moe(tok)(moe, tmp / "moe")
+    again = load_moe(tmp / "moe")
     again.eval()
     with torch.no_grad():
         assert torch.equal(again(input_ids=ids).logits, before)
-    p = build.params(again)
+    p = moe_params(again)
     per_expert = 3 * 32 * 64  # gate, up, down of hidden 32 / intermediate 64
     dense = sum(x.numel() for x in model.parameters())
     router = 2 * (2 * 32)
     assert p["total"] == p["active"]  # top-2 of 2 experts: all active
-    assert build.params(again, hard=True)["active"] == p["total"] - 2 * per_expert  # one expert per MoE layer
+    assert moe_params(again, hard=True)["active"] == p["total"] - 2 * per_expert  # one expert per MoE layer
     base_dense = 44832 - 2 * per_expert - router  # two experts per MoE layer instead of one FFN, plus routers
     assert dense == base_dense or dense == p["total"]  # `model` was upcycled in place
 

@@ -1,17 +1,14 @@
-"""DMoE step D: build the DMoE model from the dense base (METHODS §1 D), and save/load/count it.
+"""DMoE step D: build the DMoE model from the dense base (METHODS §1 D), and add a new language's expert (G).
 
 In each selected layer the FFN becomes K exact copies (one expert per language group) behind a bias-free router
 initialised N(0, 0.02) (seeded); other layers stay dense. Right after building, the model computes the same
-function as the base (renormalised top-k of identical experts, or hard routing).
+function as the base (renormalised top-k of identical experts, or hard routing). MoE folders are saved and loaded
+by `langmoe.models.moe_io` (see `langmoe.pipeline.models.save_moe / load_moe`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
-
-import torch
+from collections.abc import Sequence
 
 from langmoe.errors import LangmoeError
 
@@ -47,61 +44,3 @@ def is_expert_param(name: str) -> bool:
 
 def is_router_param(name: str) -> bool:
     return name.endswith("router.weight")
-
-
-def params(model, hard: bool = False) -> dict[str, int]:
-    """Total and active-per-token parameters (hard routing: one expert per token)."""
-    from langmoe.models.moe import moe_blocks
-    from langmoe.models.upcycle import parameter_counts
-
-    c = parameter_counts(model)
-    active = c["active_per_token"]
-    if hard:
-        for b in moe_blocks(model):
-            per_expert = sum(getattr(b, n)[0].numel() for n in b._weight_names)
-            active -= per_expert * (b.top_k - 1)
-    return {"total": int(c["total"]), "active": int(active)}
-
-
-def saver(tokenizer) -> Callable[[Any, Path], None]:
-    """`save(model, dest)`: a Hugging Face folder whose config.json records the MoE structure (`langmoe`)."""
-
-    def save(model, dest: Path) -> None:
-        model.save_pretrained(str(dest))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(str(dest))
-
-    return save
-
-
-def load(path: str | Path):
-    """Rebuild the MoE model saved by `saver` (config -> dense skeleton -> MoE structure -> exact weights)."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from langmoe.models.upcycle import apply_moe_structure
-
-    path = Path(path)
-    config = AutoConfig.from_pretrained(str(path))
-    structure = getattr(config, "langmoe", None)
-    if not structure:
-        raise LangmoeError(f"{path} holds no MoE structure (config.langmoe): it is not a langmoe MoE model")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    apply_moe_structure(model, structure)
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise LangmoeError(f"{path} has no safetensors weights: re-save the model")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    if getattr(config, "tie_word_embeddings", False):
-        state.setdefault("lm_head.weight", state.get("model.embed_tokens.weight"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not (m == "lm_head.weight" and getattr(config, "tie_word_embeddings", False))]
-    if missing or unexpected:
-        raise LangmoeError(f"{path}: weights do not match the MoE structure (missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]}): re-save the model")
-    if getattr(config, "tie_word_embeddings", False):
-        model.tie_weights()
-    model.train()
-    return model

@@ -29,6 +29,7 @@ from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_json, write_with
 from langmoe.methods.dmoe.sketch import Sketcher, cosine_matrix
 from langmoe.models.adapters import get_adapter
+from langmoe.validation import error_line, validate
 
 _FFN_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe")
 _ATTN_NAMES = ("self_attn", "attn", "self_attention", "attention")
@@ -63,12 +64,7 @@ class DeviationConfig(BaseModel):
     def parse(cls, data: Mapping[str, Any] | DeviationConfig | None = None) -> DeviationConfig:
         if isinstance(data, cls):
             return data
-        try:
-            return cls.model_validate(dict(data or {}))
-        except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or "deviation config"
-            raise LangmoeError(f"deviation config: {loc}: {err['msg']}") from None
+        return validate(cls, dict(data or {}), "deviation config", default_loc="deviation config")
 
 
 class ProbeInfo(BaseModel):
@@ -125,9 +121,7 @@ class DeviationResult(BaseModel):
         try:
             res = cls.model_validate(read_json(path))
         except ValidationError as e:
-            err = e.errors()[0]
-            raise LangmoeError(f"{path} is not a deviation result: {'.'.join(map(str, err['loc']))}: {err['msg']}"
-                               ) from None
+            raise LangmoeError(error_line(e, f"{path} is not a deviation result")) from None
         except ValueError as e:  # bad JSON or not UTF-8
             raise LangmoeError(f"{path} is not a deviation result: {str(e).splitlines()[0]}") from None
         vec = path.with_suffix(".vectors.pt")
@@ -148,9 +142,9 @@ def _adapter(model: torch.nn.Module):
         return None
 
 
-def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The decoder layers: through the MoE core's adapter when it reads the model, else the ModuleList whose
-    length is the config's layer count."""
+def _probe_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder layers: through the MoE core's adapter when it reads the model, else (probes work on any causal
+    LM) the ModuleList whose length is the config's layer count."""
     if (adapter := _adapter(model)) is not None:
         return list(adapter.layers(model))
     cfg = getattr(model, "config", None)
@@ -184,7 +178,7 @@ def layer_params(model: torch.nn.Module) -> list[dict[str, list[tuple[str, torch
     """Per decoder layer: `{"ffn": [(name, param)], "attn": [(name, param)]}` of the weight matrices (≥2-D)."""
     full = {id(p): n for n, p in model.named_parameters()}
     out = []
-    for i, layer in enumerate(decoder_layers(model)):
+    for i, layer in enumerate(_probe_layers(model)):
         ffn, attn = _ffn_module(model, layer), _sub(layer, _ATTN_NAMES)
         if ffn is None:
             raise LangmoeError(f"cannot find the FFN of decoder layer {i} ({type(layer).__name__}): expected one "

@@ -87,7 +87,9 @@ def train_new_language(model, blocks, lang: str, new_expert: int, train_config: 
     change.
     """
     from langmoe.data.samplers import TemperatureSampler
-    from langmoe.methods.dmoe.stages import FailAfter, hard_routing, stage1_terms
+    from langmoe.methods.dmoe.stages import stage1_terms
+    from langmoe.train.faults import maybe_fail
+    from langmoe.train.routing_context import hard_routing
     from langmoe.train.trainer import train
 
     rows = int(train_config["micro_batch_size"])
@@ -102,8 +104,7 @@ def train_new_language(model, blocks, lang: str, new_expert: int, train_config: 
     if replay_rows:
         old = TemperatureSampler(replay_blocks, replay_rows, tau=0.3, seed=seed + 1, group_of=dict(group_of or {}))
         source = MixedSource(source, old)
-    if fail_at is not None:
-        source = FailAfter(source, fail_at)
+    source = maybe_fail(source, fail_at)
     cfg = {**dict(train_config), "weight_decay": 0.0}
     handles = _freeze_old_experts(model, int(new_expert))
     try:

@@ -8,59 +8,16 @@ is trained to predict the group: `L = L_CLM + alpha · L_RC`. Stage 2: mixed mic
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from langmoe.errors import LangmoeError
+from langmoe.train.faults import maybe_fail
+from langmoe.train.routing_context import hard_routing
 
-
-class InjectedFault(RuntimeError):
-    """Raised by `FailAfter` to simulate a crash (used to test that a killed run resumes exactly)."""
-
-
-class FailAfter:
-    """A batch source that raises `InjectedFault` when asked for step `step` (after `step` steps ran)."""
-
-    def __init__(self, source, step: int):
-        self.source, self.step = source, int(step)
-
-    def get(self, step: int, micro: int, rank: int = 0, world: int = 1):
-        if step >= self.step:
-            raise InjectedFault(f"injected fault before step {step + 1}")
-        return self.source.get(step, micro, rank, world)
-
-
-def group_of_map(groups: Sequence[Sequence[str]]) -> dict[str, int]:
-    """Language -> group id (position of its group)."""
-    out: dict[str, int] = {}
-    for g, members in enumerate(groups):
-        for lang in members:
-            if lang in out:
-                raise LangmoeError(f"language {lang!r} is in two groups: each language belongs to one group")
-            out[lang] = g
-    return out
-
-
-# ---- routing contexts and loss terms -----------------------------------------------------------------------
-
-
-def hard_routing(model, batch: Mapping[str, Any]):
-    """Route every token to the expert named by its `group_ids` (all MoE layers)."""
-    from langmoe.models.moe import routing
-
-    labels = batch.get("group_ids")
-    if labels is None or bool((labels < 0).any()):
-        raise LangmoeError("hard routing needs group ids for every token: give every language a group")
-    return routing(model, route_labels=labels)
-
-
-def learned_routing(model, batch: Mapping[str, Any]):
-    """The model's own router decides (a no-op context, named for symmetry)."""
-    return nullcontext()
+# ---- loss terms -----------------------------------------------------------------------
 
 
 def router_ce(model, batch, outputs) -> torch.Tensor:
@@ -101,23 +58,17 @@ def train_stage1(model, blocks, group_of: Mapping[str, int], train_config: Mappi
 
     source = HomogeneousSampler(blocks, train_config["micro_batch_size"], by="group", group_of=dict(group_of),
                                 tau=tau, seed=train_config.get("seed", 0), equal_group_budget=True)
-    if fail_at is not None:
-        source = FailAfter(source, fail_at)
-    return train(model, source, dict(train_config), out_dir, loss_terms=stage1_terms(alpha),
+    return train(model, maybe_fail(source, fail_at), dict(train_config), out_dir, loss_terms=stage1_terms(alpha),
                  forward_context=hard_routing)
 
 
 def train_stage2(model, blocks, group_of: Mapping[str, int], train_config: Mapping[str, Any], out_dir: Path,
                  lam: float = 0.02, tau: float = 0.3, fail_at: int | None = None):
     """Mixed micro-batches, learned top-k routing, `L_CLM + lambda · L_LB`. Resumes from checkpoints."""
-    from langmoe.data.samplers import TemperatureSampler
-    from langmoe.train.trainer import train
+    from langmoe.train.mixed import train_mixed
 
-    source = TemperatureSampler(blocks, train_config["micro_batch_size"], tau=tau,
-                                seed=train_config.get("seed", 0) + 1, group_of=dict(group_of))
-    if fail_at is not None:
-        source = FailAfter(source, fail_at)
-    return train(model, source, dict(train_config), out_dir, loss_terms=stage2_terms(lam))
+    return train_mixed(model, blocks, train_config, out_dir, tau=tau, fail_at=fail_at, seed_offset=1,
+                       group_of=group_of, loss_terms=stage2_terms(lam))
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ Why Debian: it ships real, human-translated text (man pages, fortunes, manuals) 
 languages, with exact versions, so the corpus can be rebuilt bit for bit. The builder needs the `.deb` files in a
 cache folder (`apt-get download`, never installed) and `mandoc` to render man pages.
 
-    python -m langmoe.data.build_builtin --cache ~/.cache/langmoe-debs --out src/langmoe/data/builtin [--download]
+    python tools/build_builtin.py --cache ~/.cache/langmoe-debs --out src/langmoe/data/builtin [--download]
+
+It lives outside the runtime package (it is a build tool, not something `import langmoe` needs); it imports
+langmoe only for the language table and the atomic writers.
 """
 
 from __future__ import annotations
@@ -619,7 +622,7 @@ def _sources_md(sources: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m langmoe.data.build_builtin", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python tools/build_builtin.py", description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, help="folder with the .deb files (apt-get download)")
     ap.add_argument("--out", type=Path, help="output folder, e.g. src/langmoe/data/builtin")
     ap.add_argument("--download", action="store_true", help="apt-get download missing packages into --cache")

@@ -8,25 +8,26 @@ from typing import Any
 from langmoe.io import read_json, write_json
 
 
-def run_new_language(run, stage2: str, groups: list[list[str]], layers: list[int]) -> dict[str, Any]:
+def run_new_language(run, settings, stage2: str, groups: list[list[str]], layers: list[int]) -> dict[str, Any]:
     from langmoe.eval.perplexity import evaluate_languages
     from langmoe.methods.dmoe import build
     from langmoe.methods.dmoe.new_language import expert_perplexities, train_new_language
-    from langmoe.methods.dmoe.stages import group_of_map
-    from langmoe.pipeline.run import mean_metrics
+    from langmoe.pipeline.models import load_moe, moe_params, save_moe
     from langmoe.pipeline.runner import atomic_dir
+    from langmoe.pipeline.summary import mean_metrics
+    from langmoe.train.routing_context import group_of_map
 
     r = run.recipe
-    nl = r.new_language
+    nl = settings.new_language
     e = r.eval
     ekw = {"split": e.split, "window": e.window, "stride": e.stride, "max_chars_per_lang": e.max_chars_per_lang,
            "batch_size": e.batch_size}
     k = len(groups)
-    cfg = {**run.train_cfg(r.stage2, offset=400, steps=nl.steps), "lr": nl.lr}
+    cfg = {**run.train_cfg(settings.stage2, offset=400, steps=nl.steps), "lr": nl.lr}
     name = "dmoe/new_language"
 
     def fn(d: Path) -> dict[str, Any]:
-        model = build.load(run.runner.stage_dir(stage2) / "model")
+        model = load_moe(run.model_dir(stage2))
         before_new = evaluate_languages(model, run.tokenizer, run.corpus, [nl.lang], **ekw)[nl.lang]
         old_before = read_json(run.run_dir / "eval" / "dmoe.json")["langs"]
         per_expert = expert_perplexities(model, run.tokenizer, run.corpus, nl.lang, k, ekw)
@@ -38,7 +39,7 @@ def run_new_language(run, stage2: str, groups: list[list[str]], layers: list[int
                                  fail_at=run.fail_at.get(name), replay_blocks=run.blocks() if replay_rows else None,
                                  group_of=group_of_map(groups), replay_rows=replay_rows)
         with atomic_dir(d / "model") as tmp:
-            build.saver(run.tokenizer)(model, tmp)
+            save_moe(run.tokenizer)(model, tmp)
         after = evaluate_languages(model, run.tokenizer, run.corpus, [nl.lang, *r.languages], **ekw)
         after = {x: s.model_dump() for x, s in after.items()}
         old_after = {x: after[x] for x in r.languages}
@@ -58,7 +59,7 @@ def run_new_language(run, stage2: str, groups: list[list[str]], layers: list[int
             "tokens_seen": int(res.tokens_seen),
             "replay_rows_per_micro_batch": replay_rows,
             "train": cfg,
-            "params": build.params(model),
+            "params": moe_params(model),
         }
         write_json(run.run_dir / "new_language.json", out)
         return out
@@ -67,4 +68,5 @@ def run_new_language(run, stage2: str, groups: list[list[str]], layers: list[int
                          deps=[stage2, "eval/dmoe"])
     if not (run.run_dir / "new_language.json").is_file():
         write_json(run.run_dir / "new_language.json", out)
+    run.summary_extra["new_language"] = out
     return out

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from langmoe.errors import LangmoeError
-from langmoe.methods.baselines.xelm import EnsembleLM, split_steps
+from langmoe.methods.xelm.ensemble import EnsembleLM
+from langmoe.train.mixed import split_steps
 
 
 class FixedLM(torch.nn.Module):

@@ -8,47 +8,18 @@ Inference, two ways:
   with no extra data). Both need every branch's forward (active parameters = K branches).
 
 Equal token budget: the budget of `B` optimizer steps is split over the K branches (`B // K` each, the remainder to
-the first branches), so all branches together see as many tokens as one DMoE run.
+the first branches; `langmoe.train.mixed.split_steps`), so all branches together see as many tokens as one DMoE run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from langmoe.errors import LangmoeError
-
-
-def split_steps(total: int, k: int) -> list[int]:
-    """`total` steps over `k` branches: `total // k` each, one more for the first `total % k`."""
-    if k <= 0 or total < k:
-        raise LangmoeError(f"a budget of {total} steps cannot train {k} branches: raise the steps")
-    base, rest = divmod(total, k)
-    return [base + (1 if i < rest else 0) for i in range(k)]
-
-
-def group_blocks(blocks, langs: Sequence[str]):
-    """The blocks of `langs` only (same language index, so ids and group labels stay valid)."""
-    from langmoe.data.packing import PackedBlocks
-
-    ids = torch.tensor([blocks.index.id(x) for x in langs])
-    keep = torch.isin(blocks.lang, ids)
-    if not bool(keep.any()):
-        raise LangmoeError(f"no training blocks for {', '.join(langs)}: add text for these languages")
-    return PackedBlocks(tokens=blocks.tokens[keep], lang=blocks.lang[keep], index=blocks.index,
-                        lengths=blocks.lengths[keep], meta=dict(blocks.meta))
-
-
-def train_branch(model, blocks, langs: Sequence[str], train_config: Mapping[str, Any], out_dir: Path,
-                 tau: float = 0.3, fail_at: int | None = None):
-    """Continue training one branch on its group's languages only (mixed inside the group ∝ size^tau)."""
-    from langmoe.methods.baselines.cpt import train_cpt
-
-    return train_cpt(model, group_blocks(blocks, langs), train_config, out_dir, tau=tau, fail_at=fail_at)
 
 
 class EnsembleLM(torch.nn.Module):

@@ -36,9 +36,9 @@ def average_weights(models: Sequence[torch.nn.Module]) -> torch.nn.Module:
 @torch.no_grad()
 def merge_branches(branches: Sequence[torch.nn.Module], top_k: int = 2, seed: int = 0) -> torch.nn.Module:
     """The BTX MoE: averaged shared weights, expert k of every layer = branch k's FFN, fresh routers."""
-    from langmoe.methods.dmoe.build import build_dmoe
     from langmoe.models.adapters import get_adapter
     from langmoe.models.moe import moe_blocks
+    from langmoe.models.upcycle import upcycle
 
     branches = list(branches)
     k = len(branches)
@@ -46,7 +46,7 @@ def merge_branches(branches: Sequence[torch.nn.Module], top_k: int = 2, seed: in
     ffns = [[adapter.extract(adapter.get_mlp(layer)) for layer in adapter.layers(b)] for b in branches]
     n_layers = len(ffns[0])
     merged = average_weights(branches)  # branches[0], now averaged; its FFNs are replaced just below
-    model = build_dmoe(merged, list(range(n_layers)), k, min(top_k, k), seed=seed)
+    model = upcycle(merged, list(range(n_layers)), k, min(top_k, k), router_init="normal", seed=seed)
     blocks = {b.layer_idx: b for b in moe_blocks(model)}
     for layer in range(n_layers):
         for e in range(k):

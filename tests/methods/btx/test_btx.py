@@ -3,7 +3,7 @@
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from langmoe.methods.baselines.btx import merge_branches
+from langmoe.methods.btx.merge import merge_branches
 from langmoe.models.adapters import get_adapter
 from langmoe.models.moe import moe_blocks, routing
 

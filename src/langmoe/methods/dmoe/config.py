@@ -1,0 +1,94 @@
+"""DMoE's settings: one `systems` entry `{name: dmoe, ...}` (or `dmoe_random`) of a recipe (see docs/dmoe.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from langmoe.config import MethodConfig
+from langmoe.train.optim import StageOptim
+
+ANALYSIS_FIELDS = ("num_groups", "groups", "epsilon", "moe_layers", "deviation")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviationSettings(_Strict):
+    """Step A: per-language fine-tuning probes from the dense base (paper: 10 steps, LR 8e-6)."""
+
+    steps: int = Field(10, gt=0)
+    lr: float = Field(1e-4, gt=0, description="paper: 8e-6 at 2048x512 tokens per step; tiny models need more")
+    vector_layers: Literal["last3", "all"] = "last3"
+
+
+class NewLanguageSettings(_Strict):
+    """Step G: add one expert per MoE layer for a language that was not grouped."""
+
+    lang: str
+    steps: int = Field(50, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    alpha: float = Field(1.28, ge=0, description="weight of the router classification loss")
+    replay: float = Field(0.25, ge=0, lt=1, description="share of each micro-batch that is old-language text "
+                                                       "hard-routed to its group's expert (0: new language only)")
+
+
+class DmoeSettings(MethodConfig):
+    """Analysis (A-C), upcycling (D), two training stages (E), evaluation (F), an optional new language (G).
+
+    `stage1.steps + stage2.steps` must equal the recipe's `budget_steps`; the stages' optimiser settings default to
+    the recipe's shared `optim`."""
+
+    optim_fields = {"stage1": 20, "stage2": 80}
+
+    num_groups: int = Field(2, ge=1, description="K: groups = experts per MoE layer")
+    groups: list[list[str]] | None = Field(None, description="fixed grouping; skips deviation-based grouping")
+    epsilon: float = Field(0.6, ge=0, le=1, description="layer l becomes MoE iff normalised deviation >= epsilon")
+    moe_layers: list[int] | None = Field(None, description="fixed MoE layers; skips layer selection")
+    deviation: DeviationSettings = DeviationSettings()
+    top_k: int = Field(2, ge=1, description="experts per token in stage 2 and at evaluation")
+    alpha_rc: float = Field(1.28, ge=0, description="stage 1 router-classification loss weight")
+    lambda_lb: float = Field(0.02, ge=0, description="stage 2 load-balancing loss weight")
+    stage1: StageOptim = StageOptim(steps=20)
+    stage2: StageOptim = StageOptim(steps=80)
+    new_language: NewLanguageSettings | None = None
+    hard_routing_eval: bool = Field(True, description="also evaluate with hard routing by group")
+
+    def extra_languages(self) -> list[str]:
+        return [self.new_language.lang] if self.new_language else []
+
+    def analysis(self) -> dict:
+        return {k: getattr(self, k) for k in ANALYSIS_FIELDS}
+
+    def check(self, recipe) -> None:
+        langs = recipe.languages
+        if self.num_groups > len(langs):
+            raise ValueError(f"num_groups {self.num_groups} exceeds the {len(langs)} languages")
+        if self.groups is not None:
+            flat = [x for g in self.groups for x in g]
+            if sorted(flat) != sorted(langs) or any(not g for g in self.groups):
+                raise ValueError("groups must partition `languages` into non-empty groups")
+            if len(self.groups) != self.num_groups:
+                raise ValueError(f"groups has {len(self.groups)} groups but num_groups is {self.num_groups}")
+        if self.new_language is not None and self.new_language.lang in langs:
+            raise ValueError(f"new_language.lang {self.new_language.lang!r} must not be one of `languages`")
+        if self.top_k > self.num_groups:
+            raise ValueError(f"top_k {self.top_k} exceeds num_groups {self.num_groups}")
+        if self.stage1.steps + self.stage2.steps != recipe.budget_steps:
+            raise ValueError(f"stage1.steps + stage2.steps = {self.stage1.steps + self.stage2.steps} but "
+                             f"budget_steps is {recipe.budget_steps}: make them equal (equal token budget)")
+        for s in recipe.systems:
+            other = getattr(s, "settings", None)
+            if isinstance(other, DmoeSettings) and other is not self and other.analysis() != self.analysis():
+                raise ValueError(f"{', '.join(ANALYSIS_FIELDS)} must match those of {s.name} (one language "
+                                 "grouping per run)")
+
+
+def grouping_settings(recipe) -> DmoeSettings:
+    """The settings of the run's language grouping: the first DMoE entry's, else DMoE's defaults."""
+    for s in recipe.systems:
+        if isinstance(s.settings, DmoeSettings):
+            return s.settings
+    return recipe.default_settings("dmoe")

@@ -1,0 +1,24 @@
+"""X-ELM (arXiv 2401.10440): K copies of the base, each trained on one language group, scored by language or as
+an ensemble. The groups are the recipe's language groups (provided by DMoE's analysis)."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from langmoe.config import MethodConfig
+from langmoe.methods.registry import register_method
+from langmoe.methods.xelm.system import run_xelm
+from langmoe.train.optim import OptimSettings
+
+
+class XelmSettings(MethodConfig):
+    """Branches share the recipe's `budget_steps` (split over the groups); `optim` defaults to the shared one."""
+
+    optim_fields = {"optim": None}
+    ensemble: Literal["uniform", "posterior"] = Field(
+        "posterior", description="ensemble weights: uniform, or each branch's likelihood of the prefix")
+    optim: OptimSettings = OptimSettings()
+
+
+register_method("xelm", XelmSettings, run_xelm, label="X-ELM (by language)", order=40,
+                row_labels={"_ensemble": "ensemble"})

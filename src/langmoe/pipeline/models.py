@@ -1,0 +1,66 @@
+"""Model folders of a run's stages: dense Hugging Face folders and langmoe MoE folders, and parameter counts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def save_dense(tokenizer) -> Callable[[Any, Path], None]:
+    """`save(model, dest)`: a plain Hugging Face folder (safetensors + tokenizer)."""
+
+    def save(m, dest: Path) -> None:
+        m.save_pretrained(str(dest))
+        tokenizer.save_pretrained(str(dest))
+
+    return save
+
+
+def load_dense(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    from langmoe.models.base import quiet_transformers
+
+    with quiet_transformers():
+        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+
+
+def save_moe(tokenizer) -> Callable[[Any, Path], None]:
+    """`save(model, dest)`: an MoE folder whose config.json records the MoE structure (`langmoe.models.moe_io`)."""
+    from langmoe.models.moe_io import save_moe_pretrained
+
+    def save(model, dest: Path) -> None:
+        save_moe_pretrained(model, tokenizer, dest)
+
+    return save
+
+
+def load_moe(path: str | Path):
+    """The MoE model saved by `save_moe`, exact weights, in training mode (stages continue training it)."""
+    from langmoe.models.moe_io import load_moe_pretrained
+
+    model = load_moe_pretrained(path)
+    model.train()
+    return model
+
+
+def dense_params(model) -> dict[str, int]:
+    n = sum(p.numel() for p in model.parameters())
+    return {"total": n, "active": n}
+
+
+def moe_params(model, hard: bool = False) -> dict[str, int]:
+    """Total and active-per-token parameters of an MoE model (hard routing: one expert per token)."""
+    from langmoe.models.moe import moe_blocks
+    from langmoe.models.upcycle import parameter_counts
+
+    c = parameter_counts(model)
+    active = c["active_per_token"]
+    if hard:
+        for b in moe_blocks(model):
+            per_expert = sum(getattr(b, n)[0].numel() for n in b._weight_names)
+            active -= per_expert * (b.top_k - 1)
+    return {"total": int(c["total"]), "active": int(active)}

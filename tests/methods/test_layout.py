@@ -1,0 +1,113 @@
+"""The package's shape, checked statically over src/langmoe: no import circles, method folders imported only by
+the registry's loader (and by their own CLI commands), and short functions in the run machinery."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PKG = SRC / "langmoe"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for f in PKG.rglob("*.py"):
+        parts = list(f.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = f
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path, name: str) -> set[str]:
+    """langmoe modules imported anywhere in the file (module level and inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH = {m: _imports(p, m) for m, p in MODULES.items()}
+
+
+def _folder(mod: str) -> str | None:
+    """The method folder of a module (langmoe.methods.<folder>...), None outside method folders."""
+    parts = mod.split(".")
+    if len(parts) >= 3 and parts[1] == "methods" and parts[2] != "registry":
+        return parts[2]
+    return None
+
+
+def test_no_import_circles():
+    """Module-level imports form no cycle (lazy imports inside functions are allowed to point back up)."""
+    top: dict[str, set[str]] = {}
+    for m, p in MODULES.items():
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        pkg = m if p.name == "__init__.py" else m.rsplit(".", 1)[0]
+        deps = set()
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + ([base] if base else []))
+                deps |= {base} | {f"{base}.{a.name}" for a in node.names}
+        top[m] = {d for d in deps if d in MODULES and d != m}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(top[m]):
+            if state.get(d) == 1:
+                pytest.fail("import circle: " + " -> ".join(stack[stack.index(d):] + [d]))
+            if d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(top):
+        if m not in state:
+            visit(m)
+
+
+@pytest.mark.parametrize("mod", sorted(MODULES))
+def test_only_the_registry_loader_imports_method_folders(mod):
+    """Outside methods/ only CLI commands of a method (langmoe.commands.*) may import a method folder; a method
+    folder imports no other method folder (shared pieces live in train/, models/, pipeline/)."""
+    own = _folder(mod)
+    bad = sorted(d for d in GRAPH[mod] if _folder(d) is not None and _folder(d) != own)
+    if mod.startswith("langmoe.commands."):
+        return
+    assert not bad, f"{mod} imports method folders {bad}"
+
+
+def test_run_machinery_functions_are_short():
+    long = []
+    for f in (PKG / "pipeline").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{f.name}:{node.name}")
+    assert not long, long
+
+
+def test_the_corpus_builder_is_not_in_the_runtime_package():
+    assert not (PKG / "data" / "build_builtin.py").exists()
+    assert (SRC.parent / "tools" / "build_builtin.py").is_file()
