@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--sketch-dim", type=int, default=None, help="random-projection sketch of the vectors")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
     p.set_defaults(func=run)
 
 
@@ -49,15 +50,18 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from langmoe.commands._checks import check_corpus, check_model_folder
     from langmoe.commands.eval import set_threads, split_langs
-    from langmoe.data.corpus import open_corpus
+    from langmoe.io import check_output, output_folder
     from langmoe.methods.dmoe.deviation import measure_deviation_on_corpus
     from langmoe.models.base import load_model_and_tokenizer
 
+    check_output(args.out, "deviation", inputs=[args.model, args.corpus], overwrite=args.overwrite)
+    check_model_folder(args.model)
     set_threads(args.threads)
     config = build_deviation_config(args)
     langs = split_langs(args.langs) or []
-    corpus = open_corpus(args.corpus)
+    corpus = check_corpus(args.corpus)
     from langmoe.errors import LangmoeError
 
     missing = [x for x in langs if x not in corpus.languages()]
@@ -66,8 +70,9 @@ def run(args) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model)
     console = Console()
     out = Path(args.out)
-    res = measure_deviation_on_corpus(model, tokenizer, corpus, langs, config, out_dir=out,
-                                      cache_dir=out / "cache", log=console.print)
+    with output_folder(out, "deviation"):
+        res = measure_deviation_on_corpus(model, tokenizer, corpus, langs, config, out_dir=out,
+                                          cache_dir=out / "cache", log=console.print)
     t = Table(title=f"FFN deviation per layer ({res.config.steps} steps, lr {res.config.lr:g})")
     t.add_column("lang")
     for i in range(res.num_layers):
