@@ -71,6 +71,16 @@ def fix_mode(path: str | Path, folder: bool = False) -> None:
         os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
 
 
+def fix_tree_modes(folder: str | Path) -> None:
+    """Add the read/write bits the umask allows to everything under `folder` (some writers use mkstemp: 0600)."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for name, base in [(d, 0o777) for d in dirs] + [(f, 0o666) for f in files]:
+            p = os.path.join(root, name)
+            with suppress(OSError):
+                os.chmod(p, (os.lstat(p).st_mode & 0o7777) | (base & ~mask))
+
+
 # ---- atomic files ----------------------------------------------------------------------------------------------
 
 
@@ -317,6 +327,7 @@ def write_folder_atomically(path: str | Path, writer: Callable[[Path], Any], com
     try:
         writer(tmp)
         write_marker(tmp, command or _current_command or "save")
+        fix_tree_modes(tmp)
         _swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -336,6 +347,7 @@ def atomic_dir(dest: str | Path, command: str | None = None, overwrite: bool = F
     try:
         yield tmp
         write_marker(tmp, command or _current_command or "save")
+        fix_tree_modes(tmp)
         _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -353,6 +365,7 @@ def move_files_into(dest: str | Path, save: Callable[[str], Any]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".save-", dir=dest))
     try:
         save(str(tmp))
+        fix_tree_modes(tmp)
         for f in sorted(tmp.iterdir()):
             target = dest / f.name
             if f.is_dir():
