@@ -221,6 +221,8 @@ def check_output(
     if blocker is not None:
         raise LangmoeError(f"{flag} {out}: {blocker} is a file, not a folder; choose another path")
     real = _real(out)
+    if kind == "file" and out.is_dir():
+        raise LangmoeError(f"{out} is a folder: give a file path to write")
     for inp in inputs:
         if inp is None or str(inp) == "builtin" or not Path(inp).expanduser().exists():
             continue
@@ -233,8 +235,6 @@ def check_output(
         if _inside(r, real):
             raise LangmoeError(f"{flag} {out} contains the input {inp}: choose a folder that does not hold it")
     if kind == "file":
-        if out.is_dir():
-            raise LangmoeError(f"{out} is a folder: give a file path to write")
         if out.exists() and not overwrite and not written_by(out.parent):
             raise LangmoeError(f"{flag} {out} already exists: choose a new file name, or pass --overwrite to "
                                "replace it")

@@ -21,10 +21,11 @@ def run_name_folder(name: str, runs: Path = Path("runs")) -> Path:
     return runs / name
 
 
-def check_model_folder(path: str | None) -> None:
-    """A model folder whose config.json transformers can read (one line naming the file and the problem)."""
+def check_model_folder(path: str | None) -> Any:
+    """A model folder whose config.json transformers can read (one line naming the file and the problem);
+    returns the config."""
     if path is None:
-        return
+        return None
     from langmoe.models.base import resolve_model_path
 
     p = resolve_model_path(path)
@@ -42,7 +43,7 @@ def check_model_folder(path: str | None) -> None:
     from transformers import AutoConfig
 
     try:
-        AutoConfig.from_pretrained(str(p))
+        return AutoConfig.from_pretrained(str(p))
     except Exception as e:  # noqa: BLE001 - transformers raises many types for a bad config
         msg = " ".join(str(e).split())[:160]
         raise LangmoeError(f"{cfg} is not a valid transformers config ({type(e).__name__}: {msg}): fix it or "

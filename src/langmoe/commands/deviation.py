@@ -52,18 +52,21 @@ def run(args) -> int:
 
     from langmoe.commands._checks import check_corpus, check_model_folder
     from langmoe.commands.eval import set_threads, split_langs
+    from langmoe.errors import LangmoeError
     from langmoe.io import check_output, output_folder
     from langmoe.methods.dmoe.deviation import measure_deviation_on_corpus
     from langmoe.models.base import load_model_and_tokenizer
 
     check_output(args.out, "deviation", inputs=[args.model, args.corpus], overwrite=args.overwrite)
-    check_model_folder(args.model)
+    model_cfg = check_model_folder(args.model)
+    layers = getattr(model_cfg, "num_hidden_layers", None)
+    if isinstance(layers, int) and args.last_n_layers is not None and not 0 <= args.last_n_layers <= layers:
+        raise LangmoeError(f"--last-n-layers {args.last_n_layers}: the model has {layers} layers; give 1..{layers} "
+                           "(0 = all layers)")
     set_threads(args.threads)
     config = build_deviation_config(args)
     langs = split_langs(args.langs) or []
     corpus = check_corpus(args.corpus)
-    from langmoe.errors import LangmoeError
-
     missing = [x for x in langs if x not in corpus.languages()]
     if missing:
         raise LangmoeError(f"languages {', '.join(missing)} are not in corpus {args.corpus!r}")
