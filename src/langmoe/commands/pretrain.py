@@ -76,4 +76,7 @@ def run(args) -> int:
     with output_folder(cfg.out, "pretrain"):
         record = pretrain(cfg, command=as_command("pretrain", args))
     print_eval_table(record["eval"], f"{args.preset} base in {args.out}: {cfg.eval.split} split")
+    from langmoe.diagnostics import eval_warnings, report_warnings
+
+    report_warnings(eval_warnings(record["eval"]))
     return 0

@@ -68,6 +68,9 @@ def run(args) -> int:
         record = continue_train(cfg, command=as_command("train", args))
     if "eval" in record:
         print_eval_table(record["eval"], f"{args.model} continued in {args.out}")
+        from langmoe.diagnostics import eval_warnings, report_warnings
+
+        report_warnings(eval_warnings(record["eval"]))
     else:
         print(f"saved to {args.out}")
     return 0
