@@ -90,3 +90,12 @@ def report_warnings(messages: Iterable[str]) -> list[str]:
     for m in out:
         warnings.warn(m, LangmoeWarning, stacklevel=2)
     return out
+
+
+def summary_warnings(summary: Mapping[str, Any]) -> list[str]:
+    """`eval_warnings` for every system of a run summary (`summary.json`), each prefixed with the system."""
+    out = []
+    for system, row in (summary.get("systems") or {}).items():
+        langs = {x: {"ppl": p, "bits_per_byte": (row.get("bpb") or {}).get(x)} for x, p in (row.get("ppl") or {}).items()}
+        out += [f"{system}: {w}" for w in eval_warnings({"langs": langs})]
+    return out

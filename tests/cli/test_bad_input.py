@@ -681,7 +681,7 @@ RUN_CASES = [
     C("run-lang-not-in-corpus", _run("r_xx"), "xx"),
     C("run-model-missing", _run("r_model_missing"), "does not exist"),
     C("run-corpus-missing", _run("r_corpus_missing"), "does not exist"),
-    C("run-model-invalid-config", _run("r_cfg_invalid"), "hidden_size"),
+    C("run-model-invalid-config", _run("r_cfg_invalid"), "config.json", "hidden_size"),
     C("run-block-over-positions", _run("r_bl"), "128", "64"),
     C("run-window-over-positions", _run("r_win"), "128", "64"),
     C("run-tokenizer-too-big", _run("r_vocab"), "tokenizer"),

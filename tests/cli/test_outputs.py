@@ -345,3 +345,14 @@ def test_disk_full_while_writing_json_is_one_line(model_dir, tmp_path, monkeypat
     err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
     assert len(err) == 1 and "No space left on device" in err[0] and "groups.json" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json"], "the temp file is removed"
+
+
+def test_summary_warnings_name_the_system():
+    from langmoe.diagnostics import summary_warnings
+
+    summary = {"systems": {
+        "base": {"ppl": {"de": 5.0, "fr": 6.0, "km": 40.0}, "bpb": {"de": 1.0, "fr": 1.1, "km": 9.0}},
+        "dmoe": {"ppl": {"de": 5.0, "fr": 6.0, "km": 7.0}, "bpb": {"de": 1.0, "fr": 1.1, "km": 2.0}},
+    }}
+    w = summary_warnings(summary)
+    assert len(w) == 2 and all(x.startswith("base: language 'km'") for x in w)

@@ -34,10 +34,11 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     recipe = load_recipe(args.recipe or builtin_recipe_path("demo"), {"threads": args.threads})
-    from langmoe.commands._checks import recipe_inputs
+    from langmoe.commands._checks import check_model_folder, recipe_inputs
     from langmoe.io import check_output, output_folder
 
     check_output(args.out, "demo", inputs=recipe_inputs(recipe, args.recipe), overwrite=args.overwrite)
+    check_model_folder(recipe.model)
     with output_folder(args.out, "demo", lock=True):  # one process per run folder; bad input leaves no folder
         execute(recipe, Path(args.out), title="langmoe demo: DMoE vs dense CPT (equal token budget), tiny base")
     Console().print(f"demo finished in {time.perf_counter() - t0:.0f} s")
