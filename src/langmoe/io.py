@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -267,25 +267,39 @@ def claim_output(path: str | Path, command: str) -> Path:
 @contextmanager
 def output_folder(path: str | Path, command: str, *, lock: bool = False) -> Iterator[Path]:
     """Claim `path` for `command` (and hold the run lock when `lock`); on failure, a folder this call created
-    and that still holds nothing but the marker (and lock) is removed again, so bad input leaves no trace."""
+    and that still holds nothing but the marker (and its lock) is removed again, so bad input leaves no trace."""
     out = Path(path)
-    created = not out.exists()
-    claim_output(out, command)
+    _make_parent(out)
     try:
-        if lock:
-            from langmoe.lock import folder_lock
+        out.mkdir()
+        created = True
+    except FileExistsError:
+        created = False
+    if not out.is_dir():
+        raise LangmoeError(f"{out} is a file, not a folder: give a new folder path (files are never replaced)")
+    if lock:
+        from langmoe.lock import folder_lock
 
-            with folder_lock(out, command):
-                yield out
-        else:
+        cm = folder_lock(out, command)
+    else:
+        cm = nullcontext()
+    with cm:  # a folder locked by another process is neither claimed nor cleaned here
+        try:
+            claim_output(out, command)
             yield out
-    except BaseException:
-        if created and out.is_dir():
-            from langmoe.lock import LOCK_FILE
+        except BaseException:
+            if created and out.is_dir():
+                from langmoe.lock import LOCK_FILE
 
-            if {p.name for p in out.iterdir()} <= {MARKER, LOCK_FILE}:
-                shutil.rmtree(out, ignore_errors=True)
-        raise
+                if {p.name for p in out.iterdir()} <= {MARKER, LOCK_FILE}:
+                    (out / MARKER).unlink(missing_ok=True)
+                    if lock:
+                        from langmoe.lock import release
+
+                        release(out)
+                    with suppress(OSError):
+                        out.rmdir()
+            raise
 
 
 # ---- whole folders in one rename -------------------------------------------------------------------------------

@@ -807,8 +807,9 @@ def _cli(*args: str, stdin=None) -> tuple[int, str, str]:
 @pytest.mark.parametrize("make_args, needle", [
     (lambda e, t: ["corpus", "stats", "--corpus", str(e["c_gz_plain"])], "gzip"),
     (lambda e, t: ["upcycle", "--model", str(e["model"]), "--out", str(e["foreign"])], "not written by langmoe"),
-    (lambda e, t: ["group", "--deviation", str(e["dev_ragged"]), "--groups", "2"], "fr"),
-    (lambda e, t: ["run", str(e["r_escape"])], "simple folder name"),
+    pytest.param(lambda e, t: ["group", "--deviation", str(e["dev_ragged"]), "--groups", "2"], "fr",
+                 marks=pytest.mark.slow),
+    pytest.param(lambda e, t: ["run", str(e["r_escape"])], "simple folder name", marks=pytest.mark.slow),
 ], ids=["gz", "foreign-out", "ragged-deviation", "run-name"])
 def test_bad_input_in_a_real_process(env, tmp_path, make_args, needle):
     before = _snapshot(env["root"])
