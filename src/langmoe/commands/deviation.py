@@ -73,7 +73,7 @@ def run(args) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model)
     console = Console()
     out = Path(args.out)
-    with output_folder(out, "deviation"):
+    with output_folder(out, "deviation", lock=True):
         res = measure_deviation_on_corpus(model, tokenizer, corpus, langs, config, out_dir=out,
                                           cache_dir=out / "cache", log=console.print)
     t = Table(title=f"FFN deviation per layer ({res.config.steps} steps, lr {res.config.lr:g})")

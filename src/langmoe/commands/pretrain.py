@@ -73,7 +73,7 @@ def run(args) -> int:
         vocab_size=args.vocab_size, tokenizer_max_chars_per_lang=args.tokenizer_chars,
         max_train_tokens_per_lang=args.max_train_tokens, optim=optim, eval=ev,
     )
-    with output_folder(cfg.out, "pretrain"):
+    with output_folder(cfg.out, "pretrain", lock=True):
         record = pretrain(cfg, command=as_command("pretrain", args))
     print_eval_table(record["eval"], f"{args.preset} base in {args.out}: {cfg.eval.split} split")
     from langmoe.diagnostics import eval_warnings, report_warnings

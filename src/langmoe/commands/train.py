@@ -64,7 +64,7 @@ def run(args) -> int:
         seed=args.seed, block_len=args.block_len, max_train_tokens_per_lang=args.max_train_tokens, optim=optim,
         eval=EvalSettings() if args.eval else None,
     )
-    with output_folder(cfg.out, "train"):
+    with output_folder(cfg.out, "train", lock=True):
         record = continue_train(cfg, command=as_command("train", args))
     if "eval" in record:
         print_eval_table(record["eval"], f"{args.model} continued in {args.out}")
