@@ -88,10 +88,12 @@ def acquire(folder: str | Path, command: str) -> Path:
                 if holder is None:
                     continue  # released meanwhile
                 if holder and not is_stale(holder):
+                    gone = "" if holder.get("host") == socket.gethostname() else (
+                        f"; if that process is gone, delete {lock}")
                     raise LangmoeError(
                         f"{folder} is in use by `langmoe {holder.get('command', '?')}` (pid {holder.get('pid')} on "
                         f"{holder.get('host')}, since {holder.get('time')}): wait for it to finish, or choose "
-                        "another folder") from None
+                        f"another folder{gone}") from None
                 if not holder:  # unreadable: only a crash between our own two steps could leave one
                     raise LangmoeError(f"{lock} is unreadable: if no langmoe process uses {folder}, delete it") from None
                 _remove_if_same(lock, holder)  # stale: the process is gone
