@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
+import warnings
 
 from langmoe.errors import LangmoeError
 
@@ -38,12 +40,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from transformers.utils import logging as hf_logging
 
+    from langmoe import io
+
     hf_logging.disable_progress_bar()  # our own progress bars and tables say what happens; HF's shard bars are noise
+    io.set_command(args.command)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            from langmoe.diagnostics import LangmoeWarning
+
+            warnings.simplefilter("always", LangmoeWarning)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"langmoe {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `langmoe ... | head`: the reader left; say nothing, like other Unix tools
+        _silence_stdout()
+        return 141
     except Exception as e:  # noqa: BLE001 - mapped to one line below, or re-raised with its traceback
         msg = input_error_message(e)
         if msg is None:
@@ -52,6 +65,26 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"langmoe {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        io.set_command(None)
+
+
+def _one_line_warning(command: str):
+    """`warnings.showwarning` replacement: each warning is one `langmoe <cmd>: warning: ...` line on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"langmoe {command}: warning: {_one_line(str(message), 400)}", file=file or sys.stderr)
+
+    return show
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
 
 
 def input_error_message(e: BaseException) -> str | None:
@@ -62,6 +95,13 @@ def input_error_message(e: BaseException) -> str | None:
     """
     if isinstance(e, LangmoeError):
         return _one_line(str(e))
+    from langmoe.io import disk_error_message, is_disk_error
+
+    if is_disk_error(e):
+        where = getattr(e, "filename", None)
+        return disk_error_message(e, str(where) if where else "a file")
+    if isinstance(e, FileExistsError):
+        return _one_line(f"{e.filename} already exists (a file where a folder is needed?): choose another path")
     if isinstance(e, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
         what = e.strerror or type(e).__name__
         return _one_line(f"{what}: {e.filename}" if e.filename else f"{what}: {e}") + ": check the path"

@@ -181,7 +181,7 @@ class Recipe(_Strict):
             "seed": self.seed + seed_offset,
             "save_every": self.save_every,
             "log_every": 10,
-            "keep_checkpoints": 1,
+            "keep_checkpoints": 2,
         }
 
 

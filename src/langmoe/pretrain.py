@@ -7,10 +7,7 @@ langmoe, plus a JSON record (exact command, seed, config, per-language eval tabl
 
 from __future__ import annotations
 
-import os
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -180,18 +177,9 @@ def _pack(corpus, tokenizer, langs: list[str], block_len: int, max_tokens: int |
 
 def _save_atomic_dir(dest: Path, save: Any) -> None:
     """Run `save(tmpdir)` then move every file into `dest` by rename (each file appears whole or not at all)."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".save-", dir=dest))
-    try:
-        save(str(tmp))
-        for f in sorted(tmp.iterdir()):
-            target = dest / f.name
-            if f.is_dir() and target.exists():
-                shutil.rmtree(target)
-            os.replace(f, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    from langmoe.io import move_files_into
+
+    move_files_into(dest, save)
 
 
 def save_hf_folder(model, tokenizer, out: Path) -> None:

@@ -92,6 +92,7 @@ def test_interrupted_run_resumes_exactly(pretrained, corpus_dir, tmp_path):
 
     run = tmp_path / "resumed"
     shutil.copytree(pretrained / "train", run / "train")
+    shutil.copy(pretrained / ".langmoe-output.json", run)  # the folder pretrain wrote (it may resume it)
     shutil.rmtree(run / "train" / "checkpoints" / "step-4")  # as if killed between step 2 and step 4
     assert (run / "train" / "checkpoints" / "step-2").is_dir()
     assert main(_pretrain_args(corpus_dir, run)) == 0

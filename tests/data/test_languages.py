@@ -87,3 +87,31 @@ def test_script_share_hand_computed():
     assert script_share("한국어 text", "Hangul") == pytest.approx(3 / 7)
     with pytest.raises(LangmoeError, match="unknown script"):
         script_share("x", "Klingon")
+
+
+def test_parse_declared_names_the_entry_and_field():
+    import pytest
+
+    from langmoe.data.languages import parse_declared
+    from langmoe.errors import LangmoeError
+
+    ok = parse_declared({"xx": {"name": "X", "family": "F", "genus": "G", "script": "Latin"}}, "l.yaml")
+    assert ok["xx"].name == "X" and ok["xx"].script == "Latin"
+    listed = parse_declared({"languages": [{"code": "yy", "name": "Y", "family": "F", "genus": "G",
+                                            "script": "Greek"}]}, "l.yaml")
+    assert listed["yy"].script == "Greek"
+    assert parse_declared(None, "l.yaml") == {}
+    bad = {
+        "entry 'xx' must be a mapping": {"xx": "Klingon"},
+        "xx: missing field 'genus'": {"xx": {"name": "X", "family": "F", "script": "Latin"}},
+        "unknown field(s) famly": {"xx": {"name": "X", "famly": "F", "family": "F", "genus": "G", "script": "L"}},
+        "xx.script must be non-empty text": {"xx": {"name": "X", "family": "F", "genus": "G", "script": ""}},
+        "language code True is not text": {True: {"name": "X", "family": "F", "genus": "G", "script": "L"}},
+        "declared twice": [{"code": "xx", "name": "X", "family": "F", "genus": "G", "script": "L"}] * 2,
+        "has code 'yy'": {"xx": {"code": "yy", "name": "X", "family": "F", "genus": "G", "script": "L"}},
+        "must map language codes": 42,
+    }
+    for needle, data in bad.items():
+        with pytest.raises(LangmoeError) as e:
+            parse_declared(data, "l.yaml")
+        assert str(e.value).startswith("l.yaml") and needle in str(e.value), (needle, str(e.value))

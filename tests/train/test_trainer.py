@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from langmoe.train.trainer import (
     is_no_decay,
     param_groups,
     train,
+    verify_checkpoint,
 )
 
 torch.set_num_threads(1)
@@ -262,16 +264,220 @@ def test_resume_is_exact(tmp_path):
     assert again.start_step == again.final_step == 10 and again.losses == []
 
 
-def test_incomplete_and_corrupt_checkpoints(tmp_path):
+def test_incomplete_checkpoint_is_skipped(tmp_path):
     c = cfg(steps=4, save_every=2)
     train(tiny_model(), ToySource(4), c, tmp_path)
     (tmp_path / "checkpoints" / "step-99").mkdir()  # a killed save without its state file
     with pytest.warns(UserWarning, match="incomplete checkpoint"):
         res = train(tiny_model(), ToySource(4), c, tmp_path)
     assert res.start_step == 4
-    (tmp_path / "checkpoints" / "step-4" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.warns(UserWarning), pytest.raises(LangmoeError, match="step-4 is corrupt"):
+
+
+# ---- checkpoint integrity: manifest, fallback to the previous checkpoint, disk errors, kill during a save ------
+
+CKPT_CFG = dict(steps=6, save_every=2, keep_checkpoints=2, warmup_ratio=0.2)
+
+
+@pytest.fixture(scope="module")
+def reference_6_steps(tmp_path_factory):
+    """Weights after 6 uninterrupted steps, and a run folder holding checkpoints step-2 and step-4 of a
+    4-step run (same schedule: steps=6 in the config) to damage."""
+    ref = tiny_model()
+    train(ref, ToySource(4), cfg(**CKPT_CFG), tmp_path_factory.mktemp("ref"))
+    cut = tmp_path_factory.mktemp("cut")
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), ToySource(4, fail_at=4), cfg(**CKPT_CFG), cut)
+    assert [s for s, _ in find_checkpoints(cut)] == [2, 4]
+    return state(ref), cut
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_checkpoint_manifest_lists_every_file_with_its_sha256(reference_6_steps):
+    _, cut = reference_6_steps
+    step4 = cut / "checkpoints" / "step-4"
+    man = json.loads((step4 / "manifest.json").read_text())
+    files = {p.name for p in step4.iterdir() if p.name != "manifest.json"}
+    assert set(man["files"]) == files and {"model.safetensors", "optimizer.bin", "random_states_0.pkl",
+                                           "langmoe_scheduler.pt", "trainer_state.json"} <= files
+    for name, entry in man["files"].items():
+        assert entry["sha256"] == _sha(step4 / name) and entry["bytes"] == (step4 / name).stat().st_size
+    assert verify_checkpoint(step4) is None
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o666 == 0o666 & ~umask for p in step4.iterdir()), "modes follow the umask"
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "model-truncated": lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:100]),
+    "model-bitflip": lambda d: _flip(d / "model.safetensors"),
+    "optimizer-bitflip": lambda d: _flip(d / "optimizer.bin"),
+    "optimizer-deleted": lambda d: (d / "optimizer.bin").unlink(),
+    "scheduler-garbage": lambda d: (d / "langmoe_scheduler.pt").write_bytes(b"garbage"),
+    "random-states-bitflip": lambda d: _flip(d / "random_states_0.pkl"),  # unpickles fine: only the hash sees it
+    "random-states-empty": lambda d: (d / "random_states_0.pkl").write_bytes(b""),
+    "trainer-state-edited": lambda d: (d / "trainer_state.json").write_text(
+        (d / "trainer_state.json").read_text().replace('"step": 4', '"step": 3')),
+    "manifest-garbage": lambda d: (d / "manifest.json").write_text("{not json"),
+    "manifest-deleted": lambda d: (d / "manifest.json").unlink(),
+    "manifest-hash-edited": lambda d: (d / "manifest.json").write_text(
+        (d / "manifest.json").read_text().replace('"sha256": "', '"sha256": "0', 1)),
+}
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(reference_6_steps, tmp_path, how):
+    import shutil
+
+    ref, cut = reference_6_steps
+    run = tmp_path / "run"
+    shutil.copytree(cut, run)
+    step4 = run / "checkpoints" / "step-4"
+    DAMAGE[how](step4)
+    assert verify_checkpoint(step4) is not None
+    model = tiny_model(seed=7)
+    with pytest.warns(UserWarning, match=r"step-4 is corrupt .*resuming from the older step-2"):
+        res = train(model, ToySource(4), cfg(**CKPT_CFG), run)
+    assert res.start_step == 2 and res.final_step == 6
+    for name, t in state(model).items():
+        assert torch.equal(t, ref[name]), name
+
+
+def test_no_intact_checkpoint_is_one_error(reference_6_steps, tmp_path):
+    import shutil
+
+    _, cut = reference_6_steps
+    run = tmp_path / "run"
+    shutil.copytree(cut, run)
+    for d in ("step-2", "step-4"):
+        _flip(run / "checkpoints" / d / "optimizer.bin")
+    with pytest.warns(UserWarning, match="step-4 is corrupt"), \
+            pytest.raises(LangmoeError, match=r"step-4 is corrupt \(optimizer.bin does not match.*no older checkpoint"
+                                              r" is intact"):
+        train(tiny_model(), ToySource(4), cfg(**CKPT_CFG), run)
+
+
+def test_legacy_checkpoint_without_manifest_still_resumes(reference_6_steps, tmp_path):
+    import shutil
+
+    ref, cut = reference_6_steps
+    run = tmp_path / "run"
+    shutil.copytree(cut, run)
+    for d in ("step-2", "step-4"):  # as written before manifests existed
+        ck = run / "checkpoints" / d
+        (ck / "manifest.json").unlink()
+        st = json.loads((ck / "trainer_state.json").read_text())
+        (ck / "trainer_state.json").write_text(json.dumps({**st, "format": 1}))
+    model = tiny_model(seed=3)
+    res = train(model, ToySource(4), cfg(**CKPT_CFG), run)
+    assert res.start_step == 4
+    assert all(torch.equal(t, ref[k]) for k, t in state(model).items())
+
+
+@pytest.mark.parametrize("error", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                 "file write failed"),
+])
+def test_disk_full_during_a_save_is_one_line_and_leaves_no_temp(tmp_path, monkeypatch, error):
+    import langmoe.train.trainer as trainer_mod
+
+    c = cfg(steps=4, save_every=2)
+    real = trainer_mod.torch.save
+
+    def full_disk(obj, f, *a, **k):  # the step-4 save hits a full disk (optimizer or scheduler state)
+        if ".tmp-step-4" in str(f):
+            raise error
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(trainer_mod.torch, "save", full_disk)
+    with pytest.raises(LangmoeError) as e:
         train(tiny_model(), ToySource(4), c, tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "cannot write checkpoint" in msg and "step-4" in msg and "free disk space" in msg
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-2"], names  # the temp folder is gone, the previous checkpoint intact
+    assert verify_checkpoint(tmp_path / "checkpoints" / "step-2") is None
+
+
+def test_other_errors_during_a_save_keep_their_type(tmp_path, monkeypatch):
+    import langmoe.train.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "_write_manifest", lambda d: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        train(tiny_model(), ToySource(4), cfg(steps=2, save_every=2), tmp_path)
+    assert not list((tmp_path / "checkpoints").iterdir())
+
+
+_KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[3])
+from test_trainer import CKPT_CFG, ToySource, cfg, tiny_model
+import langmoe.train.trainer as T
+out, point = sys.argv[1], sys.argv[2]
+
+def kill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "before-state":  # model/optimizer/RNG written, trainer state not yet
+    real_write = T.write_json
+    T.write_json = lambda p, o: kill() if o.get("step") == 4 else real_write(p, o)
+elif point in ("before-manifest", "after-manifest"):
+    real_manifest = T._write_manifest
+    def manifest(d):
+        if d.name == ".tmp-step-4" and point == "before-manifest":
+            kill()
+        real_manifest(d)
+        if d.name == ".tmp-step-4":
+            kill()
+    T._write_manifest = manifest
+elif point == "while-pruning":  # step-4 renamed into place, step-2 not yet pruned
+    real_find = T.find_checkpoints
+    def find(o):
+        found = real_find(o)
+        if any(s == 4 for s, _ in found):
+            kill()
+        return found
+    T.find_checkpoints = find
+T.train(tiny_model(), ToySource(4), cfg(**CKPT_CFG), out)
+"""
+
+
+@pytest.mark.parametrize("point", [
+    "after-manifest",
+    pytest.param("before-state", marks=pytest.mark.slow),
+    pytest.param("before-manifest", marks=pytest.mark.slow),
+    pytest.param("while-pruning", marks=pytest.mark.slow),
+])
+def test_sigkill_during_a_checkpoint_save_then_resume_is_exact(reference_6_steps, tmp_path, point):
+    """A real process killed (SIGKILL) inside the step-4 save; the same call again ends with the weights of an
+    uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+
+    ref, _ = reference_6_steps
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(out), point, str(Path(__file__).parent)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    model = tiny_model(seed=11)
+    res = train(model, ToySource(4), cfg(**CKPT_CFG), out)
+    assert res.start_step == (4 if point == "while-pruning" else 2) and res.final_step == 6
+    assert all(torch.equal(t, ref[k]) for k, t in state(model).items())
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+    assert [s for s, _ in find_checkpoints(out)] == [4, 6]
 
 
 def test_eval_fn_logged(tmp_path):

@@ -30,6 +30,9 @@ def run_stats(args) -> int:
         if missing:
             raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus "
                                f"(it has: {', '.join(corpus.languages())})")
+    from langmoe.diagnostics import corpus_warnings, report_warnings
+
+    report_warnings(corpus_warnings(corpus, langs))
     stats = corpus_stats(corpus, langs)
     if args.json:
         print(json.dumps({"corpus": str(args.corpus), **stats.model_dump(mode="json")}, indent=2, ensure_ascii=False))

@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--recipe", default=None, help="use this recipe YAML instead of the built-in demo recipe")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
     p.set_defaults(func=run)
 
 
@@ -33,6 +34,12 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     recipe = load_recipe(args.recipe or builtin_recipe_path("demo"), {"threads": args.threads})
-    execute(recipe, Path(args.out), title="langmoe demo: DMoE vs dense CPT (equal token budget), tiny base")
+    from langmoe.commands._checks import check_model_folder, recipe_inputs
+    from langmoe.io import check_output, output_folder
+
+    check_output(args.out, "demo", inputs=recipe_inputs(recipe, args.recipe), overwrite=args.overwrite)
+    check_model_folder(recipe.model)
+    with output_folder(args.out, "demo", lock=True):  # one process per run folder; bad input leaves no folder
+        execute(recipe, Path(args.out), title="langmoe demo: DMoE vs dense CPT (equal token budget), tiny base")
     Console().print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--sketch-dim", type=int, default=None, help="random-projection sketch of the vectors")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
     p.set_defaults(func=run)
 
 
@@ -49,25 +50,32 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from langmoe.commands._checks import check_corpus, check_model_folder
     from langmoe.commands.eval import set_threads, split_langs
-    from langmoe.data.corpus import open_corpus
+    from langmoe.errors import LangmoeError
+    from langmoe.io import check_output, output_folder
     from langmoe.methods.dmoe.deviation import measure_deviation_on_corpus
     from langmoe.models.base import load_model_and_tokenizer
 
+    check_output(args.out, "deviation", inputs=[args.model, args.corpus], overwrite=args.overwrite)
+    model_cfg = check_model_folder(args.model)
+    layers = getattr(model_cfg, "num_hidden_layers", None)
+    if isinstance(layers, int) and args.last_n_layers is not None and not 0 <= args.last_n_layers <= layers:
+        raise LangmoeError(f"--last-n-layers {args.last_n_layers}: the model has {layers} layers; give 1..{layers} "
+                           "(0 = all layers)")
     set_threads(args.threads)
     config = build_deviation_config(args)
     langs = split_langs(args.langs) or []
-    corpus = open_corpus(args.corpus)
-    from langmoe.errors import LangmoeError
-
+    corpus = check_corpus(args.corpus)
     missing = [x for x in langs if x not in corpus.languages()]
     if missing:
         raise LangmoeError(f"languages {', '.join(missing)} are not in corpus {args.corpus!r}")
     model, tokenizer = load_model_and_tokenizer(args.model)
     console = Console()
     out = Path(args.out)
-    res = measure_deviation_on_corpus(model, tokenizer, corpus, langs, config, out_dir=out,
-                                      cache_dir=out / "cache", log=console.print)
+    with output_folder(out, "deviation", lock=True):
+        res = measure_deviation_on_corpus(model, tokenizer, corpus, langs, config, out_dir=out,
+                                          cache_dir=out / "cache", log=console.print)
     t = Table(title=f"FFN deviation per layer ({res.config.steps} steps, lr {res.config.lr:g})")
     t.add_column("lang")
     for i in range(res.num_layers):

@@ -18,6 +18,7 @@ def register(subparsers) -> None:
     add_eval_arguments(p)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="load dtype (default fp32)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the table as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
 
@@ -108,12 +109,20 @@ def print_eval_table(table: dict[str, Any], title: str) -> None:
 
 
 def run(args) -> int:
+    from langmoe.commands._checks import check_corpus, check_model_folder
+    from langmoe.diagnostics import eval_warnings, report_warnings
     from langmoe.eval.perplexity import evaluate_folder
-    from langmoe.io import write_json
+    from langmoe.io import check_output, write_json
 
+    if args.json_out:
+        check_output(args.json_out, "eval", inputs=[args.model, args.corpus], kind="file", flag="--json",
+                     overwrite=args.overwrite)
+    check_model_folder(args.model)
+    check_corpus(args.corpus, split_langs(args.langs))
     set_threads(args.threads)
     table = evaluate_folder(args.model, args.corpus, split_langs(args.langs), eval_settings(args), dtype=args.dtype)
     print_eval_table(table, f"{args.model} on {args.corpus}/{args.split}")
+    table["warnings"] = report_warnings(eval_warnings(table))
     if args.json_out:
         write_json(args.json_out, table)
     return 0

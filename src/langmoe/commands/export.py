@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     p.add_argument("--arch", default="auto", choices=["auto", "qwen2_moe", "qwen3_moe", "mixtral"])
     p.add_argument("--no-verify", action="store_true", help="skip reloading and comparing logits")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out folder that langmoe did not write (its content is deleted)")
     p.set_defaults(func=run)
 
 
@@ -23,9 +25,13 @@ def run(args) -> int:
     import torch
     from rich.console import Console
 
+    from langmoe.commands._checks import check_model_folder
+    from langmoe.io import check_output
     from langmoe.models.export import export_stock
     from langmoe.models.moe_io import load_model_any
 
+    check_output(args.out, "export", inputs=[args.model], overwrite=args.overwrite)
+    check_model_folder(args.model)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
     model, tokenizer = load_model_any(args.model)

@@ -18,6 +18,7 @@ def register(subparsers) -> None:
                    help="builder (default auto: exhaustive while cheap)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random comparison grouping")
     p.add_argument("--out", default=None, help="write groups.json here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
@@ -25,11 +26,13 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from langmoe.io import write_json
-    from langmoe.methods.dmoe.deviation import DeviationResult
+    from langmoe.commands._checks import load_deviation
+    from langmoe.io import check_output, write_json
     from langmoe.methods.dmoe.grouping import group_languages, with_comparisons
 
-    dev = DeviationResult.load(args.deviation)
+    if args.out:
+        check_output(args.out, "group", inputs=[args.deviation], kind="file", overwrite=args.overwrite)
+    dev = load_deviation(args.deviation)
     g = group_languages(dev.langs, dev.similarity, num_groups=args.groups, group_size=args.group_size,
                         method=args.method)
     g = with_comparisons(g, seed=args.seed)

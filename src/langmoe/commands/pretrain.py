@@ -35,8 +35,11 @@ def register(subparsers) -> None:
     p.add_argument("--grad-clip", type=float, default=1.0, help="max global grad norm, 0 = off (default 1.0)")
     p.add_argument("--tau", type=float, default=0.3, help="language sampling temperature p ∝ size^tau")
     p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
-    p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (default 200)")
-    p.add_argument("--keep-checkpoints", type=int, default=1, help="newest checkpoints kept (default 1)")
+    p.add_argument("--save-every", type=int, default=200,
+                   help="checkpoint every N steps (default 200; 0 = off: only at the end)")
+    p.add_argument("--keep-checkpoints", type=int, default=2,
+                   help="newest checkpoints kept (default 2: a damaged one falls back to the one before)")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-window", type=int, default=256)
     p.add_argument("--eval-stride", type=int, default=128)
@@ -46,14 +49,22 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from langmoe.commands._checks import at_least, check_corpus, check_tokenizer_folder
     from langmoe.eval.perplexity import EvalSettings
+    from langmoe.io import check_output, output_folder
     from langmoe.pretrain import OptimSettings, PretrainConfig, build_config, pretrain
 
+    check_output(args.out, "pretrain", inputs=[args.corpus, args.tokenizer], overwrite=args.overwrite)
+    check_tokenizer_folder(args.tokenizer)
+    check_corpus(args.corpus, split_langs(args.langs))
+    at_least("--save-every", args.save_every, 0)
+    save_every = args.save_every or max(args.steps, 1)  # 0 = off: the trainer checkpoints only the last step
     set_threads(args.threads)
     optim = build_config(
         OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size, grad_accum=args.grad_accum,
-        mixed_precision=args.mixed_precision, save_every=args.save_every, log_every=args.log_every, tau=args.tau,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size,
+        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, save_every=save_every,
+        log_every=args.log_every, tau=args.tau,
         keep_checkpoints=args.keep_checkpoints,
     )
     ev = build_config(EvalSettings, window=args.eval_window, stride=args.eval_stride,
@@ -64,6 +75,10 @@ def run(args) -> int:
         vocab_size=args.vocab_size, tokenizer_max_chars_per_lang=args.tokenizer_chars,
         max_train_tokens_per_lang=args.max_train_tokens, optim=optim, eval=ev,
     )
-    record = pretrain(cfg, command=as_command("pretrain", args))
+    with output_folder(cfg.out, "pretrain", lock=True):
+        record = pretrain(cfg, command=as_command("pretrain", args))
     print_eval_table(record["eval"], f"{args.preset} base in {args.out}: {cfg.eval.split} split")
+    from langmoe.diagnostics import eval_warnings, report_warnings
+
+    report_warnings(eval_warnings(record["eval"]))
     return 0

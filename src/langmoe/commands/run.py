@@ -15,6 +15,8 @@ def register(subparsers) -> None:
     p.add_argument("--run-dir", default=None, help="run folder (default runs/<recipe name>)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides the recipe)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing run folder that langmoe did not write")
     p.set_defaults(func=run)
 
 
@@ -23,8 +25,15 @@ def run(args) -> int:
 
     overrides = {"threads": args.threads} if args.threads is not None else None
     recipe = load_recipe(args.recipe, overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / recipe.name
-    execute(recipe, run_dir, report=not args.no_report)
+    from langmoe.commands._checks import check_model_folder, recipe_inputs, run_name_folder
+    from langmoe.io import check_output, output_folder
+
+    run_dir = Path(args.run_dir) if args.run_dir else run_name_folder(recipe.name)
+    check_output(run_dir, "run", inputs=recipe_inputs(recipe, args.recipe), overwrite=args.overwrite,
+                 flag="--run-dir")
+    check_model_folder(recipe.model)
+    with output_folder(run_dir, "run", lock=True):  # one process per run folder; bad input leaves no folder
+        execute(recipe, run_dir, report=not args.no_report)
     return 0
 
 
@@ -42,6 +51,9 @@ def execute(recipe, run_dir: Path, report: bool = True, title: str | None = None
     if report_path:
         console.print(f"HTML report: [bold]{report_path}[/]")
     console.print(f"summary: {run_dir / 'summary.json'}")
+    from langmoe.diagnostics import report_warnings, summary_warnings
+
+    report_warnings(summary_warnings(summary))
     return summary
 
 

@@ -14,6 +14,7 @@ def register(subparsers) -> None:
     how.add_argument("--epsilon", type=float, default=None, help="threshold on d̂_l (default 0.6)")
     how.add_argument("--top-n", type=int, default=None, help="the n most deviating layers")
     p.add_argument("--out", default=None, help="write layers.json here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
@@ -21,11 +22,13 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from langmoe.io import write_json
-    from langmoe.methods.dmoe.deviation import DeviationResult
+    from langmoe.commands._checks import load_deviation
+    from langmoe.io import check_output, write_json
     from langmoe.methods.dmoe.layer_selection import select_layers
 
-    dev = DeviationResult.load(args.deviation)
+    if args.out:
+        check_output(args.out, "select-layers", inputs=[args.deviation], kind="file", overwrite=args.overwrite)
+    dev = load_deviation(args.deviation)
     eps = 0.6 if args.epsilon is None and args.top_n is None else args.epsilon
     sel = select_layers(dev.dev_ffn, epsilon=eps, top_n=args.top_n)
     console = Console()

@@ -19,13 +19,12 @@ def register(subparsers) -> None:
                    help="training characters per language (default: the median language size)")
     t.add_argument("--seed", type=int, default=0, help="seed of the document sample (default 0)")
     t.add_argument("--out", required=True, help="output folder (tokenizer.json + tokenizer_config.json)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out folder that langmoe did not write (its content is deleted)")
     t.set_defaults(func=run_train)
 
 
 def run_train(args) -> int:
-    import os
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from rich.console import Console
@@ -33,29 +32,33 @@ def run_train(args) -> int:
 
     from langmoe.data.corpus import open_corpus
     from langmoe.data.tokenizer import chars_per_token, train_tokenizer
-    from langmoe.io import write_json
+    from langmoe.diagnostics import corpus_warnings, report_warnings
+    from langmoe.errors import LangmoeError
+    from langmoe.io import check_output, write_folder_atomically, write_json
 
-    corpus = open_corpus(args.corpus)
+    out = Path(args.out)
+    if (out / "config.json").exists():
+        raise LangmoeError(f"--out {out} holds a model (config.json): write the tokenizer to its own folder; "
+                           "langmoe never replaces the tokenizer of a model")
+    check_output(out, "tokenizer", inputs=[args.corpus], overwrite=args.overwrite)
     langs = [x for v in args.langs for x in v.split(",") if x] if args.langs else None
+    corpus = open_corpus(args.corpus)
+    report_warnings(corpus_warnings(corpus, [x for x in langs or [] if x in corpus.languages()] or None))
     stats: dict = {}
     tok = train_tokenizer(corpus, args.vocab_size, langs=langs, max_chars_per_lang=args.max_chars_per_lang,
                           seed=args.seed, stats=stats)
     langs = langs or corpus.languages()
     cpt = chars_per_token(tok, corpus, langs, split="valid")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out))
-    try:  # every file appears whole: saved to a temp folder, then renamed into place
+
+    def writer(tmp: Path) -> None:  # the whole folder appears at once (or not at all)
         tok.save_pretrained(str(tmp))
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    write_json(out / "langmoe_tokenizer.json", {
-        "corpus": str(args.corpus), "vocab_size": len(tok), "seed": args.seed, "langs": list(langs),
-        "cap_chars_per_lang": stats["cap_chars_per_lang"], "chars_used": stats["chars_used"],
-        "valid_chars_per_token": cpt,
-    })
+        write_json(tmp / "langmoe_tokenizer.json", {
+            "corpus": str(args.corpus), "vocab_size": len(tok), "seed": args.seed, "langs": list(langs),
+            "cap_chars_per_lang": stats["cap_chars_per_lang"], "chars_used": stats["chars_used"],
+            "valid_chars_per_token": cpt,
+        })
+
+    write_folder_atomically(out, writer, command="tokenizer")
     table = Table(title=f"tokenizer: {len(tok)} tokens -> {out}")
     for col in ("lang", "train chars used", "valid chars/token"):
         table.add_column(col, justify="left" if col == "lang" else "right")

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--tau", type=float, default=0.3)
     p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
-    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (0 = off: only at the end)")
+    p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval", action="store_true", help="evaluate per-language test bpb after training")
     p.add_argument("--threads", type=int, default=None)
@@ -36,7 +37,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from langmoe.commands._checks import at_least, check_corpus, check_model_folder
     from langmoe.eval.perplexity import EvalSettings
+    from langmoe.io import check_output, output_folder
     from langmoe.pretrain import (
         ContinueTrainConfig,
         OptimSettings,
@@ -44,11 +47,16 @@ def run(args) -> int:
         continue_train,
     )
 
+    check_output(args.out, "train", inputs=[args.model, args.corpus], overwrite=args.overwrite)
+    check_model_folder(args.model)
+    check_corpus(args.corpus, split_langs(args.langs))
+    at_least("--save-every", args.save_every, 0)
+    save_every = args.save_every or max(args.steps, 1)  # 0 = off: the trainer checkpoints only the last step
     set_threads(args.threads)
     optim = build_config(
         OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size,
-        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, save_every=args.save_every,
+        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, save_every=save_every,
         log_every=args.log_every, tau=args.tau,
     )
     cfg = build_config(
@@ -56,9 +64,13 @@ def run(args) -> int:
         seed=args.seed, block_len=args.block_len, max_train_tokens_per_lang=args.max_train_tokens, optim=optim,
         eval=EvalSettings() if args.eval else None,
     )
-    record = continue_train(cfg, command=as_command("train", args))
+    with output_folder(cfg.out, "train", lock=True):
+        record = continue_train(cfg, command=as_command("train", args))
     if "eval" in record:
         print_eval_table(record["eval"], f"{args.model} continued in {args.out}")
+        from langmoe.diagnostics import eval_warnings, report_warnings
+
+        report_warnings(eval_warnings(record["eval"]))
     else:
         print(f"saved to {args.out}")
     return 0

@@ -72,6 +72,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="router init seed")
     p.add_argument("--out", default=None, help="output folder (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="only print the parameter accounting")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out folder that langmoe did not write (its content is deleted)")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
 
@@ -103,6 +105,12 @@ def run(args) -> int:
         raise LangmoeError(f"--{first}: {error_line(e).split(': ', 1)[-1]}") from None
     if not cfg.dry_run and not cfg.out:
         raise LangmoeError("--out is required (or pass --dry-run to only count parameters)")
+    from langmoe.commands._checks import check_model_folder
+    from langmoe.io import check_output
+
+    if cfg.out:
+        check_output(cfg.out, "upcycle", inputs=[cfg.model], overwrite=args.overwrite)
+    check_model_folder(cfg.model)
     model, tokenizer = load_model_any(cfg.model)
     before = parameter_counts(model)
     upcycle(

@@ -126,22 +126,38 @@ def _open_binary(path: Path):
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, decoded line) without loading the file; non-UTF-8 bytes raise with their byte offset."""
-    offset = 0
+    """(line number, decoded line) without loading the file; non-UTF-8 bytes raise with their byte offset, a
+    broken or truncated .gz says so."""
     with _open_binary(path) as f:
-        for i, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                where = "of the decompressed text " if path.name.endswith(".gz") else ""
-                raise LangmoeError(
-                    f"{path} is not UTF-8: invalid byte at offset {offset + e.start} {where}(line {i}); "
-                    "re-encode the file as UTF-8"
-                ) from None
-            if i == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            offset += len(raw)
-            yield i, line
+        yield from _decode_lines(path, _raw_lines(path, f))
+
+
+def _raw_lines(path: Path, f) -> Iterator[bytes]:
+    import zlib
+
+    try:
+        yield from f
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        what = "truncated" if isinstance(e, EOFError) else "not a valid gzip file"
+        raise LangmoeError(f"{path} is {what} ({' '.join(str(e).split())[:80] or type(e).__name__}): re-compress it "
+                           "with gzip, or drop the .gz suffix if it is plain text") from None
+
+
+def _decode_lines(path: Path, lines: Iterator[bytes]) -> Iterator[tuple[int, str]]:
+    offset = 0
+    for i, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            where = "of the decompressed text " if path.name.endswith(".gz") else ""
+            raise LangmoeError(
+                f"{path} is not UTF-8: invalid byte at offset {offset + e.start} {where}(line {i}); "
+                "re-encode the file as UTF-8"
+            ) from None
+        if i == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        offset += len(raw)
+        yield i, line
 
 
 def _iter_txt(path: Path) -> Iterator[tuple[str, str, str | None, bool]]:
@@ -199,6 +215,7 @@ def _iter_parquet(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, str
     names = pf.schema_arrow.names
     if "text" not in names:
         raise LangmoeError(f"{path} has no 'text' column (columns: {', '.join(names)}): rename the text column")
+    _check_text_type(path, pf.schema_arrow.field("text").type)
     cols = [c for c in ("text", "id", "split") if c in names]
     row = 0
     for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
@@ -220,6 +237,17 @@ def _iter_parquet(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, str
             sp = splits[j] if splits is not None else None
             yield did, text, None if sp is None else _norm_split(sp, f"{path} row {idx}"), has_id
         row += len(texts)
+
+
+def _check_text_type(path: Path, arrow_type) -> None:
+    """The `text` column must hold strings (or UTF-8 bytes): numbers or lists are not documents."""
+    import pyarrow as pa
+
+    t = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t) or pa.types.is_null(t) or str(t) == "string_view"):
+        raise LangmoeError(f"{path}: column 'text' holds {t} values, not strings: store each document's text as a "
+                           "string")
 
 
 def _is_dataset_dir(path: Path) -> bool:
@@ -264,6 +292,8 @@ def _iter_dataset(parts, path: Path, lang: str | None, batch_size: int = 1024):
                     continue
                 if text is None:
                     continue
+                if not isinstance(text, str):
+                    raise LangmoeError(f"{path} row {idx}: 'text' must be a string, got {type(text).__name__}")
                 has_id = "id" in batch and batch["id"][j] is not None
                 did = str(batch["id"][j]) if has_id else str(idx)
                 if split is not None:
@@ -386,30 +416,43 @@ def _split_name(name: str) -> tuple[str, str | None]:
     return name, None
 
 
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise LangmoeError(f"{path} is not UTF-8 text: save it as UTF-8") from None
+    except yaml.YAMLError as e:
+        raise LangmoeError(f"{path} is not valid YAML ({' '.join(str(e).split())[:100]}): fix its syntax") from None
+
+
 def _read_languages_yaml(path: Path) -> dict[str, Language]:
     """`languages.yaml`: a mapping code -> {name, family, genus, script} (or a list of such with `code`)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise LangmoeError(f"{path} is not valid YAML ({type(e).__name__}): fix its syntax") from None
-    if isinstance(data, dict) and "languages" in data:
-        data = data["languages"]
-    if isinstance(data, dict):
-        items = [{"code": k, **(v or {})} for k, v in data.items()]
-    elif isinstance(data, list):
-        items = data
-    else:
-        raise LangmoeError(f"{path} must map language codes to {{name, family, genus, script}}")
-    out: dict[str, Language] = {}
-    for it in items:
-        try:
-            lang = Language(**it)
-        except Exception as e:  # noqa: BLE001 - pydantic ValidationError, TypeError for non-dicts
-            msg = " ".join(str(e).split())[:200]
-            raise LangmoeError(f"{path}: bad language entry {it!r} ({msg}): give code, name, family, genus, "
-                               "script") from None
-        out[lang.code] = lang
-    return out
+    from langmoe.data.languages import parse_declared
+
+    return parse_declared(_read_yaml(path), str(path))
+
+
+CORPUS_SETTINGS = "corpus.yaml"
+_DEFAULT_FRACS = {"valid_frac": 0.01, "test_frac": 0.01, "seed": 0}
+
+
+def _read_corpus_settings(path: Path) -> dict[str, Any]:
+    """`corpus.yaml` in a corpus folder: the held-out shares and seed of the hash split of files without splits,
+    e.g. `test_frac: 0.1` for a small corpus whose 1% test split would be too small to measure."""
+    data = _read_yaml(path)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LangmoeError(f"{path} must be a mapping of valid_frac, test_frac, seed")
+    unknown = sorted(str(k) for k in data if k not in _DEFAULT_FRACS)
+    if unknown:
+        raise LangmoeError(f"{path}: unknown field(s) {', '.join(unknown)}: use valid_frac, test_frac, seed")
+    for k, v in data.items():
+        ok = isinstance(v, int) and not isinstance(v, bool) if k == "seed" else (
+            isinstance(v, (int, float)) and not isinstance(v, bool))
+        if not ok:
+            raise LangmoeError(f"{path}: {k} must be a number, got {v!r}")
+    return dict(data)
 
 
 class FolderCorpus(_FileCorpus):
@@ -417,16 +460,17 @@ class FolderCorpus(_FileCorpus):
     `datasets.save_to_disk` folder with a `lang` column.
 
     Unknown codes must be declared (argument or a `languages.yaml` in the folder). Documents without a split get
-    `hash_split(lang, id, valid_frac, test_frac, seed)`.
+    `hash_split(lang, id, valid_frac, test_frac, seed)`: 1% valid and 1% test unless the arguments or a
+    `corpus.yaml` in the folder (`valid_frac`, `test_frac`, `seed`) say otherwise.
     """
 
     def __init__(
         self,
         path: str | Path,
         declared_languages: Mapping[str, Language] | None = None,
-        valid_frac: float = 0.01,
-        test_frac: float = 0.01,
-        seed: int = 0,
+        valid_frac: float | None = None,
+        test_frac: float | None = None,
+        seed: int | None = None,
     ):
         root = Path(path).expanduser()
         if not root.exists():
@@ -439,7 +483,15 @@ class FolderCorpus(_FileCorpus):
             if (root / name).is_file():
                 declared.update(_read_languages_yaml(root / name))
         declared.update(declared_languages or {})
-        super().__init__(declared, valid_frac, test_frac, seed)
+        settings = {**_DEFAULT_FRACS}
+        if (root / CORPUS_SETTINGS).is_file():
+            settings.update(_read_corpus_settings(root / CORPUS_SETTINGS))
+        given = {"valid_frac": valid_frac, "test_frac": test_frac, "seed": seed}
+        settings.update({k: v for k, v in given.items() if v is not None})  # arguments win over corpus.yaml
+        try:
+            super().__init__(declared, settings["valid_frac"], settings["test_frac"], settings["seed"])
+        except LangmoeError as e:
+            raise LangmoeError(f"{root}: {e}") from None
         self.root = root
         self._sources: dict[str, tuple[str, Path]] = {}
         self._whole = None  # whole-folder datasets: list of (split, Dataset) parts with a `lang` column
@@ -536,9 +588,9 @@ def _known() -> set[str]:
 def open_corpus(
     spec: str | Path | None = "builtin",
     declared_languages: Mapping[str, Language] | None = None,
-    valid_frac: float = 0.01,
-    test_frac: float = 0.01,
-    seed: int = 0,
+    valid_frac: float | None = None,
+    test_frac: float | None = None,
+    seed: int | None = None,
 ) -> Corpus:
     """'builtin' (or None) for the shipped corpus, else a folder path (see FolderCorpus)."""
     if isinstance(spec, Corpus):

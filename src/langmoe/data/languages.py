@@ -269,3 +269,58 @@ def script_share(text: str, script: str) -> float:
         if name.startswith(prefixes):
             hits += 1
     return hits / total if total else 0.0
+
+
+# --- declared languages (languages.yaml) ------------------------------------------------------------------
+
+_FIELDS = ("name", "family", "genus", "script")
+
+
+def parse_declared(data: object, where: str) -> dict[str, Language]:
+    """Languages declared in a file: a mapping `code: {name, family, genus, script}` (optionally under a
+    `languages:` key) or a list of such mappings with `code`. Each mistake is one LangmoeError naming the file,
+    the entry and the field."""
+    if isinstance(data, dict) and isinstance(data.get("languages"), (dict, list)):
+        data = data["languages"]
+    if data is None:
+        return {}
+    if isinstance(data, dict):
+        items = []
+        for code, entry in data.items():
+            if not isinstance(entry, dict):
+                raise LangmoeError(f"{where}: entry {code!r} must be a mapping of name, family, genus, script; got "
+                                   f"{type(entry).__name__} {entry!r}"[:300])
+            if "code" in entry and entry["code"] != code:
+                raise LangmoeError(f"{where}: entry {code!r} has code {entry['code']!r}: give the code once")
+            items.append((code, {k: v for k, v in entry.items() if k != "code"}))
+    elif isinstance(data, list):
+        items = []
+        for i, entry in enumerate(data):
+            if not isinstance(entry, dict) or "code" not in entry:
+                raise LangmoeError(f"{where}: list entry {i} must be a mapping with code, name, family, genus, "
+                                   f"script; got {entry!r}"[:300])
+            items.append((entry["code"], {k: v for k, v in entry.items() if k != "code"}))
+    else:
+        raise LangmoeError(f"{where} must map language codes to {{name, family, genus, script}}; got "
+                           f"{type(data).__name__}")
+    out: dict[str, Language] = {}
+    for code, entry in items:
+        if not isinstance(code, str):
+            raise LangmoeError(f"{where}: language code {code!r} is not text: quote it (YAML reads no/yes/on as "
+                               "booleans), e.g. 'no':")
+        if not _CODE_RE.match(code):
+            raise LangmoeError(f"{where}: language code {code!r} must look like an ISO 639 code, e.g. 'de' or "
+                               "'pt-br'")
+        if code in out:
+            raise LangmoeError(f"{where}: language {code!r} is declared twice: keep one entry")
+        unknown = sorted(str(k) for k in entry if k not in _FIELDS)
+        if unknown:
+            raise LangmoeError(f"{where}: {code}: unknown field(s) {', '.join(unknown)}: use "
+                               f"{', '.join(_FIELDS)}")
+        for f in _FIELDS:
+            if f not in entry:
+                raise LangmoeError(f"{where}: {code}: missing field '{f}' (give {', '.join(_FIELDS)})")
+            if not isinstance(entry[f], str) or not entry[f].strip():
+                raise LangmoeError(f"{where}: {code}.{f} must be non-empty text, got {entry[f]!r}"[:300])
+        out[code] = Language(code=code, **{f: entry[f].strip() for f in _FIELDS})
+    return out

@@ -9,9 +9,6 @@ logits are exactly those that were saved. A plain `from_pretrained` would not kn
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,29 +17,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from langmoe.errors import LangmoeError
+from langmoe.io import write_folder_atomically  # re-export: the safe folder writer lives in langmoe.io
 from langmoe.models.upcycle import MoEStructure, apply_moe_structure, moe_structure
 
 __all__ = ["save_moe_pretrained", "load_moe_pretrained", "write_folder_atomically", "read_safetensors_folder"]
-
-
-def write_folder_atomically(path: str | Path, writer) -> Path:
-    """Let `writer(tmp_dir)` fill a temp folder next to `path`, then swap it in (old folder removed after)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        writer(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 def save_moe_pretrained(model: nn.Module, tokenizer, path: str | Path) -> Path:

@@ -107,17 +107,8 @@ class StageRunner:
 
 @contextmanager
 def atomic_dir(dest: str | Path) -> Iterator[Path]:
-    """Yield a temp folder beside `dest`; on success it replaces `dest` in one rename."""
-    dest = Path(dest)
-    tmp = dest.parent / f".tmp-{dest.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    """Yield a temp folder beside `dest`; on success it replaces `dest` in one rename (see `langmoe.io`)."""
+    from langmoe.io import atomic_dir as _atomic_dir
+
+    with _atomic_dir(dest, command="run") as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)

@@ -35,6 +35,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "find_checkpoints",
+    "verify_checkpoint",
     "is_no_decay",
     "param_groups",
     "train",
@@ -42,6 +43,7 @@ __all__ = [
 
 _STATE_FILE = "trainer_state.json"  # written last inside the temp dir: a checkpoint without it is incomplete
 _SCHED_FILE = "langmoe_scheduler.pt"
+_MANIFEST = "manifest.json"  # sha256 of every file, written last: resume verifies it
 _CKPT_RE = re.compile(r"^step-(\d+)$")
 _RESERVED = {"step", "loss", "clm", "lr", "grad_norm", "tokens", "tokens_per_s"}
 # Fields that may change between an interrupted run and its resume without changing the result.
@@ -161,7 +163,11 @@ def param_groups(
 
 
 def find_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints under `out_dir/checkpoints`, oldest first. Incomplete ones are skipped with a warning."""
+    """Complete checkpoints under `out_dir/checkpoints`, oldest first. Incomplete ones are skipped with a warning.
+
+    Complete means renamed into place (`step-N`, with its trainer state); whether the files are intact is checked
+    against the manifest when resuming (`verify_checkpoint`).
+    """
     root = Path(out_dir) / "checkpoints"
     if not root.is_dir():
         return []
@@ -177,49 +183,133 @@ def find_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    """sha256 and size of every file of a finished checkpoint, written last (its presence = all files written)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != _MANIFEST)
+    write_json(folder / _MANIFEST, {
+        "format": 1,
+        "files": {str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files},
+    })
+
+
+def verify_checkpoint(folder: str | Path) -> str | None:
+    """None when every file of the checkpoint matches its manifest, else what is wrong (one phrase).
+
+    Checkpoints written before manifests existed (trainer state format 1) cannot be verified and pass.
+    """
+    folder = Path(folder)
+    man = folder / _MANIFEST
+    if not man.is_file():
+        try:
+            legacy = int(read_json(folder / _STATE_FILE).get("format", 1)) < 2
+        except Exception:  # noqa: BLE001 - damaged state file
+            return f"{_STATE_FILE} is unreadable and there is no {_MANIFEST}"
+        return None if legacy else f"{_MANIFEST} is missing"
+    try:
+        files = read_json(man)["files"]
+        entries = {str(k): (str(v["sha256"]), int(v["bytes"])) for k, v in files.items()}
+    except Exception:  # noqa: BLE001 - damaged manifest
+        return f"{_MANIFEST} is unreadable"
+    if _STATE_FILE not in entries:
+        return f"{_MANIFEST} does not list {_STATE_FILE}"
+    for rel, (digest, size) in sorted(entries.items()):
+        f = folder / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if f.stat().st_size != size:
+            return f"{rel} has {f.stat().st_size} bytes, the manifest says {size}"
+        if _sha256(f) != digest:
+            return f"{rel} does not match its sha256 in {_MANIFEST}"
+    return None
+
+
 def _save_checkpoint(acc, out_dir: Path, step: int, scheduler, config: TrainConfig, tokens_seen: int) -> None:
-    """All ranks write into `.tmp-step-N`, then rank 0 adds the trainer state and renames it to `step-N`."""
+    """All ranks write into `.tmp-step-N`; rank 0 adds the trainer state and the manifest (last), then renames it
+    to `step-N`. A failed write (disk full, ...) removes the temp folder and says so in one line."""
+    from langmoe.io import disk_error_message, fix_tree_modes, is_disk_error
+
     root = out_dir / "checkpoints"
     tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
-    if acc.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    acc.wait_for_everyone()
-    acc.save_state(str(tmp))
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        torch.save(scheduler.state_dict(), tmp / _SCHED_FILE)
-        write_json(
-            tmp / _STATE_FILE,
-            {"format": 1, "step": step, "tokens_seen": tokens_seen, "config": config.model_dump(mode="json")},
-        )
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for _, old in find_checkpoints(out_dir)[: -config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+    try:
+        if acc.is_main_process:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            torch.save(scheduler.state_dict(), tmp / _SCHED_FILE)
+            write_json(
+                tmp / _STATE_FILE,
+                {"format": 2, "step": step, "tokens_seen": tokens_seen, "config": config.model_dump(mode="json")},
+            )
+            _write_manifest(tmp)
+            fix_tree_modes(tmp)  # accelerate writes some files 0600: follow the umask like every other output
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for _, old in find_checkpoints(out_dir)[: -config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+    except Exception as e:
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_error(e):
+            raise LangmoeError(disk_error_message(e, f"checkpoint {final}")) from None
+        raise
     acc.wait_for_everyone()
 
 
 def _load_checkpoint(acc, path: Path, scheduler, config: TrainConfig) -> tuple[int, int]:
-    try:
-        state = read_json(path / _STATE_FILE)
-        step, tokens = int(state["step"]), int(state["tokens_seen"])
-        acc.load_state(str(path))
-        scheduler.load_state_dict(torch.load(path / _SCHED_FILE, weights_only=True))
-    except Exception as e:  # noqa: BLE001 - any failure means the folder is unusable
-        msg = str(e).splitlines()[0] if str(e) else ""
-        raise LangmoeError(
-            f"checkpoint {path} is corrupt ({type(e).__name__}: {msg}); delete it to resume from an older one"
-        ) from e
+    """Restore the newest intact checkpoint at or before `path`: a damaged one (files that do not match the
+    manifest, or that fail to load) is skipped with a warning in favour of the one before; none intact is an
+    error."""
+    path = Path(path)
+    m = _CKPT_RE.match(path.name)
+    newest = int(m.group(1)) if m else None
+    candidates = [p for s, p in reversed(find_checkpoints(path.parent.parent)) if newest is None or s <= newest]
+    if path not in candidates:
+        candidates.insert(0, path)
+    first_problem = None
+    for i, cand in enumerate(candidates):
+        problem = verify_checkpoint(cand)
+        if problem is None:
+            try:
+                state = read_json(cand / _STATE_FILE)
+                step, tokens = int(state["step"]), int(state["tokens_seen"])
+                acc.load_state(str(cand))
+                scheduler.load_state_dict(torch.load(cand / _SCHED_FILE, weights_only=True))
+            except Exception as e:  # noqa: BLE001 - any failure means the folder is unusable
+                msg = " ".join(str(e).split())[:150]
+                problem = f"{type(e).__name__}: {msg}"
+        if problem is None:
+            break
+        first_problem = first_problem or (cand, problem)
+        if i + 1 < len(candidates):
+            warnings.warn(f"checkpoint {cand} is corrupt ({problem}): resuming from the older "
+                          f"{candidates[i + 1].name} instead", stacklevel=3)
+    else:
+        bad, problem = first_problem
+        older = "" if len(candidates) < 2 else " and no older checkpoint is intact"
+        raise LangmoeError(f"checkpoint {bad} is corrupt ({problem}){older}; delete it to resume from an older one "
+                           "(or delete the checkpoints folder to start over)")
     saved = state.get("config", {})
     changed = sorted(
         k for k, v in config.model_dump(mode="json").items() if k not in _RESUME_FREE and saved.get(k) != v
     )
     if changed:
         warnings.warn(
-            f"resuming from {path} with changed settings {changed}: the run will not match an "
+            f"resuming from {cand} with changed settings {changed}: the run will not match an "
             "uninterrupted one",
             stacklevel=3,
         )
