@@ -137,7 +137,7 @@ def env(tmp_path_factory) -> dict[str, Path]:
             (p / "config.json").write_bytes(b'{"model_type": "llama", "name": "caf\xe9"}')
         else:
             _edit_json(p / "config.json", p / "config.json", edit)
-    moe = e["moe"] = root / "mixtral"  # already a Mixture-of-Experts: nothing to upcycle
+    moe = e["mixtral"] = root / "mixtral"  # already a Mixture-of-Experts: nothing to upcycle
     torch.manual_seed(0)
     MixtralForCausalLM(MixtralConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                                      intermediate_size=64, num_local_experts=2, vocab_size=n,
@@ -495,7 +495,7 @@ PRETRAIN_CASES = [
       "--save-every"),
     C("pretrain-keep-0", lambda e, t: [*_pt("--keep-checkpoints", "0")(e, t), "--out", t / "p"],
       "keep_checkpoints"),
-    C("pretrain-warmup-1", lambda e, t: [*_pt("--warmup-ratio", "1")(e, t), "--out", t / "p"], "warmup_ratio"),
+    C("pretrain-warmup-1.5", lambda e, t: [*_pt("--warmup-ratio", "1.5")(e, t), "--out", t / "p"], "warmup_ratio"),
     C("pretrain-threads-0", lambda e, t: [*_pt("--threads", "0")(e, t), "--out", t / "p"], "threads"),
     C("pretrain-out-is-file", lambda e, t: [*_pt()(e, t), "--out", e["file"]], "is a file"),
     C("pretrain-out-under-file", lambda e, t: [*_pt()(e, t), "--out", e["file"] / "p"], "is a file"),
@@ -609,7 +609,7 @@ SELECT_CASES = [
 ]
 
 UPCYCLE_CASES = [
-    C("upcycle-moe", _up(model="moe"), "mixtral", "already a Mixture-of-Experts"),
+    C("upcycle-mixtral", _up(model="mixtral"), "mixtral", "already a Mixture-of-Experts"),
     C("upcycle-layers-7", _up("--layers", "7"), "7"),
     C("upcycle-layers-letters", _up("--layers", "a,b"), "layers"),
     C("upcycle-experts-x", _up("--experts", "x"), "experts"),

@@ -39,7 +39,7 @@ def test_killed_training_resumes_to_identical_metrics(tmp_path):
     with pytest.raises(InjectedFault):
         run_recipe(recipe, tmp_path / "killed", fail_at={"cpt/train": 5})
     ckpts = sorted(p.name for p in (tmp_path / "killed" / "stages" / "cpt" / "train" / "train" / "checkpoints").iterdir())
-    assert ckpts == ["step-4"]
+    assert ckpts == ["step-2", "step-4"]  # keep 2: a damaged newest one falls back to the one before
     resumed = run_recipe(recipe, tmp_path / "killed")
     assert resumed["systems"]["cpt"]["ppl"] == ref["systems"]["cpt"]["ppl"]
     assert resumed["systems"]["cpt"]["tokens_seen"] == ref["systems"]["cpt"]["tokens_seen"]
