@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # our own progress bars and tables say what happens; HF's shard bars are noise
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `langmoe ... | head` closed the pipe: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"langmoe {args.command}: interrupted", file=sys.stderr)
         return 130
