@@ -132,12 +132,16 @@ def test_parquet_and_datasets_corpora_without_the_extra(monkeypatch, tmp_path, c
 
 
 def test_training_log_without_tensorboard(monkeypatch, tmp_path, capsys):
+    from langmoe import optional
     from langmoe.train.trainer import _Logger
+
+    monkeypatch.setattr(optional, "_warned", set())
 
     _hide(monkeypatch, "tensorboard")
     log = _Logger(tmp_path, active=True, start_step=0, total=2, show_progress=False)
     log.row({"step": 1, "loss": 2.5, "tokens_per_s": 10.0})
     log.close()
+    _Logger(tmp_path / "again", active=True, start_step=0, total=2, show_progress=False).close()  # no 2nd warning
     assert json.loads((tmp_path / "log.jsonl").read_text())["loss"] == 2.5
     assert not (tmp_path / "tb").exists()
     err = capsys.readouterr().err

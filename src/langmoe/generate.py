@@ -164,6 +164,10 @@ def prompt_from_corpus(corpus, lang: str, *, seed: int = 0, max_chars: int = 200
     if max_chars < 1:
         raise LangmoeError(f"--prompt-chars must be at least 1, got {max_chars}")
     if lang not in corpus.languages():
+        from langmoe.data.language_list import normalize_language_code
+
+        lang = normalize_language_code(lang)  # 'deu' -> 'de'; a non-ISO code raises here
+    if lang not in corpus.languages():
         raise LangmoeError(f"language {lang!r} is not in the corpus (it has: {', '.join(corpus.languages())}): "
                            "pick one of those, or give --prompt TEXT")
     docs = [d.text for d in corpus.iter_documents(lang, split) if d.text.strip()]

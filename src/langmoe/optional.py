@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 from langmoe.errors import LangmoeError
 
-__all__ = ["EXTRAS", "available", "install_hint", "require"]
+__all__ = ["EXTRAS", "available", "install_hint", "require", "warn_missing_once"]
 
 # top-level distribution module -> (extra, what it is needed for)
 EXTRAS: dict[str, tuple[str, str]] = {
@@ -54,3 +55,14 @@ def available(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+_warned: set[str] = set()
+
+
+def warn_missing_once(module: str, what: str) -> None:
+    """One stderr line per process: `what` is skipped because `module` is missing (e.g. TensorBoard logs)."""
+    top = module.split(".")[0]
+    if top not in _warned:
+        _warned.add(top)
+        print(f"warning: {what} skipped: {install_hint(module)}", file=sys.stderr)

@@ -141,7 +141,10 @@ def test_prompt_from_corpus_is_seeded_test_text():
     assert 0 < len(a) <= 80
     tests = [d.text for d in corpus.iter_documents("de", "test")]
     assert any(t.strip().startswith(a) for t in tests)
+    assert prompt_from_corpus(corpus, "deu", seed=3, max_chars=80) == a  # ISO 639-3 code
     with pytest.raises(LangmoeError, match="not in the corpus"):
+        prompt_from_corpus(corpus, "ast")
+    with pytest.raises(LangmoeError, match="not an ISO 639-1"):
         prompt_from_corpus(corpus, "xx")
 
 
@@ -163,7 +166,7 @@ def test_cli_same_command_same_text(models, capsys):
 
 @pytest.mark.parametrize("extra,msg", [
     (["--prompt", "  "], "prompt is empty"),
-    (["--lang", "xx"], "not in the corpus"),
+    (["--lang", "ast"], "not in the corpus"),
     (["--prompt", "hi", "--max-new-tokens", "500"], "exceed the model's 64 positions"),
     (["--prompt", "hi", "--max-new-tokens", "4", "--temperature", "0"], "--temperature must be > 0"),
 ])

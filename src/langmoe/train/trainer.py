@@ -264,14 +264,14 @@ class _Logger:
             kept = "".join(ln + "\n" for ln in rows if _row_step(ln) <= start_step)
         write_text(self.path, kept)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        from langmoe.optional import available, install_hint
+        from langmoe.optional import available, warn_missing_once
 
         if available("tensorboard"):
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         else:  # JSONL logs need nothing; TensorBoard is an extra
-            print(f"warning: no TensorBoard log: {install_hint('tensorboard')}", file=sys.stderr)
+            warn_missing_once("tensorboard", "TensorBoard logging")
         if show_progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
