@@ -28,7 +28,7 @@ def test_readme_has_no_relative_links():
 
 
 def test_license_expression_and_files():
-    from packaging.licenses import canonicalize_license_expression
+    canonicalize_license_expression = pytest.importorskip("packaging.licenses").canonicalize_license_expression
 
     expr = PROJECT["license"]
     assert isinstance(expr, str), "PEP 639: license is an SPDX expression string, not a table"
@@ -154,3 +154,19 @@ def test_dendrogram_without_scipy(monkeypatch, tmp_path):
     _hide(monkeypatch, "scipy")
     with pytest.raises(LangmoeError, match=r"langmoe\[scipy\]"):
         plots.plot_dendrogram(["a", "b"], [[1.0, 0.5], [0.5, 1.0]], tmp_path / "d.png")
+
+
+def test_report_renders_without_scipy(monkeypatch, tmp_path):
+    """The report notes the missing dendrogram (naming the extra) and renders every other part."""
+    sys.path.insert(0, str(ROOT / "tests" / "report"))
+    try:
+        from test_html import full_run
+    finally:
+        sys.path.remove(str(ROOT / "tests" / "report"))
+    from langmoe.report.html import build_report
+
+    full_run(tmp_path)
+    _hide(monkeypatch, "scipy")
+    doc = build_report(tmp_path).read_text()
+    assert "no dendrogram" in doc and "langmoe[scipy]" in doc
+    assert doc.count("data:image/png;base64,") >= 3 and "similarity heatmap" in doc
