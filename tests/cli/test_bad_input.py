@@ -890,5 +890,6 @@ def test_every_subcommand_has_bad_input_cases():
 
     covered = {"corpus", "tokenizer", "eval", "pretrain", "train", "deviation", "group", "select-layers", "upcycle",
                "export", "run", "demo", "report"}
+    covered |= {"generate", "languages", "recipes"}  # in tests/cli/test_{generate,languages_cmd,recipes_cmd}.py
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) <= covered, f"no bad-input tests for: {sorted(set(sub.choices) - covered)}"

@@ -17,6 +17,9 @@ def register(subparsers) -> None:
     s.add_argument("--langs", nargs="+", default=None, help="only these language codes (space or comma separated)")
     s.add_argument("--json", action="store_true", help="print JSON to stdout instead of a table")
     s.set_defaults(func=run_stats)
+    from langmoe.commands.corpus_show import register_show
+
+    register_show(sub)
 
 
 def run_stats(args) -> int:

@@ -206,7 +206,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, str, str | None, bool]]:
 
 def _iter_parquet(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, str, str | None, bool]]:
     """Parquet rows in batches (`iter_batches`), column `text`, optional `id` and `split`."""
-    import pyarrow.parquet as pq
+    pq = _optional("pyarrow.parquet")
 
     try:
         pf = pq.ParquetFile(path)
@@ -250,12 +250,18 @@ def _check_text_type(path: Path, arrow_type) -> None:
                            "string")
 
 
+def _optional(module: str):
+    from langmoe.optional import require  # one line naming the extra (langmoe[parquet] / [hf-datasets])
+
+    return require(module)
+
+
 def _is_dataset_dir(path: Path) -> bool:
     return path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json"))
 
 
 def _load_dataset(path: Path):
-    from datasets import load_from_disk
+    load_from_disk = _optional("datasets").load_from_disk
 
     try:
         return load_from_disk(str(path))
@@ -266,7 +272,7 @@ def _load_dataset(path: Path):
 
 def _dataset_parts(ds, path: Path) -> list[tuple[str | None, Any]]:
     """(split or None, Dataset) parts: a DatasetDict with only `train` is split by hash like a plain Dataset."""
-    from datasets import DatasetDict
+    DatasetDict = _optional("datasets").DatasetDict  # noqa: N806
 
     if isinstance(ds, DatasetDict):
         names = list(ds.keys())

@@ -127,8 +127,10 @@ def plot_similarity(langs: Sequence[str], similarity, path: str | Path,
 def plot_dendrogram(langs: Sequence[str], similarity, path: str | Path,
                     title: str = "Average-linkage dendrogram on D = 1 − S") -> Path:
     """Hierarchical clustering (scipy, average linkage) of the distance D = 1 − S."""
-    from scipy.cluster.hierarchy import dendrogram, linkage
-    from scipy.spatial.distance import squareform
+    from langmoe.optional import require
+
+    hierarchy, distance = require("scipy.cluster.hierarchy"), require("scipy.spatial.distance")
+    dendrogram, linkage, squareform = hierarchy.dendrogram, hierarchy.linkage, distance.squareform
 
     langs = list(langs)
     if len(langs) < 2:

@@ -338,9 +338,14 @@ class _Logger:
             kept = "".join(ln + "\n" for ln in rows if _row_step(ln) <= start_step)
         write_text(self.path, kept)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        from torch.utils.tensorboard import SummaryWriter
+        from langmoe.optional import available, warn_missing_once
 
-        self._tb = SummaryWriter(str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+        if available("tensorboard"):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+        else:  # JSONL logs need nothing; TensorBoard is an extra
+            warn_missing_once("tensorboard", "TensorBoard logging")
         if show_progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -361,7 +366,7 @@ class _Logger:
         self._file.flush()
         step = row["step"]
         for k, v in row.items():
-            if k != "step" and isinstance(v, (int, float)) and v is not None:
+            if self._tb is not None and k != "step" and isinstance(v, (int, float)) and v is not None:
                 self._tb.add_scalar(k if "/" in k else f"train/{k}", v, step)
         if self._progress is not None and "loss" in row:
             self._progress.update(
