@@ -121,7 +121,7 @@ class _FusedExperts(nn.Module):
 
     @property
     def num_experts(self) -> int:
-        return getattr(self, "down_proj").shape[0]
+        return self.down_proj.shape[0]
 
     @property
     def params_per_expert(self) -> int:

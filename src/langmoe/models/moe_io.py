@@ -234,7 +234,13 @@ def load_model_any(path: str | Path, dtype: torch.dtype | str | None = None):
     must fit the model's vocabulary."""
     from transformers import AutoModelForCausalLM
 
-    from langmoe.models.base import _one_line, _parse_dtype, load_tokenizer, quiet_transformers, resolve_model_path
+    from langmoe.models.base import (
+        _one_line,
+        _parse_dtype,
+        load_tokenizer,
+        quiet_transformers,
+        resolve_model_path,
+    )
 
     p = resolve_model_path(path)
     dtype = _parse_dtype(dtype)

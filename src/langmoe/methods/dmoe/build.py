@@ -15,8 +15,6 @@ import torch
 
 from langmoe.errors import LangmoeError
 
-_EXPERT_WEIGHTS = ("w_gate", "w_up", "w_out", "w_in", "b_gate", "b_up", "b_in", "b_out")
-
 
 def build_dmoe(model, layers: Sequence[int], num_groups: int, top_k: int = 2, seed: int = 0):
     """Upcycle `layers` of the dense `model` (in place) into `num_groups` experts each, learned top-k routing."""
@@ -42,7 +40,9 @@ def add_language_expert(model, source_expert: int) -> int:
 
 
 def is_expert_param(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in _EXPERT_WEIGHTS
+    from langmoe.models.moe import is_expert_param as _is_expert
+
+    return _is_expert(name)
 
 
 def is_router_param(name: str) -> bool:
@@ -58,7 +58,7 @@ def params(model, hard: bool = False) -> dict[str, int]:
     active = c["active_per_token"]
     if hard:
         for b in moe_blocks(model):
-            per_expert = sum(getattr(b, n)[0].numel() for n in b._weight_names)
+            per_expert = b.experts.params_per_expert
             active -= per_expert * (b.top_k - 1)
     return {"total": int(c["total"]), "active": int(active)}
 
@@ -75,33 +75,9 @@ def saver(tokenizer) -> Callable[[Any, Path], None]:
 
 
 def load(path: str | Path):
-    """Rebuild the MoE model saved by `saver` (config -> dense skeleton -> MoE structure -> exact weights)."""
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """Rebuild the MoE model saved by `saver` (langmoe's one loader: exact weights), fp32, train mode."""
+    from langmoe.models.moe_io import load_moe_pretrained
 
-    from langmoe.models.upcycle import apply_moe_structure
-
-    path = Path(path)
-    config = AutoConfig.from_pretrained(str(path))
-    structure = getattr(config, "langmoe", None)
-    if not structure:
-        raise LangmoeError(f"{path} holds no MoE structure (config.langmoe): it is not a langmoe MoE model")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    apply_moe_structure(model, structure)
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise LangmoeError(f"{path} has no safetensors weights: re-save the model")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    if getattr(config, "tie_word_embeddings", False):
-        state.setdefault("lm_head.weight", state.get("model.embed_tokens.weight"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not (m == "lm_head.weight" and getattr(config, "tie_word_embeddings", False))]
-    if missing or unexpected:
-        raise LangmoeError(f"{path}: weights do not match the MoE structure (missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]}): re-save the model")
-    if getattr(config, "tie_word_embeddings", False):
-        model.tie_weights()
+    model = load_moe_pretrained(path, dtype=torch.float32)
     model.train()
     return model
