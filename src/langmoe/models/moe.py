@@ -109,15 +109,18 @@ class _FusedExperts(nn.Module):
             raise LangmoeError(f"dispatch must be auto|loop|grouped, got {dispatch!r}")
         self.hidden_size, self.intermediate_size, self.dispatch = hidden_size, intermediate_size, dispatch
         self.act_fn = act if act is not None else nn.SiLU()
-        for name, shape in self._shapes(bias_in, bias_out).items():
+        shapes = self._shapes(bias_in, bias_out)
+        for name, shape in shapes.items():
             self.register_parameter(name, nn.Parameter(torch.zeros(num_experts, *shape)))
+        # fixed names: peft's parametrization moves a targeted parameter out of `_parameters`
+        self._tensor_names = tuple(n for n in EXPERT_PARAM_NAMES if n in shapes)
 
     def _shapes(self, bias_in: bool, bias_out: bool) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
 
     @property
     def tensor_names(self) -> tuple[str, ...]:
-        return tuple(n for n in EXPERT_PARAM_NAMES if n in self._parameters or n in self._buffers)
+        return self._tensor_names
 
     @property
     def num_experts(self) -> int:
@@ -563,6 +566,12 @@ class TopKRouter(nn.Module):
 
 
 # ====================================================================== block
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The experts module itself, also when peft wrapped it (`ParamWrapper.get_base_layer()`)."""
+    get = getattr(module, "get_base_layer", None)
+    return get() if callable(get) else module
+
+
 class MoEBlock(nn.Module):
     """A router and a set of experts; drop-in for a decoder layer's MLP (`forward(x[, residual])`)."""
 
@@ -593,19 +602,19 @@ class MoEBlock(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        return self.experts.hidden_size
+        return _unwrapped(self.experts).hidden_size
 
     @property
     def intermediate_size(self) -> int:
-        return self.experts.intermediate_size
+        return _unwrapped(self.experts).intermediate_size
 
     @property
     def gated(self) -> bool:
-        return self.experts.gated
+        return _unwrapped(self.experts).gated
 
     @property
     def frozen_expert0(self) -> bool:
-        return isinstance(self.experts, FrozenExpert0)
+        return isinstance(_unwrapped(self.experts), FrozenExpert0)
 
     @property
     def classifier(self) -> RoutingClassifier | None:
@@ -613,15 +622,15 @@ class MoEBlock(nn.Module):
 
     @property
     def has_biases(self) -> bool:
-        return any(n.endswith("_bias") for n in self.experts.tensor_names)
+        return any(n.endswith("_bias") for n in _unwrapped(self.experts).tensor_names)
 
     def expert_forward(self, x: torch.Tensor, e: int) -> torch.Tensor:
-        return self.experts.expert_forward(x, e)
+        return _unwrapped(self.experts).expert_forward(x, e)
 
     def load_ffn(self, ffn, experts: Iterable[int] | None = None) -> None:
         if ffn.gated != self.gated:
             raise LangmoeError("FFN kind (gated / non-gated) does not match the MoE block")
-        self.experts.load_ffn(ffn, experts)
+        _unwrapped(self.experts).load_ffn(ffn, experts)
 
     @torch.no_grad()
     def add_expert(self, source_expert: int) -> int:
@@ -632,8 +641,9 @@ class MoEBlock(nn.Module):
         E = self.num_experts
         if not 0 <= source_expert < E:
             raise LangmoeError(f"source_expert must be in [0, {E}), got {source_expert}")
-        src = {n: t.detach().clone() for n, t in self.experts.expert_tensors(source_expert).items()}
-        self.experts.append_expert(src)
+        experts = _unwrapped(self.experts)
+        src = {n: t.detach().clone() for n, t in experts.expert_tensors(source_expert).items()}
+        experts.append_expert(src)
         self.router.append_row(source_expert)
         return E
 
@@ -650,7 +660,7 @@ class MoEBlock(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         shape = hidden_states.shape
-        h = hidden_states.reshape(-1, self.hidden_size)
+        h = hidden_states.reshape(-1, shape[-1])
         decision = self.router(hidden_states)
         w = None if decision.mode == "labels" else decision.topk_weight
         y = self.experts(h, decision.topk_idx, w)
