@@ -184,3 +184,16 @@ def test_dtype_survives_and_can_be_changed(tmp_path):
     assert next(load_moe_pretrained(tmp_path / "m").parameters()).dtype == torch.bfloat16
     m, _ = load_model_any(tmp_path / "m", dtype="float32")
     assert next(m.parameters()).dtype == torch.float32
+
+
+def test_convert_command_rewrites_a_legacy_folder(tmp_path, capsys):
+    from langmoe.cli import main
+
+    assert main(["convert", "--model", str(DATA / "legacy_gpt2"), "--out", str(tmp_path / "n")]) == 0
+    assert folder_kind(tmp_path / "n") == "native"
+    with torch.no_grad():
+        assert torch.equal(load_moe_pretrained(tmp_path / "n")(tokens()).logits,
+                           torch.load(DATA / "legacy_gpt2" / "expected_logits.pt"))
+    tiny_model("llama").save_pretrained(tmp_path / "dense")
+    assert main(["convert", "--model", str(tmp_path / "dense"), "--out", str(tmp_path / "x")]) == 2
+    assert "nothing to convert" in capsys.readouterr().err
