@@ -108,13 +108,22 @@ class LangmoeMoEForCausalLM:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, dtype=None, torch_dtype=None, config=None,
-                        **kwargs):
+                        device_map=None, **kwargs):
+        """Load through langmoe's loader. `dtype` ("auto" = as saved) and a single-device `device_map` are honoured;
+        other loading options of transformers (quantization, offloading, revisions) are not supported here."""
+        import torch
+
         from langmoe.models.moe_io import load_moe_pretrained
 
         want = dtype if dtype is not None else torch_dtype
         if isinstance(want, str):
             want = None if want == "auto" else _torch_dtype(want)
-        return load_moe_pretrained(pretrained_model_name_or_path, dtype=want)
+        model = load_moe_pretrained(pretrained_model_name_or_path, dtype=want)
+        if isinstance(device_map, str | torch.device | int) and device_map != "auto":
+            model.to(device_map if not isinstance(device_map, int) else f"cuda:{device_map}")
+        elif isinstance(device_map, dict) and len(set(device_map.values())) == 1:
+            model.to(next(iter(device_map.values())))
+        return model
 
     @classmethod
     def from_config(cls, config, **kwargs):

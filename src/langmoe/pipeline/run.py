@@ -77,13 +77,10 @@ class RecipeRun:
 
     def base(self):
         """A fresh fp32 copy of the dense base (each system starts from it)."""
-        from transformers import AutoModelForCausalLM
+        from langmoe.models.moe_io import load_model_any
 
         torch.manual_seed(self.recipe.seed)
-        from langmoe.models.base import quiet_transformers
-
-        with quiet_transformers():  # no progress bar on stderr (it garbles the CLI's one-line errors)
-            model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=torch.float32)
+        model, _ = load_model_any(self.model_path, dtype=torch.float32)  # langmoe's one loader
         model.train()
         return model
 
@@ -183,12 +180,9 @@ def save_dense(model, tokenizer) -> Callable[[Any, Path], None]:
 
 
 def load_dense(path: Path):
-    from transformers import AutoModelForCausalLM
+    from langmoe.models.moe_io import load_model_any
 
-    from langmoe.models.base import quiet_transformers
-
-    with quiet_transformers():
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return load_model_any(path, dtype=torch.float32)[0]  # langmoe's one loader
 
 
 def dense_params(model) -> dict[str, int]:
