@@ -101,6 +101,12 @@ def test_bf16_source_stays_bf16_unless_dtype_says_otherwise(tmp_path):
     assert main(["upcycle", "--model", str(dense), "--layers", "0", "--experts", "2", "--dtype", "float32",
                  "--out", str(tmp_path / "moe32")]) == 0
     assert next(load_moe_pretrained(tmp_path / "moe32").parameters()).dtype == torch.float32
+    # training runs in fp32 and saves in the source's dtype
+    assert main(["train", "--model", str(tmp_path / "moe"), "--out", str(tmp_path / "trained"), "--langs", "en",
+                 "--steps", "1", "--batch-size", "2", "--block-len", "32", "--max-train-tokens", "1000",
+                 "--save-every", "1", "--log-every", "1"]) == 0
+    trained = load_moe_pretrained(tmp_path / "trained")
+    assert next(trained.parameters()).dtype == torch.bfloat16 and len(moe_blocks(trained)) == 3
 
 
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch):
