@@ -4,8 +4,8 @@ import pytest
 import torch
 from moe_fixtures import tiny_model, tokens
 
-from langmoe.models.moe import moe_blocks
-from langmoe.models.upcycle import upcycle
+from langmoe.models.moe import moe_blocks, router_outputs
+from langmoe.models.upcycle import parameter_counts, upcycle
 
 torch.set_num_threads(1)
 peft = pytest.importorskip("peft")
@@ -51,3 +51,6 @@ def test_lora_on_experts_trains_and_leaves_base_weights(frozen, targets):
         assert torch.equal(v, base[name]), k
     if frozen:  # the frozen expert is a buffer: LoRA never targets it
         assert not any(".frozen." in n for n in lora)
+    # the router losses and the accounting still see the MoE layers through the peft wrapper
+    assert [o.layer for o in router_outputs(pm)] == [0, 2]
+    assert parameter_counts(pm)["moe_layers"] == 2

@@ -151,7 +151,7 @@ def _convert_state(model: nn.Module, target: nn.Module) -> dict[str, torch.Tenso
     for i, b in blocks.items():
         p = f"{layers_prefix}{i}.mlp."
         with torch.no_grad():
-            full = b.experts.full_tensors()  # already the stock names and layout: [E, 2F, D], [E, D, F]
+            full = b.base_experts.full_tensors()  # already the stock names and layout: [E, 2F, D], [E, D, F]
             out[p + "experts.gate_up_proj"] = full["gate_up_proj"].detach().clone().contiguous()
             out[p + "experts.down_proj"] = full["down_proj"].detach().clone().contiguous()
             out[p + "gate.weight"] = b.router.weight.detach().clone()

@@ -621,6 +621,15 @@ class MoEBlock(nn.Module):
         return self.router.classifier
 
     @property
+    def base_experts(self) -> nn.Module:
+        """The experts module itself (unwrapped if peft wrapped it for LoRA)."""
+        return _unwrapped(self.experts)
+
+    @property
+    def params_per_expert(self) -> int:
+        return self.base_experts.params_per_expert
+
+    @property
     def has_biases(self) -> bool:
         return any(n.endswith("_bias") for n in _unwrapped(self.experts).tensor_names)
 

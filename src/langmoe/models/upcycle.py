@@ -248,10 +248,10 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     blocks = moe_blocks(model)
-    frozen = sum(b.experts.frozen_numel for b in blocks if b.frozen_expert0)
+    frozen = sum(b.base_experts.frozen_numel for b in blocks if b.frozen_expert0)
     expert_total = router = classifier = inactive = 0
     for b in blocks:
-        per_expert = b.experts.params_per_expert
+        per_expert = b.params_per_expert
         expert_total += per_expert * b.num_experts
         router += b.router.weight.numel()
         classifier += b.classifier.weight.numel() if b.classifier is not None else 0

@@ -58,7 +58,7 @@ def params(model, hard: bool = False) -> dict[str, int]:
     active = c["active_per_token"]
     if hard:
         for b in moe_blocks(model):
-            per_expert = b.experts.params_per_expert
+            per_expert = b.params_per_expert
             active -= per_expert * (b.top_k - 1)
     return {"total": int(c["total"]), "active": int(active)}
 
