@@ -297,6 +297,12 @@ def test_upcycle_bad_inputs(env, tmp_path, capsys):
     fails(capsys, ["upcycle", "--model", tmp_path / "missing", *out], "does not exist")
 
 
+def test_convert_bad_inputs(env, tmp_path, capsys):
+    fails(capsys, ["convert", "--model", env["model"], "--out", tmp_path / "c"], "dense", "nothing to convert")
+    fails(capsys, ["convert", "--model", tmp_path / "missing", "--out", tmp_path / "c"], "does not exist")
+    assert not (tmp_path / "c").exists()
+
+
 def test_export_bad_inputs(env, tmp_path, capsys):
     fails(capsys, ["export", "--model", env["model"], "--out", tmp_path / "e"], "dense")
     fails(capsys, ["export", "--model", tmp_path / "missing", "--out", tmp_path / "e"], "does not exist")
@@ -418,6 +424,6 @@ def test_every_subcommand_has_bad_input_cases():
     from langmoe.cli import build_parser
 
     covered = {"corpus", "tokenizer", "eval", "pretrain", "train", "deviation", "group", "select-layers", "upcycle",
-               "export", "run", "demo", "report"}
+               "export", "convert", "run", "demo", "report"}
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) <= covered, f"no bad-input tests for: {sorted(set(sub.choices) - covered)}"
