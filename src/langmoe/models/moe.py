@@ -358,6 +358,11 @@ class FrozenExpert0(nn.Module):
         self.trainable = trainable
 
     @property
+    def _trainable(self) -> _FusedExperts:
+        """The trainable part itself (peft may wrap it for LoRA; its forward is still called through the wrapper)."""
+        return _unwrapped(self.trainable)
+
+    @property
     def gated(self) -> bool:
         return self.frozen.gated
 
@@ -375,7 +380,7 @@ class FrozenExpert0(nn.Module):
 
     @property
     def dispatch(self) -> str:
-        return self.trainable.dispatch
+        return self._trainable.dispatch
 
     @property
     def tensor_names(self) -> tuple[str, ...]:
@@ -383,7 +388,7 @@ class FrozenExpert0(nn.Module):
 
     @property
     def num_experts(self) -> int:
-        return 1 + self.trainable.num_experts
+        return 1 + self._trainable.num_experts
 
     @property
     def params_per_expert(self) -> int:
@@ -394,11 +399,11 @@ class FrozenExpert0(nn.Module):
         return sum(b.numel() for b in self.frozen.buffers())
 
     def full_tensors(self) -> dict[str, torch.Tensor]:
-        f, t = self.frozen.full_tensors(), self.trainable.full_tensors()
+        f, t = self.frozen.full_tensors(), self._trainable.full_tensors()
         return {n: torch.cat([f[n].to(t[n].dtype), t[n]], dim=0) for n in f}
 
     def _part(self, e: int) -> tuple[_FusedExperts, int]:
-        return (self.frozen, 0) if e == 0 else (self.trainable, e - 1)
+        return (self.frozen, 0) if e == 0 else (self._trainable, e - 1)
 
     def expert_forward(self, x: torch.Tensor, e: int, weights=None) -> torch.Tensor:
         part, i = self._part(e)
@@ -425,10 +430,7 @@ class FrozenExpert0(nn.Module):
 
     @torch.no_grad()
     def append_expert(self, source: dict[str, torch.Tensor]) -> None:
-        self.trainable.append_expert(source)
-
-    def _use_grouped(self, x, n_assign):
-        return self.trainable._use_grouped(x, n_assign)
+        self._trainable.append_expert(source)
 
 
 # ====================================================================== router
