@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from langmoe.models.moe import MoEBlock, routing  # noqa: E402
+from langmoe.models.moe import build_moe_block, routing  # noqa: E402
 
 
 def build(D, Fi, E, k, seed=0):
@@ -36,11 +36,10 @@ def build(D, Fi, E, k, seed=0):
     dense = LlamaMLP(tf.LlamaConfig(hidden_size=D, intermediate_size=Fi))
     ours = {}
     for dispatch in ("auto", "loop", "grouped"):
-        b = MoEBlock(D, Fi, E, k, dispatch=dispatch)
+        b = build_moe_block(D, Fi, E, k, dispatch=dispatch)
         with torch.no_grad():
-            for n in ("w_gate", "w_up"):
-                getattr(b, n).normal_(0, 0.02)
-            b.w_out.normal_(0, 0.02)
+            b.experts.gate_up_proj.normal_(0, 0.02)
+            b.experts.down_proj.normal_(0, 0.02)
         ours[dispatch] = b
     hf = {}
     for impl in ("grouped_mm", "eager"):

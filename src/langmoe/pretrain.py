@@ -274,8 +274,12 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict
     """Dense continued pre-training of an HF causal LM (all parameters) with the temperature sampler."""
     from langmoe.data.corpus import open_corpus
     from langmoe.data.packing import check_block_len
-    from langmoe.models.base import load_model_and_tokenizer
+    from langmoe.models.base import load_model_and_tokenizer, resolve_model_path
+    from langmoe.models.moe_io import source_dtype
 
+    # one loader for dense and MoE folders (an MoE folder keeps training as the MoE); trains in fp32, saves in the
+    # source folder's dtype
+    saved_dtype = source_dtype(resolve_model_path(cfg.model))
     model, tok = load_model_and_tokenizer(cfg.model)
     check_block_len(model.config, cfg.block_len)
     out = Path(cfg.out)
@@ -297,6 +301,8 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict
         model.to(_device()).eval()
         record["eval"] = run_eval(model, tok, corpus, langs, cfg.eval)
     model.to(torch.device("cpu"))
+    if saved_dtype is not None and saved_dtype != torch.float32:
+        model.to(saved_dtype)
     save_hf_folder(model, tok, out)
     write_json(out / "train.json", record)
     return record

@@ -829,6 +829,12 @@ def test_broken_pipe_is_quiet(env):
     assert p.stdout.startswith("{") and p.stderr == "", p.stderr
 
 
+def test_convert_bad_inputs(env, tmp_path, capsys):
+    fails(capsys, ["convert", "--model", env["model"], "--out", tmp_path / "c"], "dense", "nothing to convert")
+    fails(capsys, ["convert", "--model", tmp_path / "missing", "--out", tmp_path / "c"], "does not exist")
+    assert not (tmp_path / "c").exists()
+
+
 def test_run_threads_zero_is_not_ignored(tmp_path, capsys):
     rec = tmp_path / "r.yaml"
     rec.write_text("languages: [de, fr]\n", encoding="utf-8")
@@ -889,7 +895,7 @@ def test_every_subcommand_has_bad_input_cases():
     from langmoe.cli import build_parser
 
     covered = {"corpus", "tokenizer", "eval", "pretrain", "train", "deviation", "group", "select-layers", "upcycle",
-               "export", "run", "demo", "report"}
+               "export", "convert", "run", "demo", "report"}
     covered |= {"generate", "languages", "recipes"}  # in tests/cli/test_{generate,languages_cmd,recipes_cmd}.py
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) <= covered, f"no bad-input tests for: {sorted(set(sub.choices) - covered)}"

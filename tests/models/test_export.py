@@ -18,8 +18,7 @@ def _perturb(model):
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for b in moe_blocks(model):
-            for n in b._weight_names:
-                w = getattr(b, n)
+            for w in b.experts.parameters():
                 w.add_(torch.randn(w.shape, generator=g) * 0.05)
             b.router.weight.normal_(0, 1.0, generator=g)
     return model

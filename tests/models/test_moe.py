@@ -5,7 +5,18 @@ import torch
 from moe_fixtures import tiny_model, tokens
 
 from langmoe.errors import LangmoeError
-from langmoe.models.moe import MoEBlock, router_outputs, routing
+from langmoe.models.moe import (
+    FrozenExpert0,
+    GatedExperts,
+    LinearExperts,
+    MoEBlock,
+    RoutingClassifier,
+    TopKRouter,
+    build_moe_block,
+    router_outputs,
+    routing,
+)
+from langmoe.models.router_recorder import RouterRecorder
 from langmoe.models.upcycle import upcycle
 
 torch.set_num_threads(1)
@@ -13,21 +24,46 @@ torch.set_num_threads(1)
 
 def _block(E=4, k=2, gated=True, seed=0, **kw):
     torch.manual_seed(seed)
-    b = MoEBlock(8, 16, E, k, gated=gated, bias_in=not gated, bias_out=not gated, **kw)
+    b = build_moe_block(8, 16, E, k, gated=gated, bias_in=not gated, bias_out=not gated, **kw)
     with torch.no_grad():
-        for n in b._weight_names:
-            getattr(b, n).normal_(0, 0.3)
-            if b.frozen_expert0:
-                getattr(b, f"{n}_frozen").normal_(0, 0.3)
+        for t in list(b.experts.parameters()) + list(b.experts.buffers()):
+            t.normal_(0, 0.3)
         b.router.weight.normal_(0, 1.0)
     return b
+
+
+def _ffn_ref(b, x, e):
+    """Expert e computed from its canonical (input-major) weights, independently of the block's code."""
+    f = b.experts.ffn(e)
+    if f.gated:
+        g, u = x @ f.w_gate, x @ f.w_up
+        if f.b_gate is not None:
+            g, u = g + f.b_gate, u + f.b_up
+        h = f.act(g) * u
+    else:
+        h = x @ f.w_in
+        if f.b_in is not None:
+            h = h + f.b_in
+        h = f.act(h)
+    y = h @ f.w_out
+    return y if f.b_out is None else y + f.b_out
+
+
+def _recorded(b):
+    """Attach a recorder of the last forward (what `router_outputs` reads on a model)."""
+    b.__dict__["_rec"] = RouterRecorder(b, detach=False, accumulate=False).start()
+    return b
+
+
+def _last(b):
+    return b.__dict__["_rec"].last_outputs()[0]
 
 
 def _reference(b, x, idx, w):
     out = torch.zeros_like(x)
     for t in range(x.shape[0]):
         for j in range(idx.shape[1]):
-            out[t] += w[t, j] * b.expert_forward(x[t : t + 1], int(idx[t, j]))[0]
+            out[t] += w[t, j] * _ffn_ref(b, x[t : t + 1], int(idx[t, j]))[0]
     return out
 
 
@@ -35,7 +71,7 @@ def _reference(b, x, idx, w):
 @pytest.mark.parametrize("dispatch", ["loop", "grouped"])
 @pytest.mark.parametrize("k", [1, 2])
 def test_learned_topk_matches_reference(gated, dispatch, k):
-    b = _block(E=6, k=k, gated=gated, dispatch=dispatch)
+    b = _recorded(_block(E=6, k=k, gated=gated, dispatch=dispatch))
     x = torch.randn(3, 5, 8)
     y = b(x)
     h = x.reshape(-1, 8)
@@ -43,7 +79,7 @@ def test_learned_topk_matches_reference(gated, dispatch, k):
     w, idx = probs.topk(k, -1)
     w = w / w.sum(-1, keepdim=True)
     assert torch.allclose(y.reshape(-1, 8), _reference(b, h, idx, w), atol=1e-5)
-    ro = b.last_router_output
+    ro = _last(b)
     assert torch.equal(ro.topk_idx, idx) and ro.logits.shape == (15, 6)
 
 
@@ -63,30 +99,31 @@ def test_grouped_and_loop_agree_in_value_and_gradient():
         b = _block(E=8, k=2, dispatch=d)
         x = xs.clone().requires_grad_(True)
         b(x).sum().backward()  # broadcast incoming grad: grouped path must cope
-        grads.append((x.grad, b.w_gate.grad, b.router.weight.grad))
+        grads.append((x.grad, b.experts.gate_up_proj.grad, b.router.weight.grad))
     for a, c in zip(*grads, strict=True):
         assert torch.allclose(a, c, atol=1e-5)
 
 
 def test_label_routing_one_label_is_one_dense_call_and_mixed_gathers():
-    b = _block(E=3, k=2)
+    b = _recorded(_block(E=3, k=2))
     x = torch.randn(2, 4, 8)
     calls = []
-    orig = b.expert_forward
-    b.expert_forward = lambda h, e, *a: (calls.append((h.shape[0], e)), orig(h, e, *a))[1]
+    orig = b.experts.expert_forward
+    b.experts.expert_forward = lambda h, e, *a: (calls.append((h.shape[0], e)), orig(h, e, *a))[1]
     with routing(b, route_labels=torch.full((2, 4), 2)):
         y = b(x)
     assert calls == [(8, 2)]
     assert torch.equal(y, orig(x.reshape(-1, 8), 2).reshape(2, 4, 8))
+    assert torch.allclose(y, _ffn_ref(b, x.reshape(-1, 8), 2).reshape(2, 4, 8), atol=1e-6)
     calls.clear()
     labels = torch.tensor([[0, 1, 1, 2], [2, 2, 0, 1]])
     with routing(b, route_labels=labels):
         y = b(x)
     assert sorted(calls) == [(2, 0), (3, 1), (3, 2)]
     for t, e in enumerate(labels.reshape(-1).tolist()):
-        assert torch.allclose(y.reshape(-1, 8)[t], orig(x.reshape(-1, 8)[t : t + 1], e)[0], atol=1e-6)
-    assert b.last_router_output.mode == "labels"
-    assert torch.equal(b.last_router_output.topk_idx[:, 0], labels.reshape(-1))
+        assert torch.allclose(y.reshape(-1, 8)[t], _ffn_ref(b, x.reshape(-1, 8)[t : t + 1], e)[0], atol=1e-6)
+    assert _last(b).mode == "labels"
+    assert torch.equal(_last(b).topk_idx[:, 0], labels.reshape(-1))
 
 
 def test_label_errors():
@@ -100,18 +137,18 @@ def test_label_errors():
 
 
 def test_restricted_routing_never_picks_masked_expert():
-    b = _block(E=6, k=2)
+    b = _recorded(_block(E=6, k=2))
     x = torch.randn(200, 8)
     b(x)
-    assert set(b.last_router_output.topk_idx.unique().tolist()) - {1, 4}  # unrestricted uses others
+    assert set(_last(b).topk_idx.unique().tolist()) - {1, 4}  # unrestricted uses others
     with routing(b, allowed_experts=[1, 4]):
         b(x)
-    assert set(b.last_router_output.topk_idx.unique().tolist()) <= {1, 4}
+    assert set(_last(b).topk_idx.unique().tolist()) <= {1, 4}
     with routing(b, allowed_experts=[3]):
         y = b(x)
-    ro = b.last_router_output
+    ro = _last(b)
     assert ro.topk_idx.shape == (200, 1) and bool((ro.topk_idx == 3).all())
-    assert torch.allclose(y, b.expert_forward(x, 3), atol=1e-6)
+    assert torch.allclose(y, _ffn_ref(b, x, 3), atol=1e-6)
     with pytest.raises(LangmoeError, match="out of range"), routing(b, allowed_experts=[7]):
         pass
 
@@ -132,15 +169,15 @@ def test_routing_context_restores_state():
     b = _block(E=3)
     with routing(b, route_labels=torch.zeros(1, 2, dtype=torch.long)):
         with routing(b, mode="learned"):
-            assert b._state.mode == "learned"
-        assert b._state.mode == "labels"
-    assert b._state is None
+            assert b.router._state.mode == "learned"
+        assert b.router._state.mode == "labels"
+    assert b.router._state is None
 
 
 def test_frozen_expert0_bit_identical_after_adamw_with_weight_decay():
     moe = upcycle(tiny_model("llama"), "all", 3, top_k=2, frozen_expert0=True)
-    frozen = {k: v.clone() for k, v in moe.state_dict().items() if k.endswith("_frozen")}
-    assert len(frozen) == 3 * 3
+    frozen = {k: v.clone() for k, v in moe.state_dict().items() if ".experts.frozen." in k}
+    assert len(frozen) == 3 * 2  # gate_up_proj and down_proj of each of the 3 layers
     opt = torch.optim.AdamW([p for p in moe.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
     moe.train()
     x = tokens()
@@ -153,7 +190,8 @@ def test_frozen_expert0_bit_identical_after_adamw_with_weight_decay():
         assert torch.equal(moe.state_dict()[k], v), k
     # trainable experts did move
     blk = [m for m in moe.modules() if isinstance(m, MoEBlock)][0]
-    assert not torch.equal(blk.w_gate[0], blk.w_gate_frozen[0])
+    assert not torch.equal(blk.experts.trainable.gate_up_proj[0], blk.experts.frozen.gate_up_proj[0])
+    assert not any(".frozen." in n for n, _ in moe.named_parameters())
 
 
 def test_frozen_expert0_preserves_function():
@@ -168,12 +206,12 @@ def test_frozen_expert0_preserves_function():
 
 @pytest.mark.parametrize("mode", ["token", "sequence"])
 def test_classifier_sends_old_tokens_to_expert0(mode):
-    b = _block(E=4, k=2, frozen_expert0=True, classifier=True, classifier_mode=mode)
+    b = _recorded(_block(E=4, k=2, frozen_expert0=True, classifier=True, classifier_mode=mode))
     x = torch.randn(2, 5, 8)
     with torch.no_grad():
         b.classifier.weight.normal_()
     y = b(x)
-    ro = b.last_router_output
+    ro = _last(b)
     h = x.reshape(-1, 8)
     if mode == "token":
         cl = h @ b.classifier.weight.T
@@ -187,7 +225,7 @@ def test_classifier_sends_old_tokens_to_expert0(mode):
     w, idx = probs.topk(2, -1)
     w = w / w.sum(-1, keepdim=True)
     ref = _reference(b, h, idx, w)
-    ref[old] = b.expert_forward(h[old], 0) if old.any() else ref[old]
+    ref[old] = _ffn_ref(b, h[old], 0) if old.any() else ref[old]
     assert torch.allclose(y.reshape(-1, 8), ref, atol=1e-5)
     assert bool((ro.topk_idx[old] == 0).all())
 
@@ -203,7 +241,7 @@ def test_bf16_autocast_grouped_path_runs():
 
 
 def _loop_copy(b):
-    b.dispatch = "loop"
+    b.experts.dispatch = "loop"
     return b
 
 
@@ -211,15 +249,15 @@ def test_auto_dispatch_rule():
     from langmoe.models.moe import GROUPED_MAX_TOKENS_PER_EXPERT, LOOP_MAX_EXPERTS
 
     x = torch.zeros(1, 8)
-    small = MoEBlock(8, 16, LOOP_MAX_EXPERTS, 1)
-    many = MoEBlock(8, 16, 8, 1)
-    odd = MoEBlock(6, 10, 8, 1)
+    small = build_moe_block(8, 16, LOOP_MAX_EXPERTS, 1).experts
+    many = build_moe_block(8, 16, 8, 1).experts
+    odd = build_moe_block(6, 10, 8, 1).experts
     assert not small._use_grouped(x, 16)
     assert many._use_grouped(x, 16)
     assert not many._use_grouped(x, 8 * GROUPED_MAX_TOKENS_PER_EXPERT)  # big groups: the loop is faster
     assert not odd._use_grouped(x, 16)  # grouped_mm needs 16-byte aligned sizes
     with pytest.raises(LangmoeError, match="divisible"):
-        MoEBlock(6, 10, 8, 1, dispatch="grouped")._use_grouped(x, 16)
+        build_moe_block(6, 10, 8, 1, dispatch="grouped").experts._use_grouped(x, 16)
 
 
 def test_gradient_checkpointing_recompute_keeps_label_routing():
@@ -242,3 +280,62 @@ def test_gradient_checkpointing_recompute_keeps_label_routing():
     assert grads[0].keys() == grads[1].keys()
     for n in grads[0]:
         assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
+
+
+@pytest.mark.parametrize("k,norm", [(1, True), (2, True), (2, False)])
+def test_gated_experts_match_transformers_qwen3_moe_block(k, norm):
+    """Same names, layout and math as transformers' own fused experts: copy tensors by name, equal outputs."""
+    import transformers as tf
+    from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
+
+    cfg = tf.Qwen3MoeConfig(hidden_size=8, moe_intermediate_size=16, num_experts=5, num_experts_per_tok=k,
+                            norm_topk_prob=norm)
+    torch.manual_seed(0)
+    stock = Qwen3MoeSparseMoeBlock(cfg)
+    with torch.no_grad():
+        stock.experts.gate_up_proj.normal_(0, 0.3)
+        stock.experts.down_proj.normal_(0, 0.3)
+        stock.gate.weight.normal_(0, 1.0)
+    ours = build_moe_block(8, 16, 5, k, renormalize=norm)
+    assert dict(ours.experts.named_parameters()).keys() == dict(stock.experts.named_parameters()).keys()
+    ours.experts.load_state_dict(stock.experts.state_dict())
+    ours.router.load_state_dict(stock.gate.state_dict())
+    x = torch.randn(2, 6, 8)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), stock(x), atol=1e-5)
+
+
+def test_parts_compose_like_the_builder():
+    torch.manual_seed(0)
+    built = build_moe_block(8, 16, 4, 2, frozen_expert0=True, classifier=True, classifier_mode="sequence")
+    router = TopKRouter(8, 4, 2, classifier=RoutingClassifier(8, "sequence"))
+    composed = MoEBlock(router, FrozenExpert0(GatedExperts(3, 8, 16)))
+    assert built.state_dict().keys() == composed.state_dict().keys()
+    composed.load_state_dict(built.state_dict())
+    x = torch.randn(2, 3, 8)
+    assert torch.equal(built(x), composed(x))
+    assert isinstance(build_moe_block(8, 16, 2, 1, gated=False).experts, LinearExperts)
+    with pytest.raises(LangmoeError, match="router has 3 experts"):
+        MoEBlock(TopKRouter(8, 3, 1), GatedExperts(4, 8, 16))
+
+
+def test_no_weight_method_and_stock_parameter_names():
+    """peft's target_parameters looks modules and parameters up by name: nothing may shadow them."""
+    b = build_moe_block(8, 16, 3, 2)
+    assert not callable(getattr(b, "weight", None))
+    assert sorted(n for n, _ in b.named_parameters()) == ["experts.down_proj", "experts.gate_up_proj", "router.weight"]
+    assert b.experts.gate_up_proj.shape == (3, 32, 8) and b.experts.down_proj.shape == (3, 8, 16)
+    nb = build_moe_block(8, 16, 3, 2, gated=False, bias_in=True, bias_out=True)
+    assert sorted(n for n, _ in nb.experts.named_parameters()) == [
+        "down_proj", "down_proj_bias", "up_proj", "up_proj_bias"]
+
+
+def test_add_expert_to_frozen_block_copies_the_frozen_expert():
+    b = _block(E=3, k=2, frozen_expert0=True)
+    new = b.add_expert(0)
+    assert new == 3 and b.num_experts == 4 and b.experts.trainable.num_experts == 3
+    x = torch.randn(5, 8)
+    assert torch.equal(_ffn_ref(b, x, 3), _ffn_ref(b, x, 0))
+    assert torch.equal(b.router.weight[3], b.router.weight[0])
+    with routing(b, route_labels=torch.full((5,), 3)):
+        assert torch.allclose(b(x), _ffn_ref(b, x, 0), atol=1e-6)

@@ -25,8 +25,8 @@ def test_save_load_exact(tmp_path, arch, kw):
     model = upcycle(tiny_model(arch), **kw)
     with torch.no_grad():  # make experts differ so a mix-up would show
         for b in moe_blocks(model):
-            for n in b._weight_names:
-                getattr(b, n).add_(torch.randn_like(getattr(b, n)) * 0.1)
+            for t in b.experts.parameters():
+                t.add_(torch.randn_like(t) * 0.1)
     add_expert(model, moe_blocks(model)[0].layer_idx, 1)
     out = save_moe_pretrained(model, None, tmp_path / "m")
     loaded = load_moe_pretrained(out)

@@ -67,10 +67,11 @@ def test_add_expert_copies_weights_and_router_row():
     moe = upcycle(tiny_model("gpt2"), [1], 2, top_k=1)
     blk = moe_blocks(moe)[0]
     with torch.no_grad():
-        blk.w_in[1].add_(torch.randn_like(blk.w_in[1]))
+        blk.experts.up_proj[1].add_(torch.randn_like(blk.experts.up_proj[1]))
     new = add_expert(moe, 1, source_expert=1)
     assert new == 2 and blk.num_experts == 3
-    assert torch.equal(blk.w_in[2], blk.w_in[1]) and torch.equal(blk.b_out[2], blk.b_out[1])
+    e = blk.experts
+    assert torch.equal(e.up_proj[2], e.up_proj[1]) and torch.equal(e.down_proj_bias[2], e.down_proj_bias[1])
     assert torch.equal(blk.router.weight[2], blk.router.weight[1])
     assert moe.config.langmoe["layers"]["1"]["num_experts"] == 3
     x = tokens()

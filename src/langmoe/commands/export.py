@@ -14,6 +14,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="folder written by `langmoe upcycle` (or training)")
     p.add_argument("--out", required=True)
     p.add_argument("--arch", default="auto", choices=["auto", "qwen2_moe", "qwen3_moe", "mixtral"])
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="dtype of the exported weights (default: the source folder's)")
     p.add_argument("--no-verify", action="store_true", help="skip reloading and comparing logits")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--overwrite", action="store_true",
@@ -34,9 +36,13 @@ def run(args) -> int:
     check_model_folder(args.model)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    model, tokenizer = load_model_any(args.model)
-    if not getattr(model.config, "langmoe", None):
+    from langmoe.models.base import _parse_dtype, resolve_model_path
+    from langmoe.models.moe_io import folder_kind
+
+    if folder_kind(resolve_model_path(args.model)) == "dense":
         raise LangmoeError(f"{args.model} is a dense model: upcycle (and train) it before exporting")
-    arch = export_stock(model, args.out, arch=args.arch, tokenizer=tokenizer, verify=not args.no_verify)
+    model, tokenizer = load_model_any(args.model)
+    arch = export_stock(model, args.out, arch=args.arch, tokenizer=tokenizer, verify=not args.no_verify,
+                        dtype=_parse_dtype(getattr(args, "dtype", None)))
     Console().print(f"wrote {args.out} ({arch}){'' if args.no_verify else ', logits verified'}")
     return 0

@@ -70,6 +70,8 @@ def register(subparsers) -> None:
     p.add_argument("--frozen-expert0", action="store_true", help="keep expert 0 frozen (MoE-LPR)")
     p.add_argument("--classifier-layers", default=None, help="layers with an old/new classifier (needs frozen expert 0)")
     p.add_argument("--seed", type=int, default=0, help="router init seed")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                   help="dtype of the MoE model (default: the source folder's)")
     p.add_argument("--out", default=None, help="output folder (required unless --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="only print the parameter accounting")
     p.add_argument("--overwrite", action="store_true",
@@ -111,7 +113,9 @@ def run(args) -> int:
     if cfg.out:
         check_output(cfg.out, "upcycle", inputs=[cfg.model], overwrite=args.overwrite)
     check_model_folder(cfg.model)
-    model, tokenizer = load_model_any(cfg.model)
+    from langmoe.models.base import _parse_dtype
+
+    model, tokenizer = load_model_any(cfg.model, dtype=_parse_dtype(getattr(args, "dtype", None)))
     before = parameter_counts(model)
     upcycle(
         model, cfg.layers, cfg.experts, cfg.top_k, renormalize=not cfg.no_renormalize,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from langmoe.errors import LangmoeError
 
@@ -61,25 +60,15 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 def load_model_and_tokenizer(
     path: str | Path, dtype: str | torch.dtype | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (eval mode, fp32 unless `dtype`) and its tokenizer; raises LangmoeError on a missing or corrupt
-    folder and on a tokenizer whose vocabulary does not fit the model."""
-    p = resolve_model_path(path)
-    try:
-        json.loads((p / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise LangmoeError(f"{p / 'config.json'} is not valid JSON: re-save the model with save_pretrained") from e
-    torch_dtype = _parse_dtype(dtype) or torch.float32
-    try:
-        with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype)
-    except Exception as e:  # noqa: BLE001
-        raise LangmoeError(f"cannot load the model in {p} ({type(e).__name__}: {_one_line(e)}): "
-                           "check that the folder holds a complete causal LM (config.json + weights)") from e
-    tokenizer = load_tokenizer(p)
-    from langmoe.data.tokenizer import check_tokenizer_matches
+    """Model (eval mode, fp32 unless `dtype`) and its tokenizer, dense or MoE (native or legacy folder), through
+    the one loader `moe_io.load_model_any`; LangmoeError on a missing or corrupt folder, a missing tokenizer and a
+    tokenizer whose vocabulary does not fit the model."""
+    from langmoe.models.moe_io import load_model_any
 
-    check_tokenizer_matches(model, tokenizer)
-    model.eval()
+    p = resolve_model_path(path)
+    model, tokenizer = load_model_any(p, dtype=_parse_dtype(dtype) or torch.float32)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(p)  # raises the one-line "cannot load a tokenizer" error
     return model, tokenizer
 
 

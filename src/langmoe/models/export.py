@@ -4,18 +4,24 @@ Targets (all in transformers 5.x, fused expert weights `gate_up_proj [E, 2F, D]`
 
 - qwen2_moe: from Llama / Mistral / Qwen2. Non-MoE layers go into `mlp_only_layers` (dense `intermediate_size`);
   the shared expert is disabled with `shared_expert_intermediate_size=0` (its output is exactly zero); Llama has no
-  q/k/v bias, so `qkv_bias=False` (Qwen2 sources keep theirs).
+  q/k/v bias, so `qkv_bias=False` (Qwen2 sources keep theirs). Mistral's sliding window (every layer) is expressed
+  with `layer_types = ["sliding_attention"] * n`.
 - qwen3_moe: from Qwen3 (q/k norms match; Llama cannot go there, its attention has no q/k norm).
 - mixtral: from Llama / Mistral when every layer is MoE and top-k is renormalised (Mixtral always renormalises).
 
 Conditions checked (LangmoeError otherwise): gated SiLU FFN without biases, the same number of experts, top-k and
 renormalisation in every MoE layer, no old/new classifier (stock routers have none); frozen expert 0 is exported as
-an ordinary expert. The new model is built with `from_config`, filled tensor by tensor and saved with its own
-`save_pretrained`, then (by default) reloaded with `AutoModelForCausalLM.from_pretrained` to check the logits.
+an ordinary expert. The expert tensors already have the stock names and layout (`moe.GatedExperts`), so they are
+copied as they are. The new model is built with `from_config`, filled tensor by tensor, written with its own
+`save_pretrained` into a temporary folder, reloaded there with plain `AutoModelForCausalLM.from_pretrained` and its
+logits compared (tolerance relative to the logit scale, per dtype); only then does the folder appear at `path`.
+dtype (unless `dtype` is given) and generation_config are the source model's; the tokenizer must fit the model.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,7 +33,7 @@ from langmoe.models.adapters import get_adapter
 from langmoe.models.moe import moe_blocks
 from langmoe.models.moe_io import write_folder_atomically
 
-__all__ = ["export_stock", "choose_export_arch", "EXPORT_ARCHS"]
+__all__ = ["export_stock", "choose_export_arch", "EXPORT_ARCHS", "max_logit_diff", "export_tolerance"]
 
 EXPORT_ARCHS = ("qwen2_moe", "qwen3_moe", "mixtral")
 _SOURCES = {"qwen2_moe": ("llama", "mistral", "qwen2"), "qwen3_moe": ("qwen3",), "mixtral": ("llama", "mistral")}
@@ -42,7 +48,7 @@ def _check_common(model: nn.Module) -> dict:
     for b in blocks:
         if b.classifier is not None:
             raise LangmoeError(f"layer {b.layer_idx} has an old/new classifier: stock MoE routers cannot express it")
-        if not b.gated or any(n.startswith("b_") for n in b._weight_names):
+        if not b.gated or b.has_biases:
             raise LangmoeError(f"layer {b.layer_idx}: only gated FFNs without biases map to stock MoE experts")
         if (b.num_experts, b.top_k, b.renormalize) != (b0.num_experts, b0.top_k, b0.renormalize):
             raise LangmoeError(
@@ -67,7 +73,8 @@ def choose_export_arch(model: nn.Module) -> str:
         return "mixtral"
     if src in _SOURCES["qwen2_moe"]:
         return "qwen2_moe"
-    raise LangmoeError(f"no stock MoE export for model_type {src!r}; exportable: llama, mistral, qwen2, qwen3")
+    raise LangmoeError(f"no stock MoE architecture expresses model_type {src!r} (exportable: llama, mistral, qwen2, "
+                       "qwen3): keep the native folder, which loads with `import langmoe`")
 
 
 def _target_config(model: nn.Module, arch: str, info: dict):
@@ -105,22 +112,29 @@ def _target_config(model: nn.Module, arch: str, info: dict):
     )
     F_ = src.intermediate_size
     if arch == "mixtral":
+        other = "use qwen2_moe" if src.model_type in _SOURCES["qwen2_moe"] else "no other stock target fits"
         if dense_layers:
-            raise LangmoeError(f"mixtral needs every layer to be MoE; dense layers: {dense_layers} (use qwen2_moe)")
+            raise LangmoeError(f"mixtral needs every layer to be MoE; dense layers: {dense_layers} ({other})")
         if not info["renorm"]:
-            raise LangmoeError("mixtral always renormalises the top-k weights; this model does not (use qwen2_moe)")
+            raise LangmoeError(f"mixtral always renormalises the top-k weights; this model does not ({other})")
         return tf.MixtralConfig(
             intermediate_size=F_, num_local_experts=info["E"], sliding_window=window if use_window else None,
             router_jitter_noise=0.0, **common,
         )
-    if use_window:
-        raise LangmoeError(f"sliding_window={window} is shorter than the context: export to mixtral instead")
     if arch == "qwen2_moe":
+        window_kw: dict = {"use_sliding_window": False}
+        if use_window:
+            layer_types = getattr(src, "layer_types", None) or ["sliding_attention"] * n
+            window_kw = {"use_sliding_window": True, "sliding_window": window, "max_window_layers": n,
+                         "layer_types": list(layer_types)}
         return tf.Qwen2MoeConfig(
             intermediate_size=F_, moe_intermediate_size=F_, shared_expert_intermediate_size=0,
             num_experts=info["E"], norm_topk_prob=info["renorm"], mlp_only_layers=dense_layers,
-            decoder_sparse_step=1, qkv_bias=src.model_type == "qwen2", use_sliding_window=False, **common,
+            decoder_sparse_step=1, qkv_bias=src.model_type == "qwen2", **window_kw, **common,
         )
+    if use_window:
+        raise LangmoeError(f"sliding_window={window} is shorter than the context and qwen3_moe here has no window: "
+                           "no stock target fits; keep the native folder (loads with `import langmoe`)")
     return tf.Qwen3MoeConfig(
         intermediate_size=F_, moe_intermediate_size=F_, num_experts=info["E"], norm_topk_prob=info["renorm"],
         mlp_only_layers=dense_layers, decoder_sparse_step=1, attention_bias=bool(getattr(src, "attention_bias", False)),
@@ -137,9 +151,9 @@ def _convert_state(model: nn.Module, target: nn.Module) -> dict[str, torch.Tenso
     for i, b in blocks.items():
         p = f"{layers_prefix}{i}.mlp."
         with torch.no_grad():
-            g, u, d = b.weight("w_gate"), b.weight("w_up"), b.weight("w_out")  # [E,D,F], [E,D,F], [E,F,D]
-            out[p + "experts.gate_up_proj"] = torch.cat([g.transpose(1, 2), u.transpose(1, 2)], dim=1).contiguous()
-            out[p + "experts.down_proj"] = d.transpose(1, 2).contiguous()
+            full = b.base_experts.full_tensors()  # already the stock names and layout: [E, 2F, D], [E, D, F]
+            out[p + "experts.gate_up_proj"] = full["gate_up_proj"].detach().clone().contiguous()
+            out[p + "experts.down_proj"] = full["down_proj"].detach().clone().contiguous()
             out[p + "gate.weight"] = b.router.weight.detach().clone()
     for k, v in src_state.items():
         if k.startswith(layers_prefix) and ".mlp." in k and int(k[len(layers_prefix):].split(".")[0]) in blocks:
@@ -162,13 +176,27 @@ def _convert_state(model: nn.Module, target: nn.Module) -> dict[str, torch.Tenso
     return out
 
 
-def export_stock(model: nn.Module, path: str | Path, arch: str = "auto", tokenizer=None, verify: bool = True) -> str:
+def export_tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) of the export check `max|diff| <= rtol * max|logits| + atol`, per dtype."""
+    if dtype == torch.float32:
+        return 1e-5, 1e-4
+    if dtype == torch.bfloat16:
+        return 2e-2, 5e-2  # 8-bit mantissa: a few ulps of the largest logit
+    return 5e-3, 1e-2  # float16
+
+
+def export_stock(model: nn.Module, path: str | Path, arch: str = "auto", tokenizer=None, verify: bool = True,
+                 dtype: torch.dtype | None = None) -> str:
     """Write `model` as a stock transformers MoE model to `path`; returns the architecture used.
 
-    With `verify`, the folder is reloaded with plain `AutoModelForCausalLM.from_pretrained` and its logits are
-    compared with the upcycled model's on a few random tokens (max abs diff <= 1e-4 in fp32).
+    dtype: the exported weights' dtype (default: the model's). With `verify`, the folder is first written to a
+    temporary folder next to `path`, reloaded there with plain `AutoModelForCausalLM.from_pretrained` and its logits
+    compared with the source model's on a few random tokens (`export_tolerance`); `path` is created (replaced)
+    only after the check passed, so a failed export leaves nothing at `path`.
     """
     from transformers import AutoModelForCausalLM
+
+    from langmoe.models.base import quiet_transformers
 
     get_adapter(model)
     info = _check_common(model)
@@ -176,36 +204,61 @@ def export_stock(model: nn.Module, path: str | Path, arch: str = "auto", tokeniz
         arch = choose_export_arch(model)
     if arch not in EXPORT_ARCHS:
         raise LangmoeError(f"unknown export arch {arch!r}; choose auto, {', '.join(EXPORT_ARCHS)}")
+    if tokenizer is not None:
+        from langmoe.data.tokenizer import check_tokenizer_matches
+
+        check_tokenizer_matches(model, tokenizer)
     config = _target_config(model, arch, info)
-    dtype = next(model.parameters()).dtype
+    src_dtype = next(model.parameters()).dtype
+    dtype = dtype or src_dtype
     with warnings.catch_warnings():  # the disabled shared expert has zero-element weights
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-        target = AutoModelForCausalLM.from_config(config).to(dtype)
+        target = AutoModelForCausalLM.from_config(config).to(src_dtype)
     state = _convert_state(model, target)
     target.load_state_dict(state, strict=True)
     if config.tie_word_embeddings:
         target.tie_weights()
+    target = target.to(dtype)
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        import copy
+
+        target.generation_config = copy.deepcopy(gen)
     target.eval()
 
-    def writer(tmp: Path) -> None:
-        target.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-
-    write_folder_atomically(path, writer)
-    if verify:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-            reloaded = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        diff = max_logit_diff(model, reloaded)
-        tol = 1e-4 if dtype == torch.float32 else 5e-2
-        if diff > tol:
-            raise LangmoeError(f"export to {arch}: reloaded logits differ by {diff:.3g} (> {tol}); please report")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".export", dir=path.parent))
+    try:
+        with quiet_transformers():
+            target.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+        if verify:
+            with warnings.catch_warnings(), quiet_transformers():
+                warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+                reloaded = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype)
+            diff, scale = max_logit_diff(model, reloaded, return_scale=True)
+            rtol, atol = export_tolerance(dtype if dtype != torch.float32 else src_dtype)
+            tol = rtol * scale + atol
+            if not diff <= tol:
+                raise LangmoeError(f"export to {arch}: reloaded logits differ by {diff:.3g} (> {tol:.3g} = {rtol} x "
+                                   f"max|logit| {scale:.3g} + {atol}); nothing written to {path}; please report")
+        write_folder_atomically(path, lambda d: _move_contents(tmp, d))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return arch
 
 
+def _move_contents(src: Path, dst: Path) -> None:
+    for f in src.iterdir():
+        shutil.move(str(f), str(dst / f.name))
+
+
 @torch.no_grad()
-def max_logit_diff(a: nn.Module, b: nn.Module, batch: int = 2, length: int = 12, seed: int = 0) -> float:
+def max_logit_diff(a: nn.Module, b: nn.Module, batch: int = 2, length: int = 12, seed: int = 0,
+                   return_scale: bool = False):
+    """max |logits_a - logits_b| on random tokens (and, with `return_scale`, max |logits_a|)."""
     g = torch.Generator().manual_seed(seed)
     length = min(length, a.config.max_position_embeddings)
     x = torch.randint(0, a.config.vocab_size, (batch, length), generator=g)
@@ -213,7 +266,9 @@ def max_logit_diff(a: nn.Module, b: nn.Module, batch: int = 2, length: int = 12,
     a.eval()
     b.eval()
     try:
-        return (a(x).logits.float() - b(x).logits.float()).abs().max().item()
+        la = a(x).logits.float()
+        diff = (la - b(x).logits.float()).abs().max().item()
+        return (diff, la.abs().max().item()) if return_scale else diff
     finally:
         a.train(was[0])
         b.train(was[1])

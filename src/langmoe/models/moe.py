@@ -1,30 +1,36 @@
-"""The MoE block that replaces a decoder layer's FFN: fused expert weights, a linear router, several routing modes.
+"""The MoE block that replaces a decoder layer's FFN, built from small parts: a router and a set of experts.
 
-Weights are fused 3D tensors `[E, in, out]` (input-major, `y = x @ W[e]`): gated experts hold `w_gate, w_up
-[E, D, F]` and `w_out [E, F, D]`; non-gated ones `w_in [E, D, F]`, `w_out [E, F, D]` and biases `b_in [E, F]`,
-`b_out [E, D]`. The router is a bias-free `nn.Linear(D, E)`.
+Parts (each an `nn.Module`, composed by `MoEBlock(router, experts)` or the `build_moe_block` shortcut):
+
+- `GatedExperts`: E gated FFNs `act(x Wg^T) * (x Wu^T) Wd^T` in transformers' fused layout (Qwen2/3-MoE, Mixtral,
+  OLMoE): `gate_up_proj [E, 2F, D]` (gate rows first, then up), `down_proj [E, D, F]`, optional biases
+  `gate_up_proj_bias [E, 2F]`, `down_proj_bias [E, D]` (GPT-OSS names). Because the names and layout are the stock
+  ones, peft's `LoraConfig(target_parameters=["experts.gate_up_proj", "experts.down_proj"])` works on them.
+- `LinearExperts`: E non-gated FFNs (GPT-2, BLOOM) `act(x Wu^T + bu) Wd^T + bd`: `up_proj [E, F, D]`,
+  `down_proj [E, D, F]`, `up_proj_bias [E, F]`, `down_proj_bias [E, D]`.
+- `FrozenExpert0(experts)`: expert 0 held as **buffers** (`frozen.*`, one expert), experts 1..E-1 trainable
+  (`trainable.*`). A buffer gets no gradient, no optimizer state and no weight decay, so AdamW cannot move it
+  whatever the trainer does; it is still saved in the state dict. Each part runs in its own forward (so peft's
+  LoRA on the trainable part applies).
+- `TopKRouter`: bias-free linear router `weight [E, D]` (the stock router's name), learned top-k or hard label
+  routing, optional allowed-expert masks. It returns `(logits, topk_weight, topk_idx, ...)` like the stock
+  routers, which is what `RouterRecorder` reads.
+- `RoutingClassifier`: the old/new classifier (`weight [2, D]`) a router may hold: tokens it classifies as class 0
+  ("old") go to expert 0 with weight 1, the rest use learned top-k. `mode="sequence"` classifies whole sequences
+  from the mean FFN input (the official LayerMoE code; breaks under KV-cached generation, so per-token is default).
 
 Routing is chosen per call without touching the Hugging Face forward signature: `with routing(model, ...)` sets a
-state on every MoE block (see `routing`). Modes:
+state on every router (see `routing`). Modes:
 
 - learned (default, needs no labels): softmax over the router logits (masked to the allowed experts if given),
   top-k, renormalise the k weights (option off). With `renormalize=True` and k=1 the weight is exactly 1, so the
   LM loss gives the router no gradient: train it with an auxiliary loss (load balance, router CE) in that case.
 - labels: hard routing of token t to expert `route_labels[t]` with weight 1. A micro-batch whose tokens share one
-  label is exactly one dense FFN call; mixed labels are gathered per expert. The router is still computed (its
-  logits are stored for the router classification loss) but not used.
-- classifier (if the block has one, in learned mode): a bias-free `Linear(D, 2)` in front of the router; tokens it
-  classifies as class 0 ("old") go to expert 0 with weight 1, the rest use learned top-k. `classifier_mode=
-  "sequence"` classifies whole sequences from the mean FFN input (the official LayerMoE code; breaks under KV-cached
-  generation, so per-token is the default).
+  label is exactly one dense FFN call; mixed labels are gathered per expert. The router logits are still computed
+  (recorded for the router classification loss) but not used.
 
-Frozen expert 0 (`frozen_expert0=True`): expert 0's weights are **buffers** (`<name>_frozen`, shape `[1, ...]`), the
-trainable parameters hold experts 1..E-1. A buffer gets no gradient, no optimizer state and no weight decay, so
-AdamW cannot move it whatever the trainer does; it is still saved in the state dict. The router row of expert 0
-stays trainable (MoE-LPR trains routers).
-
-After each forward the block stores a `RouterOutput` (router logits `[tokens, E]`, classifier logits, top-k
-indices and weights); `router_outputs(model)` collects them from every MoE layer for the losses.
+Router outputs are not kept on the block: `RouterRecorder` (forward hooks on the routers) captures them, and
+`router_outputs(model)` reads the recorder that `attach_router_recorder` installs (upcycle and the loader do).
 
 Dispatch: tokens are sorted by expert, then either `torch.nn.functional.grouped_mm` (one kernel per projection)
 or a Python loop over experts runs them. `dispatch="auto"` (measured on CPU, benchmarks/results/moe_block.md)
@@ -36,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +51,21 @@ from torch import nn
 from langmoe.errors import LangmoeError
 
 __all__ = [
+    "GatedExperts",
+    "LinearExperts",
+    "FrozenExpert0",
+    "TopKRouter",
+    "RoutingClassifier",
+    "RouterDecision",
     "MoEBlock",
+    "build_moe_block",
     "RouterOutput",
     "RoutingState",
     "routing",
     "router_outputs",
     "moe_blocks",
+    "is_expert_param",
+    "EXPERT_PARAM_NAMES",
     "GROUPED_MM_AVAILABLE",
     "LOOP_MAX_EXPERTS",
     "GROUPED_MAX_TOKENS_PER_EXPERT",
@@ -58,7 +74,13 @@ __all__ = [
 GROUPED_MM_AVAILABLE = hasattr(F, "grouped_mm")
 LOOP_MAX_EXPERTS = 4  # auto dispatch: per-expert loop up to this many experts, grouped_mm above ...
 GROUPED_MAX_TOKENS_PER_EXPERT = 512  # ... while the mean group is smaller than this (bigger groups: loop is faster)
+EXPERT_PARAM_NAMES = ("gate_up_proj", "up_proj", "down_proj", "gate_up_proj_bias", "up_proj_bias", "down_proj_bias")
 _MODES = ("learned", "labels")
+
+
+def is_expert_param(name: str) -> bool:
+    """True for a fused expert tensor's state-dict / parameter name (`...experts.gate_up_proj` etc.)."""
+    return ".experts." in f".{name}" and name.rsplit(".", 1)[-1] in EXPERT_PARAM_NAMES
 
 
 def _in_backward() -> bool:
@@ -67,196 +89,71 @@ def _in_backward() -> bool:
     return task_id is not None and task_id() != -1
 
 
-@dataclass
-class RouterOutput:
-    """What one MoE layer's router did in the last forward (tensors keep their graph for the losses)."""
-
-    layer: int
-    logits: torch.Tensor  # [tokens, E] raw router logits (before any mask)
-    classifier_logits: torch.Tensor | None  # [tokens, 2] (sequence mode: [batch, 2]) or None
-    topk_idx: torch.Tensor  # [tokens, k] experts used (labels mode: [tokens, 1])
-    topk_weight: torch.Tensor  # [tokens, k] combine weights
-    num_experts: int
-    mode: str = "learned"
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
 
 
-@dataclass
-class RoutingState:
-    route_labels: torch.Tensor | None = None
-    allowed: Mapping[int, torch.Tensor] | torch.Tensor | None = None
-    mode: str = "learned"
+# ====================================================================== experts
+class _FusedExperts(nn.Module):
+    """Shared dispatch of E FFNs stored as fused `[E, out, in]` tensors (`y = x @ W[e].T`, as `F.linear`)."""
 
+    _IN: tuple[str, ...] = ()  # names of the input projections (one fused tensor)
 
-class MoEBlock(nn.Module):
-    """E copies of one FFN behind a router. Drop-in for a decoder layer's MLP (`forward(x[, residual])`)."""
-
-    def __init__(
-        self,
-        hidden_size: int,
-        intermediate_size: int,
-        num_experts: int,
-        top_k: int = 2,
-        *,
-        gated: bool = True,
-        act: nn.Module | None = None,
-        bias_in: bool = False,
-        bias_out: bool = False,
-        renormalize: bool = True,
-        frozen_expert0: bool = False,
-        classifier: bool = False,
-        classifier_mode: str = "token",
-        dropout: float = 0.0,
-        residual_in_mlp: bool = False,
-        layer_idx: int = -1,
-        dispatch: str = "auto",
-    ):
+    def __init__(self, num_experts: int, hidden_size: int, intermediate_size: int, act=None, *,
+                 bias_in: bool = False, bias_out: bool = False, dispatch: str = "auto"):
         super().__init__()
         if num_experts < 1:
             raise LangmoeError(f"num_experts must be >= 1, got {num_experts}")
-        if not 1 <= top_k <= num_experts:
-            raise LangmoeError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
-        if frozen_expert0 and num_experts < 2:
-            raise LangmoeError("frozen_expert0 needs at least 2 experts (expert 0 frozen + 1 trainable)")
-        if classifier_mode not in ("token", "sequence"):
-            raise LangmoeError(f"classifier_mode must be 'token' or 'sequence', got {classifier_mode!r}")
         if dispatch not in ("auto", "loop", "grouped"):
             raise LangmoeError(f"dispatch must be auto|loop|grouped, got {dispatch!r}")
-        self.hidden_size, self.intermediate_size = hidden_size, intermediate_size
-        self.top_k, self.gated, self.renormalize = top_k, gated, renormalize
-        self.frozen_expert0, self.classifier_mode = frozen_expert0, classifier_mode
-        self.dropout_p, self.residual_in_mlp, self.layer_idx, self.dispatch = (
-            dropout, residual_in_mlp, layer_idx, dispatch,
-        )
-        self.act = act if act is not None else nn.SiLU()
-        D, Fi = hidden_size, intermediate_size
-        shapes = {"w_out": (Fi, D)}
-        if gated:
-            shapes |= {"w_gate": (D, Fi), "w_up": (D, Fi)}
-            if bias_in:
-                shapes |= {"b_gate": (Fi,), "b_up": (Fi,)}
-        else:
-            shapes |= {"w_in": (D, Fi)}
-            if bias_in:
-                shapes["b_in"] = (Fi,)
-        if bias_out:
-            shapes["b_out"] = (D,)
-        self._weight_names = tuple(sorted(shapes))
-        n_train = num_experts - 1 if frozen_expert0 else num_experts
-        for name, shp in shapes.items():
-            self.register_parameter(name, nn.Parameter(torch.zeros(n_train, *shp)))
-            if frozen_expert0:
-                self.register_buffer(f"{name}_frozen", torch.zeros(1, *shp))
-        self.router = nn.Linear(D, num_experts, bias=False)
-        nn.init.normal_(self.router.weight, std=0.02)
-        self.classifier = nn.Linear(D, 2, bias=False) if classifier else None
-        if self.classifier is not None:
-            nn.init.normal_(self.classifier.weight, std=0.02)
-        self._state: RoutingState | None = None
-        self._forward_state: RoutingState | None = None
-        self.last_router_output: RouterOutput | None = None
+        self.hidden_size, self.intermediate_size, self.dispatch = hidden_size, intermediate_size, dispatch
+        self.act_fn = act if act is not None else nn.SiLU()
+        shapes = self._shapes(bias_in, bias_out)
+        for name, shape in shapes.items():
+            self.register_parameter(name, nn.Parameter(torch.zeros(num_experts, *shape)))
+        # fixed names: peft's parametrization moves a targeted parameter out of `_parameters`
+        self._tensor_names = tuple(n for n in EXPERT_PARAM_NAMES if n in shapes)
 
-    # ------------------------------------------------------------------ weights
+    def _shapes(self, bias_in: bool, bias_out: bool) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    @property
+    def tensor_names(self) -> tuple[str, ...]:
+        return self._tensor_names
+
     @property
     def num_experts(self) -> int:
-        return self.router.out_features
+        return self.down_proj.shape[0]
 
-    def weight(self, name: str) -> torch.Tensor:
-        """The full `[E, ...]` tensor of one weight (frozen expert 0 concatenated in front)."""
-        w = getattr(self, name)
-        if self.frozen_expert0:
-            return torch.cat([getattr(self, f"{name}_frozen").to(w.dtype), w], dim=0)
-        return w
+    @property
+    def params_per_expert(self) -> int:
+        return sum(getattr(self, n)[0].numel() for n in self.tensor_names)
 
-    def _expert_w(self, name: str, e: int) -> torch.Tensor | None:
-        if name not in self._weight_names:
-            return None
-        if self.frozen_expert0:
-            return getattr(self, f"{name}_frozen")[0] if e == 0 else getattr(self, name)[e - 1]
-        return getattr(self, name)[e]
+    def full_tensors(self) -> dict[str, torch.Tensor]:
+        """Every fused tensor `[E, ...]` (stock layout), as stored."""
+        return {n: getattr(self, n) for n in self.tensor_names}
 
-    @torch.no_grad()
-    def load_ffn(self, ffn, experts: Iterable[int] | None = None) -> None:
-        """Copy a dense FFN (`adapters.FFNWeights`) into the given experts (default: all)."""
-        if ffn.gated != self.gated:
-            raise LangmoeError("FFN kind (gated / non-gated) does not match the MoE block")
-        for e in range(self.num_experts) if experts is None else experts:
-            for name in self._weight_names:
-                src = getattr(ffn, name)
-                if src is None:
-                    raise LangmoeError(f"FFN has no {name} but the MoE block expects it")
-                self._expert_w(name, e).copy_(src)
+    # --- one expert
+    def _hidden(self, x: torch.Tensor, w: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
 
-    @torch.no_grad()
-    def add_expert(self, source_expert: int) -> int:
-        """Append a copy of `source_expert` (weights and router row); returns the new expert's index.
-
-        Parameters are replaced by larger ones, so build the optimizer after calling this.
-        """
-        E = self.num_experts
-        if not 0 <= source_expert < E:
-            raise LangmoeError(f"source_expert must be in [0, {E}), got {source_expert}")
-        for name in self._weight_names:
-            old = getattr(self, name)
-            src = self._expert_w(name, source_expert).unsqueeze(0)
-            new = nn.Parameter(torch.cat([old.detach(), src.to(old.dtype)], dim=0), requires_grad=old.requires_grad)
-            setattr(self, name, new)
-        old_r = self.router
-        router = nn.Linear(self.hidden_size, E + 1, bias=False, device=old_r.weight.device, dtype=old_r.weight.dtype)
-        router.weight.copy_(torch.cat([old_r.weight, old_r.weight[source_expert : source_expert + 1]], dim=0))
-        router.weight.requires_grad_(old_r.weight.requires_grad)
-        self.router = router
-        return E
-
-    @torch.no_grad()
-    def init_router_centroids(self, centroids: torch.Tensor) -> None:
-        """Router rows = L2-normalised centroids `[E, D]` (mean FFN-input state of each group's calibration text)."""
-        if tuple(centroids.shape) != (self.num_experts, self.hidden_size):
-            raise LangmoeError(
-                f"layer {self.layer_idx}: centroids must have shape [{self.num_experts}, {self.hidden_size}], "
-                f"got {list(centroids.shape)}"
-            )
-        c = centroids.to(self.router.weight)
-        self.router.weight.copy_(c / c.norm(dim=-1, keepdim=True).clamp_min(1e-12))
-
-    # ------------------------------------------------------------------ experts
-    def _unbound(self) -> dict[str, tuple[torch.Tensor, ...]]:
-        """Per-expert views of every weight from one `unbind` per tensor: its backward writes the fused gradient
-        once, where indexing `w[e]` per expert would allocate and fill a full-size gradient per expert."""
-        out = {}
-        for name in self._weight_names:
-            w = getattr(self, name).unbind(0)
-            out[name] = (getattr(self, f"{name}_frozen")[0], *w) if self.frozen_expert0 else w
-        return out
-
-    def expert_forward(self, x: torch.Tensor, e: int, weights: dict | None = None) -> torch.Tensor:
-        """One expert as a dense FFN on `x [N, D]` (the label path and the loop dispatch)."""
+    def expert_forward(self, x: torch.Tensor, e: int, weights: Mapping[str, tuple] | None = None) -> torch.Tensor:
+        """Expert `e` as a dense FFN on `x [N, D]` (the label path and the loop dispatch)."""
         if weights is None:
-            def w(name, i):
-                return self._expert_w(name, i)
+            w = {n: getattr(self, n)[e] for n in self.tensor_names}
         else:
-            def w(name, i):
-                return weights[name][i]
-        if self.gated:
-            g, u = x @ w("w_gate", e), x @ w("w_up", e)
-            if "b_gate" in self._weight_names:
-                g, u = g + w("b_gate", e), u + w("b_up", e)
-            h = self.act(g) * u
-        else:
-            h = x @ w("w_in", e)
-            if "b_in" in self._weight_names:
-                h = h + w("b_in", e)
-            h = self.act(h)
-        y = h @ w("w_out", e)
-        if "b_out" in self._weight_names:
-            y = y + w("b_out", e)
+            w = {n: t[e] for n, t in weights.items()}
+        y = F.linear(self._hidden(x, w), w["down_proj"])
+        if "down_proj_bias" in w:
+            y = y + w["down_proj_bias"]
         return y
 
+    # --- many experts
     def _use_grouped(self, x: torch.Tensor, n_assign: int) -> bool:
         if self.dispatch == "loop" or not GROUPED_MM_AVAILABLE:
             return False
-        dev = x.device.type
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-        align = 16 // dtype.itemsize  # grouped_mm needs strides that are multiples of 16 bytes
+        align = 16 // _compute_dtype(x).itemsize  # grouped_mm needs strides that are multiples of 16 bytes
         shapes_ok = self.hidden_size % align == 0 and self.intermediate_size % align == 0
         if self.dispatch == "grouped":
             if not shapes_ok:
@@ -268,79 +165,347 @@ class MoEBlock(nn.Module):
         # Not measured on GPUs, where grouped_mm wants bf16: the loop is the safe default there (force "grouped").
         return (
             shapes_ok
-            and dev == "cpu"
+            and x.device.type == "cpu"
             and self.num_experts > LOOP_MAX_EXPERTS
             and n_assign / self.num_experts < GROUPED_MAX_TOKENS_PER_EXPERT
         )
 
-    def _grouped_ffn(self, xs: torch.Tensor, offs: torch.Tensor, sorted_e: torch.Tensor) -> torch.Tensor:
+    def _grouped(self, xs: torch.Tensor, offs: torch.Tensor, sorted_e: torch.Tensor) -> torch.Tensor:
         dev = xs.device.type
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else xs.dtype
-        xs = xs.to(dtype)
-
-        def W(name):
-            return self.weight(name).to(dtype)
-
-        def B(name):
-            return self.weight(name).to(dtype)[sorted_e] if name in self._weight_names else None
-
+        dtype = _compute_dtype(xs)
+        full = {n: t.to(dtype) for n, t in self.full_tensors().items()}
         with torch.autocast(dev, enabled=False):
-            if self.gated:
-                g = F.grouped_mm(xs, W("w_gate"), offs=offs)
-                u = F.grouped_mm(xs, W("w_up"), offs=offs)
-                if (b := B("b_gate")) is not None:
-                    g, u = g + b, u + B("b_up")
-                h = self.act(g) * u
-            else:
-                h = F.grouped_mm(xs, W("w_in"), offs=offs)
-                if (b := B("b_in")) is not None:
-                    h = h + b
-                h = self.act(h)
-            y = F.grouped_mm(h.contiguous(), W("w_out"), offs=offs)
-            if (b := B("b_out")) is not None:
-                y = y + b
+            h = F.grouped_mm(xs.to(dtype), full[self._IN[0]].transpose(1, 2), offs=offs)
+            if (b := full.get(self._IN[0] + "_bias")) is not None:
+                h = h + b[sorted_e]
+            h = self._activate(h)
+            y = F.grouped_mm(h.contiguous(), full["down_proj"].transpose(1, 2), offs=offs)
+            if (b := full.get("down_proj_bias")) is not None:
+                y = y + b[sorted_e]
         return y
 
-    def _dispatch(self, h: torch.Tensor, idx: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
-        """Combine `sum_j w[t,j] * expert_{idx[t,j]}(h[t])`; `w=None` means weight 1 (hard routing)."""
+    def _activate(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """`sum_j weights[t,j] * expert_{idx[t,j]}(x[t])` for `x [N, D]`, `idx [N, k]`; `weights=None` means 1
+        (hard routing). Entries of `idx` outside `[0, E)` are skipped (another part of the block owns them)."""
         N, k = idx.shape
         E = self.num_experts
-        if k == 1:
-            first = idx[0, 0]
+        if k == 1 and N:
+            first = int(idx[0, 0])
             if bool((idx == first).all()):  # one expert for every token: a single dense FFN call
-                y = self.expert_forward(h, int(first))
-                return y if w is None else y * w.to(y.dtype)
+                if not 0 <= first < E:
+                    return x.new_zeros(N, self.hidden_size)
+                y = self.expert_forward(x, first)
+                return y if weights is None else y * weights.to(y.dtype)
         flat_e = idx.reshape(-1)
-        order = torch.argsort(flat_e, stable=True)
-        sorted_e = flat_e[order]
-        sorted_tok = torch.div(order, k, rounding_mode="floor")
-        counts = torch.bincount(flat_e, minlength=E)
-        xs = h[sorted_tok]
-        if self._use_grouped(h, flat_e.numel()):
-            offs = torch.cumsum(counts, 0).to(torch.int32)
-            ys = self._grouped_ffn(xs, offs, sorted_e)
+        pos = ((flat_e >= 0) & (flat_e < E)).nonzero().squeeze(-1)
+        chosen = flat_e[pos]
+        order = torch.argsort(chosen, stable=True)
+        sorted_pos, sorted_e = pos[order], chosen[order]
+        sorted_tok = torch.div(sorted_pos, k, rounding_mode="floor")
+        counts = torch.bincount(chosen, minlength=E)
+        xs = x[sorted_tok]
+        if self._use_grouped(x, chosen.numel()):
+            ys = self._grouped(xs, torch.cumsum(counts, 0).to(torch.int32), sorted_e)
         else:
+            # one `unbind` per tensor: its backward writes the fused gradient once, where indexing `w[e]` per
+            # expert would allocate and fill a full-size gradient per expert
+            per = {n: t.unbind(0) for n, t in self.full_tensors().items()}
             parts, start = [], 0
-            weights = self._unbound()
             for e, c in enumerate(counts.tolist()):
                 if c:
-                    parts.append(self.expert_forward(xs[start : start + c], e, weights))
+                    parts.append(self.expert_forward(xs[start : start + c], e, per))
                     start += c
-            ys = torch.cat(parts, dim=0)
-        if w is not None:
-            ys = ys * w.reshape(-1)[order].to(ys.dtype).unsqueeze(-1)
-        out = torch.zeros(N, ys.shape[-1], dtype=ys.dtype, device=ys.device)
+            ys = torch.cat(parts, dim=0) if parts else x.new_zeros(0, self.hidden_size)
+        if weights is not None:
+            ys = ys * weights.reshape(-1)[sorted_pos].to(ys.dtype).unsqueeze(-1)
+        out = torch.zeros(N, self.hidden_size, dtype=ys.dtype, device=ys.device)
         return out.index_add(0, sorted_tok, ys)
 
-    # ------------------------------------------------------------------ routing
+    # --- weights in the canonical layout of `adapters.FFNWeights`
+    def ffn(self, e: int):
+        """Expert `e` as `adapters.FFNWeights` (input-major **views**: in-place edits change the expert)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def load_ffn(self, ffn, experts: Iterable[int] | None = None) -> None:
+        """Copy a dense FFN (`adapters.FFNWeights`) into the given experts (default: all)."""
+        for e in range(self.num_experts) if experts is None else experts:
+            dst = self.ffn(e)
+            for name in ("w_gate", "w_up", "w_in", "w_out", "b_gate", "b_up", "b_in", "b_out"):
+                d, s = getattr(dst, name), getattr(ffn, name)
+                if (d is None) != (s is None):
+                    raise LangmoeError(f"FFN {name} is {'missing' if s is None else 'unexpected'} for these experts")
+                if d is not None:
+                    d.copy_(s)
+
+    @torch.no_grad()
+    def append_expert(self, source: dict[str, torch.Tensor]) -> None:
+        """Append one expert (`{name: tensor}` without the expert dim); parameters are replaced by larger ones."""
+        for n in self.tensor_names:
+            old = getattr(self, n)
+            new = torch.cat([old.detach(), source[n].unsqueeze(0).to(old)], dim=0)
+            setattr(self, n, nn.Parameter(new, requires_grad=old.requires_grad))
+
+    def expert_tensors(self, e: int) -> dict[str, torch.Tensor]:
+        return {n: getattr(self, n)[e] for n in self.tensor_names}
+
+    def extra_repr(self) -> str:
+        return f"experts={self.num_experts}, hidden={self.hidden_size}, intermediate={self.intermediate_size}"
+
+
+class GatedExperts(_FusedExperts):
+    """E gated FFNs; stock names/layout: `gate_up_proj [E, 2F, D]`, `down_proj [E, D, F]` (+ optional biases)."""
+
+    _IN = ("gate_up_proj",)
+    gated = True
+
+    def _shapes(self, bias_in, bias_out):
+        D, Fi = self.hidden_size, self.intermediate_size
+        s = {"gate_up_proj": (2 * Fi, D), "down_proj": (D, Fi)}
+        if bias_in:
+            s["gate_up_proj_bias"] = (2 * Fi,)
+        if bias_out:
+            s["down_proj_bias"] = (D,)
+        return s
+
+    def _activate(self, h):
+        g, u = h.chunk(2, dim=-1)
+        return self.act_fn(g) * u
+
+    def _hidden(self, x, w):
+        h = F.linear(x, w["gate_up_proj"])
+        if "gate_up_proj_bias" in w:
+            h = h + w["gate_up_proj_bias"]
+        return self._activate(h)
+
+    def ffn(self, e):
+        from langmoe.models.adapters import FFNWeights
+
+        Fi = self.intermediate_size
+        gu, d = self.gate_up_proj[e], self.down_proj[e]
+        gub = getattr(self, "gate_up_proj_bias", None)
+        db = getattr(self, "down_proj_bias", None)
+        return FFNWeights(
+            gated=True, act=self.act_fn, w_gate=gu[:Fi].T, w_up=gu[Fi:].T, w_out=d.T,
+            b_gate=None if gub is None else gub[e, :Fi], b_up=None if gub is None else gub[e, Fi:],
+            b_out=None if db is None else db[e],
+        )
+
+
+class LinearExperts(_FusedExperts):
+    """E non-gated FFNs (GPT-2, BLOOM): `up_proj [E, F, D]`, `down_proj [E, D, F]` (+ optional biases)."""
+
+    _IN = ("up_proj",)
+    gated = False
+
+    def _shapes(self, bias_in, bias_out):
+        D, Fi = self.hidden_size, self.intermediate_size
+        s = {"up_proj": (Fi, D), "down_proj": (D, Fi)}
+        if bias_in:
+            s["up_proj_bias"] = (Fi,)
+        if bias_out:
+            s["down_proj_bias"] = (D,)
+        return s
+
+    def _activate(self, h):
+        return self.act_fn(h)
+
+    def _hidden(self, x, w):
+        h = F.linear(x, w["up_proj"])
+        if "up_proj_bias" in w:
+            h = h + w["up_proj_bias"]
+        return self._activate(h)
+
+    def ffn(self, e):
+        from langmoe.models.adapters import FFNWeights
+
+        ub = getattr(self, "up_proj_bias", None)
+        db = getattr(self, "down_proj_bias", None)
+        return FFNWeights(
+            gated=False, act=self.act_fn, w_in=self.up_proj[e].T, w_out=self.down_proj[e].T,
+            b_in=None if ub is None else ub[e], b_out=None if db is None else db[e],
+        )
+
+
+def _as_buffers(module: _FusedExperts) -> _FusedExperts:
+    """Turn every fused tensor of `module` into a buffer (no gradient, no optimizer state, still saved)."""
+    for n in module.tensor_names:
+        t = module._parameters.pop(n).detach()
+        module.register_buffer(n, t)
+    return module
+
+
+class FrozenExpert0(nn.Module):
+    """Experts whose expert 0 is frozen: `frozen` (1 expert, buffers) + `trainable` (experts 1..E-1).
+
+    Wraps a trainable experts module of E-1 experts; the frozen copy has the same class and layout.
+    """
+
+    def __init__(self, trainable: _FusedExperts, frozen: _FusedExperts | None = None):
+        super().__init__()
+        if frozen is None:
+            frozen = type(trainable)(
+                1, trainable.hidden_size, trainable.intermediate_size, trainable.act_fn,
+                bias_in=trainable._IN[0] + "_bias" in trainable.tensor_names,
+                bias_out="down_proj_bias" in trainable.tensor_names, dispatch=trainable.dispatch,
+            ).to(device=trainable.down_proj.device, dtype=trainable.down_proj.dtype)
+        if frozen.num_experts != 1:
+            raise LangmoeError("FrozenExpert0 holds exactly one frozen expert")
+        self.frozen = _as_buffers(frozen)
+        self.trainable = trainable
+
+    @property
+    def _trainable(self) -> _FusedExperts:
+        """The trainable part itself (peft may wrap it for LoRA; its forward is still called through the wrapper)."""
+        return _unwrapped(self.trainable)
+
+    @property
+    def gated(self) -> bool:
+        return self.frozen.gated
+
+    @property
+    def hidden_size(self) -> int:
+        return self.frozen.hidden_size
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.frozen.intermediate_size
+
+    @property
+    def act_fn(self):
+        return self.frozen.act_fn
+
+    @property
+    def dispatch(self) -> str:
+        return self._trainable.dispatch
+
+    @property
+    def tensor_names(self) -> tuple[str, ...]:
+        return self.frozen.tensor_names
+
+    @property
+    def num_experts(self) -> int:
+        return 1 + self._trainable.num_experts
+
+    @property
+    def params_per_expert(self) -> int:
+        return self.frozen.params_per_expert
+
+    @property
+    def frozen_numel(self) -> int:
+        return sum(b.numel() for b in self.frozen.buffers())
+
+    def full_tensors(self) -> dict[str, torch.Tensor]:
+        f, t = self.frozen.full_tensors(), self._trainable.full_tensors()
+        return {n: torch.cat([f[n].to(t[n].dtype), t[n]], dim=0) for n in f}
+
+    def _part(self, e: int) -> tuple[_FusedExperts, int]:
+        return (self.frozen, 0) if e == 0 else (self._trainable, e - 1)
+
+    def expert_forward(self, x: torch.Tensor, e: int, weights=None) -> torch.Tensor:
+        part, i = self._part(e)
+        return part.expert_forward(x, i)
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        y0 = self.frozen(x, torch.where(idx == 0, idx, -1), weights)  # -1: skipped by that part
+        y1 = self.trainable(x, idx - 1, weights)  # expert 0 becomes -1: skipped
+        return y0 + y1
+
+    def ffn(self, e: int):
+        part, i = self._part(e)
+        return part.ffn(i)
+
+    @torch.no_grad()
+    def load_ffn(self, ffn, experts: Iterable[int] | None = None) -> None:
+        for e in range(self.num_experts) if experts is None else experts:
+            part, i = self._part(e)
+            part.load_ffn(ffn, [i])
+
+    def expert_tensors(self, e: int) -> dict[str, torch.Tensor]:
+        part, i = self._part(e)
+        return part.expert_tensors(i)
+
+    @torch.no_grad()
+    def append_expert(self, source: dict[str, torch.Tensor]) -> None:
+        self._trainable.append_expert(source)
+
+
+# ====================================================================== router
+class RouterDecision(NamedTuple):
+    """What a router returns; the first three fields are the stock routers' `(logits, scores, indices)`."""
+
+    logits: torch.Tensor  # [tokens, E] raw router logits (before any mask)
+    topk_weight: torch.Tensor  # [tokens, k] combine weights
+    topk_idx: torch.Tensor  # [tokens, k] experts used (labels mode: [tokens, 1])
+    classifier_logits: torch.Tensor | None = None  # [tokens, 2] (sequence mode: [batch, 2])
+    mode: str = "learned"
+    recompute: bool = False  # a gradient-checkpointing recompute (recorders skip it)
+
+
+@dataclass
+class RoutingState:
+    route_labels: torch.Tensor | None = None
+    allowed: Mapping[int, torch.Tensor] | torch.Tensor | None = None
+    mode: str = "learned"
+
+
+class RoutingClassifier(nn.Module):
+    """Old/new classifier `Linear(D, 2)` without bias: class 0 ("old") tokens go to expert 0 with weight 1."""
+
+    def __init__(self, hidden_size: int, mode: str = "token"):
+        super().__init__()
+        if mode not in ("token", "sequence"):
+            raise LangmoeError(f"classifier_mode must be 'token' or 'sequence', got {mode!r}")
+        self.mode = mode
+        self.weight = nn.Parameter(torch.empty(2, hidden_size))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(classifier logits, `old [tokens]` bool) for `hidden_states [..., D]`."""
+        D = self.weight.shape[1]
+        if self.mode == "sequence":
+            x3 = hidden_states if hidden_states.dim() == 3 else hidden_states.reshape(1, -1, D)
+            logits = F.linear(x3.mean(dim=1), self.weight)  # [B, 2]
+            return logits, (logits.argmax(-1) == 0).repeat_interleave(x3.shape[1])
+        logits = F.linear(hidden_states.reshape(-1, D), self.weight)
+        return logits, logits.argmax(-1) == 0
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
+class TopKRouter(nn.Module):
+    """Bias-free linear router `weight [E, D]` with learned top-k / hard label routing (see module doc)."""
+
+    def __init__(self, hidden_size: int, num_experts: int, top_k: int = 2, *, renormalize: bool = True,
+                 classifier: RoutingClassifier | None = None, layer_idx: int = -1):
+        super().__init__()
+        if num_experts < 1:
+            raise LangmoeError(f"num_experts must be >= 1, got {num_experts}")
+        if not 1 <= top_k <= num_experts:
+            raise LangmoeError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
+        self.top_k, self.renormalize, self.layer_idx = top_k, renormalize, layer_idx
+        self.weight = nn.Parameter(torch.empty(num_experts, hidden_size))
+        nn.init.normal_(self.weight, std=0.02)
+        self.classifier = classifier
+        self._state: RoutingState | None = None
+        self._forward_state: RoutingState | None = None
+
+    @property
+    def num_experts(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.weight.shape[1]
+
     def _allowed_mask(self, state: RoutingState) -> torch.Tensor | None:
         allowed = state.allowed
-        if allowed is None:
-            return None
         if isinstance(allowed, Mapping):
             allowed = allowed.get(self.layer_idx)
-            if allowed is None:
-                return None
         return allowed
 
     def _routing_state(self) -> tuple[RoutingState, bool]:
@@ -354,60 +519,162 @@ class MoEBlock(nn.Module):
         self._forward_state = state
         return state, in_backward
 
-    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor) -> RouterDecision:
         state, recompute = self._routing_state()
-        shape = hidden_states.shape
         h = hidden_states.reshape(-1, self.hidden_size)
-        N = h.shape[0]
-        logits = self.router(h)
-        cls_logits = None
+        N, E = h.shape[0], self.num_experts
+        logits = F.linear(h, self.weight)
         if state.mode == "labels":
             labels = state.route_labels
             if labels is None:
                 raise LangmoeError("routing mode 'labels' needs route_labels")
             labels = labels.reshape(-1).to(h.device)
             if labels.numel() != N:
-                raise LangmoeError(
-                    f"route_labels has {labels.numel()} entries but the batch has {N} tokens (shape {list(shape)})"
-                )
-            if bool(((labels < 0) | (labels >= self.num_experts)).any()):
-                raise LangmoeError(
-                    f"layer {self.layer_idx}: route_labels must be in [0, {self.num_experts}) in hard routing"
-                )
-            idx = labels.unsqueeze(-1)
-            weights = torch.ones(N, 1, dtype=h.dtype, device=h.device)
-            y = self._dispatch(h, idx, None)
-        else:
-            masked = logits
-            k = self.top_k
-            mask = self._allowed_mask(state)
-            if mask is not None:
-                mask = mask.to(h.device)
-                masked = logits.masked_fill(~mask, float("-inf"))
-                k = min(k, int(mask.sum()))
-            probs = torch.softmax(masked.float(), dim=-1)
-            weights, idx = probs.topk(k, dim=-1)
-            if self.renormalize:
-                weights = weights / weights.sum(dim=-1, keepdim=True)
-            if self.classifier is not None:
-                if self.classifier_mode == "sequence":
-                    x3 = hidden_states if hidden_states.dim() == 3 else hidden_states.reshape(1, -1, self.hidden_size)
-                    cls_logits = self.classifier(x3.mean(dim=1))  # [B, 2]
-                    old = (cls_logits.argmax(-1) == 0).repeat_interleave(x3.shape[1])
-                else:
-                    cls_logits = self.classifier(h)
-                    old = cls_logits.argmax(-1) == 0
-                old = old.unsqueeze(-1)
-                idx = torch.where(old, torch.zeros_like(idx), idx)
-                one_hot0 = torch.zeros_like(weights)
-                one_hot0[:, 0] = 1.0
-                weights = torch.where(old, one_hot0, weights)
-            weights = weights.to(h.dtype)
-            y = self._dispatch(h, idx, weights)
-        if not recompute:
-            self.last_router_output = RouterOutput(
-                self.layer_idx, logits, cls_logits, idx, weights, self.num_experts, state.mode
+                raise LangmoeError(f"route_labels has {labels.numel()} entries but the batch has {N} tokens "
+                                   f"(shape {list(hidden_states.shape)})")
+            if bool(((labels < 0) | (labels >= E)).any()):
+                raise LangmoeError(f"layer {self.layer_idx}: route_labels must be in [0, {E}) in hard routing")
+            ones = torch.ones(N, 1, dtype=h.dtype, device=h.device)
+            return RouterDecision(logits, ones, labels.unsqueeze(-1), None, "labels", recompute)
+        masked, k = logits, self.top_k
+        mask = self._allowed_mask(state)
+        if mask is not None:
+            mask = mask.to(h.device)
+            masked = logits.masked_fill(~mask, float("-inf"))
+            k = min(k, int(mask.sum()))
+        probs = torch.softmax(masked.float(), dim=-1)
+        weights, idx = probs.topk(k, dim=-1)
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        cls_logits = None
+        if self.classifier is not None:
+            cls_logits, old = self.classifier(hidden_states)
+            old = old.unsqueeze(-1)
+            idx = torch.where(old, torch.zeros_like(idx), idx)
+            one_hot0 = torch.zeros_like(weights)
+            one_hot0[:, 0] = 1.0
+            weights = torch.where(old, one_hot0, weights)
+        return RouterDecision(logits, weights.to(h.dtype), idx, cls_logits, "learned", recompute)
+
+    @torch.no_grad()
+    def append_row(self, source_expert: int) -> None:
+        """One more expert whose row copies `source_expert`'s (the parameter is replaced, the module kept)."""
+        w = self.weight
+        self.weight = nn.Parameter(torch.cat([w.detach(), w.detach()[source_expert : source_expert + 1]], dim=0),
+                                   requires_grad=w.requires_grad)
+
+    def extra_repr(self) -> str:
+        return f"experts={self.num_experts}, top_k={self.top_k}, renormalize={self.renormalize}"
+
+
+# ====================================================================== block
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The experts module itself, also when peft wrapped it (`ParamWrapper.get_base_layer()`)."""
+    get = getattr(module, "get_base_layer", None)
+    return get() if callable(get) else module
+
+
+class MoEBlock(nn.Module):
+    """A router and a set of experts; drop-in for a decoder layer's MLP (`forward(x[, residual])`)."""
+
+    def __init__(self, router: TopKRouter, experts: nn.Module, *, layer_idx: int = -1, dropout: float = 0.0,
+                 residual_in_mlp: bool = False):
+        super().__init__()
+        if router.num_experts != experts.num_experts:
+            raise LangmoeError(f"router has {router.num_experts} experts but the expert set {experts.num_experts}")
+        if router.hidden_size != experts.hidden_size:
+            raise LangmoeError(f"router width {router.hidden_size} != expert width {experts.hidden_size}")
+        self.router, self.experts = router, experts
+        self.dropout_p, self.residual_in_mlp = dropout, residual_in_mlp
+        self.layer_idx = layer_idx
+        router.layer_idx = layer_idx
+
+    # --- read-only views used across the code base
+    @property
+    def num_experts(self) -> int:
+        return self.router.num_experts
+
+    @property
+    def top_k(self) -> int:
+        return self.router.top_k
+
+    @property
+    def renormalize(self) -> bool:
+        return self.router.renormalize
+
+    @property
+    def hidden_size(self) -> int:
+        return _unwrapped(self.experts).hidden_size
+
+    @property
+    def intermediate_size(self) -> int:
+        return _unwrapped(self.experts).intermediate_size
+
+    @property
+    def gated(self) -> bool:
+        return _unwrapped(self.experts).gated
+
+    @property
+    def frozen_expert0(self) -> bool:
+        return isinstance(_unwrapped(self.experts), FrozenExpert0)
+
+    @property
+    def classifier(self) -> RoutingClassifier | None:
+        return self.router.classifier
+
+    @property
+    def base_experts(self) -> nn.Module:
+        """The experts module itself (unwrapped if peft wrapped it for LoRA)."""
+        return _unwrapped(self.experts)
+
+    @property
+    def params_per_expert(self) -> int:
+        return self.base_experts.params_per_expert
+
+    @property
+    def has_biases(self) -> bool:
+        return any(n.endswith("_bias") for n in _unwrapped(self.experts).tensor_names)
+
+    def expert_forward(self, x: torch.Tensor, e: int) -> torch.Tensor:
+        return _unwrapped(self.experts).expert_forward(x, e)
+
+    def load_ffn(self, ffn, experts: Iterable[int] | None = None) -> None:
+        if ffn.gated != self.gated:
+            raise LangmoeError("FFN kind (gated / non-gated) does not match the MoE block")
+        _unwrapped(self.experts).load_ffn(ffn, experts)
+
+    @torch.no_grad()
+    def add_expert(self, source_expert: int) -> int:
+        """Append a copy of `source_expert` (weights and router row); returns the new expert's index.
+
+        Parameters are replaced by larger ones (modules and hooks are kept), so build the optimizer afterwards.
+        """
+        E = self.num_experts
+        if not 0 <= source_expert < E:
+            raise LangmoeError(f"source_expert must be in [0, {E}), got {source_expert}")
+        experts = _unwrapped(self.experts)
+        src = {n: t.detach().clone() for n, t in experts.expert_tensors(source_expert).items()}
+        experts.append_expert(src)
+        self.router.append_row(source_expert)
+        return E
+
+    @torch.no_grad()
+    def init_router_centroids(self, centroids: torch.Tensor) -> None:
+        """Router rows = L2-normalised centroids `[E, D]` (mean FFN-input state of each group's calibration text)."""
+        if tuple(centroids.shape) != (self.num_experts, self.hidden_size):
+            raise LangmoeError(
+                f"layer {self.layer_idx}: centroids must have shape [{self.num_experts}, {self.hidden_size}], "
+                f"got {list(centroids.shape)}"
             )
+        c = centroids.to(self.router.weight)
+        self.router.weight.copy_(c / c.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        shape = hidden_states.shape
+        h = hidden_states.reshape(-1, shape[-1])
+        decision = self.router(hidden_states)
+        w = None if decision.mode == "labels" else decision.topk_weight
+        y = self.experts(h, decision.topk_idx, w)
         y = y.reshape(*shape[:-1], y.shape[-1]).to(hidden_states.dtype)
         if self.dropout_p:
             y = F.dropout(y, self.dropout_p, self.training)
@@ -418,11 +685,42 @@ class MoEBlock(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return (
-            f"layer={self.layer_idx}, experts={self.num_experts}, top_k={self.top_k}, gated={self.gated}, "
-            f"hidden={self.hidden_size}, intermediate={self.intermediate_size}, frozen_expert0={self.frozen_expert0}, "
-            f"classifier={self.classifier is not None}"
-        )
+        return f"layer={self.layer_idx}"
+
+
+def build_moe_block(
+    hidden_size: int,
+    intermediate_size: int,
+    num_experts: int,
+    top_k: int = 2,
+    *,
+    gated: bool = True,
+    act: nn.Module | None = None,
+    bias_in: bool = False,
+    bias_out: bool = False,
+    renormalize: bool = True,
+    frozen_expert0: bool = False,
+    classifier: bool = False,
+    classifier_mode: str = "token",
+    dropout: float = 0.0,
+    residual_in_mlp: bool = False,
+    layer_idx: int = -1,
+    dispatch: str = "auto",
+) -> MoEBlock:
+    """Compose the parts from plain settings (what `upcycle` and the recorded MoE structure describe)."""
+    if frozen_expert0 and num_experts < 2:
+        raise LangmoeError("frozen_expert0 needs at least 2 experts (expert 0 frozen + 1 trainable)")
+    if not 1 <= top_k <= num_experts:
+        raise LangmoeError(f"top_k must be in [1, num_experts={num_experts}], got {top_k}")
+    cls = GatedExperts if gated else LinearExperts
+    n_train = num_experts - 1 if frozen_expert0 else num_experts
+    experts = cls(n_train, hidden_size, intermediate_size, act, bias_in=bias_in, bias_out=bias_out,
+                  dispatch=dispatch)
+    if frozen_expert0:
+        experts = FrozenExpert0(experts)
+    clf = RoutingClassifier(hidden_size, classifier_mode) if classifier else None
+    router = TopKRouter(hidden_size, num_experts, top_k, renormalize=renormalize, classifier=clf)
+    return MoEBlock(router, experts, layer_idx=layer_idx, dropout=dropout, residual_in_mlp=residual_in_mlp)
 
 
 def moe_blocks(model: nn.Module) -> list[MoEBlock]:
@@ -430,9 +728,25 @@ def moe_blocks(model: nn.Module) -> list[MoEBlock]:
     return sorted((m for m in model.modules() if isinstance(m, MoEBlock)), key=lambda m: m.layer_idx)
 
 
+@dataclass
+class RouterOutput:
+    """What one MoE layer's router did in a forward (tensors keep their graph for the losses)."""
+
+    layer: int
+    logits: torch.Tensor  # [tokens, E] raw router logits (before any mask)
+    classifier_logits: torch.Tensor | None  # [tokens, 2] (sequence mode: [batch, 2]) or None
+    topk_idx: torch.Tensor | None  # [tokens, k] experts used (labels mode: [tokens, 1])
+    topk_weight: torch.Tensor | None  # [tokens, k] combine weights
+    num_experts: int
+    mode: str = "learned"
+
+
 def router_outputs(model: nn.Module) -> list[RouterOutput]:
-    """The router outputs of the last forward, one per MoE layer (layer order)."""
-    return [m.last_router_output for m in moe_blocks(model) if m.last_router_output is not None]
+    """The router outputs of the last forward, one per MoE layer (layer order), from the model's recorder."""
+    from langmoe.models.router_recorder import attached_recorder
+
+    rec = attached_recorder(model)
+    return rec.last_outputs() if rec is not None else []
 
 
 def _to_mask(spec, num_experts: int, layer: int) -> torch.Tensor:
@@ -452,6 +766,10 @@ def _to_mask(spec, num_experts: int, layer: int) -> torch.Tensor:
     return mask
 
 
+def _routers(model: nn.Module) -> list[TopKRouter]:
+    return [m for m in model.modules() if isinstance(m, TopKRouter)]
+
+
 @contextmanager
 def routing(
     model: nn.Module,
@@ -459,14 +777,14 @@ def routing(
     allowed_experts=None,
     mode: str | None = None,
 ) -> Iterator[None]:
-    """Set the routing of every MoE block for the forwards inside the `with` (restored on exit, nestable).
+    """Set the routing of every MoE router for the forwards inside the `with` (restored on exit, nestable).
 
     route_labels: LongTensor shaped like input_ids, expert per token (hard routing; implies mode='labels').
     allowed_experts: experts the learned router may pick; either one spec for all MoE layers or
         `{layer_idx: spec}` (layers not named are unrestricted). A spec is a list of expert ids or a bool mask [E].
     mode: 'learned' | 'labels' (default: 'labels' when route_labels is given, else 'learned').
     """
-    blocks = moe_blocks(model)
+    routers = _routers(model)
     if mode is None:
         mode = "labels" if route_labels is not None else "learned"
     if mode not in _MODES:
@@ -476,21 +794,21 @@ def routing(
     masks: dict[int, torch.Tensor] = {}
     if allowed_experts is not None:
         per_layer = isinstance(allowed_experts, Mapping)
-        layer_ids = {b.layer_idx for b in blocks}
+        layer_ids = {r.layer_idx for r in routers}
         if per_layer:
             unknown = sorted(set(allowed_experts) - layer_ids)
             if unknown:
                 raise LangmoeError(f"allowed_experts names layers {unknown} that are not MoE layers {sorted(layer_ids)}")
-        for b in blocks:
-            spec = allowed_experts.get(b.layer_idx) if per_layer else allowed_experts
+        for r in routers:
+            spec = allowed_experts.get(r.layer_idx) if per_layer else allowed_experts
             if spec is not None:
-                masks[b.layer_idx] = _to_mask(spec, b.num_experts, b.layer_idx)
-    previous = [b._state for b in blocks]
+                masks[r.layer_idx] = _to_mask(spec, r.num_experts, r.layer_idx)
+    previous = [r._state for r in routers]
     state = RoutingState(route_labels=route_labels, allowed=masks or None, mode=mode)
-    for b in blocks:
-        b._state = state
+    for r in routers:
+        r._state = state
     try:
         yield
     finally:
-        for b, s in zip(blocks, previous, strict=True):
-            b._state = s
+        for r, s in zip(routers, previous, strict=True):
+            r._state = s

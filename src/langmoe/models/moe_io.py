@@ -1,9 +1,11 @@
-"""Save and load upcycled models as ordinary Hugging Face folders (safetensors + config.json).
+"""The one loader/saver of langmoe model folders (dense or MoE), used by every command and the pipeline.
 
-The folder's config.json is the dense architecture's config plus `langmoe` (the MoE structure); loading builds the
-dense model from the config, re-applies the MoE structure and loads the weights strictly, so the state dict and the
-logits are exactly those that were saved. A plain `from_pretrained` would not know the MoE layers: use
-`load_moe_pretrained`, or `export_stock` for a stock transformers MoE architecture.
+An MoE folder is in the native format (`native.py`: `model_type: langmoe_moe`, the dense config under
+`base_config`, the MoE structure under `langmoe`), so stock transformers refuses it instead of misreading it.
+Loading builds the dense model from the config, re-applies the MoE structure and loads the weights strictly, so
+state dict, dtype, generation_config and logits are exactly those that were saved. Folders of earlier versions
+(dense `model_type` plus a `langmoe` key, experts named `w_gate/w_up/w_out`) load transparently; saving them again
+writes the native format (`langmoe convert` does that).
 """
 
 from __future__ import annotations
@@ -20,18 +22,38 @@ from langmoe.errors import LangmoeError
 from langmoe.io import write_folder_atomically  # re-export: the safe folder writer lives in langmoe.io
 from langmoe.models.upcycle import MoEStructure, apply_moe_structure, moe_structure
 
-__all__ = ["save_moe_pretrained", "load_moe_pretrained", "write_folder_atomically", "read_safetensors_folder"]
+__all__ = [
+    "save_moe_pretrained",
+    "load_moe_pretrained",
+    "load_model_any",
+    "folder_kind",
+    "source_dtype",
+    "write_folder_atomically",
+    "read_safetensors_folder",
+]
 
 
 def save_moe_pretrained(model: nn.Module, tokenizer, path: str | Path) -> Path:
-    """Write model (safetensors), config (with the MoE structure) and tokenizer (if given) to `path`, atomically."""
+    """Write model (safetensors), native config, generation_config and tokenizer (if given) to `path`, atomically.
+
+    A tokenizer whose vocabulary does not fit the model's embeddings is refused (nothing is written).
+    """
+    from langmoe.models.base import quiet_transformers
+    from langmoe.models.native import make_native
+
     if moe_structure(model) is None:
         raise LangmoeError("model has no MoE structure in config.langmoe: upcycle it first (or use save_pretrained)")
+    if tokenizer is not None:
+        from langmoe.data.tokenizer import check_tokenizer_matches
+
+        check_tokenizer_matches(model, tokenizer)
+    make_native(model)
 
     def writer(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+        with quiet_transformers():
+            model.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
 
     return write_folder_atomically(path, writer)
 
@@ -54,26 +76,100 @@ def read_safetensors_folder(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, dispatch: str = "auto"):
-    """Rebuild a model saved by `save_moe_pretrained`: dense architecture, MoE structure, then the exact weights."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    path = Path(path)
+def _read_config(path: Path) -> dict:
     if not (path / "config.json").exists():
         raise LangmoeError(f"{path}: no config.json: not a Hugging Face model folder")
-    config = AutoConfig.from_pretrained(path)
-    raw = getattr(config, "langmoe", None)
-    if not raw:
-        raise LangmoeError(f"{path}: config.json has no 'langmoe' MoE structure: load it with from_pretrained")
-    structure = MoEStructure.parse(raw)
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LangmoeError(f"{path / 'config.json'} is not valid JSON: re-save the model with save_pretrained") from e
+
+
+def folder_kind(path: str | Path) -> str:
+    """'native' (langmoe_moe), 'legacy' (dense model_type + `langmoe` key, written before 0.2) or 'dense'."""
+    from langmoe.models.native import NATIVE_MODEL_TYPE
+
+    raw = _read_config(Path(path))
+    if raw.get("model_type") == NATIVE_MODEL_TYPE:
+        return "native"
+    return "legacy" if raw.get("langmoe") else "dense"
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def source_dtype(path: str | Path) -> torch.dtype | None:
+    """The dtype a folder's config.json records (`dtype` / `torch_dtype`), if any."""
+    raw = _read_config(Path(path))
+    base = raw.get("base_config", raw)
+    name = raw.get("dtype") or raw.get("torch_dtype") or base.get("dtype") or base.get("torch_dtype")
+    return _DTYPES.get(str(name)) if name else None
+
+
+def _legacy_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename/re-layout the expert tensors of a version-1 folder (`w_gate [E, D, F]` ...) to the stock names."""
+    from langmoe.models.moe import MoEBlock
+
+    out = dict(state)
+    for name, block in model.named_modules():
+        if not isinstance(block, MoEBlock):
+            continue
+        p = f"{name}."
+        parts = [("frozen.", "_frozen"), ("trainable.", "")] if block.frozen_expert0 else [("", "")]
+        for sub, suffix in parts:
+            old = {n: out.pop(f"{p}{n}{suffix}") for n in ("w_gate", "w_up", "w_in", "w_out", "b_gate", "b_up",
+                                                             "b_in", "b_out") if f"{p}{n}{suffix}" in out}
+            q = f"{p}experts.{sub}"
+            if "w_gate" in old:
+                out[q + "gate_up_proj"] = torch.cat([old["w_gate"].transpose(1, 2), old["w_up"].transpose(1, 2)],
+                                                    dim=1).contiguous()
+                if "b_gate" in old:
+                    out[q + "gate_up_proj_bias"] = torch.cat([old["b_gate"], old["b_up"]], dim=-1)
+            if "w_in" in old:
+                out[q + "up_proj"] = old["w_in"].transpose(1, 2).contiguous()
+                if "b_in" in old:
+                    out[q + "up_proj_bias"] = old["b_in"]
+            if "w_out" in old:
+                out[q + "down_proj"] = old["w_out"].transpose(1, 2).contiguous()
+            if "b_out" in old:
+                out[q + "down_proj_bias"] = old["b_out"]
+        if f"{p}classifier.weight" in out:
+            out[f"{p}router.classifier.weight"] = out.pop(f"{p}classifier.weight")
+    return out
+
+
+def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, dispatch: str = "auto"):
+    """Rebuild a model saved by `save_moe_pretrained` (native or legacy folder): dense architecture, MoE structure,
+    then the exact weights, in the saved dtype unless `dtype` is given; generation_config as saved."""
+    from transformers import AutoModelForCausalLM
+
+    from langmoe.models.base import quiet_transformers
+    from langmoe.models.native import NATIVE_MODEL_TYPE, dense_config_from_dict
+
+    path = Path(path)
+    raw = _read_config(path)
+    legacy = raw.get("model_type") != NATIVE_MODEL_TYPE
+    if legacy:
+        if not raw.get("langmoe"):
+            raise LangmoeError(f"{path}: config.json has no 'langmoe' MoE structure (a dense model): load it with "
+                               "from_pretrained or load_model_any")
+        base = {k: v for k, v in raw.items() if k != "langmoe"}
+    else:
+        base = raw.get("base_config")
+        if not isinstance(base, dict) or "model_type" not in base:
+            raise LangmoeError(f"{path}: native MoE config.json lacks 'base_config': the folder is damaged")
+    structure = MoEStructure.parse(raw.get("langmoe") or {})
+    config = dense_config_from_dict(base, None)
     state = read_safetensors_folder(path)
-    model = AutoModelForCausalLM.from_config(config)
+    with quiet_transformers():
+        model = AutoModelForCausalLM.from_config(config)
     saved = next((t.dtype for t in state.values() if t.is_floating_point()), None)
     if saved is not None and saved != next(model.parameters()).dtype:
         model = model.to(saved)  # load in the saved precision so the state dict is bit-identical
     apply_moe_structure(model, structure, dispatch=dispatch)
+    if legacy:
+        state = _legacy_state(state, model)
     state = _renamed_for(model, state)
-    # from_config may carry extra init work on weights that we overwrite anyway
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = _tied_keys(model)
     missing = [k for k in missing if k not in tied]
@@ -84,6 +180,7 @@ def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, disp
         )
     if tied:
         model.tie_weights()
+    _load_generation_config(model, path)
     if dtype is not None:
         model = model.to(dtype)
     model.eval()
@@ -104,6 +201,13 @@ def _renamed_for(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
     return {k if k in own else apply_renamings(k, renamings): v for k, v in state.items()}
 
 
+def _load_generation_config(model: nn.Module, path: Path) -> None:
+    if (path / "generation_config.json").exists():
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(str(path))
+
+
 def _tied_keys(model: nn.Module) -> set[str]:
     """State-dict names that share storage with another (e.g. lm_head.weight tied to the embeddings)."""
     seen: dict[int, str] = {}
@@ -117,24 +221,36 @@ def _tied_keys(model: nn.Module) -> set[str]:
     return tied
 
 
-def load_model_any(path: str | Path, dtype: torch.dtype | None = None):
-    """(model, tokenizer or None) from a dense HF folder or an upcycled one (config.langmoe), for the CLI."""
+def load_model_any(path: str | Path, dtype: torch.dtype | str | None = None):
+    """(model, tokenizer or None) from a dense HF folder, a native MoE folder or a legacy MoE folder: the loader
+    every langmoe command uses. `dtype=None` keeps the folder's own dtype. Eval mode. A tokenizer saved there
+    must fit the model's vocabulary."""
     from transformers import AutoModelForCausalLM
 
-    from langmoe.models.base import load_tokenizer, quiet_transformers, resolve_model_path
+    from langmoe.models.base import (
+        _one_line,
+        _parse_dtype,
+        load_tokenizer,
+        quiet_transformers,
+        resolve_model_path,
+    )
 
     p = resolve_model_path(path)
-    raw = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    if raw.get("langmoe"):
-        model = load_moe_pretrained(p, dtype=dtype)
-    else:
+    dtype = _parse_dtype(dtype)
+    if folder_kind(p) == "dense":
         try:
             with quiet_transformers():
-                model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype or torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype or "auto")
         except Exception as e:  # noqa: BLE001 - transformers raises many types for a broken folder
-            raise LangmoeError(f"cannot load the model in {p} ({type(e).__name__}): check config.json + weights") from e
+            raise LangmoeError(f"cannot load the model in {p} ({type(e).__name__}: {_one_line(e)}): check that "
+                               "the folder holds a complete causal LM (config.json + weights)") from e
         model.eval()
+    else:
+        model = load_moe_pretrained(p, dtype=dtype)
     tokenizer = None
     if any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         tokenizer = load_tokenizer(p)
+        from langmoe.data.tokenizer import check_tokenizer_matches
+
+        check_tokenizer_matches(model, tokenizer)
     return model, tokenizer

@@ -2,8 +2,9 @@
 
 Right after `upcycle` the model computes the same function as before (with renormalised top-k or hard routing):
 every expert equals the dense FFN and the combine weights sum to 1. The MoE structure is recorded in
-`model.config.langmoe` (a plain dict, so it lands in config.json) and `apply_moe_structure` rebuilds it on a fresh
-dense model, which is how `load_moe_pretrained` works.
+`model.config.langmoe` (a plain dict) and `apply_moe_structure` rebuilds it on a fresh dense model, which is how
+`load_moe_pretrained` works. Both make the model an instance of its native class (`native.make_native`: saves in
+the `langmoe_moe` format) and attach the router recorder that `moe.router_outputs` reads.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import get_adapter
-from langmoe.models.moe import MoEBlock, moe_blocks
+from langmoe.models.moe import MoEBlock, build_moe_block, moe_blocks
 
 __all__ = [
     "MoELayerSpec",
@@ -31,7 +32,7 @@ __all__ = [
     "ffn_input_centroids",
 ]
 
-STRUCTURE_VERSION = 1
+STRUCTURE_VERSION = 2  # 2: native folder, experts named as transformers names them; 1: legacy (w_gate/w_up/w_out)
 
 
 class MoELayerSpec(BaseModel):
@@ -68,6 +69,10 @@ def _per_layer(value, layers: list[int], what: str) -> dict[int, Any]:
         missing = [i for i in layers if i not in value]
         if missing:
             raise LangmoeError(f"{what} given per layer but missing layers {missing}")
+        extra = sorted(int(i) for i in value if int(i) not in layers)
+        if extra:
+            raise LangmoeError(f"{what} given for layers {extra} that are not upcycled (MoE layers: {layers}): "
+                               "drop those entries or add the layers")
         return {i: value[i] for i in layers}
     return dict.fromkeys(layers, value)
 
@@ -105,7 +110,7 @@ def _build_block(model, layer_idx: int, spec: MoELayerSpec, dispatch: str, copy_
         raise LangmoeError(f"layer {layer_idx} is already an MoE layer")
     ffn = adapter.extract(mlp)
     ref = ffn.w_out
-    block = MoEBlock(
+    block = build_moe_block(
         ffn.hidden_size,
         ffn.intermediate_size,
         spec.num_experts,
@@ -130,17 +135,28 @@ def _build_block(model, layer_idx: int, spec: MoELayerSpec, dispatch: str, copy_
     return block
 
 
+def _finish(model: nn.Module, structure: MoEStructure) -> nn.Module:
+    """Record the structure, make the model native (saves as `langmoe_moe`) and attach the router recorder."""
+    from langmoe.models.native import make_native
+    from langmoe.models.router_recorder import attach_router_recorder
+
+    model.config.langmoe = structure.to_config()
+    make_native(model)
+    attach_router_recorder(model)
+    return model
+
+
 def apply_moe_structure(model: nn.Module, structure: MoEStructure | Mapping, dispatch: str = "auto") -> nn.Module:
     """Rebuild the recorded MoE layers on a dense model (weights are copies of the FFN until a state dict loads)."""
     if not isinstance(structure, MoEStructure):
         structure = MoEStructure.parse(structure)
     n_layers = len(get_adapter(model).layers(model))
+    bad = sorted(i for i in structure.layers if not 0 <= i < n_layers)
+    if bad:
+        raise LangmoeError(f"MoE structure names layers {bad} but the model has {n_layers} layers (0..{n_layers - 1})")
     for i, spec in sorted(structure.layers.items()):
-        if not 0 <= i < n_layers:
-            raise LangmoeError(f"MoE structure names layer {i} but the model has {n_layers} layers")
         _build_block(model, i, spec, dispatch)
-    model.config.langmoe = structure.to_config()
-    return model
+    return _finish(model, MoEStructure(layers=structure.layers))
 
 
 def upcycle(
@@ -203,8 +219,7 @@ def upcycle(
                 raise LangmoeError(f"router_init has no centroids for layer {i}")
             block.init_router_centroids(torch.as_tensor(cent))
         specs[i] = new_specs[i]
-    model.config.langmoe = MoEStructure(layers=specs).to_config()
-    return model
+    return _finish(model, MoEStructure(layers=specs))
 
 
 def _block_at(model: nn.Module, layer: int) -> MoEBlock:
@@ -233,12 +248,10 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     blocks = moe_blocks(model)
-    frozen = sum(
-        getattr(b, f"{n}_frozen").numel() for b in blocks if b.frozen_expert0 for n in b._weight_names
-    )
+    frozen = sum(b.base_experts.frozen_numel for b in blocks if b.frozen_expert0)
     expert_total = router = classifier = inactive = 0
     for b in blocks:
-        per_expert = sum(getattr(b, n)[0].numel() for n in b._weight_names)
+        per_expert = b.params_per_expert
         expert_total += per_expert * b.num_experts
         router += b.router.weight.numel()
         classifier += b.classifier.weight.numel() if b.classifier is not None else 0

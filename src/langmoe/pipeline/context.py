@@ -58,13 +58,10 @@ class RecipeRun:
 
     def base(self):
         """A fresh fp32 copy of the dense base (each system starts from it)."""
-        from transformers import AutoModelForCausalLM
-
-        from langmoe.models.base import quiet_transformers
+        from langmoe.models.moe_io import load_model_any
 
         torch.manual_seed(self.recipe.seed)
-        with quiet_transformers():  # no progress bar on stderr (it garbles the CLI's one-line errors)
-            model = AutoModelForCausalLM.from_pretrained(str(self.model_path), dtype=torch.float32)
+        model, _ = load_model_any(self.model_path, dtype=torch.float32)  # langmoe's one loader
         model.train()
         return model
 

@@ -20,12 +20,9 @@ def save_dense(tokenizer) -> Callable[[Any, Path], None]:
 
 
 def load_dense(path: Path):
-    from transformers import AutoModelForCausalLM
+    from langmoe.models.moe_io import load_model_any
 
-    from langmoe.models.base import quiet_transformers
-
-    with quiet_transformers():
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    return load_model_any(path, dtype=torch.float32)[0]  # langmoe's one loader
 
 
 def save_moe(tokenizer) -> Callable[[Any, Path], None]:
@@ -42,7 +39,7 @@ def load_moe(path: str | Path):
     """The MoE model saved by `save_moe`, exact weights, in training mode (stages continue training it)."""
     from langmoe.models.moe_io import load_moe_pretrained
 
-    model = load_moe_pretrained(path)
+    model = load_moe_pretrained(path, dtype=torch.float32)
     model.train()
     return model
 
@@ -61,6 +58,6 @@ def moe_params(model, hard: bool = False) -> dict[str, int]:
     active = c["active_per_token"]
     if hard:
         for b in moe_blocks(model):
-            per_expert = sum(getattr(b, n)[0].numel() for n in b._weight_names)
+            per_expert = b.params_per_expert
             active -= per_expert * (b.top_k - 1)
     return {"total": int(c["total"]), "active": int(active)}

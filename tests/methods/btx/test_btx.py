@@ -29,8 +29,8 @@ def test_merge_branches():
     assert [b.layer_idx for b in blocks] == [0, 1] and all(b.num_experts == 3 and b.top_k == 2 for b in blocks)
     for b in blocks:
         for k in range(3):
-            assert torch.equal(b.w_gate[k], ffn[k][b.layer_idx].w_gate)
-            assert torch.equal(b.w_out[k], ffn[k][b.layer_idx].w_out)
+            assert torch.equal(b.experts.ffn(k).w_gate, ffn[k][b.layer_idx].w_gate)
+            assert torch.equal(b.experts.ffn(k).w_out, ffn[k][b.layer_idx].w_out)
     sd = moe.state_dict()
     assert torch.allclose(sd["model.layers.1.self_attn.q_proj.weight"], want_attn)
     assert torch.allclose(sd["model.embed_tokens.weight"], want_emb)

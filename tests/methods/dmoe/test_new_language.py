@@ -33,7 +33,7 @@ def test_pick_copy_train_leaves_old_experts_and_dense_weights_exact(tmp_path, re
     model = build.build_dmoe(copy.deepcopy(dense), [0, 2], 2, 2)
     with torch.no_grad():  # expert 1 differs from the dense FFN; expert 0 is still an exact copy
         for b in moe_blocks(model):
-            b.w_out[1].add_(torch.randn_like(b.w_out[1]))
+            b.experts.down_proj[1].add_(torch.randn_like(b.experts.down_proj[1]))
     ekw = {"split": "test", "window": 32, "stride": 16, "max_chars_per_lang": 200, "batch_size": 4}
     ppl = expert_perplexities(model, tok, corpus, "es", 2, ekw)
     from langmoe.eval.perplexity import evaluate_languages
@@ -43,7 +43,8 @@ def test_pick_copy_train_leaves_old_experts_and_dense_weights_exact(tmp_path, re
     new = build.add_language_expert(model, 0)
     assert new == 2 and all(b.num_experts == 3 for b in moe_blocks(model))
     for b in moe_blocks(model):
-        assert torch.equal(b.w_up[2], b.w_up[0]) and torch.equal(b.router.weight[2], b.router.weight[0])
+        assert torch.equal(b.experts.gate_up_proj[2], b.experts.gate_up_proj[0])
+        assert torch.equal(b.router.weight[2], b.router.weight[0])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     blocks = pack_corpus(corpus, tok, ["es"], "train", 16, max_tokens_per_lang=400)
     cfg = {"steps": 3, "lr": 1e-2, "warmup_ratio": 0.0, "micro_batch_size": 4, "save_every": 0}

@@ -71,7 +71,7 @@ def test_hard_routing_uses_the_group_expert_only(world):
 
     with torch.no_grad():
         for b in moe_blocks(moe):
-            b.w_out[1].zero_()  # expert 1 now outputs 0
+            b.experts.down_proj[1].zero_()  # expert 1 now outputs 0
     batch = blocks.batch([0, 1], group_of={"en": 1, "fr": 1, "de": 0, "nl": 0})
     with torch.no_grad(), hard_routing(moe, batch):
         out1 = moe(input_ids=batch["input_ids"]).logits
@@ -79,7 +79,7 @@ def test_hard_routing_uses_the_group_expert_only(world):
     zeroed = build.build_dmoe(copy.deepcopy(model), [0, 2], 2, 2, seed=0)
     with torch.no_grad():
         for b in moe_blocks(zeroed):
-            b.w_out.zero_()
+            b.experts.down_proj.zero_()
         ref = zeroed(input_ids=batch["input_ids"]).logits
     assert torch.allclose(out1, ref, atol=1e-6)
     with pytest.raises(Exception, match="group"):

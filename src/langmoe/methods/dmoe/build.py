@@ -12,8 +12,6 @@ from collections.abc import Sequence
 
 from langmoe.errors import LangmoeError
 
-_EXPERT_WEIGHTS = ("w_gate", "w_up", "w_out", "w_in", "b_gate", "b_up", "b_in", "b_out")
-
 
 def build_dmoe(model, layers: Sequence[int], num_groups: int, top_k: int = 2, seed: int = 0):
     """Upcycle `layers` of the dense `model` (in place) into `num_groups` experts each, learned top-k routing."""
@@ -39,7 +37,9 @@ def add_language_expert(model, source_expert: int) -> int:
 
 
 def is_expert_param(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in _EXPERT_WEIGHTS
+    from langmoe.models.moe import is_expert_param as _is_expert
+
+    return _is_expert(name)
 
 
 def is_router_param(name: str) -> bool:
