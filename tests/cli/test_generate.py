@@ -46,8 +46,7 @@ def models(tmp_path_factory):
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for b in moe_blocks(moe):
-            for n in b._weight_names:
-                w = getattr(b, n)
+            for _, w in sorted(b.experts.named_parameters()):
                 w.add_(torch.randn(w.shape, generator=g) * 0.2)
             b.router.weight.normal_(0, 1.0, generator=g)
     save_moe_pretrained(moe, tok, root / "moe")

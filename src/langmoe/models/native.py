@@ -178,7 +178,11 @@ def native_class(dense_cls: type) -> type:
 
 
 def make_native(model):
-    """Make `model` (a dense HF causal LM carrying MoE blocks) an instance of its native class, in place."""
+    """Make `model` (a dense HF causal LM carrying MoE blocks) an instance of its native class, in place.
+
+    A model that is no transformers `PreTrainedModel` (a plain torch module) has no native format: left as it is."""
+    if getattr(type(model), "config_class", None) is None:
+        return model
     model.__class__ = native_class(type(model))
     return model
 
