@@ -64,5 +64,7 @@ def run(args) -> int:
         max_train_tokens_per_lang=args.max_train_tokens, optim=optim, eval=ev,
     )
     record = pretrain(cfg, command=as_command("pretrain", args))
+    if not record:  # not the main process of a multi-process run: the main process reports
+        return 0
     print_eval_table(record["eval"], f"{args.preset} base in {args.out}: {cfg.eval.split} split")
     return 0

@@ -57,6 +57,8 @@ def run(args) -> int:
         eval=EvalSettings() if args.eval else None,
     )
     record = continue_train(cfg, command=as_command("train", args))
+    if not record:  # not the main process of a multi-process run: the main process reports
+        return 0
     if "eval" in record:
         print_eval_table(record["eval"], f"{args.model} continued in {args.out}")
     else:
