@@ -21,6 +21,25 @@ TEXT = {
 }
 BIN = Path(sys.executable).parent  # the venv's bin folder: torchrun and accelerate live next to python
 
+# FSDP2 through Accelerate (docs/distributed.md); no layer class named: Accelerate wraps `_no_split_modules`.
+FSDP_YAML = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+num_machines: 1
+num_processes: 2
+machine_rank: 0
+main_process_port: 0
+mixed_precision: 'no'
+use_cpu: false
+fsdp_config:
+  fsdp_version: 2
+  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
+  fsdp_state_dict_type: FULL_STATE_DICT
+  fsdp_reshard_after_forward: true
+  fsdp_offload_params: false
+  fsdp_cpu_ram_efficient_loading: false
+"""
+
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(ALPHABET)}, unk_token="<|endoftext|>"))
@@ -32,7 +51,7 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_llama(vocab: int, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=64, bos_token_id=0,
+                      num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=256, bos_token_id=0,
                       eos_token_id=0, pad_token_id=0)
     return LlamaForCausalLM(cfg)
 

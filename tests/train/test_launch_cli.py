@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from launch_fixtures import BIN, load_weights, run, write_corpus, write_model
+from launch_fixtures import BIN, FSDP_YAML, load_weights, run, write_corpus, write_model
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="gloo launch test on POSIX only"),
@@ -74,6 +74,25 @@ def test_accelerate_launch_two_cpu_processes_equal_one_with_twice_the_batch(worl
                *_train_args(model, corpus, out, 2)], cwd=root)
     assert res.returncode == 0, res.stderr[-3000:]
     _check_same_run(out, ref)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_fsdp_config_trains_the_same_model_and_resumes(world):
+    """`accelerate launch --config_file fsdp.yaml -m langmoe train`: FSDP2 over gloo; the gathered weights are
+    saved as a plain folder equal to the 1-process run; rerunning resumes from the sharded checkpoint (no-op)."""
+    root, model, corpus, ref = world
+    (root / "fsdp.yaml").write_text(FSDP_YAML)
+    out = root / "fsdp"
+    cmd = [str(BIN / "accelerate"), "launch", "--config_file", str(root / "fsdp.yaml"),
+           *_train_args(model, corpus, out, 2)]
+    res = run(cmd, cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _check_same_run(out, ref)
+    first = load_weights(out)
+    res = run(cmd, cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    again = load_weights(out)
+    assert all(torch.equal(first[k], again[k]) for k in first)
 
 
 @pytest.mark.slow

@@ -143,12 +143,15 @@ def allow_fsdp_on_cpu() -> None:
 def gathered_model(model, state_dict, rebuild):
     """A plain (unsharded) model holding the trained weights, for saving and evaluating on the main process.
 
-    `state_dict`: `TrainResult.state_dict` (None when the model was not sharded: `model` is returned as is);
+    `state_dict`: `TrainResult.state_dict` (None when the model was not sharded: `model` is returned as is; empty on
+    the non-main processes of a sharded run: None is returned);
     `rebuild()`: a fresh model of the same structure (e.g. the loader that built `model`), loaded strictly except
     for weights tied to another (lm_head tied to the embeddings).
     """
     if state_dict is None:
         return model
+    if not state_dict:
+        return None  # a non-main process of a sharded run: the weights were gathered on the main process only
     plain = rebuild()
     missing, unexpected = plain.load_state_dict(state_dict, strict=False)
     tied = set()
