@@ -133,3 +133,36 @@ def test_task_files_continuation_is_the_true_next_segment(tmp_path):
         assert any(d.startswith(truth) for d in docs)  # context + answer is a prefix of one document
     assert {r["label"] for r in rows} != {0}  # the answer is not always first
     assert split_text("short", 400, 120) is None
+
+
+def _doc_yaml(task: str) -> str:
+    """The YAML block of `task` as printed in docs/lm-eval.md."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "lm-eval.md").read_text()
+    for block in re.findall(r"```yaml\n(.*?)```", doc, flags=re.S):
+        if f"task: {task}\n" in block:
+            return block
+    raise AssertionError(f"no YAML for {task} in docs/lm-eval.md")
+
+
+def test_documented_belebele_and_multiblimp_yamls_run_on_local_rows(tmp_path):
+    bele = tmp_path / "belebele.jsonl"
+    rows = [{"flores_passage": "the cat sat on the mat. the dog ran.", "question": "where did the cat sit?",
+             "mc_answer1": "on the mat", "mc_answer2": "in the park", "mc_answer3": "on a tree",
+             "mc_answer4": "at home", "correct_answer_num": str(1 + i % 4)} for i in range(3)]
+    bele.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    blimp = tmp_path / "blimp.jsonl"
+    pairs = [("the cats sit on the mat.", "the cats sits on the mat."), ("she runs home.", "she run home.")]
+    blimp.write_text("".join(json.dumps({"sen": a, "wrong_sen": b}) + "\n" for a, b in pairs))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    for name, data, path in [("belebele_local_eng_Latn", bele, "/data/belebele/eng_Latn.jsonl"),
+                             ("multiblimp_local_eng", blimp, "/data/multiblimp/eng.jsonl")]:
+        text = _doc_yaml(name)
+        assert path in text
+        (tasks / f"{name}.yaml").write_text(text.replace(path, str(data)))
+    res = run_lm_eval("builtin", ["belebele_local_eng_Latn", "multiblimp_local_eng"], include_path=[tasks])
+    assert res["n_samples"] == {"belebele_local_eng_Latn": 3, "multiblimp_local_eng": 2}
+    assert all(0 <= res["results"][t]["acc"] <= 1 for t in res["results"])

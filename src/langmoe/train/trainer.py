@@ -348,10 +348,14 @@ def _make_accelerator(config: TrainConfig):
 
 
 def _gather_if_sharded(acc, prepared) -> dict[str, torch.Tensor] | None:
-    """Full weights on the main process when FSDP sharded the model (a collective: every rank must call it)."""
+    """Full weights on the main process when FSDP or DeepSpeed ZeRO-3 sharded the model (a collective: every rank
+    must call it). ZeRO-3 needs `zero3_save_16bit_model: true` and gives 16-bit weights (untested here)."""
     from accelerate.utils import DistributedType
 
-    if acc.distributed_type != DistributedType.FSDP:
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        if acc.deepspeed_config.get("zero_optimization", {}).get("stage") != 3:
+            return None
+    elif acc.distributed_type != DistributedType.FSDP:
         return None
     state = acc.get_state_dict(prepared)
     return state if acc.is_main_process else {}
