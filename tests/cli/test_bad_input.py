@@ -345,6 +345,17 @@ def test_run_bad_recipes(env, tmp_path, capsys):
                                                                         str(env["small_vocab"]))), *rd], "tokenizer")
 
 
+def test_lm_eval_bad_inputs(tmp_path, capsys):
+    fails(capsys, ["lm-eval-tasks", "--out", tmp_path / "t", "--langs", "xx"], "xx", "not in corpus")
+    fails(capsys, ["lm-eval-tasks", "--out", tmp_path / "t", "--max-docs", "0"], "max_docs")
+    fails(capsys, ["lm-eval", "--model", "builtin", "--tasks", "langmoe_bpb_en", "--limit", "0"], "--limit")
+    fails(capsys, ["lm-eval", "--model", "builtin", "--tasks", "langmoe_bpb_en", "--batch-size", "0"], "--batch-size")
+    pytest.importorskip("lm_eval")
+    fails(capsys, ["lm-eval", "--model", "builtin", "--tasks", "langmoe_bpb_en", "--include-path", tmp_path / "no"],
+          "is not a folder")
+    fails(capsys, ["lm-eval", "--model", tmp_path / "missing", "--tasks", "langmoe_bpb_en"], "does not exist")
+
+
 def test_demo_and_report_bad_inputs(tmp_path, capsys):
     fails(capsys, ["demo", "--recipe", tmp_path / "missing.yaml", "--out", tmp_path / "d"], "does not exist")
     fails(capsys, ["report", tmp_path / "missing"], "does not exist")
@@ -418,6 +429,6 @@ def test_every_subcommand_has_bad_input_cases():
     from langmoe.cli import build_parser
 
     covered = {"corpus", "tokenizer", "eval", "pretrain", "train", "deviation", "group", "select-layers", "upcycle",
-               "export", "run", "demo", "report"}
+               "export", "run", "demo", "report", "lm-eval", "lm-eval-tasks"}
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) <= covered, f"no bad-input tests for: {sorted(set(sub.choices) - covered)}"
