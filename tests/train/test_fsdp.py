@@ -14,6 +14,7 @@ import pytest
 import torch
 from launch_fixtures import BIN, FSDP_YAML, run
 
+from langmoe.models.moe import routing
 from langmoe.models.moe_io import load_moe_pretrained
 
 pytestmark = [
@@ -22,6 +23,14 @@ pytestmark = [
 ]
 
 HERE = Path(__file__).resolve().parent
+
+
+@torch.no_grad()
+def _expert_out(model, x, expert):
+    """Layer 1's MoE output with every token hard-routed to `expert`."""
+    with routing(model, route_labels=torch.full(x.shape[:2], expert)):
+        out = model.model.layers[1].mlp(x)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def test_fsdp2_two_processes_match_one_and_save_a_plain_folder(tmp_path):
@@ -41,9 +50,14 @@ def test_fsdp2_two_processes_match_one_and_save_a_plain_folder(tmp_path):
     want = ref.state_dict()
     have = loaded.state_dict()
     assert set(have) == set(want)
-    start = w.tiny_moe().state_dict()
+    start_model = w.tiny_moe()
+    start = start_model.state_dict()
     changed = [k for k in want if not torch.equal(start[k], want[k])]
-    assert any("mlp" in k for k in changed) and not any("embed_tokens" in k or "frozen" in k for k in changed)
+    assert any("mlp" in k for k in changed) and not any("embed_tokens" in k for k in changed)
+    # Expert 0 is frozen, expert 1 trained: checked through routing, not through weight names.
+    x = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(_expert_out(loaded, x, 0), _expert_out(start_model, x, 0))
+    assert not torch.allclose(_expert_out(loaded, x, 1), _expert_out(start_model, x, 1))
     for k in want:
         torch.testing.assert_close(have[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
     ids = torch.arange(12).unsqueeze(0)

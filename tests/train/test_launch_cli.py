@@ -125,3 +125,26 @@ def test_check_launch_detects_accelerates_single_process_cpu_launch(monkeypatch)
     monkeypatch.delenv("WORLD_SIZE")
     monkeypatch.delenv("MASTER_ADDR")  # `accelerate launch --cpu` with one process: fine
     check_launch()
+
+
+@pytest.mark.slow
+def test_torchrun_pretrain_equals_one_process(world):
+    """`langmoe pretrain` under torchrun: rank 0 trains the tokenizer and packs first, the others reuse them.
+    (Equality needs every rank to hold the same number of scored tokens: block 16 leaves no padded block here;
+    with padding DDP averages per-rank means, see docs/training.md.)"""
+    root, _, corpus, _ = world
+
+    def args(out, batch):
+        return ["-m", "langmoe", "pretrain", "--preset", "tiny", "--corpus", str(corpus), "--out", str(out),
+                "--steps", "3", "--vocab-size", "300", "--block-len", "16", "--batch-size", str(batch),
+                "--eval-window", "32", "--eval-stride", "16", "--eval-max-chars", "300", "--threads", "1"]
+
+    res = run([sys.executable, *args(root / "pre1", 4)], cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *args(root / "pre2", 2)], cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("tiny base in") == 1
+    one, two = load_weights(root / "pre1"), load_weights(root / "pre2")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert json.loads((root / "pre2" / "pretrain.json").read_text())["environment"]["processes"] == 2
