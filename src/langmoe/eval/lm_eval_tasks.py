@@ -128,7 +128,9 @@ def write_tasks(
             "output_type": "loglikelihood_rolling",
             "doc_to_text": "",
             "doc_to_target": "{{text}}",
-            "metric_list": [{"metric": m} for m in ("bits_per_byte", "byte_perplexity", "word_perplexity")],
+            "metric_list": [{"metric": m, "aggregation": agg, "higher_is_better": False} for m, agg in (
+                ("bits_per_byte", "bits_per_byte"), ("byte_perplexity", "weighted_perplexity"),
+                ("word_perplexity", "weighted_perplexity"))],
             "metadata": {"version": 1.0, "langmoe": {"corpus": corpus, "split": split, "lang": lang}},
         })
         written["bpb"].append(lang)
