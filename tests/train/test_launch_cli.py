@@ -148,3 +148,15 @@ def test_torchrun_pretrain_equals_one_process(world):
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
     assert json.loads((root / "pre2" / "pretrain.json").read_text())["environment"]["processes"] == 2
+
+
+@pytest.mark.slow
+def test_bad_input_under_torchrun_is_one_line_per_process(world):
+    root, model, corpus, _ = world
+    args = _train_args(model, corpus, root / "bad", 2)
+    res = run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *args, "--langs", "xx"], cwd=root)
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("langmoe train:")]
+    assert lines[0] == "langmoe train: error: languages xx are not in the corpus (it has: de, en)", lines
+    assert all("internal error" not in ln for ln in lines)  # the waiting rank says why it stops, in one line
+    assert not (root / "bad" / "model.safetensors").exists()

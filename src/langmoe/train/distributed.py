@@ -87,9 +87,21 @@ def is_main_process() -> bool:
 
 def barrier() -> None:
     """All processes wait here (no-op for a single process)."""
-    state = dist_state()
-    if state.num_processes > 1:
+    _wait(dist_state())
+
+
+def _wait(state) -> None:
+    """`wait_for_everyone`, where a peer that died (e.g. the main process stopped on a bad input) becomes one line
+    instead of a gloo traceback labelled as a bug."""
+    if state.num_processes <= 1:
+        return
+    try:
         state.wait_for_everyone()
+    except RuntimeError as e:
+        raise LangmoeError(
+            f"process {state.process_index}: another process of this run stopped (see its error above); "
+            f"stopping too ({' '.join(str(e).split())[:120]})"
+        ) from e
 
 
 @contextmanager
@@ -101,10 +113,10 @@ def main_process_first() -> Iterator[bool]:
         return
     main = state.is_main_process
     if not main:
-        state.wait_for_everyone()
+        _wait(state)
     yield main
     if main:
-        state.wait_for_everyone()
+        _wait(state)
 
 
 @contextmanager
@@ -115,8 +127,7 @@ def only_main_process() -> Iterator[bool]:
     try:
         yield state.is_main_process
     finally:
-        if state.num_processes > 1:
-            state.wait_for_everyone()
+        _wait(state)
 
 
 def allow_fsdp_on_cpu() -> None:
