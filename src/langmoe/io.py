@@ -269,6 +269,9 @@ def output_folder(path: str | Path, command: str, *, lock: bool = False) -> Iter
     """Claim `path` for `command` (and hold the run lock when `lock`); on failure, a folder this call created
     and that still holds nothing but the marker (and its lock) is removed again, so bad input leaves no trace."""
     out = Path(path)
+    if int(os.environ.get("RANK", "0") or 0) != 0:  # a multi-process run: the main process claims and locks
+        yield out
+        return
     _make_parent(out)
     try:
         out.mkdir()

@@ -205,7 +205,14 @@ def _environment() -> dict[str, Any]:
         "python": platform.python_version(), "device": str(dev),
         "device_name": torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
+        "processes": _world_size(),
     }
+
+
+def _world_size() -> int:
+    from langmoe.train.distributed import world_size
+
+    return world_size()
 
 
 def _train(model, blocks, optim: TrainSettings, seed: int, work: Path):
@@ -236,20 +243,34 @@ def _train(model, blocks, optim: TrainSettings, seed: int, work: Path):
 def pretrain(cfg: PretrainConfig, command: str | None = None) -> dict[str, Any]:
     """Tokenizer → packed train blocks → preset model trained from scratch → eval → HF folder + pretrain.json."""
     from langmoe.data.corpus import open_corpus
+    from langmoe.train.distributed import gathered_model, main_process_first, only_main_process
 
     out = Path(cfg.out)
     work = out / "train"
-    work.mkdir(parents=True, exist_ok=True)
-    _lock_config(work, cfg)
-    corpus = open_corpus(cfg.corpus)
-    langs = _resolve_langs(corpus, cfg.langs)
-    tok = _tokenizer_for(cfg, corpus, langs, work)
-    blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
+    with main_process_first():  # the main process writes the config lock, tokenizer and block caches first
+        work.mkdir(parents=True, exist_ok=True)
+        _lock_config(work, cfg)
+        corpus = open_corpus(cfg.corpus)
+        langs = _resolve_langs(corpus, cfg.langs)
+        tok = _tokenizer_for(cfg, corpus, langs, work)
+        blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
     eos = tok.eos_token_id
-    model = create_model(cfg.preset, len(tok), cfg.max_positions, cfg.seed,
-                         bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else eos,
-                         eos_token_id=eos, pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos)
+
+    def new_model():
+        return create_model(cfg.preset, len(tok), cfg.max_positions, cfg.seed,
+                            bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else eos, eos_token_id=eos,
+                            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos)
+
+    model = new_model()
     result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work)
+    with only_main_process() as main:  # one process evaluates and writes; the others wait, then return {}
+        if not main:
+            return {}
+        model = gathered_model(model, result.state_dict, new_model)
+        return _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out)
+
+
+def _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out: Path) -> dict[str, Any]:
     model.to(_device()).eval()
     table = run_eval(model, tok, corpus, langs, cfg.eval)
     model.to(torch.device("cpu"))
@@ -276,6 +297,7 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict
     from langmoe.data.packing import check_block_len
     from langmoe.models.base import load_model_and_tokenizer, resolve_model_path
     from langmoe.models.moe_io import source_dtype
+    from langmoe.train.distributed import gathered_model, main_process_first, only_main_process
 
     # one loader for dense and MoE folders (an MoE folder keeps training as the MoE); trains in fp32, saves in the
     # source folder's dtype
@@ -284,12 +306,21 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict
     check_block_len(model.config, cfg.block_len)
     out = Path(cfg.out)
     work = out / "train"
-    work.mkdir(parents=True, exist_ok=True)
-    _lock_config(work, cfg)
-    corpus = open_corpus(cfg.corpus)
-    langs = _resolve_langs(corpus, cfg.langs)
-    blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
+    with main_process_first():  # the main process writes the config lock and the block cache first
+        work.mkdir(parents=True, exist_ok=True)
+        _lock_config(work, cfg)
+        corpus = open_corpus(cfg.corpus)
+        langs = _resolve_langs(corpus, cfg.langs)
+        blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
     result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work)
+    with only_main_process() as main:  # one process evaluates and writes; the others wait, then return {}
+        if not main:
+            return {}
+        model = gathered_model(model, result.state_dict, lambda: load_model_and_tokenizer(cfg.model)[0])
+        return _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out, saved_dtype)
+
+
+def _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out: Path, saved_dtype=None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "command": command or "langmoe train (library call)",
         "seed": cfg.seed,

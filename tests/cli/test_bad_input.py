@@ -835,6 +835,17 @@ def test_convert_bad_inputs(env, tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
+def test_lm_eval_bad_inputs(tmp_path, capsys):
+    fails(capsys, ["lm-eval-tasks", "--out", tmp_path / "t", "--langs", "xx"], "xx", "not in corpus")
+    fails(capsys, ["lm-eval-tasks", "--out", tmp_path / "t", "--max-docs", "0"], "max_docs")
+    fails(capsys, ["lm-eval", "--model", "builtin", "--tasks", "langmoe_bpb_en", "--limit", "0"], "--limit")
+    fails(capsys, ["lm-eval", "--model", "builtin", "--tasks", "langmoe_bpb_en", "--batch-size", "0"], "--batch-size")
+    pytest.importorskip("lm_eval")
+    fails(capsys, ["lm-eval", "--model", "builtin", "--tasks", "langmoe_bpb_en", "--include-path", tmp_path / "no"],
+          "is not a folder")
+    fails(capsys, ["lm-eval", "--model", tmp_path / "missing", "--tasks", "langmoe_bpb_en"], "does not exist")
+
+
 def test_run_threads_zero_is_not_ignored(tmp_path, capsys):
     rec = tmp_path / "r.yaml"
     rec.write_text("languages: [de, fr]\n", encoding="utf-8")
@@ -895,7 +906,7 @@ def test_every_subcommand_has_bad_input_cases():
     from langmoe.cli import build_parser
 
     covered = {"corpus", "tokenizer", "eval", "pretrain", "train", "deviation", "group", "select-layers", "upcycle",
-               "export", "convert", "run", "demo", "report"}
+               "export", "convert", "run", "demo", "report", "lm-eval", "lm-eval-tasks"}
     covered |= {"generate", "languages", "recipes"}  # in tests/cli/test_{generate,languages_cmd,recipes_cmd}.py
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) <= covered, f"no bad-input tests for: {sorted(set(sub.choices) - covered)}"

@@ -66,7 +66,7 @@ def config(micro: int) -> TrainConfig:
     )
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, own_accelerator: bool = True) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -79,15 +79,17 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     from accelerate import Accelerator
 
-    acc = Accelerator(cpu=True, gradient_accumulation_steps=2)
-    assert acc.num_processes == world, acc.state
+    from langmoe.train.distributed import barrier, world_size
+
+    acc = Accelerator(cpu=True, gradient_accumulation_steps=2) if own_accelerator else None
+    assert world_size() == world  # the trainer's own Accelerator must join the gloo group without a GPU
     model = tiny_model()
     res = train(model, RankSource(MICRO), config(MICRO), out, accelerator=acc)
     if rank == 0:
         torch.save(
             {"state": model.state_dict(), "losses": res.losses, "tokens": res.tokens_seen}, f"{out}/rank0.pt"
         )
-    acc.wait_for_everyone()
+    barrier()
     torch.distributed.destroy_process_group()
 
 
@@ -99,10 +101,13 @@ def _free_port() -> int:
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs gloo")
 @pytest.mark.skipif(sys.platform == "win32", reason="gloo test on POSIX only")
-def test_two_processes_match_one(tmp_path):
+# The trainer's own Accelerator is also covered by tests/train/test_launch_cli.py (the documented commands).
+@pytest.mark.parametrize("own_accelerator", [True, pytest.param(False, marks=pytest.mark.slow)],
+                         ids=["given-accelerator", "trainer-accelerator"])
+def test_two_processes_match_one(tmp_path, own_accelerator):
     torch.set_num_threads(1)
     out = tmp_path / "ddp"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(out), own_accelerator), nprocs=2, join=True)
     got = torch.load(out / "rank0.pt", weights_only=False)
 
     ref = tiny_model()

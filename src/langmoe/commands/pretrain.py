@@ -77,6 +77,8 @@ def run(args) -> int:
     )
     with output_folder(cfg.out, "pretrain", lock=True):
         record = pretrain(cfg, command=as_command("pretrain", args))
+    if not record:  # not the main process of a multi-process run: the main process reports
+        return 0
     print_eval_table(record["eval"], f"{args.preset} base in {args.out}: {cfg.eval.split} split")
     from langmoe.diagnostics import eval_warnings, report_warnings
 

@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         description="Continue training every parameter of a Hugging Face causal LM on a corpus with the "
                     "temperature sampler; writes an HF folder with train.json. Rerun to resume.",
     )
-    p.add_argument("--model", required=True, help="HF model folder, or 'builtin' for the shipped tiny base")
+    p.add_argument("--model", required=True,
+                   help="HF model folder, hub id (org/name, from your HF cache) or 'builtin' (the shipped tiny base)")
     p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder")
     p.add_argument("--langs", nargs="+", default=None, help="language codes (default: all of the corpus)")
     p.add_argument("--out", required=True, help="output folder (HF model folder; training state in OUT/train)")
@@ -66,6 +67,8 @@ def run(args) -> int:
     )
     with output_folder(cfg.out, "train", lock=True):
         record = continue_train(cfg, command=as_command("train", args))
+    if not record:  # not the main process of a multi-process run: the main process reports
+        return 0
     if "eval" in record:
         print_eval_table(record["eval"], f"{args.model} continued in {args.out}")
         from langmoe.diagnostics import eval_warnings, report_warnings

@@ -19,7 +19,9 @@ def builtin_base_path() -> Path:
 
 
 def resolve_model_path(path: str | Path) -> Path:
-    """`"builtin"` → the shipped tiny base; anything else must be an existing HF model folder."""
+    """`"builtin"` → the shipped tiny base; an existing folder → itself; `org/name` (not a folder) → the snapshot
+    folder of that Hugging Face Hub model in the user's cache (downloaded first when online), so the tokenizer
+    and model loaders both read the same local files."""
     if str(path) == BUILTIN_NAME:
         p = builtin_base_path()
         if not (p / "config.json").is_file():
@@ -28,8 +30,17 @@ def resolve_model_path(path: str | Path) -> Path:
             )
         return p
     p = Path(path).expanduser()
+    from langmoe.models.hub import hub_snapshot, looks_like_hub_id
+
+    if not p.exists() and looks_like_hub_id(str(path)):
+        p = hub_snapshot(str(path))
+        if not (p / "config.json").is_file():
+            raise LangmoeError(f"hub model {path} (cached at {p}) has no config.json: it is not a transformers "
+                               "model, or its download is incomplete (download it again)")
+        return p
     if not p.exists():
-        raise LangmoeError(f"model folder {p} does not exist: give a Hugging Face model folder or 'builtin'")
+        raise LangmoeError(f"model folder {p} does not exist: give a Hugging Face model folder, a hub id "
+                           "(org/name) or 'builtin'")
     if not p.is_dir():
         raise LangmoeError(f"{p} is a file, not a model folder: give the folder holding config.json")
     if not (p / "config.json").is_file():

@@ -119,6 +119,10 @@ class TrainResult:
     elapsed_s: float = 0.0
     eval: dict[str, float] = field(default_factory=dict)  # the last evaluation
     out_dir: Path | None = None
+    # Set when the model was sharded (FSDP): the full trained weights, gathered on the main process (empty on the
+    # others). The model object itself then still holds shards: save/evaluate a plain copy loaded with these
+    # (`langmoe.train.distributed.gathered_model`).
+    state_dict: dict[str, torch.Tensor] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -398,10 +402,20 @@ def _row_step(line: str) -> int:
 
 
 def _make_accelerator(config: TrainConfig):
+    """The Accelerator for `train`: `cpu=True` when no GPU exists, so `torchrun` / `accelerate launch` on a
+    CPU-only machine give gloo DDP (without it Accelerate falls back to N unsynchronised single processes)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    kwargs = {"mixed_precision": config.mixed_precision, "gradient_accumulation_steps": config.grad_accum}
+    from langmoe.train.distributed import check_launch, no_accelerator
+
+    check_launch()
+    if no_accelerator():
+        from langmoe.train.distributed import allow_fsdp_on_cpu
+
+        allow_fsdp_on_cpu()
+    kwargs = {"mixed_precision": config.mixed_precision, "gradient_accumulation_steps": config.grad_accum,
+              "cpu": no_accelerator()}
     try:
         return Accelerator(**kwargs)
     except ValueError as e:
@@ -410,6 +424,20 @@ def _make_accelerator(config: TrainConfig):
             AcceleratorState._reset_state()
             return Accelerator(**kwargs)
         raise LangmoeError(f"cannot set up Accelerate: {str(e).splitlines()[0]}") from e
+
+
+def _gather_if_sharded(acc, prepared) -> dict[str, torch.Tensor] | None:
+    """Full weights on the main process when FSDP or DeepSpeed ZeRO-3 sharded the model (a collective: every rank
+    must call it). ZeRO-3 needs `zero3_save_16bit_model: true` and gives 16-bit weights (untested here)."""
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        if acc.deepspeed_config.get("zero_optimization", {}).get("stage") != 3:
+            return None
+    elif acc.distributed_type != DistributedType.FSDP:
+        return None
+    state = acc.get_state_dict(prepared)
+    return state if acc.is_main_process else {}
 
 
 def _check_batch(batch: dict[str, Any], config: TrainConfig) -> None:
@@ -514,6 +542,7 @@ def train(
             warnings.warn(
                 f"checkpoint step {start_step} is past steps={config.steps}; nothing to do", stacklevel=2
             )
+        result.state_dict = _gather_if_sharded(acc, prepared)
         return result
 
     world, rank, device = acc.num_processes, acc.process_index, acc.device
@@ -618,6 +647,7 @@ def train(
         log.close()
         # `prepare` wrapped the model's forward in autocast for bf16; give the caller back a plain model.
         acc.unwrap_model(prepared, keep_fp32_wrapper=False)
+    result.state_dict = _gather_if_sharded(acc, prepared)
     result.elapsed_s = time.perf_counter() - t0
     result.tokens_seen = tokens_seen
     result.tokens_per_s = (tokens_seen - tokens_at_start) / max(result.elapsed_s, 1e-9)
