@@ -154,9 +154,10 @@ def test_short_ssft_run_lowers_child_loss_keeps_frozen_and_masks(tmp_path):
     assert res["after"]["kid"]["ppl"] < res["before"]["kid"]["ppl"]
     assert res["trainable_share"] == pytest.approx(plan.share) and res["train_tokens"] == 12 * 4 * 16
     after = _snap(adapted)
-    for name, (p, rows) in plan.partial.items():
+    for name, (_p, rows) in plan.partial.items():
         assert torch.equal(after[name][~rows], before[name][~rows]), name
-    assert torch.equal(after["model.layers.0.mlp.experts.gate_up_proj"], before["model.layers.0.mlp.experts.gate_up_proj"])
+    layer0 = "model.layers.0.mlp.experts.gate_up_proj"
+    assert torch.equal(after[layer0], before[layer0])
     assert torch.equal(after["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
 
 
@@ -171,7 +172,7 @@ def test_lora_and_langmoe_modes(tmp_path):
     before = _snap(lm)
     plan = build_plan(lm, "seft", 1, {2: [1]})
     _adamw_steps(lm, plan, steps=3)
-    for name, (p, rows) in plan.partial.items():
+    for name, (_p, rows) in plan.partial.items():
         assert torch.equal(lm.get_parameter(name)[~rows], before[name][~rows])
     with pytest.raises(LangmoeError, match="larger than the number of MoE layers"):
         build_plan(lm, "lastn", 5)

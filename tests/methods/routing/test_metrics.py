@@ -30,7 +30,7 @@ def test_jsd_by_hand_and_base():
     assert j[0, 0] == 0 and j[1, 1] == 0
     assert j[0, 1] == pytest.approx(kl, abs=1e-12) and j[1, 0] == j[0, 1]
     assert M.jsd_matrix(TWO, 0, base=2)[0, 1] == pytest.approx(kl / math.log(2), abs=1e-12)
-    assert M.DEFAULT_BASE == math.e  # the paper's scipy default
+    assert math.e == M.DEFAULT_BASE  # the paper's scipy default
     assert M.mean_pairwise_jsd(TWO)[0] == pytest.approx(kl)
 
 
