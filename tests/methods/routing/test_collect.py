@@ -73,9 +73,9 @@ def test_langmoe_model_counts():
 
 def test_few_tokens_warn_with_count_and_bad_input():
     model, tok = tiny_moe("mixtral"), char_tokenizer()
-    with pytest.warns(UserWarning, match=r"'xc' has only 3 test tokens"):
-        rc = collect_routing(model, tok, CORPUS, ["xa", "xc"], tokens_per_lang=60, window=16)
-    assert any("'xc'" in w for w in rc.warnings)
+    with pytest.warns(UserWarning, match=r"'xc' has only 3 test tokens \(< 50 for stable"):
+        rc = collect_routing(model, tok, CORPUS, ["xa", "xc"], tokens_per_lang=60, window=16, min_tokens=50)
+    assert len(rc.warnings) == 1 and "'xc'" in rc.warnings[0]  # xa has 60 tokens: no warning
     with pytest.raises(LangmoeError, match="not in the corpus"):
         collect_routing(model, tok, CORPUS, ["zz"], window=16)
     with pytest.raises(LangmoeError, match="max positions"):
@@ -84,4 +84,7 @@ def test_few_tokens_warn_with_count_and_bad_input():
         vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=1, head_dim=8))
     with pytest.raises(LangmoeError, match="no MoE router"):
+        collect_routing(dense, tok, CORPUS, ["xa"], window=16)
+    with pytest.raises(LangmoeError, match="routers cannot be found: unsupported MoE layout"):
+        dense.config.num_local_experts = 4  # claims experts, has no router the package can find
         collect_routing(dense, tok, CORPUS, ["xa"], window=16)

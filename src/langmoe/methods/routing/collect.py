@@ -78,8 +78,10 @@ class RoutingCapture:
                     self.last[r.layer] = (ro.logits.detach(), ro.topk_idx.detach())
         else:
             def hook(module, args, output):
-                if not isinstance(output, (tuple, list)) or len(output) < 3:
-                    raise LangmoeError(f"router {r.name} does not return (logits, weights, indices): unsupported")
+                if (not isinstance(output, (tuple, list)) or len(output) < 3 or not torch.is_tensor(output[2])
+                        or output[2].is_floating_point()):
+                    raise LangmoeError(f"router {r.name} does not return (logits, weights, indices): unsupported "
+                                       "MoE router")
                 self.last[r.layer] = (output[0].detach(), output[2].detach())
         return hook
 

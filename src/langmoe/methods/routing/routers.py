@@ -42,6 +42,7 @@ FAMILIES: dict[str, str] = {
     "deepseek_v3": "sigmoid_group",
     "phimoe": "sparsemixer",
 }
+_EXPERT_ATTRS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
 
 
@@ -123,7 +124,15 @@ def require_moe(model: nn.Module, what: str = "this command") -> list[RouterLaye
     """The MoE layers, or a one-line refusal for a dense / unsupported model."""
     layers = iter_router_layers(model)
     if not layers:
-        mt = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+        cfg = getattr(model, "config", None)
+        mt = getattr(cfg, "model_type", type(model).__name__)
+        n_exp = max((int(getattr(cfg, a, 0) or 0) for a in _EXPERT_ATTRS), default=0)
+        if n_exp > 1:
+            raise LangmoeError(
+                f"model type {mt!r} has {n_exp} experts but its routers cannot be found: unsupported MoE layout "
+                f"(supported: langmoe MoE blocks, {', '.join(sorted(FAMILIES))} and other transformers MoE models "
+                "that record router_logits)"
+            )
         raise LangmoeError(
             f"the model ({mt}) has no MoE router: {what} needs an MoE model (a transformers MoE such as olmoe/"
             "qwen3_moe/mixtral, or one made by `langmoe upcycle`)"
