@@ -64,6 +64,23 @@ def test_soft_counts_sum_to_tokens_and_json_round_trip(tmp_path):
     assert RoutingCounts.load(tmp_path / "c.json") == rc
 
 
+def test_generic_transformers_moe_counts_and_no_masking():
+    """A model type outside the known families (glm4_moe) is counted through its declared router class."""
+    from langmoe.methods.routing.adapt import AdaptConfig, prepare_adaptation
+
+    torch.manual_seed(0)
+    model = tf.AutoModelForCausalLM.from_config(tf.Glm4MoeConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=64, moe_intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, n_routed_experts=4, num_experts_per_tok=2,
+        n_group=1, topk_group=1, first_k_dense_replace=0, pad_token_id=0)).eval()
+    rc = collect_routing(model, char_tokenizer(), CORPUS, ["xa", "xb"], tokens_per_lang=40, window=16, min_tokens=1)
+    assert rc.layers == [0, 1] and rc.num_experts == [4, 4]
+    assert np.allclose(rc.array().sum(-1), 2 * np.array([[rc.tokens["xa"]] * 2, [rc.tokens["xb"]] * 2]))
+    cfg = AdaptConfig(mode="seft", child="xc", parent="xa", alpha=0.01)
+    with pytest.raises(LangmoeError, match="cannot be masked yet"):
+        prepare_adaptation(model, cfg, rc)
+
+
 def test_langmoe_model_counts():
     model, tok = tiny_langmoe(), char_tokenizer()
     rc = collect_routing(model, tok, CORPUS, ["xa", "xb"], tokens_per_lang=40, window=16, min_tokens=1)

@@ -32,7 +32,7 @@ from langmoe.errors import LangmoeError
 from langmoe.methods.routing import metrics as M
 from langmoe.methods.routing.analysis import default_alpha
 from langmoe.methods.routing.collect import RoutingCounts
-from langmoe.methods.routing.routers import RouterLayer, mask_routing, require_moe
+from langmoe.methods.routing.routers import FAMILIES, RouterLayer, mask_routing, require_moe
 
 __all__ = [
     "MODES",
@@ -299,6 +299,10 @@ def prepare_adaptation(model: nn.Module, cfg: AdaptConfig, counts: RoutingCounts
     """Validate and plan (no training, nothing written): the one-line errors come from here."""
     if cfg.child == cfg.parent:
         raise LangmoeError("child and parent must be different languages")
+    if cfg.mode in ("seft", "ssft") and require_moe(model, f"adaptation mode {cfg.mode!r}")[0].family == "generic":
+        mt = getattr(getattr(model, "config", None), "model_type", "?")
+        raise LangmoeError(f"routing of model type {mt!r} cannot be masked yet (seft/ssft need it): use --mode aeft, "
+                           "lastn, full or lora, or a model of type " + ", ".join(sorted(FAMILIES)))
     experts = None
     if cfg.mode in ("seft", "ssft", "aeft"):
         if cfg.mode != "aeft" and counts is None:
@@ -313,11 +317,10 @@ def prepare_adaptation(model: nn.Module, cfg: AdaptConfig, counts: RoutingCounts
             rl = require_moe(model, "adaptation mode 'aeft'")
             experts = {rl[j].layer: list(range(rl[j].num_experts)) for j in _target_positions(len(rl), cfg.last_n)}
     plan = build_plan(model, cfg.mode, cfg.last_n, experts)
-    if plan.allowed and any(len(v) < 2 for v in plan.allowed.values()):
-        fam = require_moe(model)[0].family
-        if fam == "sparsemixer":
-            raise LangmoeError("phimoe routes every token to 2 experts but a layer allows only 1: use --mode ssft or "
-                               "a smaller --alpha")
+    fam = require_moe(model)[0].family
+    if fam == "sparsemixer" and plan.allowed and any(len(v) < 2 for v in plan.allowed.values()):
+        raise LangmoeError("phimoe routes every token to 2 experts but a layer allows only 1: use --mode ssft or "
+                           "a smaller --alpha")
     return plan
 
 
