@@ -176,3 +176,23 @@ def test_lora_and_langmoe_modes(tmp_path):
         assert torch.equal(lm.get_parameter(name)[~rows], before[name][~rows])
     with pytest.raises(LangmoeError, match="larger than the number of MoE layers"):
         build_plan(lm, "lastn", 5)
+
+
+def test_seft_run_on_langmoe_blocks_masks_through_routing(tmp_path):
+    lm, tok = tiny_langmoe(), char_tokenizer()
+    counts = _counts(["par", "oth", "kid"], [[[10, 60, 20, 10]] * 3, [[10, 10, 60, 20]] * 3, [[1] * 4] * 3])
+    cfg = AdaptConfig(mode="seft", child="kid", parent="par", alpha=0.2, steps=4, lr=1e-2, batch_size=2,
+                      block_len=16, eval_chars=200)
+    plan = prepare_adaptation(lm, cfg, counts)
+    assert plan.experts == {2: [1]} and plan.allowed == {2: [1]}
+    before = _snap(lm)
+    block = iter_router_layers(lm)[-1].block
+    seen = []
+    h = block.register_forward_hook(
+        lambda m, a, o: seen.append(m.last_router_output.topk_idx.unique().tolist()) if m.training else None)
+    adapted, res = run_adaptation(lm, tok, CORPUS, cfg, counts, tmp_path, plan=plan)
+    h.remove()
+    assert seen and all(s == [1] for s in seen)
+    for name, (_p, rows) in plan.partial.items():
+        assert torch.equal(adapted.get_parameter(name)[~rows], before[name][~rows])
+        assert not torch.equal(adapted.get_parameter(name)[rows], before[name][rows])
