@@ -18,6 +18,7 @@ from langmoe.errors import LangmoeError  # noqa: E402
 from langmoe.methods.routing.adapt import (  # noqa: E402
     AdaptConfig,
     SliceFreezer,
+    apply_lora,
     build_plan,
     prepare_adaptation,
     run_adaptation,
@@ -164,6 +165,20 @@ def test_short_ssft_run_lowers_child_loss_keeps_frozen_and_masks(tmp_path):
 def test_lora_and_langmoe_modes(tmp_path):
     tok = char_tokenizer()
     cfg = AdaptConfig(mode="lora", child="kid", parent="par", steps=3, batch_size=2, block_len=16, eval_chars=200)
+    for arch in ("olmoe", "gpt_oss"):
+        model = tiny_moe(arch)
+        plan = build_plan(model, "lora", 1)
+        wrapped = apply_lora(model, plan, r=2)
+        lora = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+        assert any(".experts." in n for n in lora) and any("self_attn" in n for n in lora)
+        with torch.no_grad():  # make the update non-zero, then merging must give the same function
+            for n, p in wrapped.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.1)
+            x = tokens()
+            y = wrapped(x).logits
+            merged = wrapped.merge_and_unload()
+            assert torch.allclose(merged(x).logits, y, atol=1e-5), arch
     model = tiny_moe("olmoe")
     adapted, res = run_adaptation(model, tok, CORPUS, cfg, None, tmp_path / "lora")
     assert 0 < res["trainable_share"] < 0.2

@@ -5,7 +5,7 @@ Modes (all in the last N MoE layers, the rest of the model frozen):
 - `ssft`: SEFT plus the `n_shared` shared experts (highest mean share), masked likewise;
 - `aeft`: all experts of those layers + routers, no masking;
 baselines at the same tokens: `lastn` (the complete last N decoder layers), `full` (everything), `lora` (peft LoRA
-on the linear layers of the last N decoder layers).
+on the linear layers and, for stock models, the fused expert tensors of the last N decoder layers).
 
 Frozen experts live in the same fused 3-D parameters as trained ones (`gate_up_proj [E, ...]`). Two things keep
 their slices **bit-identical**: a gradient hook zeroes their rows (so AdamW moments stay 0 and grad clipping sees
@@ -265,7 +265,8 @@ class SliceFreezer:
 
 
 def apply_lora(model: nn.Module, plan: AdaptPlan, r: int = 8, alpha: float = 16.0) -> nn.Module:
-    """Wrap the linear layers of the plan's decoder layers (routers excluded) with peft LoRA adapters."""
+    """Wrap the linear layers of the plan's decoder layers (routers excluded) with peft LoRA adapters, and the
+    fused 3-D expert tensors of stock MoE models (peft `target_parameters`, one low-rank update per expert)."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -276,9 +277,13 @@ def apply_lora(model: nn.Module, plan: AdaptPlan, r: int = 8, alpha: float = 16.
     routers = {r_.name for r_ in layers}
     names = [n for n, m in model.named_modules()
              if isinstance(m, nn.Linear) and n.startswith(prefixes) and n not in routers]
-    if not names:
+    # fused 3-D experts of stock models ([E, out, in] / gpt_oss [E, in, out]): peft's per-expert parameter LoRA
+    experts = [n for r_ in layers if r_.layer in targets and r_.family != "langmoe"
+               for n, p in r_.expert_params.items() if p.ndim == 3]
+    if not names and not experts:
         raise LangmoeError(f"no linear layers to put LoRA on in decoder layers {sorted(targets)}")
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=names, bias="none")
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=names, bias="none",
+                     target_parameters=experts or None)
     return get_peft_model(model, cfg)
 
 
