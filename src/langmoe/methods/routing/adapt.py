@@ -243,7 +243,9 @@ class SliceFreezer:
         return self
 
     def _after_step(self, optimizer, args, kwargs) -> None:
-        self.restore(optimizer)
+        ours = {id(p) for p, _ in self.partial.values()}
+        if any(id(q) in ours for g in optimizer.param_groups for q in g["params"]):  # not other models' optimizers
+            self.restore(optimizer)
 
     @torch.no_grad()
     def restore(self, optimizer: torch.optim.Optimizer | None = None) -> None:
