@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", help="corpus split to route (default test)")
     p.add_argument("--tokens-per-lang", type=int, default=20_000, help="token budget per language (default 20000)")
     p.add_argument("--soft", action="store_true", help="sum router probabilities instead of counting top-k hits")
-    p.add_argument("--window", type=int, default=256, help="tokens per sequence (default 256)")
+    p.add_argument("--window", type=int, default=None,
+                   help="tokens per sequence (default 256, or the model's max positions if smaller)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward (default 8)")
     p.add_argument("--alpha", type=float, default=None,
                    help="share gap for language-specific experts (default 0.64/E, the paper's 0.01 at 64 experts)")
@@ -62,12 +63,15 @@ def run(args) -> int:
     corpus = open_corpus(args.corpus)
     model, tok = load_model_any(args.model)
     require_moe(model, "`langmoe routing`")
+    window = args.window
+    if window is None:
+        window = min(256, getattr(model.config, "max_position_embeddings", None) or 256)
     if tok is None:
         raise LangmoeError(f"{args.model} has no tokenizer files: save the tokenizer into the model folder")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         m = analyse_routing(model, tok, corpus, langs, args.out, split=args.split,
-                            tokens_per_lang=args.tokens_per_lang, soft=args.soft, window=args.window,
+                            tokens_per_lang=args.tokens_per_lang, soft=args.soft, window=window,
                             batch_size=args.batch_size, alpha=args.alpha, n_shared=args.n_shared, base=base,
                             jsd_layers=args.jsd_layers, min_tokens=args.min_tokens)
     for w in m["warnings"]:

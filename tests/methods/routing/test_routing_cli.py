@@ -32,8 +32,9 @@ def folders(tmp_path_factory):
 
 def test_routing_cli_writes_counts_metrics_plots(folders, tmp_path, capsys):
     out = tmp_path / "r"
+    # no --window: the default is min(256, the model's 128 positions)
     rc = main(["routing", "--model", str(folders / "moe"), "--langs", "es,pt", "ru", "--tokens-per-lang", "400",
-               "--window", "64", "--out", str(out), "--log-base", "2", "--min-tokens", "1000"])
+               "--out", str(out), "--log-base", "2", "--min-tokens", "1000"])
     assert rc == 0
     m = json.loads((out / "routing_metrics.json").read_text())
     counts = json.loads((out / "routing_counts.json").read_text())
