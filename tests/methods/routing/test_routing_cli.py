@@ -39,7 +39,7 @@ def test_routing_cli_writes_counts_metrics_plots(folders, tmp_path, capsys):
     m = json.loads((out / "routing_metrics.json").read_text())
     counts = json.loads((out / "routing_counts.json").read_text())
     assert counts["langs"] == ["es", "pt", "ru"] and m["log_base"] == 2.0
-    assert set(m["plots"]) >= {"specialisation.png", "expert_shares.png", "overlap_vs_jsd.png"}
+    assert set(m["plots"]) >= {"specialisation.png", "entropy.png", "expert_shares.png", "overlap_vs_jsd.png", "jsd_layer2.png"}
     assert all((out / f).is_file() for f in m["plots"]) and (out / "report.html").is_file()
     assert len(m["specialisation"]) == 3 and all(0 <= s <= 1 for s in m["specialisation"])
     assert m["overlap_vs_last_layer_jsd"]["pairs"] == 3

@@ -33,7 +33,8 @@ def _save(fig, path: Path) -> str:
 
 
 def write_plots(metrics: dict, out_dir: str | Path) -> list[str]:
-    """Specialisation curve, JSD heatmaps, share heatmaps, overlap-vs-JSD scatter; returns the file names."""
+    """Specialisation curve, entropy curves, JSD heatmaps, share heatmaps, overlap-vs-JSD scatter; returns the
+    file names."""
     plt = _plt()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -45,12 +46,25 @@ def write_plots(metrics: dict, out_dir: str | Path) -> list[str]:
     if len(langs) > 1:
         ax.plot(layers, metrics["mean_pairwise_jsd"], marker="s", ls="--", label="mean pairwise JSD")
     ax.set_xlabel("decoder layer (MoE layers)")
+    ax.set_xticks(layers)
     ax.set_ylabel("score")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.4, ls="--")
     ax.legend(fontsize=8)
     ax.set_title("Language specialisation per MoE layer")
     files.append(_save(fig, out / "specialisation.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for lang in langs:
+        ax.plot(layers, metrics["entropy"][lang], marker=".", lw=1, label=lang)
+    ax.plot(layers, metrics["entropy_max"], ls=":", color="k", label="uniform")
+    ax.set_xlabel("decoder layer (MoE layers)")
+    ax.set_xticks(layers)
+    ax.set_ylabel(f"routing entropy (log base {metrics['log_base']})")
+    ax.grid(alpha=0.4, ls="--")
+    ax.legend(fontsize=6, ncol=max(1, len(langs) // 12), loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("Routing entropy per language")
+    files.append(_save(fig, out / "entropy.png"))
 
     for layer, mat in metrics.get("jsd", {}).items():
         m = np.asarray(mat)
