@@ -1,0 +1,166 @@
+"""Routing analysis of an MoE model on the built-in corpus: do the paper's findings hold, and what does it cost?
+
+The paper ("Leveraging Routing Dynamics in MoE Models for Efficient Language Adaptation", METHODS.md §4) finds
+(1) language specialisation is strongest in the final MoE layers, (2) languages share routing in the early and
+middle layers, (3) routing JSD between languages tracks their lexical (token) overlap. This script collects
+routing counts with `langmoe.methods.routing`, answers each question from the numbers (either way), and measures
+the cost of collection against a plain forward pass over the same token blocks (target: <= 1.1x).
+
+Cost is measured in CPU seconds of this process (`time.process_time`, 1 torch thread by default), interleaving
+plain and collecting passes and taking medians, so other processes' load barely moves it.
+
+    python benchmarks/routing_builtin.py --model PATH/TO/MOE --out benchmarks/results/routing_builtin
+
+Works on any MoE folder (a stock transformers MoE or a langmoe-upcycled model) with tokenizer files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# parents and held-out children of the issue (gl <- pt/es, uk <- ru, nb <- da/sv) plus a few unrelated languages
+DEFAULT_LANGS = ["en", "de", "fr", "es", "pt", "gl", "ru", "uk", "da", "sv", "nb", "fi", "ar", "hi", "zh"]
+
+
+def measure_overhead(model, tokenizer, corpus, langs, window: int, batch_size: int, tokens: int, repeats: int):
+    """Median CPU seconds of plain forwards vs forwards with routing capture + counting, same blocks."""
+    from langmoe.data.packing import pack_corpus
+    from langmoe.methods.routing.collect import RoutingCapture
+    from langmoe.methods.routing.routers import require_moe
+
+    layers = require_moe(model)
+    blocks = pack_corpus(corpus, tokenizer, langs, "test", window, max_tokens_per_lang=tokens)
+    batches = [blocks.tokens[i : i + batch_size] for i in range(0, len(blocks), batch_size)]
+    model.eval()
+
+    def plain():
+        for b in batches:
+            model(input_ids=b, use_cache=False)
+
+    def collecting():
+        with RoutingCapture(model, layers) as cap:
+            for b in batches:
+                model(input_ids=b, use_cache=False)
+                got = cap.take()
+                for r in layers:
+                    torch.bincount(got[r.layer][1].reshape(-1), minlength=r.num_experts)
+
+    times = {"plain": [], "collect": []}
+    with torch.no_grad():
+        plain()  # warm-up
+        for _ in range(repeats):
+            for name, fn in (("plain", plain), ("collect", collecting)):
+                t0 = time.process_time()
+                fn()
+                times[name].append(time.process_time() - t0)
+    p, c = statistics.median(times["plain"]), statistics.median(times["collect"])
+    return {"tokens": int(blocks.lengths.sum()), "plain_cpu_s": p, "collect_cpu_s": c, "ratio": c / p,
+            "repeats": repeats}
+
+
+def findings(m: dict) -> dict:
+    """Answer the paper's three questions from the metrics, with the numbers that decide them."""
+    spec = np.asarray(m["specialisation"])
+    jsd = np.asarray(m["mean_pairwise_jsd"])
+    n = len(spec)
+    third = max(n // 3, 1)
+    last, middle = slice(n - third, n), slice(third, max(n - third, third + 1))
+    out = {
+        "specialisation_per_layer": dict(zip(map(str, m["layers"]), spec.round(4).tolist(), strict=True)),
+        "q1_specialisation_highest_in_final_layers": bool(int(np.argmax(spec)) >= n - third),
+        "q1_argmax_layer": m["layers"][int(np.argmax(spec))],
+        "q2_mean_jsd_middle": float(jsd[middle].mean()),
+        "q2_mean_jsd_final": float(jsd[last].mean()),
+        "q2_middle_shares_more_than_final": bool(jsd[middle].mean() < jsd[last].mean()),
+    }
+    corr = m.get("overlap_vs_last_layer_jsd") or {}
+    out["q3_overlap_vs_jsd"] = corr
+    r, p = corr.get("pearson_r"), corr.get("pearson_p")
+    out["q3_more_overlap_less_jsd"] = None if r is None else bool(r < 0 and p < 0.05)
+    return out
+
+
+def write_markdown(path: Path, args, m: dict, f: dict, cost: dict) -> None:
+    yes = {True: "yes", False: "no", None: "n/a"}
+    lines = [
+        "# Routing analysis on the built-in corpus",
+        "",
+        f"Command: `{args.command}`",
+        "",
+        f"Model layers {m['layers']}, experts {m['num_experts']}, languages {', '.join(m['langs'])}, "
+        f"counts: {m['kind']}, log base {m['log_base']}.",
+        "",
+        "| MoE layer | specialisation | mean pairwise JSD |",
+        "|---|---|---|",
+        *[f"| {layer} | {s:.4f} | {j:.4f} |" for layer, s, j in
+          zip(m["layers"], m["specialisation"], m["mean_pairwise_jsd"], strict=True)],
+        "",
+        f"1. Specialisation highest in the final third of the MoE layers: **{yes[f['q1_specialisation_highest_in_final_layers']]}** "
+        f"(maximum at layer {f['q1_argmax_layer']}).",
+        f"2. Middle layers share routing more than the final ones (mean JSD {f['q2_mean_jsd_middle']:.4f} vs "
+        f"{f['q2_mean_jsd_final']:.4f}): **{yes[f['q2_middle_shares_more_than_final']]}**.",
+        f"3. More token overlap, lower last-layer JSD (Pearson r < 0, p < 0.05): "
+        f"**{yes[f['q3_more_overlap_less_jsd']]}** ({json.dumps(f['q3_overlap_vs_jsd'])}).",
+        "",
+        f"Collection cost: {cost['collect_cpu_s']:.3f} CPU-s vs {cost['plain_cpu_s']:.3f} CPU-s for a plain forward "
+        f"over the same {cost['tokens']} tokens: **{cost['ratio']:.3f}x** (median of {cost['repeats']}; target <= 1.1x).",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="MoE model folder")
+    ap.add_argument("--corpus", default="builtin")
+    ap.add_argument("--langs", nargs="+", default=DEFAULT_LANGS)
+    ap.add_argument("--tokens-per-lang", type=int, default=20_000)
+    ap.add_argument("--window", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--soft", action="store_true")
+    ap.add_argument("--overhead-tokens", type=int, default=4_000, help="tokens per language for the cost check")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="benchmarks/results/routing_builtin")
+    args = ap.parse_args(argv)
+    args.command = shlex.join(["python", "benchmarks/routing_builtin.py", *(sys.argv[1:] if argv is None else argv)])
+    torch.set_num_threads(args.threads)
+
+    from langmoe.data.corpus import open_corpus
+    from langmoe.io import write_json
+    from langmoe.methods.routing.pipeline import analyse_routing
+    from langmoe.models.moe_io import load_model_any
+
+    model, tok = load_model_any(args.model)
+    corpus = open_corpus(args.corpus)
+    langs = [x for v in args.langs for x in v.split(",") if x]
+    window = min(args.window, getattr(model.config, "max_position_embeddings", args.window))
+    out = Path(args.out)
+    m = analyse_routing(model, tok, corpus, langs, out, tokens_per_lang=args.tokens_per_lang, soft=args.soft,
+                        window=window, batch_size=args.batch_size)
+    f = findings(m)
+    cost = measure_overhead(model, tok, corpus, langs[:3], window, args.batch_size, args.overhead_tokens,
+                            args.repeats)
+    write_json(out / "findings.json", {"findings": f, "cost": cost, "args": vars(args)})
+    write_markdown(out / "RESULTS.md", args, m, f, cost)
+    print((out / "RESULTS.md").read_text(encoding="utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    from langmoe.errors import LangmoeError
+
+    try:
+        raise SystemExit(main())
+    except LangmoeError as e:
+        print(f"{Path(__file__).name}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,88 @@
+"""`langmoe routing`: routing statistics of an MoE model per language, layer and expert, with metrics and plots."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from langmoe.errors import LangmoeError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "routing", help="routing statistics of an MoE model per language (counts, JSD, specialisation, plots)",
+        description="Route held-out text of each language through an MoE model (langmoe-upcycled or a stock "
+                    "transformers MoE) and write routing_counts.json, routing_metrics.json, PNGs and report.html.",
+    )
+    p.add_argument("--model", required=True, help="MoE model folder")
+    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (default builtin)")
+    p.add_argument("--langs", nargs="+", required=True, help="language codes (space or comma separated)")
+    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--split", default="test", help="corpus split to route (default test)")
+    p.add_argument("--tokens-per-lang", type=int, default=20_000, help="token budget per language (default 20000)")
+    p.add_argument("--soft", action="store_true", help="sum router probabilities instead of counting top-k hits")
+    p.add_argument("--window", type=int, default=None,
+                   help="tokens per sequence (default 256, or the model's max positions if smaller)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward (default 8)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="share gap for language-specific experts (default 0.64/E, the paper's 0.01 at 64 experts)")
+    p.add_argument("--n-shared", type=int, default=2, help="shared experts to list per layer (default 2)")
+    p.add_argument("--log-base", default="e", help="log base of entropy and JSD: e (default, as the paper) or 2")
+    p.add_argument("--jsd-layers", nargs="+", type=int, default=None,
+                   help="MoE-layer positions (0-based) for JSD heatmaps (default first, middle, last)")
+    p.add_argument("--min-tokens", type=int, default=None,
+                   help="warn below this many tokens per language (default 20 expected hits per expert)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=run)
+
+
+def parse_base(value: str) -> float:
+    if value in ("e", "nat", "nats"):
+        return math.e
+    try:
+        b = float(value)
+    except ValueError:
+        raise LangmoeError(f"--log-base must be 'e' or a number > 1, got {value!r}") from None
+    if not b > 1:
+        raise LangmoeError(f"--log-base must be 'e' or a number > 1, got {value!r}")
+    return b
+
+
+def run(args) -> int:
+    import warnings
+
+    from langmoe.commands.eval import set_threads, split_langs
+    from langmoe.data.corpus import open_corpus
+    from langmoe.methods.routing.pipeline import analyse_routing
+    from langmoe.methods.routing.routers import require_moe
+    from langmoe.models.moe_io import load_model_any
+
+    set_threads(args.threads)
+    base = parse_base(args.log_base)
+    langs = split_langs(args.langs)
+    corpus = open_corpus(args.corpus)
+    model, tok = load_model_any(args.model)
+    require_moe(model, "`langmoe routing`")
+    window = args.window
+    if window is None:
+        window = min(256, getattr(model.config, "max_position_embeddings", None) or 256)
+    if tok is None:
+        raise LangmoeError(f"{args.model} has no tokenizer files: save the tokenizer into the model folder")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = analyse_routing(model, tok, corpus, langs, args.out, split=args.split,
+                            tokens_per_lang=args.tokens_per_lang, soft=args.soft, window=window,
+                            batch_size=args.batch_size, alpha=args.alpha, n_shared=args.n_shared, base=base,
+                            jsd_layers=args.jsd_layers, min_tokens=args.min_tokens)
+    for w in m["warnings"]:
+        print(f"langmoe routing: warning: {w}", file=sys.stderr)
+    del caught
+    print(f"{'layer':>6} {'special.':>9} {'mean JSD':>9}")
+    for layer, s, j in zip(m["layers"], m["specialisation"], m["mean_pairwise_jsd"], strict=True):
+        print(f"{layer:>6} {s:>9.3f} {j:>9.3f}")
+    corr = m.get("overlap_vs_last_layer_jsd")
+    if corr and corr.get("pearson_r") is not None:
+        print(f"overlap vs last-layer JSD: Pearson r={corr['pearson_r']:.3f} (p={corr['pearson_p']:.3g}), "
+              f"Spearman rho={corr['spearman_rho']:.3f} (p={corr['spearman_p']:.3g}), {corr['pairs']} pairs")
+    print(f"wrote {args.out}/routing_counts.json, routing_metrics.json, report.html")
+    return 0

@@ -1,0 +1,212 @@
+"""Collect routing statistics: per language, MoE layer and expert, how often the model's own top-k picked it.
+
+Hooks sit on the router modules (`routers.iter_router_layers`), so the counts are the experts the model really
+used, with its own top-k rule (group-limited for deepseek_v3, sparsemixer for phimoe, router bias for gpt_oss).
+Text streams through `pack_corpus` one language at a time, up to a token budget; only real tokens count (the
+padding of a last partial block does not). `soft=True` sums the routers' probabilities instead of top-k hits.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from langmoe.errors import LangmoeError
+from langmoe.io import read_json, write_json
+from langmoe.methods.routing.routers import RouterLayer, require_moe, route_scores
+
+__all__ = ["RoutingCounts", "RoutingCapture", "collect_routing", "min_stable_tokens"]
+
+
+class RoutingCounts(BaseModel):
+    """`counts[lang][moe_layer][expert]` plus what is needed to read it (layers with fewer experts: zero-padded)."""
+
+    model_type: str = ""
+    kind: Literal["topk", "soft"] = "topk"
+    split: str = "test"
+    langs: list[str]
+    layers: list[int]  # decoder-layer index of each MoE layer
+    num_experts: list[int]  # per MoE layer
+    top_k: list[int]  # per MoE layer
+    counts: list[list[list[float]]]
+    tokens: dict[str, int]  # real tokens routed per language
+    token_ids: dict[str, list[int]] = {}  # distinct non-special token ids per language (lexical overlap)
+    warnings: list[str] = []
+
+    def array(self) -> np.ndarray:
+        """counts as float64 [languages, layers, experts]."""
+        return np.asarray(self.counts, dtype=np.float64)
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RoutingCounts:
+        try:
+            return cls.model_validate(read_json(path))
+        except (ValueError, TypeError) as e:
+            raise LangmoeError(f"{path} is not a routing_counts.json written by `langmoe routing` ({e})") from None
+
+
+def min_stable_tokens(num_experts: int, top_k: int, per_expert: int = 20) -> int:
+    """Tokens for ~`per_expert` expected top-k hits per expert under uniform routing (fewer: warn)."""
+    return math.ceil(per_expert * num_experts / max(top_k, 1))
+
+
+class RoutingCapture:
+    """Forward hooks that keep each MoE layer's (router logits [T, E], chosen experts [T, k]) of the last forward."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[RouterLayer] | None = None):
+        self.layers = list(layers) if layers is not None else require_moe(model, "routing statistics")
+        self.last: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._handles: list = []
+
+    def _hook(self, r: RouterLayer):
+        if r.family == "langmoe":
+            def hook(module, args, output):
+                ro = module.last_router_output
+                if ro is not None:
+                    self.last[r.layer] = (ro.logits.detach(), ro.topk_idx.detach())
+        else:
+            def hook(module, args, output):
+                if (not isinstance(output, (tuple, list)) or len(output) < 3 or not torch.is_tensor(output[2])
+                        or output[2].is_floating_point()):
+                    raise LangmoeError(f"router {r.name} does not return (logits, weights, indices): unsupported "
+                                       "MoE router")
+                self.last[r.layer] = (output[0].detach(), output[2].detach())
+        return hook
+
+    def __enter__(self) -> RoutingCapture:
+        for r in self.layers:
+            target = r.block if r.family == "langmoe" else r.router
+            self._handles.append(target.register_forward_hook(self._hook(r)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def take(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        out, self.last = self.last, {}
+        missing = [r.layer for r in self.layers if r.layer not in out]
+        if missing:
+            raise LangmoeError(f"MoE layers {missing} did not run in the forward: unsupported MoE layout")
+        return out
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was)
+
+
+def collect_routing(
+    model: nn.Module,
+    tokenizer,
+    corpus,
+    langs: Sequence[str],
+    split: str = "test",
+    tokens_per_lang: int = 20_000,
+    soft: bool = False,
+    window: int = 256,
+    batch_size: int = 8,
+    min_tokens: int | None = None,
+) -> RoutingCounts:
+    """Route up to `tokens_per_lang` tokens of each language's `split` and count the experts used.
+
+    A language with fewer tokens than `min_tokens` (default: `min_stable_tokens`) gets a warning with its count;
+    one with none is an error (nothing is returned).
+    """
+    from langmoe.data.packing import pack_corpus
+
+    layers = require_moe(model, "routing statistics")
+    langs = list(dict.fromkeys(langs))
+    if not langs:
+        raise LangmoeError("no languages given: pass --langs")
+    if tokens_per_lang < 1 or window < 2 or batch_size < 1:
+        raise LangmoeError("tokens_per_lang and batch_size must be positive and window at least 2")
+    max_pos = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if max_pos is not None and window > max_pos:
+        raise LangmoeError(f"window {window} exceeds the model's max positions {max_pos}: use --window <= {max_pos}")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise LangmoeError(f"the tokenizer has {len(tokenizer)} tokens but the model only {vocab}: wrong tokenizer")
+    have = set(corpus.languages())
+    missing = [x for x in langs if x not in have]
+    if missing:
+        raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(sorted(have))})")
+    E_max = max(r.num_experts for r in layers)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    device = _model_device(model)
+    counts = np.zeros((len(langs), len(layers), E_max), dtype=np.float64)
+    tokens: dict[str, int] = {}
+    token_ids: dict[str, list[int]] = {}
+    notes: list[str] = []
+    with _eval_mode(model), RoutingCapture(model, layers) as cap:
+        for li, lang in enumerate(langs):
+            try:
+                blocks = pack_corpus(corpus, tokenizer, [lang], split, window, max_tokens_per_lang=tokens_per_lang)
+            except LangmoeError as e:
+                raise LangmoeError(f"language {lang!r}: {e}") from None
+            acc = torch.zeros(len(layers), E_max, dtype=torch.float64, device=device)
+            valid_all = torch.arange(blocks.block_len)[None, :] < blocks.lengths[:, None]
+            for start in range(0, len(blocks), batch_size):
+                ids = blocks.tokens[start : start + batch_size]
+                valid = valid_all[start : start + batch_size].reshape(-1).to(device)
+                model(input_ids=ids.to(device), use_cache=False)
+                got = cap.take()
+                for j, r in enumerate(layers):
+                    logits, idx = got[r.layer]
+                    if soft:
+                        p = route_scores(r, logits.reshape(-1, logits.shape[-1]))[valid]
+                        acc[j, : r.num_experts] += p.sum(0).double()
+                    else:
+                        sel = idx.reshape(valid.numel(), -1)[valid].reshape(-1)
+                        acc[j, : r.num_experts] += torch.bincount(sel, minlength=r.num_experts).double()
+            counts[li] = acc.cpu().numpy()
+            n = int(blocks.lengths.sum())
+            tokens[lang] = n
+            used = np.unique(blocks.tokens[valid_all].numpy())
+            token_ids[lang] = [int(t) for t in used if int(t) not in special]
+            need = min_tokens if min_tokens is not None else max(min_stable_tokens(r.num_experts, r.top_k)
+                                                                 for r in layers)
+            if n < need:
+                msg = (f"language {lang!r} has only {n} {split} tokens (< {need} for stable statistics over "
+                       f"{E_max} experts): its routing statistics are noisy")
+                notes.append(msg)
+                warnings.warn(msg, stacklevel=2)
+    return RoutingCounts(
+        model_type=str(getattr(getattr(model, "config", None), "model_type", "")),
+        kind="soft" if soft else "topk",
+        split=split,
+        langs=langs,
+        layers=[r.layer for r in layers],
+        num_experts=[r.num_experts for r in layers],
+        top_k=[r.top_k for r in layers],
+        counts=counts.tolist(),
+        tokens=tokens,
+        token_ids=token_ids,
+        warnings=notes,
+    )
