@@ -906,7 +906,8 @@ def test_every_subcommand_has_bad_input_cases():
     from langmoe.cli import build_parser
 
     covered = {"corpus", "tokenizer", "eval", "pretrain", "train", "deviation", "group", "select-layers", "upcycle",
-               "export", "convert", "run", "demo", "report", "lm-eval", "lm-eval-tasks"}
+               "export", "convert", "run", "demo", "report", "lm-eval", "lm-eval-tasks",
+               "routing", "adapt"}  # routing/adapt: tests/methods/routing/test_routing_cli.py
     covered |= {"generate", "languages", "recipes"}  # in tests/cli/test_{generate,languages_cmd,recipes_cmd}.py
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) <= covered, f"no bad-input tests for: {sorted(set(sub.choices) - covered)}"

@@ -64,8 +64,8 @@ def tiny_langmoe(seed: int = 0, experts: int = 4, top_k: int = 2, vocab: int = V
     model = upcycle(tf.AutoModelForCausalLM.from_config(cfg), layers="all", num_experts=experts, top_k=top_k, **kw)
     with torch.no_grad():
         for b in moe_blocks(model):
-            for n in b._weight_names:
-                getattr(b, n).add_(torch.randn_like(getattr(b, n)) * 0.05)
+            for _, w in sorted(b.experts.named_parameters()):
+                w.add_(torch.randn_like(w) * 0.05)
             b.router.weight.normal_(0.0, 0.3)
     model.eval()
     return model

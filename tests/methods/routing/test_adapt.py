@@ -203,8 +203,8 @@ def test_seft_run_on_langmoe_blocks_masks_through_routing(tmp_path):
     before = _snap(lm)
     block = iter_router_layers(lm)[-1].block
     seen = []
-    h = block.register_forward_hook(
-        lambda m, a, o: seen.append(m.last_router_output.topk_idx.unique().tolist()) if m.training else None)
+    h = block.router.register_forward_hook(
+        lambda m, a, o: seen.append(o[2].unique().tolist()) if m.training else None)
     adapted, res = run_adaptation(lm, tok, CORPUS, cfg, counts, tmp_path, plan=plan)
     h.remove()
     assert seen and all(s == [1] for s in seen)

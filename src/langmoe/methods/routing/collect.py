@@ -71,24 +71,19 @@ class RoutingCapture:
         self._handles: list = []
 
     def _hook(self, r: RouterLayer):
-        if r.family == "langmoe":
-            def hook(module, args, output):
-                ro = module.last_router_output
-                if ro is not None:
-                    self.last[r.layer] = (ro.logits.detach(), ro.topk_idx.detach())
-        else:
-            def hook(module, args, output):
-                if (not isinstance(output, (tuple, list)) or len(output) < 3 or not torch.is_tensor(output[2])
-                        or output[2].is_floating_point()):
-                    raise LangmoeError(f"router {r.name} does not return (logits, weights, indices): unsupported "
-                                       "MoE router")
-                self.last[r.layer] = (output[0].detach(), output[2].detach())
+        # langmoe's TopKRouter returns a RouterDecision whose first three fields are the stock routers'
+        # (logits, scores, indices): one hook serves both.
+        def hook(module, args, output):
+            if (not isinstance(output, (tuple, list)) or len(output) < 3 or not torch.is_tensor(output[2])
+                    or output[2].is_floating_point()):
+                raise LangmoeError(f"router {r.name} does not return (logits, weights, indices): unsupported "
+                                   "MoE router")
+            self.last[r.layer] = (output[0].detach(), output[2].detach())
         return hook
 
     def __enter__(self) -> RoutingCapture:
         for r in self.layers:
-            target = r.block if r.family == "langmoe" else r.router
-            self._handles.append(target.register_forward_hook(self._hook(r)))
+            self._handles.append(r.router.register_forward_hook(self._hook(r)))
         return self
 
     def __exit__(self, *exc) -> None:

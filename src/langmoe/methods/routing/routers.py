@@ -71,6 +71,16 @@ def _router_class(model: nn.Module):
     return target if isinstance(target, type) else None
 
 
+def _langmoe_expert_params(block, prefix: str) -> dict[str, nn.Parameter]:
+    """The fused trainable expert tensors of a langmoe block (expert axis first), by qualified name. With a frozen
+    expert 0 they hold experts 1..E-1 (expert 0 is a buffer), hence `expert_offset` 1."""
+    if block.frozen_expert0:
+        sub, part = block.base_experts.trainable, f"{prefix}.experts.trainable"
+    else:
+        sub, part = block.experts, f"{prefix}.experts"
+    return {f"{part}.{n}": p for n, p in sub.named_parameters() if "." not in n}
+
+
 def iter_router_layers(model: nn.Module) -> list[RouterLayer]:
     """Every MoE layer of `model` in layer order (empty for a dense model)."""
     from langmoe.models.moe import MoEBlock
@@ -80,7 +90,7 @@ def iter_router_layers(model: nn.Module) -> list[RouterLayer]:
     blocks = sorted((m for m in model.modules() if isinstance(m, MoEBlock)), key=lambda m: m.layer_idx)
     for b in blocks:
         prefix = names[id(b)]
-        params = {f"{prefix}.{n}": getattr(b, n) for n in b._weight_names}
+        params = _langmoe_expert_params(b, prefix)
         out.append(RouterLayer(b.layer_idx, f"{prefix}.router", b.router, b, b.num_experts, b.top_k, "langmoe",
                                params, 1 if b.frozen_expert0 else 0, {f"{prefix}.router.weight": b.router.weight}))
     if out:
