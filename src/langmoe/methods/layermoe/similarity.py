@@ -40,16 +40,20 @@ def ffn_input_mean_units(model, blocks, batch_size: int = 8) -> dict[str, torch.
     n_layers = len(layers)
     codes = blocks.index.codes
     sums: dict[int, torch.Tensor] = {}
-    counts = torch.zeros(len(codes), dtype=torch.float64)
+    counts: dict[int, torch.Tensor] = {}
     current: dict[str, torch.Tensor] = {}
 
     def hook_for(i):
         def hook(_module, args):
             h = args[0].reshape(-1, args[0].shape[-1]).double()
-            u = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            onehot = current["onehot"]  # [tokens, langs], zero rows for padding
-            s = onehot.T @ u  # [langs, D]
+            norm = h.norm(dim=-1, keepdim=True)
+            u = h / norm.clamp_min(1e-300)
+            # [tokens, langs], zero rows for padding and for exactly-zero inputs (no direction, e.g. a zero
+            # padding-token embedding at a document start): those tokens are left out of the mean
+            onehot = current["onehot"] * (norm > 0).to(h.dtype)
+            s, c = onehot.T @ u, onehot.sum(0)  # [langs, D], [langs]
             sums[i] = sums[i] + s if i in sums else s
+            counts[i] = counts[i] + c if i in counts else c
 
         return hook
 
@@ -67,16 +71,16 @@ def ffn_input_mean_units(model, blocks, batch_size: int = 8) -> dict[str, torch.
             onehot[torch.arange(lang.numel()), lang] = 1.0
             onehot[~valid] = 0.0
             current["onehot"] = onehot.to(device)
-            counts += onehot.sum(0)
             model(input_ids=batch["input_ids"].to(device))
     finally:
         for h in handles:
             h.remove()
         model.train(was)
-    empty = [codes[i] for i in range(len(codes)) if counts[i] == 0]
+    empty = [codes[li] for li in range(len(codes)) if any(float(counts[i][li]) == 0 for i in range(n_layers))]
     if empty:
         raise LangmoeError(f"languages {', '.join(empty)} have no tokens to measure similarity on")
-    return {c: torch.stack([sums[i][li].cpu() / counts[li] for i in range(n_layers)]) for li, c in enumerate(codes)}
+    return {c: torch.stack([(sums[i][li] / counts[i][li]).cpu() for i in range(n_layers)])
+            for li, c in enumerate(codes)}
 
 
 def layer_similarity(means: Mapping[str, torch.Tensor], new: Sequence[str], old: Sequence[str]) -> dict[str, object]:
