@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-train-tokens", type=int, default=None, help="per language")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--eval-window", type=int, default=None, help="perplexity window (default 128)")
+    p.add_argument("--eval-stride", type=int, default=None, help="perplexity stride (default 64)")
+    p.add_argument("--eval-max-chars", type=int, default=None, help="held-out characters per language")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after perplexity and routing report")
     p.set_defaults(func=run)
 
@@ -63,6 +66,9 @@ def config_from_args(args) -> dict[str, Any]:
             cfg[stage] = s
     if args.no_eval:
         cfg["evaluate"] = False
+    ev = {"window": args.eval_window, "stride": args.eval_stride, "max_chars_per_lang": args.eval_max_chars}
+    if any(v is not None for v in ev.values()):
+        cfg["eval"] = {k: v for k, v in ev.items() if v is not None}
     lpr_only = {"variant": args.variant, "num_experts": args.experts}
     lm_only = {"budget": args.budget, "budget_fraction": args.budget_fraction, "uniform_experts": args.uniform_experts,
                "delta": args.delta, "allocation": args.allocation, "top_k_cls": args.top_k_cls,
