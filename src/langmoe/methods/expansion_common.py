@@ -706,6 +706,7 @@ def run_moe_expansion(cfg: ExpansionConfig, out: str | Path, method: str,
         stages = {}
         if cfg.stage1.steps:
             stages["stage1"] = stage_record(train_stage1(model, cfg, data, work / "stage1", frozen_prefix=frozen))
+            stages["stage1"]["weight_decay"] = 0.0 if frozen else cfg.stage1.weight_decay  # 0: keeps old experts
         if plan.classifier_layers:
             model = set_classifiers(model, plan.classifier_layers, plan.classifier_mode, seed=cfg.seed + 3)
         if cfg.stage2.steps:
