@@ -408,7 +408,7 @@ def train_stage2(model, cfg: ExpansionConfig, data: ExpansionData, out_dir: Path
 
     source = ReplayMixSource(data, cfg.micro_batch_size, stage2_old_share(cfg, data), tau=cfg.tau, seed=cfg.seed + 1)
     loss_terms = []
-    if terms:
+    if terms and data.expert0_ids:  # without replay there is no old-language token to score
         if cfg.lpr_weight:
             loss_terms.append(LossTerm("lpr", cfg.lpr_weight, lpr_term(data.expert0_ids)))
         if cls_weight:

@@ -146,3 +146,14 @@ def test_dense_baselines(tmp_path, variant):
     else:  # LoRA merged into the adapted projections only
         assert changed and all(k.endswith("_proj.weight") for k in changed)
     assert res.record["stages"]["stage2"]["tokens_seen"] == res.record["stages"]["stage1"]["tokens_seen"]
+
+
+def test_stage2_without_replay_has_no_lpr_term(tmp_path):
+    cfg, base, data = _setup(tmp_path, replay_share=0.0, stage2={"steps": 2})
+    assert data.old is None and data.expert0_ids == [] and data.replay_tokens == 0
+    model = base.model
+    expand_model(model, uniform_plan(model, 2), cfg.top_k, cfg.seed)
+    model.train()
+    train_stage2(model, cfg, data, tmp_path / "s2")
+    rows = [json.loads(x) for x in (tmp_path / "s2" / "log.jsonl").read_text().splitlines()]
+    assert "lpr" not in rows[-1]
