@@ -46,7 +46,7 @@ def shared_settings(a) -> dict[str, Any]:
     s: dict[str, Any] = {
         "model": a.model, "corpus": a.corpus, "new": a.new, "old": a.old, "block_len": a.block_len,
         "micro_batch_size": a.micro_batch_size, "max_train_tokens_per_lang": a.max_train_tokens,
-        "stage1": {"steps": a.stage1_steps, "lr": a.lr}, "stage2": {"steps": a.stage2_steps, "lr": a.lr},
+        "stage1": {"steps": a.stage1_steps, "lr": a.lr}, "stage2": {"steps": a.stage2_steps, "lr": a.stage2_lr},
         "replay_share": a.replay_share, "threads": a.threads,
         "eval": {"window": a.eval_window, "stride": a.eval_window // 2, "max_chars_per_lang": a.eval_max_chars},
     }
@@ -147,8 +147,9 @@ def parse_args(argv=None):
     ap.add_argument("--experts", type=int, default=None, help="MoE-LPR experts per layer (also LayerMoE's reference)")
     ap.add_argument("--stage1-steps", type=int, default=200)
     ap.add_argument("--stage2-steps", type=int, default=50)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--replay-share", type=float, default=0.01)
+    ap.add_argument("--lr", type=float, default=1e-3, help="stage 1")
+    ap.add_argument("--stage2-lr", type=float, default=1e-2)
+    ap.add_argument("--replay-share", type=float, default=0.1)
     ap.add_argument("--block-len", type=int, default=128)
     ap.add_argument("--micro-batch-size", type=int, default=8)
     ap.add_argument("--max-train-tokens", type=int, default=400_000)

@@ -34,8 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--classifier-mode", default=None, choices=("token", "sequence"), help="layermoe")
     p.add_argument("--stage1-steps", type=int, default=None)
     p.add_argument("--stage2-steps", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="both stages")
-    p.add_argument("--replay-share", type=float, default=None, help="old replay tokens / stage-1 tokens (0.01)")
+    p.add_argument("--lr", type=float, default=None, help="stage-1 learning rate (default 1e-3)")
+    p.add_argument("--stage2-lr", type=float, default=None, help="stage-2 (router) learning rate (default 1e-2)")
+    p.add_argument("--replay-share", type=float, default=None, help="old replay tokens / stage-1 tokens (0.1)")
     p.add_argument("--block-len", type=int, default=None)
     p.add_argument("--micro-batch-size", type=int, default=None)
     p.add_argument("--max-train-tokens", type=int, default=None, help="per language")
@@ -56,12 +57,12 @@ def config_from_args(args) -> dict[str, Any]:
         "threads": args.threads,
     }
     cfg.update({k: v for k, v in flat.items() if v is not None})
-    for stage, steps in (("stage1", args.stage1_steps), ("stage2", args.stage2_steps)):
+    for stage, steps, lr in (("stage1", args.stage1_steps, args.lr), ("stage2", args.stage2_steps, args.stage2_lr)):
         s: dict[str, Any] = {}
         if steps is not None:
             s["steps"] = steps
-        if args.lr is not None:
-            s["lr"] = args.lr
+        if lr is not None:
+            s["lr"] = lr
         if s:
             cfg[stage] = s
     if args.no_eval:

@@ -49,6 +49,20 @@ class StageSettings(BaseModel):
     grad_clip: float = Field(1.0, ge=0)
 
 
+class Stage1Settings(StageSettings):
+    """Stage 1: new experts + routers on new-language text."""
+
+    steps: int = Field(200, ge=0)
+
+
+class Stage2Settings(StageSettings):
+    """Stage 2: routers (+ classifiers) only. A router is one small linear layer per MoE layer: at the tiny scale
+    it needs a 10x larger LR than the experts to learn LPR's routing in a few dozen steps (docs/expansion.md)."""
+
+    steps: int = Field(50, ge=0)
+    lr: float = Field(1e-2, gt=0)
+
+
 class ExpansionEval(BaseModel):
     model_config = ConfigDict(extra="forbid")
     split: str = "test"
@@ -78,9 +92,10 @@ class ExpansionConfig(BaseModel):
     micro_batch_size: int = Field(8, ge=1)
     max_train_tokens_per_lang: int | None = Field(400_000, ge=1)
     tau: float = Field(0.3, ge=0, description="new languages sampled ∝ blocks^tau")
-    stage1: StageSettings = StageSettings(steps=200)
-    stage2: StageSettings = StageSettings(steps=50)
-    replay_share: float = Field(0.01, ge=0, lt=1, description="old-language replay tokens / stage-1 tokens")
+    stage1: Stage1Settings = Stage1Settings()
+    stage2: Stage2Settings = Stage2Settings()
+    replay_share: float = Field(0.1, ge=0, lt=1, description="old-language replay tokens / stage-1 tokens "
+                                "(paper: < 0.01 of billions of tokens; 0.1 at the tiny scale, docs/expansion.md)")
     lb_weight: float = Field(0.01, ge=0, description="stage 1: L_NTP + lb_weight * mean_layers(L_LB)")
     lpr_weight: float = Field(0.1, ge=0, description="stage 2: + lpr_weight * L_LPR")
     seed: int = 0

@@ -19,4 +19,4 @@ def test_recipe_validates(name, cls):
     assert raw.pop("name") == name
     cfg = cls.model_validate(raw)
     assert cfg.new == ["el", "hu", "tr"] and cfg.old == ["en", "zh", "es"]
-    assert cfg.replay_share == 0.01 and cfg.lpr_weight == 0.1 and cfg.lb_weight == 0.01
+    assert cfg.replay_share == 0.1 and cfg.stage2.lr == 1e-2 and cfg.lpr_weight == 0.1 and cfg.lb_weight == 0.01
