@@ -146,3 +146,14 @@ def test_dense_input_must_not_be_foreign_moe(tmp_path):
     with pytest.raises(LangmoeError, match="no langmoe expansion wrote"):
         layermoe.run(fast_config(tmp_path, model=str(tmp_path / "foreign"), budget=2), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_sequence_mode_run_and_ablations(tmp_path):
+    rec = layermoe.run(fast_config(tmp_path, budget=2, top_k_cls=2, classifier_mode="sequence"), tmp_path / "seq").record
+    assert rec["classifier_layers"] == [0, 1]
+    assert all(v["classifier_accuracy"] is not None for v in rec["routing"]["layers"].values())
+    model = load_moe_pretrained(tmp_path / "seq")
+    assert all(s["classifier_mode"] == "sequence" for s in model.config.langmoe["layers"].values())
+    rnd = layermoe.run(fast_config(tmp_path, budget=3, top_k_cls=0, allocation="random", evaluate=False),
+                       tmp_path / "rnd").record
+    assert rnd["classifier_layers"] == [] and rnd["new_experts_total"] == 3 and "delta" not in rnd
