@@ -31,6 +31,7 @@ __all__ = [
     "router_ce_term",
     "load_balance_term",
     "lpr_term",
+    "classifier_term",
     "z_loss_term",
     "IGNORE",
 ]
@@ -222,5 +223,27 @@ def lpr_term(old_ids: Iterable[int], lang_key: str = "lang_ids") -> TermFn:
 def z_loss_term() -> TermFn:
     def fn(model, batch, outputs):
         return z_loss([o.logits for o in _outputs(model)])
+
+    return fn
+
+
+def classifier_term(old_ids: Iterable[int], lang_key: str = "lang_ids") -> TermFn:
+    """LayerMoE classifier CE (class 0 = old language). Sequence-mode layers use each row's first label."""
+    old_ids = list(old_ids)
+
+    def fn(model, batch, outputs):
+        labels = _old_labels(batch, old_ids, lang_key)
+        B = batch[lang_key].shape[0]
+        losses = []
+        for o in _outputs(model):
+            if o.classifier_logits is None:
+                continue
+            lab = labels
+            if o.classifier_logits.shape[0] == B and labels.numel() != B:
+                lab = labels.reshape(B, -1)[:, 0]
+            losses.append(classifier_loss(o.classifier_logits, lab))
+        if not losses:
+            raise ValueError("classifier term: no MoE layer has an old/new classifier")
+        return torch.stack(losses).mean()
 
     return fn

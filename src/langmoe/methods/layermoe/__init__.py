@@ -1,0 +1,14 @@
+"""LayerMoE: layer-wise expert allocation by cross-lingual similarity, with old/new routing classifiers (§3)."""
+
+from langmoe.methods.layermoe.allocation import allocate, random_allocation, solve_delta, top_k_layers
+from langmoe.methods.layermoe.method import LayerMoEConfig, budget_of, make_plan, measure_similarity, run
+from langmoe.methods.layermoe.similarity import ffn_input_mean_units, layer_similarity, mean_pair_cosine
+
+NAME = "layermoe"
+LABEL = "LayerMoE"
+
+__all__ = [
+    "LayerMoEConfig", "run", "make_plan", "measure_similarity", "budget_of", "allocate", "solve_delta",
+    "random_allocation", "top_k_layers", "ffn_input_mean_units", "layer_similarity", "mean_pair_cosine",
+    "NAME", "LABEL",
+]

@@ -1,0 +1,8 @@
+"""MoE-LPR: expand a dense model to new languages with frozen expert 0 and language-prior routing (METHODS.md §2)."""
+
+from langmoe.methods.moe_lpr.method import MoELPRConfig, run, run_dense_baseline, uniform_plan
+
+NAME = "moe_lpr"
+LABEL = "MoE-LPR"
+
+__all__ = ["MoELPRConfig", "run", "run_dense_baseline", "uniform_plan", "NAME", "LABEL"]
