@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from langmoe.data.corpus import open_corpus  # noqa: E402
-from langmoe.methods.expansion_common import build_data, expand_model, load_base, train_stage1  # noqa: E402
 from langmoe.methods.layermoe import LayerMoEConfig, measure_similarity, solve_delta  # noqa: E402
+from langmoe.train.expansion import build_data, expand_model, load_base, train_stage1  # noqa: E402
 
 
 def one_run(cfg: LayerMoEConfig, new_experts: dict[int, int], corpus, data, work: Path) -> float:

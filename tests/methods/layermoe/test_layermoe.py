@@ -13,10 +13,10 @@ from langmoe.data.corpus import open_corpus
 from langmoe.data.packing import pack_corpus
 from langmoe.errors import LangmoeError
 from langmoe.methods import layermoe
-from langmoe.methods.expansion_common import expand_model, load_base, set_classifiers
 from langmoe.methods.layermoe.similarity import ffn_input_mean_units
 from langmoe.models.moe import router_outputs
 from langmoe.models.moe_io import load_moe_pretrained
+from langmoe.train.expansion import expand_model, load_base, set_classifiers
 
 
 def test_ffn_input_units_match_post_attention_norm_outputs(tmp_path):

@@ -12,7 +12,11 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from langmoe.data.corpus import open_corpus
 from langmoe.methods import moe_lpr
-from langmoe.methods.expansion_common import (
+from langmoe.methods.moe_lpr import MoELPRConfig, uniform_plan
+from langmoe.models.moe import routing
+from langmoe.models.moe_io import load_moe_pretrained
+from langmoe.models.upcycle import upcycle
+from langmoe.train.expansion import (
     ReplayMixSource,
     build_data,
     expand_model,
@@ -22,10 +26,6 @@ from langmoe.methods.expansion_common import (
     train_stage2,
     xavier_router_init,
 )
-from langmoe.methods.moe_lpr import MoELPRConfig, uniform_plan
-from langmoe.models.moe import routing
-from langmoe.models.moe_io import load_moe_pretrained
-from langmoe.models.upcycle import upcycle
 
 
 def _setup(tmp_path, **over):

@@ -17,14 +17,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from langmoe.errors import LangmoeError
-from langmoe.methods.expansion_common import (
+from langmoe.methods.layermoe.allocation import allocate, random_allocation, solve_delta, top_k_layers
+from langmoe.train.expansion import (
     ExpansionConfig,
     ExpansionPlan,
     ExpansionResult,
     parse_config,
     run_moe_expansion,
 )
-from langmoe.methods.layermoe.allocation import allocate, random_allocation, solve_delta, top_k_layers
 
 
 class LayerMoEConfig(ExpansionConfig):

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from langmoe.errors import LangmoeError
-from langmoe.methods.expansion_common import (
+from langmoe.train.expansion import (
     ExpansionConfig,
     ExpansionPlan,
     ExpansionResult,
