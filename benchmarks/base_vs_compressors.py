@@ -17,6 +17,7 @@ exactly the bytes scored) in one call. Every column is `bits / UTF-8 bytes of th
 
     python benchmarks/base_vs_compressors.py --model builtin --out benchmarks/results/base_vs_compressors.md
     python benchmarks/base_vs_compressors.py --model /path/to/hf-folder --json results.json --langs en de fr
+    python benchmarks/base_vs_compressors.py --model DIR --corpus /path/to/corpus-folder --max-chars 50000
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", default="builtin", help="'builtin' (the shipped tiny base) or an HF model folder")
     ap.add_argument("--max-chars", type=int, default=20_000, help="characters of test text per language")
     ap.add_argument("--langs", nargs="+", help="languages (default: every language of the corpus)")
+    ap.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (langmoe.data.corpus)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--stride", type=int, default=128)
@@ -191,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     command = "python benchmarks/base_vs_compressors.py " + " ".join(sys.argv[1:] if argv is None else argv)
     try:
-        res = measure(args.model, args.langs, args.max_chars, args.split, args.window, args.stride, args.batch_size)
+        res = measure(args.model, args.langs, args.max_chars, args.split, args.window, args.stride, args.batch_size,
+                      args.corpus)
     except LangmoeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
