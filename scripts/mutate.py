@@ -106,6 +106,9 @@ MUTANTS: list[Mutant] = [
     M("singleton-last", "methods/dmoe/grouping.py",
       "        return [remaining[0]]\n    rem = np.asarray(remaining)\n    pairs",
       "        return [remaining[-1]]\n    rem = np.asarray(remaining)\n    pairs"),
+    M("ari-expected-over-n", "methods/dmoe/grouping.py", "expected = sum_a * sum_b / total if total else 0.0",
+      "expected = sum_a * sum_b / n if total else 0.0"),
+    M("nmi-max-normaliser", "methods/dmoe/grouping.py", "denom = (ha + hb) / 2.0", "denom = max(ha, hb)"),
     # ---- layer selection
     M("epsilon-strict", "methods/dmoe/layer_selection.py", "norm[i] >= float(epsilon) - 1e-12",
       "norm[i] > float(epsilon)"),
@@ -128,6 +131,8 @@ MUTANTS: list[Mutant] = [
     M("z-not-squared", "train/router_losses.py", "z = torch.logsumexp(t.float(), dim=-1).pow(2)",
       "z = torch.logsumexp(t.float(), dim=-1).abs()"),
     M("ignore-or", "train/router_losses.py", "valid &= labels != v", "valid |= labels != v"),
+    M("lb-global-counts-slice", "train/router_losses.py", "counts, n_tok = stats[:E], stats[-1]",
+      "counts, n_tok = stats[E : 2 * E], stats[-1]"),
     M("ce-sum-layers", "train/router_losses.py",
       "lab[valid]))\n    return torch.stack(losses).mean()", "lab[valid]))\n    return torch.stack(losses).sum()"),
     # ---- perplexity / bits per byte / windows

@@ -85,7 +85,8 @@ def random_similarity(n, seed):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize(("n", "k", "m"), [(6, 2, None), (7, 3, None), (7, None, 3), (8, None, 3), (5, 2, None)])
+@pytest.mark.parametrize(("n", "k", "m"), [(6, 2, None), (7, 3, None), (7, None, 3), (8, None, 3), (5, 2, None),
+                                           (4, None, 1), (4, 4, None)])
 def test_exhaustive_equals_reimplementation(seed, n, k, m):
     s = random_similarity(n, seed)
     langs = [f"l{i}" for i in range(n)]
@@ -97,7 +98,7 @@ def test_exhaustive_equals_reimplementation(seed, n, k, m):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize(("n", "k", "m"), [(6, 2, None), (9, 3, None), (8, None, 3), (7, 2, None)])
+@pytest.mark.parametrize(("n", "k", "m"), [(6, 2, None), (9, 3, None), (8, None, 3), (7, 2, None), (4, None, 1)])
 def test_greedy_equals_reimplementation(seed, n, k, m):
     s = random_similarity(n, seed + 100)
     langs = [f"l{i}" for i in range(n)]
@@ -131,6 +132,13 @@ def test_equal_diameters_break_on_mean_then_on_order():
     assert _best_subset(flat, [0, 1, 2, 3], 2, batch=1) == [0, 1]
     assert _best_subset(flat, [3, 1, 2, 0], 2, batch=1) == [3, 1]
     assert _best_subset(d, [0, 1, 2, 3, 4], 3, batch=1) == [0, 1, 2]
+
+
+def test_singleton_groups_keep_the_input_order():
+    s = random_similarity(4, 0)
+    for method in ("exhaustive", "greedy"):
+        g = group_languages(list("abcd"), s, group_size=1, method=method)
+        assert g.groups == [["a"], ["b"], ["c"], ["d"]], method
 
 
 def test_leftovers_form_a_last_smaller_group_and_counts_are_balanced():
