@@ -36,9 +36,10 @@ def test_source_expert_is_the_argmin_of_the_per_expert_perplexity(tmp_path, monk
 
     monkeypatch.setattr(new_language, "expert_perplexities", fake)
     monkeypatch.setattr(build, "add_language_expert", spy)
-    recipe = tiny_recipe(tmp_path, systems=["dmoe"], groups=[["en", "fr"], ["de"], ["nl"]], num_groups=3,
-                         stage1={"steps": 2, "lr": 3e-3, "warmup_ratio": 0.0},
-                         stage2={"steps": 2, "lr": 3e-3, "warmup_ratio": 0.0},
+    recipe = tiny_recipe(tmp_path, systems=["dmoe"], budget_steps=4,
+                         dmoe={"groups": [["en", "fr"], ["de"], ["nl"]], "num_groups": 3,
+                               "stage1": {"steps": 2, "lr": 3e-3, "warmup_ratio": 0.0},
+                               "stage2": {"steps": 2, "lr": 3e-3, "warmup_ratio": 0.0}},
                          new_language={"lang": "es", "steps": 1, "lr": 3e-3})
     run_recipe(recipe, tmp_path / "run")
     nl = read_json(tmp_path / "run" / "new_language.json")

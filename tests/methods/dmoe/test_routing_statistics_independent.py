@@ -23,7 +23,7 @@ def test_accuracy_and_counts_equal_the_argmax_of_the_router_logits():
     stats = routing_statistics(model, blocks, GROUPS, batch_size=4)
 
     captured = {b.layer_idx: [] for b in moe_blocks(model)}
-    hooks = [b.router.register_forward_hook(lambda m, i, o, li=b.layer_idx: captured[li].append(o.detach()))
+    hooks = [b.router.register_forward_hook(lambda m, i, o, li=b.layer_idx: captured[li].append(o[0].detach()))
              for b in moe_blocks(model)]
     try:
         with torch.no_grad():
