@@ -76,9 +76,15 @@ def run(args) -> int:
         max_train_tokens_per_lang=args.max_train_tokens, optim=optim, eval=ev,
     )
     with output_folder(cfg.out, "pretrain", lock=True):
-        record = pretrain(cfg, command=as_command("pretrain", args))
+        record = pretrain(cfg, command=as_command("pretrain", args), log=_stderr_line)
     print_eval_table(record["eval"], f"{args.preset} base in {args.out}: {cfg.eval.split} split")
     from langmoe.diagnostics import eval_warnings, report_warnings
 
     report_warnings(eval_warnings(record["eval"]))
     return 0
+
+
+def _stderr_line(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)

@@ -39,11 +39,10 @@ def run(args) -> int:
 
 def execute(recipe, run_dir: Path, report: bool = True, title: str | None = None) -> dict:
     """Run the recipe, print the summary table and (if the report module is installed) build the report."""
-    from rich.console import Console
-
+    from langmoe.console import console as wide_console
     from langmoe.pipeline.run import run_recipe
 
-    console = Console()
+    console = wide_console()
     console.print(f"[bold]langmoe run[/] {recipe.name} -> {run_dir}")
     summary = run_recipe(recipe, run_dir, log=lambda m: console.print(f"  {m}"))
     report_path = build_report(run_dir, console) if report else None
@@ -97,7 +96,7 @@ def print_summary(summary: dict, console, title: str) -> None:
         console.print(
             f"new language [bold]{nl['lang']}[/]: ppl {nl['before']['ppl']:.2f} -> {nl['after']['ppl']:.2f} "
             f"(copied expert {nl['source_expert']}: {', '.join(nl['source_group'])}); old languages' mean ppl "
-            f"change {nl['old_mean_ppl_change']:+.2%}"
+            f"change {nl['old_mean_ppl_change']:+.1%}"
         )
 
 
