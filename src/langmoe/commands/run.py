@@ -72,7 +72,7 @@ def print_summary(summary: dict, console, title: str) -> None:
     rows = summary["systems"]
     langs = summary["languages"]
     best = min((r["mean_ppl"] for r in rows.values()), default=None)
-    t = Table(title=title, caption=summary["note"])
+    t = Table(title=title)
     for col in ("system", "mean ppl", "mean bpb", "params total", "params active", "tokens seen", "routing acc"):
         t.add_column(col, justify="left" if col == "system" else "right")
     for name, r in rows.items():
@@ -82,6 +82,7 @@ def print_summary(summary: dict, console, title: str) -> None:
                   _human(r["params_active"]), _human(r["tokens_seen"]), acc_s,
                   style="bold green" if r["mean_ppl"] == best else None)
     console.print(t)
+    console.print(summary["note"], style="dim")  # a line of its own: a caption would wrap to the table's width
     per = Table(title="perplexity per language (held-out)")
     per.add_column("lang")
     for name in rows:
