@@ -242,7 +242,7 @@ def _train(model, blocks, optim: TrainSettings, seed: int, work: Path, log=None)
 def pretrain(cfg: PretrainConfig, command: str | None = None, log=None) -> dict[str, Any]:
     """Tokenizer → packed train blocks → preset model trained from scratch → eval → HF folder + pretrain.json.
 
-    `log(line)` hears one line per phase (and "resuming from step N"); the CLI prints them to stderr."""
+    `log(line)` hears one line per phase (and "resuming from step N"); the CLI prints them on stdout."""
     from langmoe.data.corpus import open_corpus
 
     log = log or (lambda _m: None)
@@ -285,7 +285,7 @@ def pretrain(cfg: PretrainConfig, command: str | None = None, log=None) -> dict[
 def continue_train(cfg: ContinueTrainConfig, command: str | None = None, log=None) -> dict[str, Any]:
     """Dense continued pre-training of an HF causal LM (all parameters) with the temperature sampler.
 
-    `log(line)` hears one line per phase (and "resuming from step N"); the CLI prints them to stderr."""
+    `log(line)` hears one line per phase (and "resuming from step N"); the CLI prints them on stdout."""
     from langmoe.data.corpus import open_corpus
     from langmoe.data.packing import check_block_len
     from langmoe.models.base import load_model_and_tokenizer

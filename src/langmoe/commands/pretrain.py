@@ -76,7 +76,7 @@ def run(args) -> int:
         max_train_tokens_per_lang=args.max_train_tokens, optim=optim, eval=ev,
     )
     with output_folder(cfg.out, "pretrain", lock=True):
-        record = pretrain(cfg, command=as_command("pretrain", args), log=_stderr_line)
+        record = pretrain(cfg, command=as_command("pretrain", args), log=_stage_line)
     print_eval_table(record["eval"], f"{args.preset} base in {args.out}: {cfg.eval.split} split")
     from langmoe.diagnostics import eval_warnings, report_warnings
 
@@ -84,7 +84,6 @@ def run(args) -> int:
     return 0
 
 
-def _stderr_line(msg: str) -> None:
-    import sys
-
-    print(msg, file=sys.stderr, flush=True)
+def _stage_line(msg: str) -> None:
+    """A phase line on stdout, like `langmoe run`'s stage lines (stderr holds only the one-line error on failure)."""
+    print(msg, flush=True)

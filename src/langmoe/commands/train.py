@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
-from langmoe.commands.pretrain import _stderr_line
+from langmoe.commands.pretrain import _stage_line
 
 
 def register(subparsers) -> None:
@@ -66,7 +66,7 @@ def run(args) -> int:
         eval=EvalSettings() if args.eval else None,
     )
     with output_folder(cfg.out, "train", lock=True):
-        record = continue_train(cfg, command=as_command("train", args), log=_stderr_line)
+        record = continue_train(cfg, command=as_command("train", args), log=_stage_line)
     if "eval" in record:
         print_eval_table(record["eval"], f"{args.model} continued in {args.out}")
         from langmoe.diagnostics import eval_warnings, report_warnings
