@@ -370,7 +370,8 @@ def _groups(rep: _Report, groups: Mapping | None, dev: Mapping | None, run_dir: 
         rep.image(plots.plot_similarity(dev["langs"], dev["similarity"], rep.plot_dir / "similarity.png",
                                         groups=gl), "similarity heatmap")
         if len(dev["langs"]) >= 2:
-            rep.image(plots.plot_dendrogram(dev["langs"], dev["similarity"], rep.plot_dir / "dendrogram.png"),
+            rep.image(plots.plot_dendrogram(dev["langs"], dev["similarity"], rep.plot_dir / "dendrogram.png",
+                                            groups=gl),
                       "dendrogram")
     else:
         rep.note("no similarity matrix (deviation.json missing): heatmap and dendrogram skipped")

@@ -113,12 +113,15 @@ def plot_similarity(langs: Sequence[str], similarity, path: str | Path,
     fig.colorbar(im, ax=ax, shrink=0.8, label="cosine (diagonal = 1, off scale)")
     ax.set_xticks(range(n), order, rotation=90, fontsize=8)
     ax.set_yticks(range(n), order, fontsize=8)
+    ax.set_xlabel("language (ordered by group, groups boxed)")
+    ax.set_ylabel("language")
     if n <= 12:
         for i in range(n):
             for j in range(n):
                 if i != j:
                     light = (m[i, j] - vmin) / (vmax - vmin) > 0.6  # viridis is light at the top
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    cell = f"{m[i, j]:.2f}".replace("-0.00", "0.00")
+                    ax.text(j, i, cell, ha="center", va="center", fontsize=7,
                             color="black" if light else "white")
     start = 0
     for g in groups or []:
@@ -131,8 +134,10 @@ def plot_similarity(langs: Sequence[str], similarity, path: str | Path,
 
 
 def plot_dendrogram(langs: Sequence[str], similarity, path: str | Path,
-                    title: str = "Average-linkage dendrogram on D = 1 − S") -> Path:
-    """Hierarchical clustering (scipy, average linkage) of the distance D = 1 − S."""
+                    title: str = "Average-linkage dendrogram on D = 1 − S",
+                    groups: Sequence[Sequence[str]] | None = None) -> Path:
+    """Hierarchical clustering (scipy, average linkage) of the distance D = 1 − S; with `groups`, each leaf label
+    is coloured by its group (the run's grouping, to compare with the tree)."""
     from scipy.cluster.hierarchy import dendrogram, linkage
     from scipy.spatial.distance import squareform
 
@@ -151,8 +156,14 @@ def plot_dendrogram(langs: Sequence[str], similarity, path: str | Path,
     span = hi - lo if hi > lo else max(hi, 1e-3) * 0.1
     bottom = max(0.0, lo - 0.35 * span)
     ax.set_ylim(bottom, hi + 0.1 * span)
-    ax.set_xlabel("language")
+    ax.set_xlabel("language" + (" (coloured by the run's group)" if groups else ""))
     ax.set_ylabel("distance 1 − cos" + (f" (axis from {bottom:.3g})" if bottom > 0 else ""))
+    if groups:
+        colors = _colors(len(groups))
+        group_of = {x: k for k, g in enumerate(groups) for x in g}
+        for label in ax.get_xticklabels():
+            if label.get_text() in group_of:
+                label.set_color(colors[group_of[label.get_text()]])
     ax.set_title(title)
     return save_figure(fig, path)
 
