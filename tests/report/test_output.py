@@ -62,3 +62,16 @@ def test_progress_off_and_bar_mode_print_nothing_when_piped(capsys):
         p.advance("a")
     assert p.done == 1
     assert capsys.readouterr().err == ""
+
+
+def test_bar_on_a_terminal_is_transient(monkeypatch, capsys):
+    """On a terminal: a rich bar on stderr that clears itself, and no plain lines."""
+    import langmoe.console as c
+
+    monkeypatch.setattr(c, "_isatty", lambda _s: True)
+    with progress("eval", 3) as p:
+        for x in ("en", "fr", "de"):
+            p.advance(x)
+    assert p.done == 3
+    err = capsys.readouterr().err
+    assert "eval 1/3" not in err  # no plain lines on a terminal
