@@ -80,7 +80,8 @@ class EvalConfig(_Strict):
     """Held-out scoring (sliding window) shared by every system."""
 
     split: Literal["valid", "test"] = "test"
-    window: int = Field(128, ge=2)
+    window: int = Field(128, ge=2, description="= data.block_len by default: score at the training length "
+                        "(`langmoe eval` defaults to 256, the shipped base's pretraining block length)")
     stride: int = Field(64, ge=1)
     max_chars_per_lang: int | None = Field(6000, gt=0)
     batch_size: int = Field(8, gt=0)

@@ -215,9 +215,9 @@ def _world_size() -> int:
     return world_size()
 
 
-def _train(model, blocks, optim: TrainSettings, seed: int, work: Path):
+def _train(model, blocks, optim: TrainSettings, seed: int, work: Path, log=None):
     from langmoe.data.samplers import TemperatureSampler
-    from langmoe.train.trainer import TrainConfig, train
+    from langmoe.train.trainer import TrainConfig, find_checkpoints, train
 
     source = TemperatureSampler(blocks, optim.micro_batch_size, tau=optim.tau, seed=seed, grad_accum=optim.grad_accum)
     tcfg = TrainConfig(
@@ -227,7 +227,13 @@ def _train(model, blocks, optim: TrainSettings, seed: int, work: Path):
         save_every=optim.save_every, keep_checkpoints=optim.keep_checkpoints, seed=seed,
     )
     t0 = time.time()
+    if log is not None:
+        ckpts = find_checkpoints(work)
+        log(f"training: resuming from step {ckpts[-1][0]} of {optim.steps}" if ckpts
+            else f"training: {optim.steps} steps")
     result = train(model, source, tcfg, work)
+    if log is not None and result.start_step:
+        log(f"training: resumed from step {result.start_step}, now at step {result.final_step}")
     info: dict[str, Any] = {
         "steps": result.final_step,
         "resumed_from_step": result.start_step,
@@ -240,11 +246,14 @@ def _train(model, blocks, optim: TrainSettings, seed: int, work: Path):
     return result, info
 
 
-def pretrain(cfg: PretrainConfig, command: str | None = None) -> dict[str, Any]:
-    """Tokenizer → packed train blocks → preset model trained from scratch → eval → HF folder + pretrain.json."""
+def pretrain(cfg: PretrainConfig, command: str | None = None, log=None) -> dict[str, Any]:
+    """Tokenizer → packed train blocks → preset model trained from scratch → eval → HF folder + pretrain.json.
+
+    `log(line)` hears one line per phase (and "resuming from step N"); the CLI prints them on stdout."""
     from langmoe.data.corpus import open_corpus
     from langmoe.train.distributed import gathered_model, main_process_first, only_main_process
 
+    log = log or (lambda _m: None)
     out = Path(cfg.out)
     work = out / "train"
     with main_process_first():  # the main process writes the config lock, tokenizer and block caches first
@@ -252,7 +261,9 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> dict[str, Any]:
         _lock_config(work, cfg)
         corpus = open_corpus(cfg.corpus)
         langs = _resolve_langs(corpus, cfg.langs)
+        log(f"tokenizer ({len(langs)} languages)")
         tok = _tokenizer_for(cfg, corpus, langs, work)
+        log("packing the train split")
         blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
     eos = tok.eos_token_id
 
@@ -262,17 +273,18 @@ def pretrain(cfg: PretrainConfig, command: str | None = None) -> dict[str, Any]:
                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos)
 
     model = new_model()
-    result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work)
+    result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work, log=log)
     with only_main_process() as main:  # one process evaluates and writes; the others wait, then return {}
         if not main:
             return {}
         model = gathered_model(model, result.state_dict, new_model)
-        return _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out)
+        return _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out, log)
 
 
-def _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out: Path) -> dict[str, Any]:
+def _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out: Path, log) -> dict[str, Any]:
     model.to(_device()).eval()
-    table = run_eval(model, tok, corpus, langs, cfg.eval)
+    log(f"evaluating {len(langs)} languages ({cfg.eval.split} split)")
+    table = run_eval(model, tok, corpus, langs, cfg.eval, progress="lines")
     model.to(torch.device("cpu"))
     save_hf_folder(model, tok, out)
     record = {
@@ -291,8 +303,10 @@ def _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info
     return record
 
 
-def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict[str, Any]:
-    """Dense continued pre-training of an HF causal LM (all parameters) with the temperature sampler."""
+def continue_train(cfg: ContinueTrainConfig, command: str | None = None, log=None) -> dict[str, Any]:
+    """Dense continued pre-training of an HF causal LM (all parameters) with the temperature sampler.
+
+    `log(line)` hears one line per phase (and "resuming from step N"); the CLI prints them on stdout."""
     from langmoe.data.corpus import open_corpus
     from langmoe.data.packing import check_block_len
     from langmoe.models.base import load_model_and_tokenizer, resolve_model_path
@@ -312,15 +326,16 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None) -> dict
         corpus = open_corpus(cfg.corpus)
         langs = _resolve_langs(corpus, cfg.langs)
         blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
-    result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work)
+    result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work, log=log)
     with only_main_process() as main:  # one process evaluates and writes; the others wait, then return {}
         if not main:
             return {}
         model = gathered_model(model, result.state_dict, lambda: load_model_and_tokenizer(cfg.model)[0])
-        return _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out, saved_dtype)
+        return _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out, saved_dtype, log)
 
 
-def _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out: Path, saved_dtype=None) -> dict[str, Any]:
+def _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out: Path, saved_dtype=None,
+                     log=None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "command": command or "langmoe train (library call)",
         "seed": cfg.seed,
@@ -330,7 +345,9 @@ def _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out: P
     }
     if cfg.eval is not None:
         model.to(_device()).eval()
-        record["eval"] = run_eval(model, tok, corpus, langs, cfg.eval)
+        if log is not None:
+            log(f"evaluating {len(langs)} languages ({cfg.eval.split} split)")
+        record["eval"] = run_eval(model, tok, corpus, langs, cfg.eval, progress="lines" if log else "off")
     model.to(torch.device("cpu"))
     if saved_dtype is not None and saved_dtype != torch.float32:
         model.to(saved_dtype)

@@ -298,7 +298,10 @@ def test_eval_json_stores_the_warnings(model_dir, tmp_path, capsys):
     assert main(["eval", "--model", str(model_dir), "--corpus", str(corpus), "--window", "16", "--stride", "8",
                  "--no-unigram", "--json", str(out)]) == 0
     table = json.loads(out.read_text())
-    err = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert [x for x in lines if x.startswith("eval ")] == [  # progress when piped: a line per language
+        f"eval {i}/2: {x}: ppl {table['langs'][x]['ppl']:.2f}" for i, x in enumerate(table["langs"], 1)]
+    err = [x for x in lines if not x.startswith("eval ")]
     assert table["warnings"] and len(err) == len(table["warnings"])
     assert all(x.startswith("langmoe eval: warning: ") for x in err)
     assert any("too little to measure" in w for w in table["warnings"])  # ~4 test documents per language

@@ -87,7 +87,7 @@ def test_rerun_resumes_and_other_settings_are_refused(pretrained, corpus_dir, ca
     assert "different settings" in capsys.readouterr().err
 
 
-def test_interrupted_run_resumes_exactly(pretrained, corpus_dir, tmp_path):
+def test_interrupted_run_resumes_exactly(pretrained, corpus_dir, tmp_path, capsys):
     from safetensors.torch import load_file
 
     run = tmp_path / "resumed"
@@ -95,7 +95,9 @@ def test_interrupted_run_resumes_exactly(pretrained, corpus_dir, tmp_path):
     shutil.copy(pretrained / ".langmoe-output.json", run)  # the folder pretrain wrote (it may resume it)
     shutil.rmtree(run / "train" / "checkpoints" / "step-4")  # as if killed between step 2 and step 4
     assert (run / "train" / "checkpoints" / "step-2").is_dir()
+    capsys.readouterr()
     assert main(_pretrain_args(corpus_dir, run)) == 0
+    assert "training: resuming from step 2 of 4" in capsys.readouterr().out.splitlines()
     rec = json.loads((run / "pretrain.json").read_text())
     assert rec["train"]["resumed_from_step"] == 2 and rec["train"]["steps"] == 4
     a, b = load_file(str(pretrained / "model.safetensors")), load_file(str(run / "model.safetensors"))

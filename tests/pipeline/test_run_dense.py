@@ -40,7 +40,10 @@ def test_killed_training_resumes_to_identical_metrics(tmp_path):
         run_recipe(recipe, tmp_path / "killed", fail_at={"cpt/train": 5})
     ckpts = sorted(p.name for p in (tmp_path / "killed" / "stages" / "cpt" / "train" / "train" / "checkpoints").iterdir())
     assert ckpts == ["step-2", "step-4"]  # keep 2: a damaged newest one falls back to the one before
-    resumed = run_recipe(recipe, tmp_path / "killed")
+    logs: list[str] = []
+    resumed = run_recipe(recipe, tmp_path / "killed", log=logs.append)
+    assert "stage cpt/train: resuming from step 4" in logs  # said before the stage trains on
+    assert read_json(tmp_path / "killed" / "stages" / "cpt" / "train" / "stage.json")["result"]["resumed_from_step"] == 4
     assert resumed["systems"]["cpt"]["ppl"] == ref["systems"]["cpt"]["ppl"]
     assert resumed["systems"]["cpt"]["tokens_seen"] == ref["systems"]["cpt"]["tokens_seen"]
 

@@ -65,10 +65,11 @@ def test_full_report(tmp_path):
     assert "MoE layers (ε = 0.6)" in doc and "<b>0, 2</b>" in doc
     assert "genus" in doc and "random" in doc and "ARI" in doc
     # agreement is read from the run folder as written at analysis time, never recomputed
-    assert ">0.1230<" in doc and ">0.4560<" in doc and ">-0.2500<" in doc
-    assert "run&#x27;s random grouping vs deviation groups" in doc and ">0.3210<" in doc
+    assert ">0.123<" in doc and ">0.456<" in doc and ">-0.250<" in doc
+    assert "run&#x27;s random grouping vs deviation groups" in doc and ">0.321<" in doc
     assert "name: test" in doc
-    assert ">dmoe_random<" in doc and ">0.6000<" in doc  # the ablation's routing accuracy row
+    assert ">dmoe_random<" in doc and ">60.0%<" in doc  # the ablation's routing accuracy row, in percent
+    assert "<th>layer 0</th><th>layer 2</th>" in doc  # every header names its column
     # systems: summary row plus eval-only rows
     assert ">dmoe<" in doc and "1500" in doc
     assert 'class="note"' not in doc
@@ -102,6 +103,65 @@ def test_rows_follow_the_registry_display_written_by_the_run(tmp_path):
                           "cpt": {"label": "my CPT", "order": 0.5}}
     _w(tmp_path / "summary.json", summary)
     doc = build_report(tmp_path).read_text()
-    systems = doc.split("<h2>Systems</h2>")[1].split("</table>")[0]
+    systems = doc.split(">Systems</h2>")[1].split("</table>")[0]
     # display orders: base 0, cpt 0.5 (from the run folder); dmoe from the registry (20)
     assert systems.index("base — dense base") < systems.index("cpt — my CPT") < systems.index("dmoe — DMoE")
+
+
+def _section(doc: str, title: str) -> str:
+    return doc.split(f">{title}</h2>")[1].split("<h2")[0]
+
+
+def test_readable_sections(tmp_path):
+    """New language as tables (no JSON), shares as percentages like the CLI, one-layer routing without a plot,
+    no degenerate family row, the layer table transposed with named columns."""
+    full_run(tmp_path)
+    _w(tmp_path / "routing.json", {"system": "dmoe", "accuracy": {"0": 0.6084}, "group_of": {"en": 0, "fr": 0, "de": 1},
+                                   "counts": {"en": {"0": [8, 2]}, "de": {"0": [3, 7]}}})
+    (tmp_path / "routing_dmoe_random.json").unlink()
+    _w(tmp_path / "groups.json", {"method": "exhaustive", "langs": ["en", "fr", "de"], "groups": [["en", "fr"], ["de"]],
+                                  "agreement": {"genus": {"ari": 0.5, "nmi": 0.6},
+                                                "random grouping vs genus": {"ari": -0.1, "nmi": 0.2},
+                                                "family": {"ari": 0.0, "nmi": 0.0},
+                                                "random grouping vs family": {"ari": 0.0, "nmi": 0.0},
+                                                "random": {"ari": 0.1, "nmi": 0.3}}})
+    _w(tmp_path / "new_language.json", {
+        "lang": "nl", "per_expert_ppl": [273.79638, 284.8739], "source_expert": 0, "source_group": ["en", "fr"],
+        "new_expert": 2, "before": {"ppl": 282.5326688, "bits_per_byte": 4.33329}, "after": {"ppl": 151.40599,
+                                                                                          "bits_per_byte": 3.85431},
+        "old_before": {"en": {"ppl": 134.637637}}, "old_after": {"en": {"ppl": 160.0396}},
+        "old_ppl_change": {"en": 0.18866963}, "old_mean_ppl_change": 0.1515335, "tokens_seen": 30720,
+        "train": {"lr": 0.001, "steps": 30}})
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary["systems"]["dmoe"] = {"mean_ppl": 23.3, "mean_bpb": 2.3, "params_total": 1500, "params_active": 1200,
+                                  "tokens_seen": 5000, "routing_accuracy": {"0": 0.6084}}
+    _w(tmp_path / "summary.json", summary)
+    doc = build_report(tmp_path).read_text()
+    nl = _section(doc, "New language")
+    assert "{" not in nl and "0.18866963" not in nl and "282.5326688" not in nl
+    assert ">282.53<" in nl and ">151.41<" in nl and ">-46.4%<" in nl and ">+18.9%<" in nl and ">+15.2%<" in nl
+    assert "expert 2 was copied from expert 0 (en fr)" in nl and "lr=0.001, steps=30" in nl
+    routing = _section(doc, "Routing")
+    assert ">60.8%<" in routing and "<th>layer 0</th>" in routing
+    assert routing.count("<img") == 1  # the heatmap only: a one-point accuracy plot carries nothing
+    systems = _section(doc, "Systems")
+    assert "0.6084" not in doc and ">60.8%<" in systems
+    groups = _section(doc, "Language groups")
+    assert ">family<" not in groups and "every language is Indo-European" in groups
+    assert ">genus<" in groups and ">-0.100<" in groups  # chance column beside its reference
+    layers = _section(doc, "Parameter deviation and MoE layers")
+    assert ">layer</th><th>mean FFN deviation</th>" in layers and ">MoE<" in layers
+
+
+def test_report_is_valid_html(tmp_path):
+    """A strict HTML5 parse (html5lib, the WHATWG parsing algorithm) of a full report finds no error."""
+    html5lib = pytest.importorskip("html5lib", reason="html5lib (dev extra) validates the report")
+    full_run(tmp_path)
+    doc = build_report(tmp_path).read_text()
+    parser = html5lib.HTMLParser(strict=True, namespaceHTMLElements=False)
+    tree = parser.parse(doc)
+    assert not parser.errors
+    assert tree.find("head/title") is not None and tree.get("lang") == "en"
+    ths = tree.findall(".//th")
+    assert ths and all((th.text or "").strip() for th in ths)  # no empty header cell
+    assert all(img.get("alt") for img in tree.findall(".//img"))

@@ -22,7 +22,7 @@ def _check(path):
 
 def test_all_plots(tmp_path):
     dev = {"en": [3.0, 1.0, 2.0, 4.0], "de": [3.5, 1.2, 2.2, 4.4]}
-    _check(plots.plot_deviation(dev, tmp_path / "dev.png", epsilon=0.6, selected=[0, 3], dev_attn=dev))
+    _check(plots.plot_deviation(dev, tmp_path / "dev.png", epsilon=0.6, selected=[0, 3]))
     langs = ["en", "de", "fr"]
     s = np.array([[1, 0.8, 0.1], [0.8, 1, 0.2], [0.1, 0.2, 1]])
     _check(plots.plot_similarity(langs, s, tmp_path / "sim.png", groups=[["fr"], ["en", "de"]]))

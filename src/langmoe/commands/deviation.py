@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--langs", nargs="+", required=True, help="language codes (space or comma separated)")
     p.add_argument("--out", required=True, help="output folder (deviation.json, probe cache)")
     p.add_argument("--steps", type=int, default=None, help="probe steps per language (default 10)")
-    p.add_argument("--lr", type=float, default=None, help="probe learning rate (default 1e-4)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="probe learning rate (default 3e-4, as the DMoE recipes' deviation.lr)")
     p.add_argument("--micro-batch-size", type=int, default=None, help="sequences per step (default 8)")
     p.add_argument("--block-len", type=int, default=None, help="tokens per sequence (default 128)")
     p.add_argument("--max-tokens", type=int, default=None, help="packed tokens per language (default 50000)")
@@ -38,6 +39,10 @@ def build_deviation_config(args):
            "block_len": args.block_len, "max_tokens_per_lang": args.max_tokens, "sketch_dim": args.sketch_dim,
            "seed": args.seed}
     cfg = {k: v for k, v in raw.items() if v is not None}
+    if args.lr is None:  # the recipes' default (DMoE settings), not the library's: one story for both
+        from langmoe.methods.dmoe.config import DeviationSettings
+
+        cfg["lr"] = DeviationSettings().lr
     if args.last_n_layers is not None:
         cfg["last_n_layers"] = args.last_n_layers or None
     if args.no_attention:
@@ -47,11 +52,11 @@ def build_deviation_config(args):
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from langmoe.commands._checks import check_corpus, check_model_folder
     from langmoe.commands.eval import set_threads, split_langs
+    from langmoe.console import console as wide_console
     from langmoe.errors import LangmoeError
     from langmoe.io import check_output, output_folder
     from langmoe.methods.dmoe.deviation import measure_deviation_on_corpus
@@ -71,7 +76,7 @@ def run(args) -> int:
     if missing:
         raise LangmoeError(f"languages {', '.join(missing)} are not in corpus {args.corpus!r}")
     model, tokenizer = load_model_and_tokenizer(args.model)
-    console = Console()
+    console = wide_console()
     out = Path(args.out)
     with output_folder(out, "deviation", lock=True):
         res = measure_deviation_on_corpus(model, tokenizer, corpus, langs, config, out_dir=out,

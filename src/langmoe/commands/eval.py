@@ -26,7 +26,8 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (default builtin)")
     p.add_argument("--langs", nargs="+", default=None, help="language codes (space or comma separated)")
     p.add_argument("--split", default="test", help="split to score (default test)")
-    p.add_argument("--window", type=int, default=256, help="tokens per window (default 256)")
+    p.add_argument("--window", type=int, default=256, help="tokens per window (default 256: the block length the "
+                   "shipped base was trained on; recipes score at their own block length, 128)")
     p.add_argument("--stride", type=int, default=128, help="new tokens scored per window (default 128)")
     p.add_argument("--max-chars", type=int, default=20_000,
                    help="characters scored per language, 0 = all (default 20000)")
@@ -82,8 +83,9 @@ def set_threads(n: int | None) -> None:
 
 def print_eval_table(table: dict[str, Any], title: str) -> None:
     """Rich table: one row per language, then the macro mean."""
-    from rich.console import Console
     from rich.table import Table
+
+    from langmoe.console import console as wide_console
 
     uni = any("unigram_bits_per_byte" in r for r in table["langs"].values())
     t = Table(title=title)
@@ -102,7 +104,7 @@ def print_eval_table(table: dict[str, Any], title: str) -> None:
     if uni:
         row += [f"{m['unigram_bits_per_byte']:.4f}", "all" if table.get("beats_unigram_all") else "[red]not all[/red]"]
     t.add_row(*row, style="bold")
-    console = Console()
+    console = wide_console()
     console.print(t)
     if table.get("skipped"):
         console.print(f"[yellow]no text to score in this split for: {', '.join(table['skipped'])}[/yellow]")
@@ -120,7 +122,8 @@ def run(args) -> int:
     check_model_folder(args.model)
     check_corpus(args.corpus, split_langs(args.langs))
     set_threads(args.threads)
-    table = evaluate_folder(args.model, args.corpus, split_langs(args.langs), eval_settings(args), dtype=args.dtype)
+    table = evaluate_folder(args.model, args.corpus, split_langs(args.langs), eval_settings(args), dtype=args.dtype,
+                            progress="lines")
     print_eval_table(table, f"{args.model} on {args.corpus}/{args.split}")
     table["warnings"] = report_warnings(eval_warnings(table))
     if args.json_out:

@@ -76,7 +76,7 @@ def run(args) -> int:
         max_train_tokens_per_lang=args.max_train_tokens, optim=optim, eval=ev,
     )
     with output_folder(cfg.out, "pretrain", lock=True):
-        record = pretrain(cfg, command=as_command("pretrain", args))
+        record = pretrain(cfg, command=as_command("pretrain", args), log=_stage_line)
     if not record:  # not the main process of a multi-process run: the main process reports
         return 0
     print_eval_table(record["eval"], f"{args.preset} base in {args.out}: {cfg.eval.split} split")
@@ -84,3 +84,8 @@ def run(args) -> int:
 
     report_warnings(eval_warnings(record["eval"]))
     return 0
+
+
+def _stage_line(msg: str) -> None:
+    """A phase line on stdout, like `langmoe run`'s stage lines (stderr holds only the one-line error on failure)."""
+    print(msg, flush=True)

@@ -39,11 +39,10 @@ def run(args) -> int:
 
 def execute(recipe, run_dir: Path, report: bool = True, title: str | None = None) -> dict:
     """Run the recipe, print the summary table and (if the report module is installed) build the report."""
-    from rich.console import Console
-
+    from langmoe.console import console as wide_console
     from langmoe.pipeline.run import run_recipe
 
-    console = Console()
+    console = wide_console()
     console.print(f"[bold]langmoe run[/] {recipe.name} -> {run_dir}")
     summary = run_recipe(recipe, run_dir, log=lambda m: console.print(f"  {m}"))
     report_path = build_report(run_dir, console) if report else None
@@ -73,7 +72,7 @@ def print_summary(summary: dict, console, title: str) -> None:
     rows = summary["systems"]
     langs = summary["languages"]
     best = min((r["mean_ppl"] for r in rows.values()), default=None)
-    t = Table(title=title, caption=summary["note"])
+    t = Table(title=title)
     for col in ("system", "mean ppl", "mean bpb", "params total", "params active", "tokens seen", "routing acc"):
         t.add_column(col, justify="left" if col == "system" else "right")
     for name, r in rows.items():
@@ -83,6 +82,7 @@ def print_summary(summary: dict, console, title: str) -> None:
                   _human(r["params_active"]), _human(r["tokens_seen"]), acc_s,
                   style="bold green" if r["mean_ppl"] == best else None)
     console.print(t)
+    console.print(summary["note"], style="dim")  # a line of its own: a caption would wrap to the table's width
     per = Table(title="perplexity per language (held-out)")
     per.add_column("lang")
     for name in rows:
@@ -97,7 +97,7 @@ def print_summary(summary: dict, console, title: str) -> None:
         console.print(
             f"new language [bold]{nl['lang']}[/]: ppl {nl['before']['ppl']:.2f} -> {nl['after']['ppl']:.2f} "
             f"(copied expert {nl['source_expert']}: {', '.join(nl['source_group'])}); old languages' mean ppl "
-            f"change {nl['old_mean_ppl_change']:+.2%}"
+            f"change {nl['old_mean_ppl_change']:+.1%}"
         )
 
 

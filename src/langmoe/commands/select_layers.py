@@ -19,10 +19,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from langmoe.commands._checks import load_deviation
+    from langmoe.console import console as Console  # full width when piped
     from langmoe.io import check_output, write_json
     from langmoe.methods.dmoe.layer_selection import select_layers
 

@@ -27,9 +27,9 @@ def register(subparsers) -> None:
 def run_train(args) -> int:
     from pathlib import Path
 
-    from rich.console import Console
     from rich.table import Table
 
+    from langmoe.console import console as Console  # full width when piped
     from langmoe.data.corpus import open_corpus
     from langmoe.data.tokenizer import chars_per_token, train_tokenizer
     from langmoe.diagnostics import corpus_warnings, report_warnings

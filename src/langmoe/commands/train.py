@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
+from langmoe.commands.pretrain import _stage_line
 
 
 def register(subparsers) -> None:
@@ -66,7 +67,7 @@ def run(args) -> int:
         eval=EvalSettings() if args.eval else None,
     )
     with output_folder(cfg.out, "train", lock=True):
-        record = continue_train(cfg, command=as_command("train", args))
+        record = continue_train(cfg, command=as_command("train", args), log=_stage_line)
     if not record:  # not the main process of a multi-process run: the main process reports
         return 0
     if "eval" in record:

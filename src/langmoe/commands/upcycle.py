@@ -86,9 +86,9 @@ def _fmt(n: int) -> str:
 
 def run(args) -> int:
     import torch
-    from rich.console import Console
     from rich.table import Table
 
+    from langmoe.console import console as Console  # full width when piped
     from langmoe.models.moe_io import load_model_any, save_moe_pretrained
     from langmoe.models.upcycle import parameter_counts, upcycle
 

@@ -221,13 +221,17 @@ def evaluate_languages(
     lang_ids: Mapping[str, int] | None = None,
     group_of: Mapping[str, int] | None = None,
     skip_empty: bool = False,
+    progress: str = "off",
 ) -> dict[str, LangScore]:
     """Per-language scores of `model` on `split` (see the module docstring for the exact scheme).
 
     A language without text in the split raises LangmoeError, or is left out of the result with `skip_empty`.
 
     `forward_context(model, batch)` wraps every forward; its batch holds `input_ids` and, per token, `lang_ids`
-    (from `lang_ids`, default: position in `langs`) and `group_ids` (from `group_of`, default -1)."""
+    (from `lang_ids`, default: position in `langs`) and `group_ids` (from `group_of`, default -1).
+
+    `progress`: "off", "bar" (a transient bar when stderr is a terminal) or "lines" (the bar, or one plain line
+    per language on stderr when it is not a terminal)."""
     langs = list(langs) if langs is not None else list(corpus.languages())
     if not langs:
         raise LangmoeError("no languages to evaluate: pass --langs or a corpus with languages")
@@ -241,6 +245,13 @@ def evaluate_languages(
     if hasattr(model, "eval"):
         model.eval()
     scores: dict[str, LangScore] = {}
+    from contextlib import ExitStack
+
+    from langmoe.console import progress as _progress
+
+    stack = ExitStack()
+    bar = stack.enter_context(_progress("eval", len(langs), plain_lines=progress == "lines",
+                                        enabled=progress != "off"))
     try:
         for lang in langs:
             if lang not in known:
@@ -253,7 +264,9 @@ def evaluate_languages(
             nll, count = score_streams(model, streams, window, stride, batch_size, forward_context, extra)
             nbytes = sum(len(t.encode("utf-8")) for t in texts)
             scores[lang] = LangScore.from_sums(lang, nll, count, nbytes, sum(map(len, texts)), len(texts))
+            bar.advance(f"{lang}: ppl {scores[lang].ppl:.2f}")
     finally:
+        stack.close()
         if was_training and hasattr(model, "train"):
             model.train()
     return scores
@@ -277,13 +290,14 @@ class EvalSettings(BaseModel):
 
 
 def run_eval(
-    model, tokenizer, corpus, langs: list[str], settings: EvalSettings, forward_context: ForwardContext | None = None
+    model, tokenizer, corpus, langs: list[str], settings: EvalSettings, forward_context: ForwardContext | None = None,
+    progress: str = "off",
 ) -> dict[str, Any]:
     """Held-out per-language ppl/bpb (and the unigram baseline) as a JSON-ready table."""
     scores = evaluate_languages(
         model, tokenizer, corpus, langs, split=settings.split, window=settings.window, stride=settings.stride,
         max_chars_per_lang=settings.max_chars_per_lang, batch_size=settings.batch_size,
-        per_document=settings.per_document, forward_context=forward_context, skip_empty=True,
+        per_document=settings.per_document, forward_context=forward_context, skip_empty=True, progress=progress,
     )
     if not scores:
         raise LangmoeError(f"no language has text in the {settings.split!r} split: choose another split or corpus")
@@ -318,7 +332,7 @@ def eval_table(scores: dict[str, LangScore], uni: dict[str, LangScore], settings
 
 def evaluate_folder(
     model_path: str, corpus: str | None = "builtin", langs: Sequence[str] | None = None,
-    settings: EvalSettings | None = None, dtype: str | None = None,
+    settings: EvalSettings | None = None, dtype: str | None = None, progress: str = "off",
 ) -> dict[str, Any]:
     """`langmoe eval`: load an HF folder ('builtin' = the shipped tiny base) and evaluate it on a corpus."""
     from langmoe.data.corpus import open_corpus
@@ -334,7 +348,7 @@ def evaluate_folder(
     missing = [x for x in chosen if x not in have]
     if missing:
         raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(have)})")
-    table = run_eval(model, tokenizer, opened, chosen, settings)
+    table = run_eval(model, tokenizer, opened, chosen, settings, progress=progress)
     table["model"] = str(model_path)
     table["corpus"] = str(corpus)
     return table

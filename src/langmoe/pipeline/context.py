@@ -31,6 +31,13 @@ class RecipeRun:
         self.log = log or (lambda _m: None)
         self.runner = StageRunner(self.run_dir, log=self.log)
         self.summary_extra: dict[str, Any] = {}  # top-level summary.json entries a method adds (e.g. new_language)
+        self._announced: set[str] = set()
+
+    def announce(self, key: str, message: str) -> None:
+        """Log `message` once per run (the groups and MoE layers, as soon as the analysis has them)."""
+        if key not in self._announced:
+            self._announced.add(key)
+            self.log(message)
 
     # ---- shared inputs -------------------------------------------------------------------------------------
 
@@ -119,7 +126,7 @@ class RecipeRun:
         scores = evaluate_languages(model, self.tokenizer, self.corpus, langs, split=e.split, window=e.window,
                                     stride=e.stride, max_chars_per_lang=e.max_chars_per_lang,
                                     forward_context=forward_context, batch_size=e.batch_size,
-                                    group_of=dict(group_of) if group_of else None)
+                                    group_of=dict(group_of) if group_of else None, progress="bar")
         per_lang = {k: v.model_dump() for k, v in scores.items()}
         result = {
             "system": system,
@@ -144,12 +151,21 @@ class RecipeRun:
         `fail_at[name]` (tests) makes the stage crash before that step; the rerun resumes from its checkpoints."""
 
         def fn(d: Path) -> dict[str, Any]:
+            from langmoe.train.trainer import find_checkpoints
+
             model = load()
+            ckpts = find_checkpoints(d / "train")
+            if ckpts:
+                self.log(f"stage {name}: resuming from step {ckpts[-1][0]}")
             res = train_fn(model, d / "train", self.fail_at.get(name))
+            start = int(getattr(res, "start_step", 0) or 0)
+            if start and (not ckpts or start != ckpts[-1][0]):  # fell back to an older checkpoint
+                self.log(f"stage {name}: resumed from step {start}")
             with atomic_dir(d / "model") as tmp:
                 save(model, tmp)
             shutil.rmtree(d / "train" / "checkpoints", ignore_errors=True)  # the model is saved; free the disk
             return {"tokens_seen": int(res.tokens_seen), "final_step": int(res.final_step),
+                    "resumed_from_step": start,
                     "last_loss": res.losses[-1] if res.losses else None, "elapsed_s": res.elapsed_s,
                     "tokens_per_s": res.tokens_per_s}
 

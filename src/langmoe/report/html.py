@@ -35,7 +35,7 @@ from langmoe.report import plots
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}caption{text-align:left;font-weight:bold;padding:.2em 0}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}
 th{background:#f4f4f4}td.l,th.l{text-align:left}td.best{font-weight:bold;background:#e6f4e6}
 .note{color:#8a6d3b;background:#fcf8e3;border:1px solid #faebcc;padding:.4em .8em;margin:.5em 0}
 img{max-width:100%;border:1px solid #eee;margin:.4em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
@@ -49,9 +49,12 @@ class _Report:
         self.plot_dir = run_dir / "plots"
         self.parts: list[str] = []
         self.notes: list[str] = []
+        self.sections: list[tuple[str, str]] = []
 
     def h2(self, text: str) -> None:
-        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+        anchor = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+        self.sections.append((anchor, text))
+        self.parts.append(f'<h2 id="{anchor}">{html.escape(text)}</h2>')
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -65,18 +68,25 @@ class _Report:
         self.parts.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
 
     def table(self, header: list[str], rows: list[list[Any]], best: set[tuple[int, int]] | None = None,
-              left_cols: int = 1) -> None:
+              left_cols: int = 1, caption: str | None = None) -> None:
+        """A table; every header names its column, numbers are rounded by `_fmt` (shares: `Pct`)."""
         best = best or set()
-        out = ["<table><tr>"]
-        out += [f'<th class="{"l" if j < left_cols else ""}">{html.escape(str(h))}</th>' for j, h in enumerate(header)]
-        out.append("</tr>")
+
+        def cls(*names: str) -> str:
+            names = tuple(n for n in names if n)
+            return f' class="{" ".join(names)}"' if names else ""
+
+        out = ["<table>"]
+        if caption:
+            out.append(f"<caption>{html.escape(caption)}</caption>")
+        out.append("<thead><tr>")
+        out += [f'<th{cls("l" if j < left_cols else "")}>{html.escape(str(h))}</th>' for j, h in enumerate(header)]
+        out.append("</tr></thead><tbody>")
         for i, row in enumerate(rows):
-            cells = []
-            for j, v in enumerate(row):
-                cls = " ".join(c for c in ("l" if j < left_cols else "", "best" if (i, j) in best else "") if c)
-                cells.append(f'<td class="{cls}">{html.escape(_fmt(v))}</td>')
+            cells = [f'<td{cls("l" if j < left_cols else "", "best" if (i, j) in best else "")}>'
+                     f'{html.escape(_fmt(v))}</td>' for j, v in enumerate(row)]
             out.append("<tr>" + "".join(cells) + "</tr>")
-        out.append("</table>")
+        out.append("</tbody></table>")
         self.parts.append("".join(out))
 
     def section(self, title: str, fn: Callable[[], None]) -> None:
@@ -88,26 +98,53 @@ class _Report:
             self.note(f"{title}: skipped, the input is not in the expected form ({type(e).__name__}: {e})")
 
 
+class Pct(float):
+    """A share in [0, 1] shown as a percentage with one decimal, as the CLI prints it (60.8%)."""
+
+
+class Change(Pct):
+    """A relative change shown with its sign (+18.9%), as the CLI prints it."""
+
+
+def pct(v: Any, signed: bool = False) -> Pct | None:
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return None
+    return Change(v) if signed else Pct(v)
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "–"
     if isinstance(v, bool):
-        return str(v)
+        return "yes" if v else "no"
+    if isinstance(v, Pct):
+        if not math.isfinite(v):
+            return str(float(v))
+        return f"{float(v):+.1%}" if isinstance(v, Change) else f"{float(v):.1%}"
     if isinstance(v, int):
         return _human(v) if abs(v) >= 10_000 else str(v)
     if isinstance(v, float):
         if not math.isfinite(v):
             return str(v)
+        if v == 0:
+            return "0"
         if abs(v) >= 1000:
             return f"{v:,.0f}"
         if abs(v) >= 10:
             return f"{v:.2f}"
-        return f"{v:.4f}" if abs(v) < 1 else f"{v:.3f}"
+        if abs(v) >= 0.001:
+            return f"{v:.3f}"
+        return f"{v:.3g}"
+    if isinstance(v, Mapping):  # a small nested record (settings): key=value pairs, numbers as written
+        return ", ".join(f"{k}={x:.4g}" if isinstance(x, float) else f"{k}={_fmt(x)}" for k, x in v.items())
+    if isinstance(v, list | tuple):
+        return ", ".join(_fmt(x) for x in v)
     return str(v)
 
 
 def _human(n: float) -> str:
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+    """Counts as the CLI prints them (2.10M, 204.80K)."""
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= div:
             return f"{n / div:.2f}{unit}"
     return str(n)
@@ -181,15 +218,18 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     rep.section("Routing", lambda: _routing(rep, routing, run_dir))
     nl = _safe_read(rep, run_dir / "new_language.json")
     if nl is not None:
-        rep.section("New language", lambda: _generic(rep, nl))
+        rep.section("New language", lambda: _new_language(rep, nl))
     rep.section("Configuration", lambda: _config(rep, run_dir))
 
     name = title or f"langmoe run: {run_dir.resolve().name}"
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
-           f"<style>{_CSS}</style></head><body><h1>{html.escape(name)}</h1>"
-           f"<p class='muted'>{html.escape(str(run_dir.resolve()))} · generated {stamp}</p>"
-           + "\n".join(rep.parts) + "</body></html>\n")
+    nav = " · ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in rep.sections)
+    doc = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+           '<meta name="viewport" content="width=device-width, initial-scale=1">'
+           f"<title>{html.escape(name)}</title><style>{_CSS}</style></head><body><h1>{html.escape(name)}</h1>"
+           f'<p class="muted">{html.escape(str(run_dir.resolve()))} · generated {stamp}</p>'
+           f'<nav class="muted">{nav}</nav>\n'
+           + "\n".join(rep.parts) + "\n</body></html>\n")
     dest = Path(out) if out is not None else run_dir / "report.html"
     write_text(dest, doc)
     return dest
@@ -221,14 +261,15 @@ def _systems(rep: _Report, summary: Mapping | None, evals: Mapping[str, Mapping]
         rep.note("no summary.json and no eval/*.json: nothing evaluated yet")
         return
     names = _system_order(list(rows_src), display)
-    header = ["system", "mean ppl", "mean bits/byte", "params total", "params active", "tokens seen",
-              "routing acc."]
+    header = ["system", "mean perplexity", "mean bits/byte", "params total", "params active", "tokens seen",
+              "routing accuracy (mean over MoE layers)"]
     rows = []
     for n in names:
         r = rows_src[n]
         acc = r.get("routing_accuracy")
         if isinstance(acc, Mapping):
             acc = sum(acc.values()) / len(acc) if acc else None
+        acc = pct(acc)
         rows.append([_label(n, display), r.get("mean_ppl"), r.get("mean_bpb"), r.get("params_total"), r.get("params_active"),
                      r.get("tokens_seen"), acc])
     best = set()
@@ -272,7 +313,15 @@ def _per_language(rep: _Report, evals: Mapping[str, Mapping], display: Mapping[s
     rep.image(plots.plot_perplexity(ppl, rep.plot_dir / "perplexity.png"), "per-language perplexity")
 
 
+def _mean_per_layer(per_lang: Any) -> list[float] | None:
+    if not isinstance(per_lang, Mapping) or not per_lang:
+        return None
+    rows = [list(map(float, v)) for v in per_lang.values()]
+    return [sum(col) / len(col) for col in zip(*rows, strict=False)]
+
+
 def _deviation(rep: _Report, dev: Mapping | None, layers: Mapping | None) -> None:
+    attn = None
     if dev is None:
         rep.note("deviation.json missing: the run used fixed groups and layers, or the probe has not run")
     else:
@@ -283,10 +332,10 @@ def _deviation(rep: _Report, dev: Mapping | None, layers: Mapping | None) -> Non
         else:
             cfg = dev.get("config") or {}
             if cfg:
-                rep.p("probe: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "progress"))
+                rep.p("probe settings: " + _fmt({k: v for k, v in cfg.items() if k != "progress"}))
             path = plots.plot_deviation(ffn, rep.plot_dir / "deviation.png",
                                         epsilon=(layers or {}).get("epsilon"),
-                                        selected=(layers or {}).get("selected"), dev_attn=attn)
+                                        selected=(layers or {}).get("selected"))
             rep.image(path, "deviation per layer")
     if layers is None:
         rep.note("layers.json missing: MoE layers unknown")
@@ -297,8 +346,12 @@ def _deviation(rep: _Report, dev: Mapping | None, layers: Mapping | None) -> Non
     rep.p(f"MoE layers ({how}): <b>{html.escape(', '.join(map(str, sel)) or 'none')}</b>", raw=True)
     if layers.get("normalised"):
         norm = layers["normalised"]
-        rep.table(["layer", *range(len(norm))], [["d̂_l", *norm], ["MoE", *["yes" if i in sel else "" for i in
-                                                                           range(len(norm))]]])
+        mean = list(layers.get("mean_deviation") or [None] * len(norm))
+        att = _mean_per_layer(attn) or []
+        rows = [[i, None if m is None else f"{float(m):.4f}", f"{float(d):.3f}",
+                 f"{att[i]:.4f}" if i < len(att) else None, "MoE" if i in sel else "dense"]
+                for i, (m, d) in enumerate(zip(mean, norm, strict=False))]
+        rep.table(["layer", "mean FFN deviation", "normalised d̂_l", "mean attention deviation", "layer kind"], rows)
     if layers.get("note"):
         rep.note(str(layers["note"]))
 
@@ -312,26 +365,63 @@ def _groups(rep: _Report, groups: Mapping | None, dev: Mapping | None, run_dir: 
     diam = groups.get("diameters") or [None] * len(gl)
     rep.table(["group", "languages", "diameter (max 1 − cos)"],
               [[i, " ".join(g), d] for i, (g, d) in enumerate(zip(gl, diam, strict=False))], left_cols=2)
-    agr = {k: v for k, v in dict(groups.get("agreement") or {}).items() if isinstance(v, Mapping)}
-    rnd = _safe_read(rep, run_dir / "groups_random.json")
-    if isinstance(rnd, Mapping):
-        for k, v in dict(rnd.get("agreement") or {}).items():
-            if isinstance(v, Mapping):
-                agr[f"run's random grouping vs {k}"] = v
-    if agr:
-        rep.p("Agreement with reference groupings (ARI: 1 = identical, ~0 = chance; NMI in [0, 1]):")
-        rep.table(["reference", "ARI", "NMI"], [[k, v.get("ari"), v.get("nmi")] for k, v in agr.items()])
+    _agreement(rep, groups, run_dir)
     if dev is not None and dev.get("similarity") and dev.get("langs"):
         rep.image(plots.plot_similarity(dev["langs"], dev["similarity"], rep.plot_dir / "similarity.png",
                                         groups=gl), "similarity heatmap")
         if len(dev["langs"]) >= 2:
             try:
-                rep.image(plots.plot_dendrogram(dev["langs"], dev["similarity"], rep.plot_dir / "dendrogram.png"),
+                rep.image(plots.plot_dendrogram(dev["langs"], dev["similarity"], rep.plot_dir / "dendrogram.png",
+                                                groups=gl),
                           "dendrogram")
             except LangmoeError as e:  # scipy is an extra: the report still renders without it
                 rep.note(f"no dendrogram: {e}")
     else:
         rep.note("no similarity matrix (deviation.json missing): heatmap and dendrogram skipped")
+
+
+def _single_value_references(langs: list[str]) -> dict[str, str]:
+    """Reference groupings (genus / family) that put every language in one group: agreement with them is 0 by
+    construction and says nothing, so their rows are dropped. {reference: its one value}."""
+    from langmoe.data.languages import get_language
+
+    out = {}
+    for by in ("genus", "family"):
+        try:
+            values = {getattr(get_language(x), by) for x in langs}
+        except (LangmoeError, AttributeError):
+            continue
+        if len(values) == 1:
+            out[by] = str(next(iter(values)))
+    return out
+
+
+def _agreement(rep: _Report, groups: Mapping, run_dir: Path) -> None:
+    """One row per reference grouping: ARI/NMI of these groups, and of a random balanced grouping (chance)."""
+    agr = {k: v for k, v in dict(groups.get("agreement") or {}).items() if isinstance(v, Mapping)}
+    chance = {k.removeprefix("random grouping vs "): agr.pop(k) for k in list(agr)
+              if k.startswith("random grouping vs ")}
+    dropped = _single_value_references([str(x) for x in groups.get("langs") or []])
+    rows = []
+    for ref, v in agr.items():
+        if ref in dropped:
+            continue
+        c = chance.get(ref, {})
+        label = "a random balanced grouping" if ref == "random" else ref
+        rows.append([label, v.get("ari"), v.get("nmi"), c.get("ari"), c.get("nmi")])
+    rnd = _safe_read(rep, run_dir / "groups_random.json")
+    if isinstance(rnd, Mapping):
+        for k, v in dict(rnd.get("agreement") or {}).items():
+            if isinstance(v, Mapping) and k not in dropped:
+                rows.append([f"run's random grouping vs {k}", v.get("ari"), v.get("nmi"), None, None])
+    if rows:
+        rep.p("Agreement with reference groupings (ARI: 1 = identical, ~0 = chance, can be negative; NMI in [0, 1]). "
+              "The chance columns score a random balanced grouping with the same group sizes against the same "
+              "reference.")
+        rep.table(["reference grouping", "ARI", "NMI", "ARI, random grouping (chance)",
+                   "NMI, random grouping (chance)"], rows)
+    for by, value in dropped.items():
+        rep.p(f"No {by} row: every language is {value}, so agreement with {by} is 0 by construction.")
 
 
 def _routing(rep: _Report, routing: Mapping | None, run_dir: Path) -> None:
@@ -353,27 +443,88 @@ def _routing(rep: _Report, routing: Mapping | None, run_dir: Path) -> None:
     series.update({k: v["accuracy"] for k, v in others.items()})
     if series:
         layers = sorted({int(k) for acc in series.values() for k in acc})
-        rep.table(["system (top-1 = group expert)", *layers],
-                  [[name, *[acc.get(str(la)) for la in layers]] for name, acc in series.items()])
-        rep.image(plots.plot_routing_accuracy(series if len(series) > 1 else next(iter(series.values())),
-                                              rep.plot_dir / "routing_accuracy.png"), "routing accuracy")
+        rep.p("Routing accuracy: share of held-out tokens whose top-1 expert is their language group's expert.")
+        rep.table(["system", *[f"layer {la}" for la in layers]],
+                  [[name, *[pct(acc.get(str(la))) for la in layers]] for name, acc in series.items()])
+        if len(layers) > 1 or len(series) > 1:  # one system at one layer: the table says it all
+            rep.image(plots.plot_routing_accuracy(series, rep.plot_dir / "routing_accuracy.png"), "routing accuracy")
     counts = (routing or {}).get("counts") or {}
     layer_ids = sorted({int(k) for per in counts.values() for k in per}) if counts else []
+    experts = _expert_labels((routing or {}).get("group_of"))
     for layer in layer_ids[-4:]:  # the last MoE layers: where languages separate most
         rows = {lang: per[str(layer)] for lang, per in counts.items() if str(layer) in per}
         if rows:
+            n_exp = len(next(iter(rows.values())))
+            labels = [experts.get(e, str(e)) for e in range(n_exp)] if experts else None
             rep.image(plots.plot_routing_heatmap(rows, rep.plot_dir / f"routing_layer{layer}.png",
-                                                 title=f"Top-1 routing share, layer {layer}"),
+                                                 title=f"Top-1 routing share, layer {layer}", expert_labels=labels),
                       f"routing heatmap layer {layer}")
     if len(layer_ids) > 4:
         rep.p(f"(heatmaps of the last 4 of {len(layer_ids)} MoE layers)")
 
 
+def _expert_labels(group_of: Any) -> dict[int, str]:
+    """Expert index -> "0: en de nl" from routing.json's `group_of` (expert e serves group e)."""
+    if not isinstance(group_of, Mapping):
+        return {}
+    members: dict[int, list[str]] = {}
+    for lang, g in group_of.items():
+        if isinstance(g, int):
+            members.setdefault(g, []).append(str(lang))
+    return {g: f"{g}: {' '.join(v)}" for g, v in members.items()}
+
+
+def _ppl(rec: Any, key: str = "ppl") -> float | None:
+    return rec.get(key) if isinstance(rec, Mapping) else None
+
+
+def _new_language(rep: _Report, nl: Any) -> None:
+    """The new-language expansion (METHODS §1 G): the new language before/after, how each existing expert scored
+    it, and what happened to the old languages."""
+    if not isinstance(nl, Mapping) or "lang" not in nl:
+        _generic(rep, nl)
+        return
+    lang = str(nl["lang"])
+    src = nl.get("source_expert")
+    group = nl.get("source_group") or []
+    bits = [f"New language <b>{html.escape(lang)}</b>"]
+    if src is not None:
+        bits.append(f"its expert {html.escape(str(nl.get('new_expert', '?')))} was copied from expert {src}"
+                    + (f" ({html.escape(' '.join(map(str, group)))})" if group else ""))
+    if nl.get("tokens_seen") is not None:
+        steps = (nl.get("train") or {}).get("steps") if isinstance(nl.get("train"), Mapping) else None
+        bits.append(f"trained on {_fmt(int(nl['tokens_seen']))} tokens" + (f" ({steps} steps)" if steps else ""))
+    rep.p("; ".join(bits) + ".", raw=True)
+    before, after = nl.get("before") or {}, nl.get("after") or {}
+    if before or after:
+        b, a = _ppl(before), _ppl(after)
+        change = pct((a - b) / b, signed=True) if isinstance(a, float | int) and isinstance(b, float | int) and b else None
+        rep.table(["language", "perplexity before", "perplexity after", "change",
+                   "bits/byte before", "bits/byte after"],
+                  [[lang, b, a, change, _ppl(before, "bits_per_byte"), _ppl(after, "bits_per_byte")]],
+                  caption="The new language, before and after its expert was trained")
+    per_expert = nl.get("per_expert_ppl")
+    if isinstance(per_expert, list) and per_expert:
+        rep.table(["expert", "perplexity of " + lang, "chosen as the source"],
+                  [[i, v, "yes" if i == src else ""] for i, v in enumerate(per_expert)],
+                  caption=f"Each existing expert on {lang} before training (the lowest is copied)")
+    ob, oa, ch = nl.get("old_before") or {}, nl.get("old_after") or {}, nl.get("old_ppl_change") or {}
+    old_langs = [x for x in ob if isinstance(ob.get(x), Mapping)] or list(ch)
+    if old_langs:
+        rows = [[x, _ppl(ob.get(x)), _ppl(oa.get(x)), pct(ch.get(x), signed=True)] for x in old_langs]
+        if nl.get("old_mean_ppl_change") is not None:
+            rows.append(["mean change", None, None, pct(nl["old_mean_ppl_change"], signed=True)])
+        rep.table(["old language", "perplexity before", "perplexity after", "change"], rows,
+                  caption="The old languages (forgetting)")
+    extra = {k: v for k, v in nl.items() if k in ("train", "params", "replay_rows_per_micro_batch")}
+    if extra:
+        rep.table(["setting", "value"], [[k, v] for k, v in extra.items()], left_cols=2)
+
+
 def _generic(rep: _Report, obj: Any) -> None:
+    """Any other JSON record: a field/value table, nested records as rounded key=value lists."""
     if isinstance(obj, Mapping):
-        flat = [[k, json.dumps(v, ensure_ascii=False) if isinstance(v, Mapping | list) else v]
-                for k, v in obj.items()]
-        rep.table(["field", "value"], flat, left_cols=2)
+        rep.table(["field", "value"], [[k, v] for k, v in obj.items()], left_cols=2)
     else:
         rep.parts.append(f"<pre>{html.escape(json.dumps(obj, indent=2, ensure_ascii=False))}</pre>")
 

@@ -57,6 +57,8 @@ def ensure_groups(run) -> tuple[list[list[str]], str]:
     g = run.runner.run("groups", {"fixed": s.groups, "k": s.num_groups, "langs": r.languages, "v": 2}, fn_groups,
                        deps=deps)
     _ensure_file(run, "groups.json", g)
+    run.announce("groups", f"language groups ({g.get('method', '?')}): "
+                           + " | ".join(" ".join(x) for x in g["groups"]))
     return [list(x) for x in g["groups"]], "groups"
 
 
@@ -77,6 +79,8 @@ def ensure_layers(run) -> list[int]:
 
     lay = run.runner.run("layers", {"fixed": s.moe_layers, "epsilon": s.epsilon}, fn_layers, deps=deps)
     _ensure_file(run, "layers.json", lay)
+    how = f"ε = {lay['epsilon']:g}" if lay.get("epsilon") is not None else lay.get("method", "fixed")
+    run.announce("layers", f"MoE layers ({how}): {', '.join(map(str, lay['selected'])) or 'none'}")
     return [int(x) for x in lay["selected"]]
 
 

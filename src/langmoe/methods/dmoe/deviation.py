@@ -335,8 +335,15 @@ def measure_deviation(model: torch.nn.Module, data: DataSpec, config: DeviationC
     per_lang: dict[str, LanguageDeviation] = {}
     vectors: dict[str, torch.Tensor] = {}
     was_training = model.training
+    from contextlib import ExitStack
+
+    from langmoe.console import progress as _progress
+
+    stack = ExitStack()  # a transient bar over languages on a terminal, unless the trainer draws its own per language
+    bar = stack.enter_context(_progress("deviation", len(langs), plain_lines=False, enabled=not config.progress))
     try:
         for lang in langs:
+            bar.advance(lang)
             source, data_fp = _source_and_fingerprint(data, lang, config)
             key = _cache_key(config, base_fp, data_fp, lang)
             if cache is not None:
@@ -364,6 +371,7 @@ def measure_deviation(model: torch.nn.Module, data: DataSpec, config: DeviationC
             log(f"deviation: {lang} loss {info.first_loss:.3f} -> {info.last_loss:.3f}, "
                 f"max FFN deviation {max(dev_ffn):.4g}")
     finally:
+        stack.close()
         _restore(trainable, base)
         model.train(was_training)
         if tmp_root is not None:
