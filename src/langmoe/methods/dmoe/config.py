@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from langmoe.config import MethodConfig
 from langmoe.train.optim import StageOptim
 
-ANALYSIS_FIELDS = ("num_groups", "groups", "epsilon", "moe_layers", "deviation")
+ANALYSIS_FIELDS = ("num_groups", "groups", "tie_break", "epsilon", "moe_layers", "deviation")
 
 
 class _Strict(BaseModel):
@@ -22,6 +22,9 @@ class DeviationSettings(_Strict):
     steps: int = Field(10, gt=0)
     lr: float = Field(1e-4, gt=0, description="paper: 8e-6 at 2048x512 tokens per step; tiny models need more")
     vector_layers: Literal["last3", "all"] = "last3"
+    grad_accum: int = Field(4, gt=0, description="micro-batches per probe step: tokens per step = "
+                                                 "micro_batch_size × grad_accum × block_len")
+    stability: bool = Field(True, description="probe twice (seed, seed + 1) and report the agreement")
 
 
 class NewLanguageSettings(_Strict):
@@ -46,6 +49,9 @@ class DmoeSettings(MethodConfig):
 
     num_groups: int = Field(2, ge=1, description="K: groups = experts per MoE layer")
     groups: list[list[str]] | None = Field(None, description="fixed grouping; skips deviation-based grouping")
+    tie_break: Literal["mean", "official"] = Field(
+        "mean", description="equal-diameter subsets: mean = smaller mean distance; official = first in "
+                            "combination order (reproduces ZNLP/DMoE's script)")
     epsilon: float = Field(0.6, ge=0, le=1, description="layer l becomes MoE iff normalised deviation >= epsilon")
     moe_layers: list[int] | None = Field(None, description="fixed MoE layers; skips layer selection")
     deviation: DeviationSettings = DeviationSettings()
@@ -84,12 +90,6 @@ class DmoeSettings(MethodConfig):
         if self.stage1.steps + self.stage2.steps != recipe.budget_steps:
             raise ValueError(f"stage1.steps + stage2.steps = {self.stage1.steps + self.stage2.steps} but "
                              f"budget_steps is {recipe.budget_steps}: make them equal (equal token budget)")
-        if self.schedule == "continuous":
-            diff = [k for k in ("lr", "warmup_ratio", "min_lr_ratio")
-                    if getattr(self.stage1, k) != getattr(self.stage2, k)]
-            if diff:
-                raise ValueError(f"schedule: continuous runs one LR schedule over both stages, but stage1 and "
-                                 f"stage2 differ in {', '.join(diff)}: make them equal or set schedule: restart")
         for s in recipe.systems:
             other = getattr(s, "settings", None)
             if isinstance(other, DmoeSettings) and other is not self and other.analysis() != self.analysis():
