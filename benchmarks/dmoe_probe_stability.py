@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in row.items() if not k.startswith("groups")}), flush=True)
     out = Path(a.out) / "probe_stability.json"
     out.write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2))
-    print(f"| accum | tokens/step | sim corr | layer corr | spread | same groups | genus (s0/s1) | s |")
+    print("| accum | tokens/step | sim corr | layer corr | spread | same groups | genus (s0/s1) | s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['grad_accum']} | {r['tokens_per_step']} | {r['similarity_corr']:.3f} | "
