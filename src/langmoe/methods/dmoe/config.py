@@ -36,6 +36,11 @@ class NewLanguageSettings(_Strict):
     alpha: float = Field(1.28, ge=0, description="weight of the router classification loss")
     replay: float = Field(0.25, ge=0, lt=1, description="share of each micro-batch that is old-language text "
                                                        "hard-routed to its group's expert (0: new language only)")
+    init: Literal["margin", "copy"] = Field("margin", description="new router row: the source row lowered by "
+                                            "`margin` on the old languages' centroid (margin), or a tied copy")
+    margin: float = Field(2.0, ge=0, description="logit gap of the new row below its source on old languages")
+    freeze_old_rows: bool = Field(True, description="the old experts' router rows do not train (old tokens change "
+                                                    "only where the new expert enters their top-k)")
 
 
 class DmoeSettings(MethodConfig):

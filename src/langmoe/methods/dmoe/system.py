@@ -54,8 +54,14 @@ def _train(run: RecipeRun, s, system: str, groups, layers, deps: list[str]) -> t
         return train_stage2(model, run.blocks(), group_of, cfg2, out, lam=s.lambda_lb, tau=r.data.tau,
                             fail_at=fail, **extra)
 
+    def save2(model, dest):
+        from langmoe.methods.dmoe.new_language_stage import write_languages_file
+
+        save_moe(run.tokenizer)(model, dest)
+        write_languages_file(dest, group_of)  # which expert serves which language (langmoe add-language)
+
     info2 = run.train_stage(s2, {"train": cfg2, "lambda": s.lambda_lb}, [s1], lambda: load_moe(run.model_dir(s1)),
-                            train2, save_moe(run.tokenizer))
+                            train2, save2)
     return info1, info2, s2
 
 
