@@ -142,3 +142,33 @@ def test_add_language_cli_lifelong_to_new_folder(tmp_path, capsys):
     assert [r["lang"] for r in res] == ["es", "it"] and "es" in res[1]["old_after"]  # es is old for it
     assert all(r["base"]["ppl"] > 0 for r in res)
     assert main(args) == 2 and "not empty" in capsys.readouterr().err  # never overwrites
+
+
+def test_keep_out_term_hand_values():
+    """relu(l_new − l_(k) + margin) on old tokens only (group < new), padding ignored, mean over layers."""
+    from types import SimpleNamespace
+
+    import langmoe.models.moe as moe_mod
+    from langmoe.methods.dmoe.new_language import keep_out_term
+
+    # 3 tokens, experts 0..2 old, 3 new; top_k 2, margin 1
+    l1 = torch.tensor([[3.0, 2.0, 0.0, 1.5],    # old (group 0): k-th old = 2.0 -> relu(1.5 - 2 + 1) = 0.5
+                       [0.0, 1.0, 4.0, -5.0],   # old (group 2): k-th = 1.0 -> relu(-5 - 1 + 1) = 0
+                       [0.0, 0.0, 0.0, 9.0]])   # new-language token (group 3): ignored
+    l2 = torch.tensor([[1.0, 1.0, 1.0, 1.0],    # relu(1 - 1 + 1) = 1
+                       [0.0, 0.0, 0.0, 0.0],    # padding: ignored
+                       [5.0, 5.0, 5.0, 5.0]])   # new token: ignored
+    outs = [SimpleNamespace(logits=l1), SimpleNamespace(logits=l2)]
+    batch = {"group_ids": torch.tensor([[0, 2, 3]]), "labels": torch.tensor([[1, 1, 1]])}
+    orig = moe_mod.router_outputs
+    try:
+        moe_mod.router_outputs = lambda _m: outs
+        batch2 = {"group_ids": torch.tensor([[0, 1, 3]]), "labels": torch.tensor([[1, -100, 1]])}
+        v1 = keep_out_term(3, 2, 1.0)(None, batch, None)
+        outs[:] = [SimpleNamespace(logits=l2)]
+        v2 = keep_out_term(3, 2, 1.0)(None, batch2, None)
+    finally:
+        moe_mod.router_outputs = orig
+    # layer 1: mean(0.5, 0) = 0.25; layer 2 with batch: tokens 0,1 old -> relu(1-1+1)=1, relu(0-0+1)=1 -> 1
+    assert float(v1) == pytest.approx((0.25 + 1.0) / 2)
+    assert float(v2) == pytest.approx(1.0)  # only token 0 counts (token 1 is padding, token 2 new)

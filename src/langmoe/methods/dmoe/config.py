@@ -39,6 +39,8 @@ class NewLanguageSettings(_Strict):
     init: Literal["margin", "copy"] = Field("margin", description="new router row: the source row lowered by "
                                             "`margin` on the old languages' centroid (margin), or a tied copy")
     margin: float = Field(2.0, ge=0, description="logit gap of the new row below its source on old languages")
+    keep_out: float = Field(1.0, ge=0, description="weight of the hinge keeping the new row `margin` below old "
+                                                   "tokens' k-th logit (needs replay > 0)")
     freeze_old_rows: bool = Field(True, description="the old experts' router rows do not train (old tokens change "
                                                     "only where the new expert enters their top-k)")
 
