@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per language (default 50)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 2e-4)")
     p.add_argument("--replay", type=float, default=None, help="old-language share of each micro-batch (0.25)")
+    p.add_argument("--keep-out", type=float, default=None,
+                   help="weight of the hinge keeping the new expert out of old tokens' top-k (default 1)")
     p.add_argument("--init", choices=["margin", "copy"], default=None, help="new router row (default margin)")
     p.add_argument("--margin", type=float, default=None, help="logit gap below the source on old languages (2)")
     p.add_argument("--micro-batch-size", type=int, default=8)
@@ -123,7 +125,7 @@ def run(args) -> int:
         raise LangmoeError(f"{model_dir} has no tokenizer files: save the tokenizer with the model")
     base = load_model_any(resolve_model_path(args.base))[0] if args.base else None
     settings = {k: v for k, v in {"steps": args.steps, "lr": args.lr, "replay": args.replay, "init": args.init,
-                                  "margin": args.margin}.items() if v is not None}
+                                  "margin": args.margin, "keep_out": args.keep_out}.items() if v is not None}
     train_config = {"steps": 1, "lr": 2e-4, "warmup_ratio": 0.03, "micro_batch_size": args.micro_batch_size,
                     "seed": args.seed, "save_every": 0, "log_every": 10, "progress": False}
     ekw = {"split": "test", "window": args.window, "stride": args.stride,
@@ -147,13 +149,16 @@ def run(args) -> int:
 def result_table(results: list[dict[str, Any]]):
     from rich.table import Table
 
-    t = Table(title="add-language: perplexity (lower is better)")
-    for col in ("lang", "expert", "base", "before", "after", "old mean Δ", "old worst Δ", "intrusion"):
+    t = Table(title="add-language: perplexity (lower is better); learned top-k routing, and hard routing by "
+                    "language (hard)")
+    for col in ("lang", "expert", "base", "before", "after", "old mean Δ", "old worst Δ", "intrusion",
+                "after (hard)", "old Δ (hard)"):
         t.add_column(col, justify="left" if col == "lang" else "right")
     for r in results:
         worst = max(r["old_ppl_change"].items(), key=lambda kv: kv[1])
         t.add_row(r["lang"], f"{r['new_expert']} (from {r['source_expert']})",
                   f"{r['base']['ppl']:.1f}" if r.get("base") else "-", f"{r['before']['ppl']:.1f}",
                   f"{r['after']['ppl']:.1f}", f"{r['old_mean_ppl_change']:+.2%}", f"{worst[0]} {worst[1]:+.2%}",
-                  f"{r['intrusion_end']:.1%}")
+                  f"{r['intrusion_end']:.1%}", f"{r['after_hard']['ppl']:.1f}",
+                  f"{r['old_mean_ppl_change_hard']:+.2%}")
     return t

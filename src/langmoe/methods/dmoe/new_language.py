@@ -23,8 +23,10 @@ perplexity). Three additions to the paper's recipe keep old languages where they
   the demo, 100 steps let the new expert into 80% of old tokens' top-2, +79% old-language ppl).
 
 `add_language` runs the whole §G for one language and reports the new language's perplexity before and after,
-every old language's change and the share of old tokens whose top-k holds the new expert (`intrusion`); it is
-used by the pipeline stage and by `langmoe add-language` (several languages, one after another).
+every old language's change and the share of old tokens whose top-k holds the new expert (`intrusion`), under
+learned routing and under hard routing by language (each language to its group's expert, the new one to its
+own: old outputs are then unchanged by construction); it is used by the pipeline stage and by
+`langmoe add-language` (several languages, one after another).
 """
 
 from __future__ import annotations
@@ -270,6 +272,10 @@ def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, in
     before_new = evaluate_languages(model, tokenizer, corpus, [lang], **ekw)[lang].model_dump()
     base_new = (evaluate_languages(base_model, tokenizer, corpus, [lang], **ekw)[lang].model_dump()
                 if base_model is not None else None)
+    from langmoe.train.routing_context import hard_routing
+
+    old_before_hard = {x: sc.model_dump() for x, sc in evaluate_languages(
+        model, tokenizer, corpus, old, forward_context=hard_routing, group_of=dict(expert_of), **ekw).items()}
     per_expert = expert_perplexities(model, tokenizer, corpus, lang, k, ekw)
     source = min(range(k), key=lambda i: per_expert[i])
     log(f"add-language {lang}: ppl {before_new['ppl']:.2f}; per expert {[round(p, 1) for p in per_expert]}; "
@@ -290,6 +296,9 @@ def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, in
                              keep_out=settings.keep_out, margin=settings.margin)
     after = {x: s.model_dump() for x, s in evaluate_languages(model, tokenizer, corpus, [lang, *old], **ekw).items()}
     old_after = {x: after[x] for x in old}
+    hard = {x: sc.model_dump() for x, sc in evaluate_languages(
+        model, tokenizer, corpus, [lang, *old], forward_context=hard_routing,
+        group_of={**dict(expert_of), lang: new_expert}, **ekw).items()}
     out = {
         "lang": lang,
         "per_expert_ppl": per_expert,
@@ -303,6 +312,10 @@ def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, in
         "old_after": old_after,
         "old_ppl_change": {x: old_after[x]["ppl"] / old_before[x]["ppl"] - 1 for x in old},
         "old_mean_ppl_change": mean_metrics(old_after)["ppl"] / mean_metrics(dict(old_before))["ppl"] - 1,
+        "after_hard": hard[lang],
+        "old_ppl_change_hard": {x: hard[x]["ppl"] / old_before_hard[x]["ppl"] - 1 for x in old},
+        "old_mean_ppl_change_hard": mean_metrics({x: hard[x] for x in old})["ppl"]
+        / mean_metrics(old_before_hard)["ppl"] - 1,
         "intrusion_start": intrusion_start,
         "intrusion_end": intrusion(model, old_blocks, new_expert),
         "tokens_seen": int(res.tokens_seen),
@@ -311,5 +324,6 @@ def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, in
     }
     log(f"add-language {lang}: ppl {before_new['ppl']:.2f} -> {after[lang]['ppl']:.2f}"
         + (f" (base {base_new['ppl']:.2f})" if base_new else "")
-        + f"; old languages' mean ppl {out['old_mean_ppl_change']:+.2%}")
+        + f"; old languages' mean ppl {out['old_mean_ppl_change']:+.2%}; with hard routing by language "
+        f"{lang} {hard[lang]['ppl']:.2f}, old {out['old_mean_ppl_change_hard']:+.2%}")
     return out
