@@ -1,4 +1,4 @@
-"""benchmarks/dmoe_builtin.py: the scaling-curve logic (fast unit checks) and one tiny end-to-end run (slow)."""
+"""benchmarks/dmoe_builtin.py: the scaling-curve logic (fast unit checks) and one tiny end-to-end run (~11 s)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,6 @@ def test_reading_states_the_result_either_way():
     assert "X-ELM 85.00" in lines[2] and "4.00x" in lines[2]
 
 
-@pytest.mark.slow
 def test_tiny_benchmark_end_to_end(tmp_path):
     b = _bench()
     assert b.main(["--tiny", "--seeds", "0", "--multipliers", "1", "2", "--out", str(tmp_path), "--threads",
