@@ -907,8 +907,21 @@ def test_every_subcommand_has_bad_input_cases():
 
     covered = {"corpus", "tokenizer", "eval", "pretrain", "train", "deviation", "group", "select-layers", "upcycle",
                "export", "convert", "run", "demo", "report", "lm-eval", "lm-eval-tasks",
-               "routing", "adapt"}  # routing/adapt: tests/methods/routing/test_routing_cli.py
+               "routing", "adapt", "add-language"}  # routing/adapt: tests/methods/routing/test_routing_cli.py
     covered |= {"generate", "languages", "recipes"}  # in tests/cli/test_{generate,languages_cmd,recipes_cmd}.py
     covered |= {"expand"}  # cases in tests/methods/layermoe/test_expand_cli.py
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) <= covered, f"no bad-input tests for: {sorted(set(sub.choices) - covered)}"
+
+
+def test_add_language_bad_input(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("1")
+    base = ["add-language", "--lang", "ga", "--corpus", "builtin"]
+    fails(capsys, [*base, "--model", "builtin", "--out", out], "not empty")
+    fails(capsys, [*base, "--model", "builtin", "--out", tmp_path / "o1"], "langmoe_languages.json", "--groups")
+    fails(capsys, [*base, "--model", "builtin", "--out", tmp_path / "o2", "--groups", "en,de/en"], "twice")
+    fails(capsys, [*base, "--model", "builtin", "--out", tmp_path / "o3", "--groups", "en,ga/fr"], "ga")
+    fails(capsys, [*base, "--model", "builtin", "--out", tmp_path / "o4", "--groups", "en/fr"], "not an MoE model")
+    fails(capsys, [*base, "--model", "builtin", "--out", tmp_path / "o5", "--groups", "en/xx"], "xx", "corpus")

@@ -20,6 +20,10 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=None,
                    help="probe learning rate (default 3e-4, as the DMoE recipes' deviation.lr)")
     p.add_argument("--micro-batch-size", type=int, default=None, help="sequences per step (default 8)")
+    p.add_argument("--grad-accum", type=int, default=None,
+                   help="micro-batches per probe step (default 4): tokens per step = micro × accum × block_len")
+    p.add_argument("--no-stability", action="store_true",
+                   help="skip the second probe (seed + 1) that measures the probe's own stability")
     p.add_argument("--block-len", type=int, default=None, help="tokens per sequence (default 128)")
     p.add_argument("--max-tokens", type=int, default=None, help="packed tokens per language (default 50000)")
     p.add_argument("--last-n-layers", type=int, default=None,
@@ -36,7 +40,7 @@ def build_deviation_config(args):
     from langmoe.methods.dmoe.deviation import DeviationConfig
 
     raw = {"steps": args.steps, "lr": args.lr, "micro_batch_size": args.micro_batch_size,
-           "block_len": args.block_len, "max_tokens_per_lang": args.max_tokens, "sketch_dim": args.sketch_dim,
+           "grad_accum": getattr(args, "grad_accum", None), "block_len": args.block_len, "max_tokens_per_lang": args.max_tokens, "sketch_dim": args.sketch_dim,
            "seed": args.seed}
     cfg = {k: v for k, v in raw.items() if v is not None}
     if args.lr is None:  # the recipes' default (DMoE settings), not the library's: one story for both
@@ -45,6 +49,8 @@ def build_deviation_config(args):
         cfg["lr"] = DeviationSettings().lr
     if args.last_n_layers is not None:
         cfg["last_n_layers"] = args.last_n_layers or None
+    if getattr(args, "no_stability", False):
+        cfg["stability"] = False
     if args.no_attention:
         cfg["include_attention"] = False
     cfg["progress"] = True
@@ -98,5 +104,13 @@ def run(args) -> int:
     for x, row in zip(res.langs, res.similarity, strict=True):
         s.add_row(x, *[f"{v:.3f}" for v in row])
     console.print(s)
+    if res.stability is not None:
+        console.print(f"probe stability (seeds {res.stability.seeds}): similarity correlation "
+                      f"{res.stability.similarity_corr:.3f}, layer-profile correlation "
+                      f"{'n/a' if res.stability.layer_corr is None else f'{res.stability.layer_corr:.3f}'}")
+    if res.layer_spread is not None:
+        console.print(f"layer spread (max/min mean FFN deviation): {res.layer_spread:.3f}")
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
     console.print(f"wrote {out / 'deviation.json'}")
     return 0

@@ -16,6 +16,9 @@ def register(subparsers) -> None:
     size.add_argument("--group-size", type=int, help="languages per group (leftovers form a last group)")
     p.add_argument("--method", choices=["auto", "exhaustive", "greedy"], default="auto",
                    help="builder (default auto: exhaustive while cheap)")
+    p.add_argument("--tie-break", choices=["mean", "official"], default="mean",
+                   help="equal-diameter subsets: mean (default) = smaller mean distance; official = first in "
+                        "combination order, as the official DMoE script")
     p.add_argument("--seed", type=int, default=0, help="seed of the random comparison grouping")
     p.add_argument("--out", default=None, help="write groups.json here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -34,7 +37,7 @@ def run(args) -> int:
         check_output(args.out, "group", inputs=[args.deviation], kind="file", overwrite=args.overwrite)
     dev = load_deviation(args.deviation)
     g = group_languages(dev.langs, dev.similarity, num_groups=args.groups, group_size=args.group_size,
-                        method=args.method)
+                        method=args.method, tie_break=args.tie_break)
     g = with_comparisons(g, seed=args.seed)
     console = Console()
     t = Table(title=f"groups ({g.method})")

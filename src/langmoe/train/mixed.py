@@ -16,16 +16,17 @@ from langmoe.train.faults import maybe_fail
 
 def train_mixed(model, blocks, train_config: Mapping[str, Any], out_dir: Path, tau: float = 0.3,
                 fail_at: int | None = None, seed_offset: int = 0, group_of: Mapping[str, int] | None = None,
-                loss_terms=None, forward_context=None):
+                loss_terms=None, forward_context=None, **train_kwargs):
     """Mixed micro-batches (`TemperatureSampler`, seed = config seed + `seed_offset`), CLM loss plus `loss_terms`,
-    all trainable parameters. `group_of` adds per-token group ids to the batches (for routing losses)."""
+    all trainable parameters. `group_of` adds per-token group ids to the batches (for routing losses);
+    `train_kwargs` go to the trainer (e.g. `init_optimizer_state`)."""
     from langmoe.data.samplers import TemperatureSampler
     from langmoe.train.trainer import train
 
     kw = {"group_of": dict(group_of)} if group_of is not None else {}
     source = TemperatureSampler(blocks, train_config["micro_batch_size"], tau=tau,
                                 seed=train_config.get("seed", 0) + seed_offset, **kw)
-    extra = {}
+    extra = dict(train_kwargs)
     if loss_terms:
         extra["loss_terms"] = list(loss_terms)
     if forward_context is not None:

@@ -17,9 +17,12 @@ class WarmupCosine:
 
     Steps `0..warmup_steps-1` ramp linearly to 1 (step 0 already gets `1/warmup_steps`, so no step is wasted at
     lr 0); the remaining steps follow a half cosine from 1 down to `min_lr_ratio`, reached exactly on the last step.
+
+    `offset` shifts the call's steps (step `s` is evaluated at `s + offset`): one schedule spread over several
+    `train` calls, e.g. DMoE stage 2 continuing stage 1's warmup-cosine instead of restarting it.
     """
 
-    def __init__(self, total_steps: int, warmup_steps: int, min_lr_ratio: float):
+    def __init__(self, total_steps: int, warmup_steps: int, min_lr_ratio: float, offset: int = 0):
         if total_steps < 1:
             raise LangmoeError(f"total_steps must be >= 1, got {total_steps}")
         if not 0 <= warmup_steps <= total_steps:
@@ -29,8 +32,12 @@ class WarmupCosine:
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps
         self.min_lr_ratio = min_lr_ratio
+        if not 0 <= offset < total_steps:
+            raise LangmoeError(f"schedule offset must be in [0, {total_steps}), got {offset}")
+        self.offset = offset
 
     def __call__(self, step: int) -> float:
+        step = step + self.offset
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         decay_steps = self.total_steps - self.warmup_steps - 1
@@ -44,3 +51,11 @@ def warmup_cosine_scheduler(
     """LambdaLR with `WarmupCosine`; warmup length is `round(warmup_ratio * total_steps)`."""
     warmup = min(total_steps, int(round(warmup_ratio * total_steps)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup, min_lr_ratio))
+
+
+def continued_warmup_cosine_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float, min_lr_ratio: float, offset: int = 0
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The part of one warmup-cosine over `total_steps` that starts at global step `offset` (0: the whole one)."""
+    warmup = min(total_steps, int(round(warmup_ratio * total_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup, min_lr_ratio, offset))

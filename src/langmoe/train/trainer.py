@@ -15,19 +15,19 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_json, write_text
 from langmoe.train.optim import OptimSettings
-from langmoe.train.schedule import warmup_cosine_scheduler
+from langmoe.train.schedule import continued_warmup_cosine_scheduler
 from langmoe.validation import validate
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "find_checkpoints",
     "verify_checkpoint",
     "is_no_decay",
+    "optimizer_state_by_name",
     "param_groups",
     "train",
 ]
@@ -74,6 +75,10 @@ class TrainConfig(OptimSettings):
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 0
     progress: bool = Field(True, description="rich progress bar (shown only on a TTY, rank 0)")
+    # One LR schedule over several `train` calls (e.g. DMoE stage 1 then stage 2): local step s runs at global step
+    # `schedule_offset + s` of a warmup-cosine over `schedule_total` steps (None: this call's `steps`, offset 0).
+    schedule_offset: int = Field(0, ge=0, description="global step of this call's first step (continued schedule)")
+    schedule_total: int | None = Field(None, gt=0, description="steps of the whole schedule; None: `steps`")
 
     @field_validator("adam_betas")
     @classmethod
@@ -81,6 +86,14 @@ class TrainConfig(OptimSettings):
         if not all(0.0 <= b < 1.0 for b in v):
             raise ValueError("adam_betas must both be in [0, 1)")
         return v
+
+    @model_validator(mode="after")
+    def _schedule_span(self) -> TrainConfig:
+        total = self.schedule_total if self.schedule_total is not None else self.steps
+        if self.schedule_offset + self.steps > total:
+            raise ValueError(f"schedule_offset {self.schedule_offset} + steps {self.steps} exceeds "
+                             f"schedule_total {total}")
+        return self
 
     @classmethod
     def parse(cls, data: dict[str, Any] | TrainConfig) -> TrainConfig:
@@ -123,6 +136,8 @@ class TrainResult:
     # others). The model object itself then still holds shards: save/evaluate a plain copy loaded with these
     # (`langmoe.train.distributed.gathered_model`).
     state_dict: dict[str, torch.Tensor] | None = None
+    # AdamW state by parameter name after the last step (only with `train(..., return_optimizer_state=True)`)
+    optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -477,6 +492,8 @@ def train(
     eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     trainable: Callable[[str, torch.nn.Parameter], bool] | None = None,
     accelerator: Any = None,
+    init_optimizer_state: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    return_optimizer_state: bool = False,
 ) -> TrainResult:
     """Train `model` (a Hugging Face causal LM) in place for `config.steps` optimizer steps.
 
@@ -484,6 +501,10 @@ def train(
     `labels` reach the model; the whole batch (with `lang_ids`, `group_ids`) goes to loss terms and to
     `forward_context(model, batch)`, which wraps every forward (e.g. hard routing by group). Pass `accelerator`
     to reuse a configured `accelerate.Accelerator` (one per `train` call: it registers model and optimizer).
+
+    Hand-off between calls (one optimiser across stages): `init_optimizer_state` (AdamW state by parameter name,
+    e.g. the previous call's `TrainResult.optimizer_state`) seeds the moments of the parameters it names when the
+    run starts fresh (a checkpoint, when there is one, wins); other parameters start with fresh state.
     """
     config = TrainConfig.parse(config)
     terms = tuple(loss_terms)
@@ -521,7 +542,12 @@ def train(
     )
     # The scheduler is not handed to `prepare`: Accelerate's wrapper steps it once per process per call, which
     # would advance the schedule `world` times too fast. We step it exactly once per optimizer step.
-    scheduler = warmup_cosine_scheduler(optimizer, config.steps, config.warmup_ratio, config.min_lr_ratio)
+    scheduler = continued_warmup_cosine_scheduler(
+        optimizer, config.schedule_total or config.steps, config.warmup_ratio, config.min_lr_ratio,
+        config.schedule_offset,
+    )
+    if init_optimizer_state:
+        _seed_optimizer_state(acc, model, optimizer, init_optimizer_state)
     prepared, optimizer = acc.prepare(model, optimizer)
     inner = acc.unwrap_model(prepared)
     # All parameters (frozen ones have no grad and are ignored): Accelerate then uses FSDP's own clipping.
@@ -543,6 +569,8 @@ def train(
                 f"checkpoint step {start_step} is past steps={config.steps}; nothing to do", stacklevel=2
             )
         result.state_dict = _gather_if_sharded(acc, prepared)
+        if return_optimizer_state:
+            result.optimizer_state = optimizer_state_by_name(inner, optimizer)
         return result
 
     world, rank, device = acc.num_processes, acc.process_index, acc.device
@@ -651,4 +679,40 @@ def train(
     result.elapsed_s = time.perf_counter() - t0
     result.tokens_seen = tokens_seen
     result.tokens_per_s = (tokens_seen - tokens_at_start) / max(result.elapsed_s, 1e-9)
+    if return_optimizer_state:
+        result.optimizer_state = optimizer_state_by_name(inner, optimizer)
     return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# optimiser hand-off between train calls
+
+
+def optimizer_state_by_name(model: torch.nn.Module, optimizer) -> dict[str, dict[str, torch.Tensor]]:
+    """AdamW state (`step`, `exp_avg`, `exp_avg_sq`) keyed by parameter name, detached copies on CPU."""
+    opt = getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, p in model.named_parameters():
+        st = opt.state.get(p)
+        if st:
+            out[name] = {k: (v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v) for k, v in st.items()}
+    return out
+
+
+def _seed_optimizer_state(acc, model, optimizer, state: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+    """Copy the named state into `optimizer` for parameters that exist with the same shape (others start fresh)."""
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise LangmoeError(
+            "carrying optimizer state between stages needs an unsharded run (1 process or DDP); "
+            "use schedule: restart with FSDP/DeepSpeed"
+        )
+    for name, p in model.named_parameters():
+        st = state.get(name)
+        if not p.requires_grad or not st or st.get("exp_avg") is None or st["exp_avg"].shape != p.shape:
+            continue
+        optimizer.state[p] = {
+            k: (v.detach().to(p.device if k != "step" else v.device, copy=True) if torch.is_tensor(v) else v)
+            for k, v in st.items()
+        }

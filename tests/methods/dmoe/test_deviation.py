@@ -22,7 +22,7 @@ from langmoe.methods.dmoe.deviation import (
 from langmoe.train.trainer import TrainConfig, train
 
 torch.set_num_threads(1)
-CFG = {"steps": 2, "lr": 1e-3, "micro_batch_size": 4}
+CFG = {"steps": 2, "lr": 1e-3, "micro_batch_size": 4, "grad_accum": 1, "stability": False}
 
 
 def test_hand_computed_deviation_and_vector(tmp_path):
@@ -130,3 +130,47 @@ def test_layer_params_finds_ffn_and_attention_matrices_only():
     assert len(lp) == 3
     assert [n for n, _ in lp[0]["ffn"]] == [f"model.layers.0.mlp.{w}_proj.weight" for w in ("gate", "up", "down")]
     assert len(lp[0]["attn"]) == 4
+
+
+def test_accumulated_probe_matches_reference_and_reports_stability(tmp_path):
+    """grad_accum=2: the probe equals an independent fine-tune with 2 micro-batches per step; the stability probe
+    (seed + 1) equals the same fine-tune with seed 1, and the reported correlation is computed from the two."""
+    from langmoe.methods.dmoe.deviation import FLAT_RATIO
+
+    model, blocks = tiny_llama(), synthetic_blocks()
+    langs = ["en", "de", "fr"]
+    res = measure_deviation(model, blocks, {**CFG, "grad_accum": 2, "stability": True}, out_dir=tmp_path / "d",
+                            langs=langs)
+    refs = {}
+    for seed in (0, 1):
+        vecs = []
+        for x in langs:
+            ref = copy.deepcopy(model)
+            base = {n: p.detach().clone() for n, p in ref.named_parameters()}
+            tc = TrainConfig(steps=2, lr=1e-3, warmup_ratio=0.0, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
+                             micro_batch_size=4, grad_accum=2, seed=seed, log_every=1, progress=False)
+            train(ref, TemperatureSampler(_language_view(blocks, x), 4, seed=seed, grad_accum=2), tc,
+                  tmp_path / f"ref{seed}{x}")
+            after = dict(ref.named_parameters())
+            names = [f"model.layers.{li}.mlp.{w}_proj.weight" for li in range(3) for w in ("gate", "up", "down")]
+            vecs.append(torch.cat([(after[n].detach() - base[n]).reshape(-1) for n in names]).double())
+        v = torch.stack(vecs)
+        v = v / v.norm(dim=1, keepdim=True)
+        refs[seed] = (v @ v.T).numpy()
+    np.testing.assert_allclose(np.asarray(res.similarity), refs[0], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(res.stability.similarity), refs[1], atol=1e-5)
+    iu = np.triu_indices(3, 1)
+    assert res.stability.similarity_corr == pytest.approx(np.corrcoef(refs[0][iu], refs[1][iu])[0, 1], abs=1e-4)
+    assert res.stability.seeds == [0, 1]
+    saved = DeviationResult.load(tmp_path / "d" / "deviation.json")
+    assert saved.stability is not None and saved.layer_spread == pytest.approx(res.layer_spread)
+    spread = np.asarray([res.dev_ffn[x] for x in langs]).mean(axis=0)
+    assert res.layer_spread == pytest.approx(spread.max() / spread.min())
+    assert (res.layer_spread < FLAT_RATIO) == any("flat" in w for w in res.warnings)
+
+
+def test_flat_layers_warn():
+    from langmoe.methods.dmoe.deviation import layer_spread
+
+    assert layer_spread({"a": [1.0, 1.05], "b": [1.0, 1.07]}) == pytest.approx(1.06)
+    assert layer_spread({"a": [0.0, 1.0]}) is None

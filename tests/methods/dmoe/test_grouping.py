@@ -152,3 +152,69 @@ def test_against_sklearn_if_available():
         a, b = rng.integers(0, 3, 12), rng.integers(0, 4, 12)
         assert adjusted_rand_index(a, b) == pytest.approx(metrics.adjusted_rand_score(a, b))
         assert normalized_mutual_info(a, b) == pytest.approx(metrics.normalized_mutual_info_score(a, b))
+
+
+# ---- tie-break: the official script's rule -----------------------------------------------------------------------
+
+def _tie_matrix():
+    """Two minimal-diameter triangles (diameter 0.5): {a,b,c} first in combination order (mean 0.5) and {a,d,e}
+    (mean 0.233). Every other pair is at 0.9, so no other triangle has diameter <= 0.5."""
+    langs = ["a", "b", "c", "d", "e", "f"]
+    d = {("a", "b"): 0.5, ("a", "c"): 0.5, ("b", "c"): 0.5, ("a", "d"): 0.1, ("a", "e"): 0.1, ("d", "e"): 0.5}
+    s = np.full((6, 6), 0.1)
+    for (x, y), v in d.items():
+        i, j = langs.index(x), langs.index(y)
+        s[i, j] = s[j, i] = 1.0 - v
+    np.fill_diagonal(s, 1.0)
+    return langs, s
+
+
+def test_tie_break_official_takes_first_subset_in_combination_order():
+    langs, s = _tie_matrix()
+    # hand-derived: the official script keeps (0, 1, 2) = {a, b, c}; then {d, e, f} is all that is left
+    assert group_languages(langs, s, num_groups=2, tie_break="official").groups == [["a", "b", "c"],
+                                                                                   ["d", "e", "f"]]
+    # the default prefers the tighter group on the tie: {a, d, e} (mean 0.233), leaving {b, c, f}
+    assert group_languages(langs, s, num_groups=2).groups == [["a", "d", "e"], ["b", "c", "f"]]
+
+
+def test_tie_break_official_across_scan_batches():
+    from langmoe.methods.dmoe.grouping import _best_subset, distance_matrix
+
+    langs, s = _tie_matrix()
+    d = distance_matrix(s)
+    assert _best_subset(d, list(range(6)), 3, batch=1, tie_break="official") == [0, 1, 2]
+    assert _best_subset(d, list(range(6)), 3, batch=1) == [0, 3, 4]
+
+
+def _official_reference(dist: np.ndarray, k: int) -> list[tuple[int, ...]]:
+    """The loop of ZNLP/DMoE src/balanced_cluster_18langs.py, re-derived independently (exact float compare)."""
+    import itertools
+
+    numbers, clusters = list(range(len(dist))), []
+    while numbers:
+        combos = list(itertools.combinations(numbers, len(dist) // k))
+        diam = [max(dist[a][b] for a, b in itertools.combinations(c, 2)) for c in combos]
+        cluster = combos[diam.index(min(diam))]
+        clusters.append(cluster)
+        numbers = [x for x in numbers if x not in cluster]
+    return clusters
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_tie_break_official_matches_reference_on_tied_matrices(seed):
+    from langmoe.methods.dmoe.grouping import distance_matrix
+
+    rng = np.random.default_rng(seed)
+    n, k = (6, 2) if seed % 2 else (9, 3)
+    s = rng.choice([0.2, 0.4, 0.6, 0.8], size=(n, n))  # few distinct values: ties on the diameter everywhere
+    s = np.triu(s, 1) + np.triu(s, 1).T + np.eye(n)
+    langs = [f"l{i}" for i in range(n)]
+    expected = [[langs[i] for i in c] for c in _official_reference(distance_matrix(s), k)]
+    assert group_languages(langs, s, num_groups=k, tie_break="official").groups == expected
+
+
+def test_tie_break_validated():
+    langs, s = _tie_matrix()
+    with pytest.raises(LangmoeError, match="tie_break"):
+        group_languages(langs, s, num_groups=2, tie_break="first")

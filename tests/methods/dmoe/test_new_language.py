@@ -50,13 +50,126 @@ def test_pick_copy_train_leaves_old_experts_and_dense_weights_exact(tmp_path, re
     cfg = {"steps": 3, "lr": 1e-2, "warmup_ratio": 0.0, "micro_batch_size": 4, "save_every": 0}
     old = pack_corpus(corpus, tok, ["en", "fr", "de", "nl"], "train", 16, max_tokens_per_lang=400)
     res = train_new_language(model, blocks, "es", new, cfg, tmp_path / "nl", replay_blocks=old,
-                             group_of={"en": 0, "fr": 0, "de": 1, "nl": 1}, replay_rows=replay)
+                             group_of={"en": 0, "fr": 0, "de": 1, "nl": 1}, replay_rows=replay,
+                             freeze_old_rows=bool(replay))
     assert res.final_step == 3
     for n, p in model.named_parameters():
         if build.is_expert_param(n):
             assert torch.equal(p[:2], before[n][:2]), n  # old experts: masked gradient, no weight decay
             assert not torch.equal(p[2], before[n][2]), n  # the new expert trained
         elif build.is_router_param(n):
-            assert not torch.equal(p, before[n]), n
+            assert not torch.equal(p[2], before[n][2]), n  # the new row trained
+            assert torch.equal(p[:2], before[n][:2]) == bool(replay), n  # old rows: frozen iff asked
         else:
             assert torch.equal(p, before[n]), n  # attention, embeddings, norms, dense FFN frozen
+
+
+def _tiny_dmoe(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = make_base(tmp_path / "base")
+    corpus = open_corpus(str(make_corpus(tmp_path / "corpus")))
+    tok = AutoTokenizer.from_pretrained(str(base))
+    dense = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    return dense, build.build_dmoe(copy.deepcopy(dense), [0, 2], 2, 2), tok, corpus
+
+
+def test_margin_row_scores_old_centroid_below_its_source(tmp_path):
+    """Hand check of the new-row init: on the old languages' router-input centroid c, logit(new) = logit(source)
+    − margin exactly; the old rows are untouched."""
+    from langmoe.methods.dmoe.new_language import init_new_row, router_input_centroids, router_weight
+
+    _, model, tok, corpus = _tiny_dmoe(tmp_path)
+    old = pack_corpus(corpus, tok, ["en", "de"], "train", 16, max_tokens_per_lang=400)
+    cent = router_input_centroids(model, old)
+    # independent centroid of layer 0's input: the embeddings after layer 0's post-attention norm
+    rows_before = {b.layer_idx: router_weight(b).detach().clone() for b in moe_blocks(model)}
+    new = build.add_language_expert(model, 1)
+    init_new_row(model, new, cent, margin=2.0)
+    for b in moe_blocks(model):
+        w = router_weight(b).detach().double()
+        c = cent[b.layer_idx].double()
+        assert float(w[new] @ c) == pytest.approx(float(w[1] @ c) - 2.0, abs=1e-4)
+        assert torch.equal(router_weight(b)[:2], rows_before[b.layer_idx])
+    assert set(cent) == {0, 2} and cent[0].shape == (model.config.hidden_size,)
+
+
+def test_router_input_centroid_is_the_block_input_mean(tmp_path):
+    from langmoe.methods.dmoe.new_language import router_input_centroids
+
+    _, model, tok, corpus = _tiny_dmoe(tmp_path)
+    old = pack_corpus(corpus, tok, ["en"], "train", 16, max_tokens_per_lang=200)
+    cent = router_input_centroids(model, old)
+    model.eval()
+    with torch.no_grad():  # independent: hidden state after layer 0's attention, through its post-attention norm
+        batch = old.batch(list(range(len(old))))
+        out = model(input_ids=batch["input_ids"], output_hidden_states=True)
+        layer = model.model.layers[0]
+        h = out.hidden_states[0]
+        pos = torch.arange(h.shape[1]).unsqueeze(0)
+        emb = model.model.rotary_emb(h, pos)
+        attn = layer.self_attn(layer.input_layernorm(h), position_embeddings=emb, attention_mask=None)[0]
+        x = layer.post_attention_layernorm(h + attn)
+        valid = batch["labels"] != -100
+        torch.testing.assert_close(cent[0], x[valid].mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_add_language_cli_lifelong_to_new_folder(tmp_path, capsys):
+    from langmoe.cli import main
+    from langmoe.methods.dmoe.new_language_stage import write_languages_file
+    from langmoe.models.moe_io import load_model_any, save_moe_pretrained
+
+    dense, model, tok, _ = _tiny_dmoe(tmp_path)
+    src = tmp_path / "dmoe"
+    save_moe_pretrained(model, tok, src)
+    write_languages_file(src, {"en": 0, "fr": 0, "de": 1, "nl": 1})
+    dense.save_pretrained(tmp_path / "dense")
+    tok.save_pretrained(tmp_path / "dense")
+    out = tmp_path / "out"
+    args = ["add-language", "--model", str(src), "--lang", "es,it", "--corpus", str(tmp_path / "corpus"),
+            "--out", str(out), "--base", str(tmp_path / "dense"), "--steps", "2", "--block-len", "16",
+            "--micro-batch-size", "4", "--window", "32", "--stride", "16", "--max-chars", "200", "--threads", "1"]
+    # "it" is not in the tiny corpus: one line, exit 2, nothing written
+    assert main(args) == 2 and "it" in capsys.readouterr().err and not out.exists()
+    make_corpus(tmp_path / "corpus", langs=("en", "fr", "de", "nl", "es", "it"))
+    assert main(args) == 0
+    grown, _ = load_model_any(out)
+    assert all(b.num_experts == 4 for b in moe_blocks(grown))  # two languages, one after another
+    import json
+
+    langs = json.loads((out / "langmoe_languages.json").read_text())["expert_of"]
+    assert langs == {"en": 0, "fr": 0, "de": 1, "nl": 1, "es": 2, "it": 3}
+    res = json.loads((out / "add_language.json").read_text())["results"]
+    assert [r["lang"] for r in res] == ["es", "it"] and "es" in res[1]["old_after"]  # es is old for it
+    assert all(r["base"]["ppl"] > 0 for r in res)
+    assert main(args) == 2 and "not empty" in capsys.readouterr().err  # never overwrites
+
+
+def test_keep_out_term_hand_values():
+    """relu(l_new − l_(k) + margin) on old tokens only (group < new), padding ignored, mean over layers."""
+    from types import SimpleNamespace
+
+    import langmoe.models.moe as moe_mod
+    from langmoe.methods.dmoe.new_language import keep_out_term
+
+    # 3 tokens, experts 0..2 old, 3 new; top_k 2, margin 1
+    l1 = torch.tensor([[3.0, 2.0, 0.0, 1.5],    # old (group 0): k-th old = 2.0 -> relu(1.5 - 2 + 1) = 0.5
+                       [0.0, 1.0, 4.0, -5.0],   # old (group 2): k-th = 1.0 -> relu(-5 - 1 + 1) = 0
+                       [0.0, 0.0, 0.0, 9.0]])   # new-language token (group 3): ignored
+    l2 = torch.tensor([[1.0, 1.0, 1.0, 1.0],    # relu(1 - 1 + 1) = 1
+                       [0.0, 0.0, 0.0, 0.0],    # padding: ignored
+                       [5.0, 5.0, 5.0, 5.0]])   # new token: ignored
+    outs = [SimpleNamespace(logits=l1), SimpleNamespace(logits=l2)]
+    batch = {"group_ids": torch.tensor([[0, 2, 3]]), "labels": torch.tensor([[1, 1, 1]])}
+    orig = moe_mod.router_outputs
+    try:
+        moe_mod.router_outputs = lambda _m: outs
+        batch2 = {"group_ids": torch.tensor([[0, 1, 3]]), "labels": torch.tensor([[1, -100, 1]])}
+        v1 = keep_out_term(3, 2, 1.0)(None, batch, None)
+        outs[:] = [SimpleNamespace(logits=l2)]
+        v2 = keep_out_term(3, 2, 1.0)(None, batch2, None)
+    finally:
+        moe_mod.router_outputs = orig
+    # layer 1: mean(0.5, 0) = 0.25; layer 2 with batch: tokens 0,1 old -> relu(1-1+1)=1, relu(0-0+1)=1 -> 1
+    assert float(v1) == pytest.approx((0.25 + 1.0) / 2)
+    assert float(v2) == pytest.approx(1.0)  # only token 0 counts (token 1 is padding, token 2 new)

@@ -49,13 +49,24 @@ def ensure_groups(run) -> tuple[list[list[str]], str]:
         if s.groups is not None:
             grouping = Grouping(method="fixed", langs=list(r.languages), groups=[list(g) for g in s.groups])
         else:
-            grouping = group_languages(r.languages, dev["similarity"], num_groups=s.num_groups)
+            grouping = group_languages(r.languages, dev["similarity"], num_groups=s.num_groups,
+                                       tie_break=s.tie_break)
         out = with_comparisons(grouping, seed=r.seed).model_dump(mode="json")
+        stab = (dev or {}).get("stability") if s.groups is None else None
+        if stab:  # the grouping the second probe seed gives: are the groups larger than the probe's noise?
+            other = group_languages(r.languages, stab["similarity"], num_groups=s.num_groups, tie_break=s.tie_break)
+            same = sorted(map(sorted, other.groups)) == sorted(map(sorted, grouping.groups))
+            out["probe_stability"] = {"similarity_corr": stab["similarity_corr"], "groups_second_seed": other.groups,
+                                      "same_groups": same}
+            run.log(f"groups: second probe seed gives {'the same' if same else 'other'} groups "
+                    f"(similarity corr {stab['similarity_corr']:.3f})")
         write_json(run.run_dir / "groups.json", out)
         return out
 
-    g = run.runner.run("groups", {"fixed": s.groups, "k": s.num_groups, "langs": r.languages, "v": 2}, fn_groups,
-                       deps=deps)
+    key = {"fixed": s.groups, "k": s.num_groups, "langs": r.languages, "v": 2}
+    if s.tie_break != "mean":  # the default keeps the key of runs made before the option existed
+        key["tie_break"] = s.tie_break
+    g = run.runner.run("groups", key, fn_groups, deps=deps)
     _ensure_file(run, "groups.json", g)
     run.announce("groups", f"language groups ({g.get('method', '?')}): "
                            + " | ".join(" ".join(x) for x in g["groups"]))
@@ -121,6 +132,7 @@ def _measure(run, d: Path, s) -> dict[str, Any]:
 
     r = run.recipe
     cfg = {"steps": s.deviation.steps, "lr": s.deviation.lr, "micro_batch_size": r.data.micro_batch_size,
+           "grad_accum": s.deviation.grad_accum, "stability": s.deviation.stability,
            "last_n_layers": 3 if s.deviation.vector_layers == "last3" else None, "seed": r.seed}
     model = run.base()
     n_layers = len(getattr(model.config, "layer_types", None) or range(model.config.num_hidden_layers))

@@ -34,6 +34,7 @@ from langmoe.validation import error_line, validate
 _FFN_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe")
 _ATTN_NAMES = ("self_attn", "attn", "self_attention", "attention")
 CACHE_VERSION = 1
+FLAT_RATIO = 1.1  # max/min of the mean per-layer deviation below this: epsilon picks layers by noise
 
 
 class DeviationConfig(BaseModel):
@@ -44,7 +45,11 @@ class DeviationConfig(BaseModel):
 
     steps: int = Field(10, gt=0, description="S: optimizer steps of each language's fine-tune")
     lr: float = Field(1e-4, gt=0, description="constant LR of the probe (paper 8e-6 at ~1M tokens per step)")
-    micro_batch_size: int = Field(8, gt=0, description="sequences per step")
+    micro_batch_size: int = Field(8, gt=0, description="sequences per micro-batch")
+    grad_accum: int = Field(4, gt=0, description="micro-batches per probe step (tokens per step = micro_batch_size "
+                                                 "× grad_accum × block_len); 4 measured in docs/dmoe-analysis.md")
+    stability: bool = Field(True, description="probe a second time with seed + 1 and report how well the two "
+                                              "similarity matrices and layer profiles agree (doubles the cost)")
     block_len: int = Field(128, ge=2, description="tokens per sequence when the probe packs a corpus itself")
     max_tokens_per_lang: int | None = Field(
         50_000, gt=0, description="packing cap per language when the probe packs a corpus itself"
@@ -86,6 +91,15 @@ class LanguageDeviation(BaseModel):
     probe: ProbeInfo
 
 
+class ProbeStability(BaseModel):
+    """Agreement of two probes that differ only in the data order (seed): is the probe larger than its noise?"""
+
+    seeds: list[int]
+    similarity_corr: float = Field(description="Pearson correlation of the off-diagonal similarities")
+    layer_corr: float | None = Field(description="Pearson correlation of the per-layer mean FFN deviations")
+    similarity: list[list[float]] = Field(description="the second probe's similarity matrix")
+
+
 class DeviationResult(BaseModel):
     """Everything step A produces. `deviation.json` holds it; vectors live beside it (`save_vectors`)."""
 
@@ -99,6 +113,9 @@ class DeviationResult(BaseModel):
     similarity: list[list[float]] = Field(description="cosine similarity of the language vectors, order = langs")
     config: DeviationConfig
     probe: dict[str, ProbeInfo] = Field(default_factory=dict)
+    layer_spread: float | None = Field(None, description="max/min over layers of the mean FFN deviation")
+    stability: ProbeStability | None = None
+    warnings: list[str] = Field(default_factory=list)
     _vectors: dict[str, torch.Tensor] = PrivateAttr(default_factory=dict)
 
     @property
@@ -224,7 +241,8 @@ def _source_and_fingerprint(data: DataSpec, lang: str, config: DeviationConfig) 
         h = hashlib.sha256()
         h.update(f"{tuple(view.tokens.shape)}|{int(view.tokens.sum())}|{int(view.lengths.sum())}".encode())
         h.update(view.tokens[:, :8].numpy().tobytes())
-        return TemperatureSampler(view, config.micro_batch_size, seed=config.seed), h.hexdigest()[:16]
+        return (TemperatureSampler(view, config.micro_batch_size, seed=config.seed, grad_accum=config.grad_accum),
+                h.hexdigest()[:16])
     if callable(data) and not isinstance(data, Mapping):
         return data(lang), "factory"
     raise LangmoeError(f"no training data for language {lang!r}: pass PackedBlocks, a dict lang -> PackedBlocks, "
@@ -328,7 +346,7 @@ def measure_deviation(model: torch.nn.Module, data: DataSpec, config: DeviationC
     tmp_root = None if out_dir is not None else Path(tempfile.mkdtemp(prefix="langmoe-deviation-"))
     tc = TrainConfig.parse({
         "steps": config.steps, "lr": config.lr, "warmup_ratio": 0.0, "min_lr_ratio": 1.0,
-        "weight_decay": config.weight_decay, "grad_clip": config.grad_clip,
+        "weight_decay": config.weight_decay, "grad_clip": config.grad_clip, "grad_accum": config.grad_accum,
         "micro_batch_size": config.micro_batch_size, "mixed_precision": config.mixed_precision,
         "log_every": 1, "save_every": 0, "seed": config.seed, "progress": config.progress,
     })
@@ -386,9 +404,68 @@ def measure_deviation(model: torch.nn.Module, data: DataSpec, config: DeviationC
         probe={x: per_lang[x].probe for x in langs},
     )
     result._vectors = vectors
+    result.layer_spread = layer_spread(result.dev_ffn)
+    if result.layer_spread is not None and result.layer_spread < FLAT_RATIO:
+        result.warnings.append(
+            f"layer deviations are flat (max/min {result.layer_spread:.3f} < {FLAT_RATIO}): epsilon would pick "
+            "MoE layers by noise; probe with more tokens per step (grad_accum, steps) or fix moe_layers")
+    if config.stability and len(langs) > 1:
+        again = measure_deviation(model, data, config.model_copy(update={"seed": config.seed + 1,
+                                                                          "stability": False}),
+                                  out_dir=Path(out_dir) / "stability" if out_dir is not None else None,
+                                  langs=langs, log=log)
+        result.stability = compare_probes(result, again)
+        if result.stability.similarity_corr < 0.8:
+            result.warnings.append(
+                f"the language similarity is unstable (correlation {result.stability.similarity_corr:.2f} "
+                "between two probe seeds): groups may be noise; probe with more tokens per step")
+    for w in result.warnings:
+        log(f"deviation: warning: {w}")
+    if result.stability is not None:
+        log(f"deviation: probe stability: similarity corr {result.stability.similarity_corr:.3f}, layer corr "
+            f"{_fmt(result.stability.layer_corr)}; layer spread max/min {_fmt(result.layer_spread)}")
     if out_dir is not None:
         result.save(Path(out_dir) / "deviation.json")
     return result
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def layer_spread(dev_ffn: Mapping[str, Sequence[float]]) -> float | None:
+    """max/min over layers of the mean (over languages) FFN deviation; None when a layer did not move."""
+    import numpy as np
+
+    m = np.asarray(list(dev_ffn.values()), dtype=np.float64).mean(axis=0)
+    return float(m.max() / m.min()) if m.size and m.min() > 0 else None
+
+
+def _pearson(a, b) -> float | None:
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def compare_probes(a: DeviationResult, b: DeviationResult) -> ProbeStability:
+    """Agreement of two probes of the same languages (e.g. two seeds): off-diagonal similarity and layer
+    profile correlations."""
+    import numpy as np
+
+    if a.langs != b.langs:
+        raise LangmoeError(f"probes of different languages cannot be compared: {a.langs} vs {b.langs}")
+    iu = np.triu_indices(len(a.langs), 1)
+    sa, sb = np.asarray(a.similarity)[iu], np.asarray(b.similarity)[iu]
+    sim = _pearson(sa, sb)
+    if sim is None:  # two languages: one pair; agreement = both similarities equal within 0.05
+        sim = 1.0 if float(np.abs(sa - sb).max()) < 0.05 else 0.0
+    la = np.asarray(list(a.dev_ffn.values())).mean(axis=0)
+    lb = np.asarray(list(b.dev_ffn.values())).mean(axis=0)
+    return ProbeStability(seeds=[a.config.seed, b.config.seed], similarity_corr=sim, layer_corr=_pearson(la, lb),
+                          similarity=[list(r) for r in b.similarity])
 
 
 @torch.no_grad()

@@ -10,6 +10,10 @@ languages and the leftovers form a last, smaller group (the paper's rule). Two b
   members is smallest until the group is full, remove, repeat.
 
 `method="auto"` takes exhaustive while the number of subsets to scan stays under `max_subsets`.
+Ties on the diameter are common (it is one pair's distance). `tie_break="mean"` (default) takes the subset with
+the smaller mean pairwise distance (the tighter group); `tie_break="official"` takes the first subset in
+`itertools.combinations` order of the remaining languages, comparing diameters exactly, as the official script
+(ZNLP/DMoE `src/balanced_cluster_18langs.py`) does, to reproduce its groups.
 Random and genus/family/script groupings, and `agreement` (adjusted Rand index, NMI), are for comparison.
 """
 
@@ -28,6 +32,7 @@ from langmoe.errors import LangmoeError
 from langmoe.methods.dmoe.sketch import cosine_matrix
 
 GroupMethod = Literal["auto", "exhaustive", "greedy"]
+TieBreak = Literal["mean", "official"]
 DEFAULT_MAX_SUBSETS = 200_000
 
 
@@ -128,8 +133,10 @@ def _diameter(d: np.ndarray, members: Sequence[int]) -> float:
 # ---- builders --------------------------------------------------------------------------------------------------
 
 
-def _best_subset(d: np.ndarray, remaining: list[int], size: int, batch: int = 50_000) -> list[int]:
-    """Smallest-diameter subset of `remaining` of `size`; ties → smaller mean distance, then first in order."""
+def _best_subset(d: np.ndarray, remaining: list[int], size: int, batch: int = 50_000,
+                 tie_break: TieBreak = "mean") -> list[int]:
+    """Smallest-diameter subset of `remaining` of `size`; ties → smaller mean distance, then first in order
+    (`tie_break="official"`: exact diameters, the first minimal subset in combination order)."""
     if size == len(remaining):
         return list(remaining)
     if size == 1:
@@ -148,6 +155,11 @@ def _best_subset(d: np.ndarray, remaining: list[int], size: int, batch: int = 50
         members = rem[combos]  # [c, size]
         dist = d[members[:, pi], members[:, pj]]  # [c, pairs]
         diam = dist.max(axis=1)
+        if tie_break == "official":
+            i = int(np.argmin(diam))  # first occurrence; across batches `<` keeps the earlier subset
+            if best is None or float(diam[i]) < best[0]:
+                best, best_idx = (float(diam[i]), 0.0), members[i]
+            continue
         mean = dist.mean(axis=1)
         # lexicographic (diameter, mean) minimum with a tolerance so float noise does not decide ties
         order = np.lexsort((mean.round(12), diam.round(12)))
@@ -179,13 +191,16 @@ def _grow(d: np.ndarray, remaining: list[int], size: int) -> list[int]:
 
 def group_languages(langs: Sequence[str], similarity, num_groups: int | None = None,
                     group_size: int | None = None, method: GroupMethod = "auto",
-                    max_subsets: int = DEFAULT_MAX_SUBSETS) -> Grouping:
-    """Balanced groups of `langs` from their similarity matrix (rows/columns in the order of `langs`)."""
+                    max_subsets: int = DEFAULT_MAX_SUBSETS, tie_break: TieBreak = "mean") -> Grouping:
+    """Balanced groups of `langs` from their similarity matrix (rows/columns in the order of `langs`).
+    `tie_break` decides between subsets of equal diameter (exhaustive search; see the module docstring)."""
     langs = list(langs)
     s = _check_matrix(langs, similarity)
     sizes = group_sizes(len(langs), num_groups, group_size)
     if method not in ("auto", "exhaustive", "greedy"):
         raise LangmoeError(f"grouping method must be auto, exhaustive or greedy, got {method!r}")
+    if tie_break not in ("mean", "official"):
+        raise LangmoeError(f"tie_break must be mean or official, got {tie_break!r}")
     n_subsets = count_subsets(len(langs), sizes)
     if method == "auto":
         method = "exhaustive" if n_subsets <= max_subsets else "greedy"
@@ -193,7 +208,8 @@ def group_languages(langs: Sequence[str], similarity, num_groups: int | None = N
     remaining = list(range(len(langs)))
     groups_idx: list[list[int]] = []
     for size in sizes:
-        members = _best_subset(d, remaining, size) if method == "exhaustive" else _grow(d, remaining, size)
+        members = (_best_subset(d, remaining, size, tie_break=tie_break) if method == "exhaustive"
+                   else _grow(d, remaining, size))
         groups_idx.append(members)
         remaining = [i for i in remaining if i not in members]
     # each group lists its languages in input order; groups keep the order they were built in

@@ -6,11 +6,27 @@
    pulling the router towards it; only experts and routers are trainable (attention, embeddings, norms and dense
    FFNs are frozen), weight decay 0, and the old experts' gradient rows are masked to zero, so they stay exact.
 
-Old languages can still change through the routers: trained on new-language tokens alone, the router CE drags
-every token towards the new row (measured on the demo: old languages +24% perplexity). So by default a share of
-each micro-batch is replayed old-language text, hard-routed to its group's expert, and the router CE on it keeps
-old tokens on their experts (an addition to the paper's recipe; `replay: 0` turns it off). The pipeline reports
-every old language's perplexity before and after.
+Old languages can still change through the routers. A copied router row ties with its source, so every token
+whose top-k held the source expert now also reaches the new expert (measured on the demo: old languages +24%
+perplexity). Three additions to the paper's recipe keep old languages where they were:
+
+- `init: margin` (default): the new row is the source row minus `v`, where `v` is the least-norm vector that
+  lowers the new row's logit on every old layer input's centroid by `margin` (`v = margin · c / |c|²`), so at the
+  start old tokens prefer their own experts (`init: copy` = the paper);
+- `freeze_old_rows` (default): the old experts' router rows get zero gradient, so an old token's routing changes
+  only if the new expert enters its top-k (with top-k renormalised softmax, the weights of the other experts in
+  the top-k do not depend on logits outside it): its output is then bit-identical;
+- `replay` (default 0.25): that share of each micro-batch is old-language text hard-routed to its group's
+  expert; the router CE on it pushes the new row down on old tokens;
+- `keep_out` (default 1.0): on those replayed old tokens, `relu(l_new − l_(k) + margin)` keeps the new row
+  `margin` below each old token's k-th logit, i.e. out of its top-k (the router CE alone does not: measured on
+  the demo, 100 steps let the new expert into 80% of old tokens' top-2, +79% old-language ppl).
+
+`add_language` runs the whole §G for one language and reports the new language's perplexity before and after,
+every old language's change and the share of old tokens whose top-k holds the new expert (`intrusion`), under
+learned routing and under hard routing by language (each language to its group's expert, the new one to its
+own: old outputs are then unchanged by construction); it is used by the pipeline stage and by
+`langmoe add-language` (several languages, one after another).
 """
 
 from __future__ import annotations
@@ -44,6 +60,88 @@ def expert_perplexities(model, tokenizer, corpus, lang: str, num_experts: int, e
     return out
 
 
+def router_weight(block) -> torch.nn.Parameter:
+    """The router weight `[E, D]` of one MoE block: the one place that knows where the MoE core keeps it."""
+    for attr in ("router", "gate"):
+        mod = getattr(block, attr, None)
+        w = getattr(mod, "weight", None)
+        if isinstance(w, torch.nn.Parameter) and w.dim() == 2 and w.shape[0] == block.num_experts:
+            return w
+    from langmoe.errors import LangmoeError
+
+    raise LangmoeError(f"cannot find the router weight of MoE layer {block.layer_idx}")
+
+
+@torch.no_grad()
+def router_input_centroids(model, blocks, max_blocks: int = 64, batch_size: int = 8) -> dict[int, torch.Tensor]:
+    """Mean input of each MoE layer's router (= the MoE block's input) over the non-padding tokens of `blocks`
+    (learned routing), `{layer: [D]}`."""
+    from langmoe.models.moe import moe_blocks
+
+    sums: dict[int, torch.Tensor] = {}
+    count = 0
+    mask_box: list[torch.Tensor] = []
+
+    def hook(mod, args):
+        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+        m = mask_box[0].to(x.device)
+        sums[mod.layer_idx] = sums.get(mod.layer_idx, 0) + x[m].sum(0).cpu()
+
+    was = model.training
+    model.eval()
+    handles = [b.register_forward_pre_hook(hook) for b in moe_blocks(model)]
+    device = next(model.parameters()).device
+    try:
+        n = min(len(blocks), max_blocks)
+        for start in range(0, n, batch_size):
+            batch = blocks.batch(list(range(start, min(start + batch_size, n))))
+            mask_box[:] = [(batch["labels"] != -100).reshape(-1)]  # padding excluded
+            count += int(mask_box[0].sum())
+            model(input_ids=batch["input_ids"].to(device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    return {k: (v / max(count, 1)).float() for k, v in sums.items()}
+
+
+@torch.no_grad()
+def init_new_row(model, new_expert: int, centroids: Mapping[int, torch.Tensor], margin: float) -> None:
+    """New row -= `margin · c / |c|²` per layer (c = the old languages' router-input centroid): on the centroid
+    its logit is `margin` below its source's instead of tied."""
+    from langmoe.models.moe import moe_blocks
+
+    for b in moe_blocks(model):
+        c = centroids[b.layer_idx].double()
+        w = router_weight(b)
+        v = margin * c / c.pow(2).sum().clamp_min(1e-12)
+        w[new_expert] -= v.to(w.dtype).to(w.device)
+
+
+def keep_out_term(new_expert: int, top_k: int, margin: float):
+    """Loss on old-language tokens (group id < `new_expert`): `relu(l_new − l_(k) + margin)`, l_(k) = the k-th
+    largest old-expert logit, mean over tokens, then MoE layers. Zero exactly when the new expert stays `margin`
+    below every old token's top-k, the condition under which old outputs do not change (module docstring)."""
+
+    def fn(model, batch, outputs) -> torch.Tensor:
+        from langmoe.models.moe import router_outputs
+
+        g = batch["group_ids"].reshape(-1)
+        valid = (batch["labels"].reshape(-1) != -100) & (g >= 0) & (g < new_expert)
+        losses = []
+        for o in router_outputs(model):
+            lg = o.logits.reshape(-1, o.logits.shape[-1])
+            m = valid.to(lg.device)
+            if not bool(m.any()):
+                losses.append(lg.sum() * 0.0)
+                continue
+            kth = lg[m, :new_expert].topk(min(top_k, new_expert), dim=-1).values[:, -1]
+            losses.append(torch.relu(lg[m, new_expert] - kth + margin).mean())
+        return torch.stack(losses).mean()
+
+    return fn
+
+
 def is_expert_or_router(name: str, param=None) -> bool:
     """The `trainable` selector of new-language training: expert weights and router weights only."""
     from langmoe.methods.dmoe.build import is_expert_param, is_router_param
@@ -62,29 +160,34 @@ class MixedSource:
         return {k: torch.cat([p[k] for p in parts]) for k in ("input_ids", "labels", "group_ids")}
 
 
-def _freeze_old_experts(model, num_old: int) -> list:
-    """Gradient hooks zeroing the rows of experts < num_old in every fused expert tensor (exact: with zero
-    gradients and no weight decay AdamW leaves them untouched)."""
+def _freeze_old_experts(model, num_old: int, router_rows: bool = False) -> list:
+    """Gradient hooks zeroing the rows of experts < num_old in every fused expert tensor (and, with `router_rows`,
+    in every router weight): exact, since with zero gradients and no weight decay AdamW leaves them untouched."""
     from langmoe.methods.dmoe.build import is_expert_param
+    from langmoe.models.moe import moe_blocks
 
+    params = [p for name, p in model.named_parameters() if is_expert_param(name)]
+    if router_rows:
+        params += [router_weight(b) for b in moe_blocks(model)]
     handles = []
-    for name, p in model.named_parameters():
-        if is_expert_param(name):
-            mask = torch.ones(p.shape[0], *([1] * (p.dim() - 1)), dtype=p.dtype)
-            mask[:num_old] = 0
-            handles.append(p.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype)))
+    for p in params:
+        mask = torch.ones(p.shape[0], *([1] * (p.dim() - 1)), dtype=p.dtype)
+        mask[:num_old] = 0
+        handles.append(p.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype)))
     return handles
 
 
 def train_new_language(model, blocks, lang: str, new_expert: int, train_config: Mapping[str, Any], out_dir: Path,
                        alpha: float = 1.28, fail_at: int | None = None, replay_blocks=None,
-                       group_of: Mapping[str, int] | None = None, replay_rows: int = 0):
+                       group_of: Mapping[str, int] | None = None, replay_rows: int = 0,
+                       freeze_old_rows: bool = False, keep_out: float = 0.0, margin: float = 1.0):
     """Hard-route `lang` to `new_expert`, loss `L_CLM + alpha · L_RC`, experts + routers trainable. Resumes.
 
     With `replay_blocks` (old languages) and `replay_rows` > 0, that many rows of every micro-batch are old-language
     text hard-routed to its group's expert (`group_of`), so the router CE also teaches the routers to keep old
     tokens on their experts; the old experts' gradients are masked to zero, so only the new expert and the routers
-    change.
+    change. `freeze_old_rows` also masks the old experts' router rows (only the new row learns); `keep_out` > 0
+    adds `keep_out · keep_out_term(new_expert, top_k, margin)` on the replayed old tokens.
     """
     from langmoe.data.samplers import TemperatureSampler
     from langmoe.methods.dmoe.stages import stage1_terms
@@ -106,10 +209,121 @@ def train_new_language(model, blocks, lang: str, new_expert: int, train_config: 
         source = MixedSource(source, old)
     source = maybe_fail(source, fail_at)
     cfg = {**dict(train_config), "weight_decay": 0.0}
-    handles = _freeze_old_experts(model, int(new_expert))
+    handles = _freeze_old_experts(model, int(new_expert), router_rows=freeze_old_rows)
     try:
-        return train(model, source, cfg, out_dir, loss_terms=stage1_terms(alpha), forward_context=hard_routing,
+        terms = stage1_terms(alpha)
+        if keep_out > 0 and replay_rows:
+            from langmoe.models.moe import moe_blocks
+            from langmoe.train.trainer import LossTerm
+
+            top_k = moe_blocks(model)[0].top_k
+            terms.append(LossTerm("keep_out", keep_out, keep_out_term(int(new_expert), top_k, margin)))
+        return train(model, source, cfg, out_dir, loss_terms=terms, forward_context=hard_routing,
                      trainable=is_expert_or_router)
     finally:
         for h in handles:
             h.remove()
+
+
+@torch.no_grad()
+def intrusion(model, blocks, new_expert: int, batch_size: int = 8, max_blocks: int = 64) -> float:
+    """Share of (token, MoE layer) pairs of `blocks` (old languages) whose learned top-k holds `new_expert`:
+    only those can change an old language's output (see the module docstring)."""
+    from langmoe.models.moe import router_outputs
+
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    hit = total = 0
+    try:
+        n = min(len(blocks), max_blocks)
+        for start in range(0, n, batch_size):
+            batch = blocks.batch(list(range(start, min(start + batch_size, n))))
+            model(input_ids=batch["input_ids"].to(device))
+            valid = (batch["labels"] != -100).reshape(-1)
+            for out in router_outputs(model):
+                top = out.topk_idx.reshape(valid.numel(), -1).cpu()[valid]
+                hit += int((top == new_expert).any(dim=1).sum())
+                total += int(valid.sum())
+    finally:
+        model.train(was)
+    return hit / total if total else 0.0
+
+
+def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, int], settings, train_config:
+                 Mapping[str, Any], out_dir: Path, eval_kwargs: Mapping[str, Any], block_len: int,
+                 max_train_tokens: int | None = None, base_model=None, old_before: Mapping[str, Any] | None = None,
+                 fail_at: int | None = None, log=None) -> dict[str, Any]:
+    """§G for one language on `model` (in place): pick the source expert, add the new one (row init per
+    `settings.init`), train it, and measure. `expert_of`: each old language's expert (its group). Returns the
+    result record (new language before/after and under `base_model`, old languages before/after, intrusion)."""
+    from langmoe.data.packing import pack_corpus
+    from langmoe.eval.perplexity import evaluate_languages
+    from langmoe.methods.dmoe import build
+    from langmoe.models.moe import moe_blocks
+    from langmoe.pipeline.summary import mean_metrics
+
+    log = log or (lambda _m: None)
+    old = list(expert_of)
+    k = moe_blocks(model)[0].num_experts
+    ekw = dict(eval_kwargs)
+    if old_before is None:
+        old_before = {x: s.model_dump() for x, s in evaluate_languages(model, tokenizer, corpus, old, **ekw).items()}
+    before_new = evaluate_languages(model, tokenizer, corpus, [lang], **ekw)[lang].model_dump()
+    base_new = (evaluate_languages(base_model, tokenizer, corpus, [lang], **ekw)[lang].model_dump()
+                if base_model is not None else None)
+    from langmoe.train.routing_context import hard_routing
+
+    old_before_hard = {x: sc.model_dump() for x, sc in evaluate_languages(
+        model, tokenizer, corpus, old, forward_context=hard_routing, group_of=dict(expert_of), **ekw).items()}
+    per_expert = expert_perplexities(model, tokenizer, corpus, lang, k, ekw)
+    source = min(range(k), key=lambda i: per_expert[i])
+    log(f"add-language {lang}: ppl {before_new['ppl']:.2f}; per expert {[round(p, 1) for p in per_expert]}; "
+        f"copying expert {source}")
+    old_blocks = pack_corpus(corpus, tokenizer, old, "train", block_len, max_tokens_per_lang=max_train_tokens)
+    new_blocks = pack_corpus(corpus, tokenizer, [lang], "train", block_len, max_tokens_per_lang=max_train_tokens)
+    centroids = router_input_centroids(model, old_blocks) if settings.init == "margin" else None
+    new_expert = build.add_language_expert(model, source)
+    if centroids is not None:
+        init_new_row(model, new_expert, centroids, settings.margin)
+    intrusion_start = intrusion(model, old_blocks, new_expert)
+    replay_rows = int(round(settings.replay * int(train_config["micro_batch_size"])))
+    res = train_new_language(model, new_blocks, lang, new_expert, {**dict(train_config), "lr": settings.lr,
+                                                                    "steps": settings.steps},
+                             Path(out_dir), alpha=settings.alpha, fail_at=fail_at,
+                             replay_blocks=old_blocks if replay_rows else None, group_of=dict(expert_of),
+                             replay_rows=replay_rows, freeze_old_rows=settings.freeze_old_rows,
+                             keep_out=settings.keep_out, margin=settings.margin)
+    after = {x: s.model_dump() for x, s in evaluate_languages(model, tokenizer, corpus, [lang, *old], **ekw).items()}
+    old_after = {x: after[x] for x in old}
+    hard = {x: sc.model_dump() for x, sc in evaluate_languages(
+        model, tokenizer, corpus, [lang, *old], forward_context=hard_routing,
+        group_of={**dict(expert_of), lang: new_expert}, **ekw).items()}
+    out = {
+        "lang": lang,
+        "per_expert_ppl": per_expert,
+        "source_expert": source,
+        "source_group": sorted(x for x, e in expert_of.items() if e == source),
+        "new_expert": new_expert,
+        "base": base_new,
+        "before": before_new,
+        "after": after[lang],
+        "old_before": {x: old_before[x] for x in old},
+        "old_after": old_after,
+        "old_ppl_change": {x: old_after[x]["ppl"] / old_before[x]["ppl"] - 1 for x in old},
+        "old_mean_ppl_change": mean_metrics(old_after)["ppl"] / mean_metrics(dict(old_before))["ppl"] - 1,
+        "after_hard": hard[lang],
+        "old_ppl_change_hard": {x: hard[x]["ppl"] / old_before_hard[x]["ppl"] - 1 for x in old},
+        "old_mean_ppl_change_hard": mean_metrics({x: hard[x] for x in old})["ppl"]
+        / mean_metrics(old_before_hard)["ppl"] - 1,
+        "intrusion_start": intrusion_start,
+        "intrusion_end": intrusion(model, old_blocks, new_expert),
+        "tokens_seen": int(res.tokens_seen),
+        "replay_rows_per_micro_batch": replay_rows,
+        "settings": settings.model_dump(),
+    }
+    log(f"add-language {lang}: ppl {before_new['ppl']:.2f} -> {after[lang]['ppl']:.2f}"
+        + (f" (base {base_new['ppl']:.2f})" if base_new else "")
+        + f"; old languages' mean ppl {out['old_mean_ppl_change']:+.2%}; with hard routing by language "
+        f"{lang} {hard[lang]['ppl']:.2f}, old {out['old_mean_ppl_change_hard']:+.2%}")
+    return out

@@ -51,24 +51,58 @@ def stage2_terms(lam: float):
 
 
 def train_stage1(model, blocks, group_of: Mapping[str, int], train_config: Mapping[str, Any], out_dir: Path,
-                 alpha: float = 1.28, tau: float = 0.3, fail_at: int | None = None):
-    """Group-homogeneous micro-batches, hard routing by group, `L_CLM + alpha · L_RC`. Resumes from checkpoints."""
+                 alpha: float = 1.28, tau: float = 0.3, fail_at: int | None = None, **train_kwargs):
+    """Group-homogeneous micro-batches, hard routing by group, `L_CLM + alpha · L_RC`. Resumes from checkpoints.
+    `train_kwargs` go to `langmoe.train.trainer.train` (e.g. `return_optimizer_state` for the hand-off)."""
     from langmoe.data.samplers import HomogeneousSampler
     from langmoe.train.trainer import train
 
     source = HomogeneousSampler(blocks, train_config["micro_batch_size"], by="group", group_of=dict(group_of),
                                 tau=tau, seed=train_config.get("seed", 0), equal_group_budget=True)
     return train(model, maybe_fail(source, fail_at), dict(train_config), out_dir, loss_terms=stage1_terms(alpha),
-                 forward_context=hard_routing)
+                 forward_context=hard_routing, **train_kwargs)
 
 
 def train_stage2(model, blocks, group_of: Mapping[str, int], train_config: Mapping[str, Any], out_dir: Path,
-                 lam: float = 0.02, tau: float = 0.3, fail_at: int | None = None):
-    """Mixed micro-batches, learned top-k routing, `L_CLM + lambda · L_LB`. Resumes from checkpoints."""
+                 lam: float = 0.02, tau: float = 0.3, fail_at: int | None = None, **train_kwargs):
+    """Mixed micro-batches, learned top-k routing, `L_CLM + lambda · L_LB`. Resumes from checkpoints.
+    `train_kwargs` go to the trainer (e.g. `init_optimizer_state`: stage 1's AdamW state, by parameter name)."""
     from langmoe.train.mixed import train_mixed
 
     return train_mixed(model, blocks, train_config, out_dir, tau=tau, fail_at=fail_at, seed_offset=1,
-                       group_of=group_of, loss_terms=stage2_terms(lam))
+                       group_of=group_of, loss_terms=stage2_terms(lam), **train_kwargs)
+
+
+# ---- one schedule over both stages ---------------------------------------------------------------------------
+
+OPTIMIZER_HANDOFF = "optimizer_final.pt"  # stage 1's AdamW state by parameter name, next to its training log
+
+
+def schedule_configs(cfg1: dict[str, Any], cfg2: dict[str, Any], schedule: str) -> tuple[dict, dict]:
+    """Trainer configs of the two stages. `continuous`: one warmup-cosine over `steps1 + steps2` (stage 2 starts
+    at global step `steps1`); `restart`: each stage its own schedule from step 0 (unchanged configs)."""
+    if schedule == "restart":
+        return dict(cfg1), dict(cfg2)
+    total = cfg1["steps"] + cfg2["steps"]
+    return ({**cfg1, "schedule_offset": 0, "schedule_total": total},
+            {**cfg2, "schedule_offset": cfg1["steps"], "schedule_total": total})
+
+
+def save_optimizer_handoff(result, out_dir: Path) -> None:
+    """Write the trainer's final AdamW state (`TrainResult.optimizer_state`) for the next stage."""
+    from langmoe.io import atomic_path
+
+    with atomic_path(Path(out_dir) / OPTIMIZER_HANDOFF) as tmp:
+        torch.save(result.optimizer_state or {}, tmp)
+
+
+def load_optimizer_handoff(out_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
+    from langmoe.errors import LangmoeError
+
+    path = Path(out_dir) / OPTIMIZER_HANDOFF
+    if not path.is_file():
+        raise LangmoeError(f"{path} is missing (stage 1's optimizer state); delete the stage-1 folder to redo it")
+    return torch.load(path, weights_only=True)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------------

@@ -21,31 +21,47 @@ from langmoe.train.routing_context import group_of_map, hard_routing
 def _train(run: RecipeRun, s, system: str, groups, layers, deps: list[str]) -> tuple[dict, dict, str]:
     """Upcycle (D) and the two training stages (E); (stage-1 info, stage-2 info, stage-2 name)."""
     from langmoe.methods.dmoe import build
-    from langmoe.methods.dmoe.stages import train_stage1, train_stage2
+    from langmoe.methods.dmoe.stages import (
+        load_optimizer_handoff,
+        save_optimizer_handoff,
+        schedule_configs,
+        train_stage1,
+        train_stage2,
+    )
 
     r = run.recipe
     group_of = group_of_map(groups)
     s1, s2 = f"{system}/stage1", f"{system}/stage2"
-    cfg1 = run.train_cfg(s.stage1, offset=0)
-    cfg2 = run.train_cfg(s.stage2, offset=1)
+    cfg1, cfg2 = schedule_configs(run.train_cfg(s.stage1, offset=0), run.train_cfg(s.stage2, offset=1), s.schedule)
+    carry = s.schedule == "continuous"
     arch = {"layers": layers, "k": s.num_groups, "top_k": s.top_k}
 
     def load1():
         return build.build_dmoe(run.base(), layers, s.num_groups, s.top_k, seed=r.seed)
 
     def train1(model, out, fail):
-        return train_stage1(model, run.blocks(), group_of, cfg1, out, alpha=s.alpha_rc, tau=r.data.tau,
-                            fail_at=fail)
+        res = train_stage1(model, run.blocks(), group_of, cfg1, out, alpha=s.alpha_rc, tau=r.data.tau,
+                           fail_at=fail, return_optimizer_state=carry)
+        if carry:  # stage 2 continues with these AdamW moments (the checkpoints are deleted after the stage)
+            save_optimizer_handoff(res, out)
+        return res
 
     info1 = run.train_stage(s1, {"input": run.input_key, "arch": arch, "train": cfg1, "alpha": s.alpha_rc},
                             deps, load1, train1, save_moe(run.tokenizer))
 
     def train2(model, out, fail):
+        extra = {"init_optimizer_state": load_optimizer_handoff(run.runner.stage_dir(s1) / "train")} if carry else {}
         return train_stage2(model, run.blocks(), group_of, cfg2, out, lam=s.lambda_lb, tau=r.data.tau,
-                            fail_at=fail)
+                            fail_at=fail, **extra)
+
+    def save2(model, dest):
+        from langmoe.methods.dmoe.new_language_stage import write_languages_file
+
+        save_moe(run.tokenizer)(model, dest)
+        write_languages_file(dest, group_of)  # which expert serves which language (langmoe add-language)
 
     info2 = run.train_stage(s2, {"train": cfg2, "lambda": s.lambda_lb}, [s1], lambda: load_moe(run.model_dir(s1)),
-                            train2, save_moe(run.tokenizer))
+                            train2, save2)
     return info1, info2, s2
 
 

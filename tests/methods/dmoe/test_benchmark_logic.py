@@ -1,0 +1,73 @@
+"""benchmarks/dmoe_builtin.py: the scaling-curve logic (fast unit checks) and one tiny end-to-end run (~11 s)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("dmoe_builtin_bench", ROOT / "benchmarks" / "dmoe_builtin.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_shipped_benchmark_meets_the_design():
+    """>= 9 languages in >= 3 genera mixing scripts, >= 4x the old 122,880-token budget, >= 20,000 test chars,
+    stage 1 ~10%, continuous schedule."""
+    from langmoe.config import load_recipe
+    from langmoe.data.languages import get_language
+
+    r = load_recipe(ROOT / "benchmarks" / "dmoe_builtin.yaml")
+    langs = r.languages
+    assert len(langs) >= 9 and len({get_language(x).genus for x in langs}) >= 3
+    assert len({get_language(x).script for x in langs}) >= 2
+    assert r.budget_tokens >= 4 * 122_880 and r.eval.max_chars_per_lang >= 20_000
+    assert r.data.max_train_tokens_per_lang > 100_000
+    d = r.settings("dmoe")
+    assert d.schedule == "continuous" and d.stage1.steps / r.budget_steps == pytest.approx(0.1, abs=0.01)
+
+
+def test_scale_recipe_multiplies_budget_and_stages_and_fixes_groups():
+    b = _bench()
+    data = {"budget_steps": 10, "systems": ["base", {"name": "dmoe", "stage1": {"steps": 1}, "stage2": {"steps": 9}},
+                                            "cpt", {"name": "btx", "moe_steps": 8}, "xelm"]}
+    out = b.scale_recipe(data, 4, ["dmoe", "cpt", "btx"], {"groups": [["en"], ["de"]], "moe_layers": [0]})
+    assert out["budget_steps"] == 40
+    assert [e["name"] for e in out["systems"]] == ["dmoe", "cpt", "btx"]
+    dm = out["systems"][0]
+    assert dm["stage1"]["steps"] == 4 and dm["stage2"]["steps"] == 36 and dm["groups"] == [["en"], ["de"]]
+    assert out["systems"][2]["moe_steps"] == 32 and data["budget_steps"] == 10  # input untouched
+
+
+def test_reading_states_the_result_either_way():
+    b = _bench()
+    row = {"seeds": 3, "std_ppl": 0.5, "params_total": 100}
+    curve = {"1": {"dmoe": {**row, "mean_ppl": 100.0}, "cpt": {**row, "mean_ppl": 90.0}},
+             "8": {"dmoe": {**row, "mean_ppl": 80.0}, "cpt": {**row, "mean_ppl": 90.0},
+                   "xelm": {**row, "mean_ppl": 85.0, "params_total": 400}}}
+    lines = b.reading(curve, "8")
+    assert "loses to" in lines[0] and "+11.1%" in lines[0]
+    assert "beats" in lines[1] and "-11.1%" in lines[1]
+    assert "X-ELM 85.00" in lines[2] and "4.00x" in lines[2]
+
+
+def test_tiny_benchmark_end_to_end(tmp_path):
+    b = _bench()
+    assert b.main(["--tiny", "--seeds", "0", "--multipliers", "1", "2", "--out", str(tmp_path), "--threads",
+                   "1"]) == 0
+    res = json.loads((tmp_path / "benchmark.json").read_text())
+    assert set(res["curve"]) == {"1", "2"}
+    assert {"base", "dmoe", "cpt"} <= set(res["curve"]["1"]) and "xelm" not in res["curve"]["1"]
+    assert {"dmoe", "cpt", "xelm", "btx", "dmoe_random"} <= set(res["curve"]["2"])
+    assert res["curve"]["2"]["dmoe"]["tokens_seen"] == 2 * res["curve"]["1"]["dmoe"]["tokens_seen"]
+    assert (tmp_path / "scaling.png").stat().st_size > 1000 and (tmp_path / "benchmark.md").is_file()
+    g1 = json.loads((tmp_path / "x1" / "seed-0" / "groups.json").read_text())["groups"]
+    cfg2 = (tmp_path / "x2" / "seed-0" / "config.yaml").read_text()
+    assert all(x in cfg2 for g in g1 for x in g) and not (tmp_path / "x2" / "seed-0" / "deviation.json").exists()
