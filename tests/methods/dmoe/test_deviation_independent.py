@@ -61,7 +61,8 @@ def test_probe_on_gpt2_equals_an_independent_fine_tune(tmp_path):
     model, blocks = tiny_gpt2(), synthetic_blocks()
     ref = copy.deepcopy(model)
     base = {n: p.detach().clone() for n, p in ref.named_parameters()}
-    res = measure_deviation(model, blocks, DeviationConfig(steps=2, lr=1e-2, micro_batch_size=4, last_n_layers=1),
+    res = measure_deviation(model, blocks, DeviationConfig(steps=2, lr=1e-2, micro_batch_size=4, last_n_layers=1,
+                                                                   grad_accum=1, stability=False),
                             langs=["de"])
     tc = TrainConfig(steps=2, lr=1e-2, warmup_ratio=0.0, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0, micro_batch_size=4,
                      log_every=1, progress=False)
