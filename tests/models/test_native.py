@@ -90,8 +90,8 @@ def test_import_langmoe_registers_with_auto_classes_in_a_fresh_process(tmp_path)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "LangmoeMoELlamaForCausalLM"
-    with torch.no_grad():
-        assert torch.equal(torch.load(tmp_path / "logits.pt"), model(x).logits)
+    with torch.no_grad():  # another process may use another thread count: equal up to summation order
+        torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), model(x).logits, rtol=1e-5, atol=1e-6)
 
 
 def test_auto_classes_load_exact_and_generate_with_cache(tmp_path):
