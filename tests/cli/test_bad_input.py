@@ -919,7 +919,7 @@ def test_add_language_bad_input(tmp_path, capsys):
     out.mkdir()
     (out / "x").write_text("1")
     base = ["add-language", "--lang", "ga", "--corpus", "builtin"]
-    fails(capsys, [*base, "--model", "builtin", "--out", out], "not empty")
+    fails(capsys, [*base, "--model", "builtin", "--out", out], "already exists")
     fails(capsys, [*base, "--model", "builtin", "--out", tmp_path / "o1"], "langmoe_languages.json", "--groups")
     fails(capsys, [*base, "--model", "builtin", "--out", tmp_path / "o2", "--groups", "en,de/en"], "twice")
     fails(capsys, [*base, "--model", "builtin", "--out", tmp_path / "o3", "--groups", "en,ga/fr"], "ga")

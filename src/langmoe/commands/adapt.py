@@ -38,11 +38,16 @@ def register(subparsers) -> None:
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank for --mode lora (default 8)")
     p.add_argument("--eval-chars", type=int, default=20_000, help="characters scored per language (0 = all)")
     p.add_argument("--out", required=True, help="output folder (adapted model in model/, adapt.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing --out folder that langmoe did not write")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from langmoe.io import check_output
+
+    check_output(args.out, "adapt", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
     from pathlib import Path
 
     from langmoe.commands.eval import set_threads, split_langs

@@ -19,6 +19,8 @@ def register(subparsers) -> None:
     p.add_argument("--lang", required=True, help="new language code(s), comma separated, added in this order")
     p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder with old and new languages")
     p.add_argument("--out", required=True, help="new output folder (must not exist or be empty)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing --out folder that langmoe did not write")
     p.add_argument("--base", default=None, help="the dense base the DMoE was built from (adds a 'base' column)")
     p.add_argument("--groups", default=None,
                    help="old languages by expert, e.g. 'en,de/fr,es/ru,uk' (default: the model folder's "
@@ -92,6 +94,9 @@ def add_languages(model, tokenizer, corpus, langs: list[str], expert_of: dict[st
 
 
 def run(args) -> int:
+    from langmoe.io import check_output
+
+    check_output(args.out, "add-language", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
     from rich.console import Console
 
     from langmoe.commands.eval import set_threads
@@ -104,7 +109,7 @@ def run(args) -> int:
     from langmoe.models.moe_io import load_model_any, save_moe_pretrained
 
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if not args.overwrite and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LangmoeError(f"--out {out} exists and is not empty: give a new folder")
     set_threads(args.threads)
     langs = [x for x in args.lang.split(",") if x]

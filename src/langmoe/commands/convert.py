@@ -13,11 +13,16 @@ def register(subparsers) -> None:
                     "misreading. Weights, dtype, generation_config and tokenizer are kept.",
     )
     p.add_argument("--model", required=True, help="MoE folder to convert")
-    p.add_argument("--out", required=True, help="output folder (may equal --model: replaced atomically)")
+    p.add_argument("--out", required=True, help="new output folder (never the input folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing --out folder that langmoe did not write")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from langmoe.io import check_output
+
+    check_output(args.out, "convert", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
     from langmoe.models.base import resolve_model_path
     from langmoe.models.moe_io import folder_kind, load_model_any, save_moe_pretrained
 

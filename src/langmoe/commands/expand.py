@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--old", required=True, help="comma-separated old languages (replay, LPR), e.g. en,zh,es")
     p.add_argument("--corpus", default="builtin")
     p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing --out folder that langmoe did not write")
     p.add_argument("--variant", default=None,
                    help="moe_lpr: moe_lpr | full_ft | lora (baselines at the same tokens)")
     p.add_argument("--experts", type=int, default=None, help="moe_lpr: experts per layer incl. the frozen FFN")
@@ -88,6 +90,9 @@ def config_from_args(args) -> dict[str, Any]:
 
 
 def run(args) -> int:
+    from langmoe.io import check_output
+
+    check_output(args.out, "expand", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
     from rich.console import Console
 
     from langmoe.methods import layermoe, moe_lpr

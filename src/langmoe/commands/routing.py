@@ -17,7 +17,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="MoE model folder")
     p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (default builtin)")
     p.add_argument("--langs", nargs="+", required=True, help="language codes (space or comma separated)")
-    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--out", required=True, help="new output folder (or one `langmoe routing` wrote before: replaced atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing --out folder that langmoe did not write")
     p.add_argument("--split", default="test", help="corpus split to route (default test)")
     p.add_argument("--tokens-per-lang", type=int, default=20_000, help="token budget per language (default 20000)")
     p.add_argument("--soft", action="store_true", help="sum router probabilities instead of counting top-k hits")
@@ -49,6 +51,9 @@ def parse_base(value: str) -> float:
 
 
 def run(args) -> int:
+    from langmoe.io import check_output
+
+    check_output(args.out, "routing", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
     import warnings
 
     from langmoe.commands.eval import set_threads, split_langs
