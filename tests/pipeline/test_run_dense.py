@@ -57,3 +57,18 @@ def test_save_every_zero_means_no_checkpoints_and_a_clean_restart(tmp_path):
     assert not ckpts.exists() or not any(ckpts.iterdir())
     resumed = run_recipe(recipe, tmp_path / "killed")  # restarts the stage from step 0: same numbers
     assert resumed["systems"]["cpt"] == ref["systems"]["cpt"]
+
+
+def test_eval_json_stores_the_researcher_warnings(tmp_path):
+    """The pipeline's eval/<system>.json keeps the warnings `langmoe eval --json` stores: the tiny world scores
+    300 characters per language, below the bytes needed to measure (hand-checked against the threshold)."""
+    from langmoe.diagnostics import MIN_SCORED_BYTES
+
+    recipe = tiny_recipe(tmp_path, systems=["base"])
+    run_recipe(recipe, tmp_path / "run")
+    res = read_json(tmp_path / "run" / "eval" / "base.json")
+    small = sorted(x for x, r in res["langs"].items() if r["bytes"] < MIN_SCORED_BYTES)
+    assert small, "the tiny world should score too little text to measure"
+    for lang in small:
+        assert any(w.startswith(f"language '{lang}': only") and "too little to measure" in w
+                   for w in res["warnings"]), res["warnings"]

@@ -138,6 +138,9 @@ class RecipeRun:
             "eval": e.model_dump(),
             **(dict(extra) if extra else {}),
         }
+        from langmoe.diagnostics import eval_warnings
+
+        result["warnings"] = eval_warnings({"langs": per_lang, "split": e.split})  # also printed by run/demo
         write_json(self.run_dir / "eval" / f"{system}.json", result)
         return result
 
