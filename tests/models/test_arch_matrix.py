@@ -56,7 +56,8 @@ CONFIGS = {
     "starcoder2": lambda: tf.Starcoder2Config(**_LL, use_bias=True, sliding_window=None),
 }
 # stock MoE targets that express the upcycled model (others must refuse with one line)
-EXPORTABLE = {"llama": "mixtral", "mistral": "mixtral", "qwen2": "qwen2_moe", "qwen3": "qwen3_moe"}
+EXPORTABLE = {"llama": "mixtral", "mistral": "mixtral", "qwen2": "qwen2_moe", "qwen3": "qwen3_moe",
+              "phi3": "mixtral"}  # phi3: fused qkv / gate_up split into the Llama names
 POST_FFN_NORM = {"gemma2": "post_feedforward_layernorm", "gemma3_text": "post_feedforward_layernorm",
                  "olmo2": "post_feedforward_layernorm"}
 
@@ -190,3 +191,16 @@ def test_deviation_probe_and_layer_selection(arch, ffn_names, monkeypatch):
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters())  # base restored
     sel = select_layers(res.dev_ffn, top_n=1)
     assert len(sel.selected) == 1 and sel.selected[0] in (0, 1)
+
+
+def test_phi3_partial_moe_exports_to_qwen2_moe_with_its_dense_layers_split(tmp_path):
+    """Phi-3's dense layers keep a fused `gate_up_proj`: export splits it (gate rows first) and `qkv_proj` into
+    the Llama names of Qwen2-MoE's `mlp_only_layers`; the stock model gives the same logits."""
+    dense = dense_model("phi3")
+    x = tokens()
+    moe = upcycle(copy.deepcopy(dense), [1], 3, top_k=2).eval()
+    want = logits(moe, x)
+    assert export_stock(moe, tmp_path / "stock") == "qwen2_moe"
+    stock = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "stock").eval()
+    assert stock.config.mlp_only_layers == [0]
+    assert (logits(stock, x) - want).abs().max().item() <= 1e-5

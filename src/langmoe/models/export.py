@@ -36,7 +36,8 @@ from langmoe.models.moe_io import write_folder_atomically
 __all__ = ["export_stock", "choose_export_arch", "EXPORT_ARCHS", "max_logit_diff", "export_tolerance"]
 
 EXPORT_ARCHS = ("qwen2_moe", "qwen3_moe", "mixtral")
-_SOURCES = {"qwen2_moe": ("llama", "mistral", "qwen2"), "qwen3_moe": ("qwen3",), "mixtral": ("llama", "mistral")}
+_SOURCES = {"qwen2_moe": ("llama", "mistral", "qwen2", "phi3"), "qwen3_moe": ("qwen3",),
+            "mixtral": ("llama", "mistral", "phi3")}
 
 
 def _check_common(model: nn.Module) -> dict:
@@ -69,12 +70,12 @@ def choose_export_arch(model: nn.Module) -> str:
     if src == "qwen3":
         return "qwen3_moe"
     n = model.config.num_hidden_layers
-    if src in ("llama", "mistral") and len(info["layers"]) == n and info["renorm"]:
+    if src in ("llama", "mistral", "phi3") and len(info["layers"]) == n and info["renorm"]:
         return "mixtral"
     if src in _SOURCES["qwen2_moe"]:
         return "qwen2_moe"
     raise LangmoeError(f"no stock MoE architecture expresses model_type {src!r} (exportable: llama, mistral, qwen2, "
-                       "qwen3): keep the native folder, which loads with `import langmoe`")
+                       "qwen3, phi3): keep the native folder, which loads with `import langmoe`")
 
 
 def _target_config(model: nn.Module, arch: str, info: dict):
@@ -89,7 +90,14 @@ def _target_config(model: nn.Module, arch: str, info: dict):
     if getattr(src, "attention_bias", False) and src.model_type in ("llama", "mistral"):
         raise LangmoeError("attention_bias=True (o_proj bias) has no place in the stock MoE attention")
     window = getattr(src, "sliding_window", None)
-    use_window = bool(getattr(src, "use_sliding_window", src.model_type == "mistral")) and window is not None
+    use_window = (bool(getattr(src, "use_sliding_window", src.model_type in ("mistral", "phi3")))
+                  and window is not None)
+    rope = dict(src.rope_parameters) if getattr(src, "rope_parameters", None) else None
+    # Phi-3 = Llama with fused qkv / gate_up, unless its RoPE differs
+    partial = float(rope.pop("partial_rotary_factor", 1.0) or 1.0) if rope is not None and src.model_type == "phi3" else 1.0
+    if src.model_type == "phi3" and (partial != 1.0 or (rope or {}).get("rope_type", "default") != "default"):
+        raise LangmoeError("phi3 with partial rotary or scaled RoPE (longrope/su) has no stock MoE counterpart: "
+                               "keep the native folder (loads with `import langmoe`)")
     if use_window and window >= src.max_position_embeddings:
         use_window = False  # a window longer than any sequence changes nothing
     common = dict(
@@ -102,7 +110,7 @@ def _target_config(model: nn.Module, arch: str, info: dict):
         hidden_act="silu",
         max_position_embeddings=src.max_position_embeddings,
         rms_norm_eps=src.rms_norm_eps,
-        rope_parameters=dict(src.rope_parameters) if getattr(src, "rope_parameters", None) else None,
+        rope_parameters=rope,
         tie_word_embeddings=bool(getattr(src, "tie_word_embeddings", False)),
         attention_dropout=getattr(src, "attention_dropout", 0.0),
         bos_token_id=src.bos_token_id,
@@ -144,7 +152,7 @@ def _target_config(model: nn.Module, arch: str, info: dict):
 
 def _convert_state(model: nn.Module, target: nn.Module) -> dict[str, torch.Tensor]:
     blocks = {b.layer_idx: b for b in moe_blocks(model)}
-    src_state = model.state_dict()
+    src_state = _unfused_state(model)
     tgt_state = target.state_dict()
     out: dict[str, torch.Tensor] = {}
     layers_prefix = "model.layers."
@@ -173,6 +181,29 @@ def _convert_state(model: nn.Module, target: nn.Module) -> dict[str, torch.Tenso
             out[k] = out["model.embed_tokens.weight"]
         else:
             raise LangmoeError(f"export: stock weight {k!r} has no source in the upcycled model")
+    return out
+
+
+def _unfused_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The source state dict with Phi-3's fused projections split into the Llama names the stock targets use:
+    `qkv_proj` -> q/k/v (rows in that order) and a dense layer's `gate_up_proj` -> gate/up (gate rows first)."""
+    state = model.state_dict()
+    if model.config.model_type != "phi3":
+        return state
+    cfg = model.config
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.endswith("self_attn.qkv_proj.weight"):
+            stem = k[: -len("qkv_proj.weight")]
+            out[stem + "q_proj.weight"], out[stem + "k_proj.weight"], out[stem + "v_proj.weight"] = (
+                v[:q], v[q:q + kv], v[q + kv:q + 2 * kv])
+        elif k.endswith("mlp.gate_up_proj.weight"):
+            stem, half = k[: -len("gate_up_proj.weight")], v.shape[0] // 2
+            out[stem + "gate_proj.weight"], out[stem + "up_proj.weight"] = v[:half], v[half:]
+        else:
+            out[k] = v
     return out
 
 
