@@ -140,15 +140,17 @@ def test_a_single_file_is_a_source(tmp_path):
     assert mixed.languages() == BuiltinCorpus().languages()  # xx.jsonl beside it is not read
     extra = [d.text for s in SPLITS for d in mixed.iter_documents("de", s) if d.id.startswith("1:")]
     assert sorted(extra) == sorted(DE)
-    only = open_corpus(str(folder / "xx.jsonl"))  # languages.yaml beside the file declares xx
-    assert only.languages() == ["xx"] and only.language("xx").name == "Zorblish"
+    both = open_corpus([str(folder / "xx.jsonl"), str(folder / "de.txt")])  # languages.yaml beside declares xx
+    assert both.languages() == ["de", "xx"] and both.language("xx").name == "Zorblish"
+    with pytest.raises(LangmoeError, match="is a file"):  # alone, a path must stay a folder (as before)
+        open_corpus(str(folder / "de.txt"))
 
 
 @pytest.mark.parametrize("spec, needle", [
     ([], "corpus list is empty"),
     (["builtin", "{tmp}/missing"], "does not exist"),
     (["builtin", "builtin"], "listed twice"),
-    (["{tmp}/notes.md"], "is a file"),
+    (["builtin", "{tmp}/notes.md"], "is a file but not <lang>"),
 ])
 def test_bad_lists_are_one_line(tmp_path, spec, needle):
     (tmp_path / "notes.md").write_text("x", encoding="utf-8")

@@ -467,7 +467,8 @@ class FolderCorpus(_FileCorpus):
 
     Unknown codes must be declared (argument or a `languages.yaml` in the folder). Documents without a split get
     `hash_split(lang, id, valid_frac, test_frac, seed)`: 1% valid and 1% test unless the arguments or a
-    `corpus.yaml` in the folder (`valid_frac`, `test_frac`, `seed`) say otherwise.
+    `corpus.yaml` in the folder (`valid_frac`, `test_frac`, `seed`) say otherwise. `file_ok=True` (a source in a
+    list given to open_corpus) also takes one `<lang>.*` file as a one-language corpus.
     """
 
     def __init__(
@@ -477,17 +478,21 @@ class FolderCorpus(_FileCorpus):
         valid_frac: float | None = None,
         test_frac: float | None = None,
         seed: int | None = None,
+        *,
+        file_ok: bool = False,
     ):
         root = Path(path).expanduser()
         if not root.exists():
             raise LangmoeError(f"corpus folder {root} does not exist: give a folder of <lang>.txt/.jsonl/.parquet "
                                "files, or 'builtin'")
-        single = None  # one `<lang>.<ext>` file given directly: a one-language corpus; its folder's yaml apply
+        single = None  # one `<lang>.<ext>` file in a list of sources: a one-language corpus; its folder's yaml apply
         if not root.is_dir():
             code, kind = _split_name(root.name)
+            if not file_ok:
+                raise LangmoeError(f"corpus path {root} is a file: give the folder that holds <lang>.* files")
             if kind is None:
-                raise LangmoeError(f"corpus path {root} is a file: give the folder that holds <lang>.* files, or "
-                                   "one file named <lang>.txt/.jsonl/.jsonl.gz/.parquet")
+                raise LangmoeError(f"corpus path {root} is a file but not <lang>.txt/.jsonl/.jsonl.gz/.parquet: "
+                                   "give such a file or a folder of them")
             single, root = (code, kind, root), root.parent
         declared = {}
         for name in ("languages.yaml", "languages.yml"):
@@ -710,6 +715,13 @@ def corpus_paths(spec: Any) -> list[str]:
     return [str(spec)]
 
 
+def _open_source(spec, declared_languages, valid_frac, test_frac, seed) -> Corpus:
+    """One entry of a list of sources: 'builtin', a folder, or (only here) a single `<lang>.*` file."""
+    if str(spec) == "builtin":
+        return BuiltinCorpus()
+    return FolderCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed, file_ok=True)
+
+
 def open_corpus(
     spec: str | Path | list[str | Path] | None = "builtin",
     declared_languages: Mapping[str, Language] | None = None,
@@ -717,8 +729,8 @@ def open_corpus(
     test_frac: float | None = None,
     seed: int | None = None,
 ) -> Corpus:
-    """'builtin' (or None) for the shipped corpus, else a folder path or one `<lang>.*` file (see FolderCorpus);
-    a list of those mixes them (see MixedCorpus)."""
+    """'builtin' (or None) for the shipped corpus, else a folder path (see FolderCorpus); a list mixes sources
+    ('builtin', folders, single `<lang>.*` files; see MixedCorpus), a one-entry list is that entry alone."""
     if isinstance(spec, Corpus):
         return spec
     if isinstance(spec, (list, tuple)):
@@ -730,8 +742,8 @@ def open_corpus(
         dup = next((x for i, x in enumerate(labels) if x in labels[:i]), None)
         if dup is not None:
             raise LangmoeError(f"corpus source {dup} is listed twice: list each source once")
-        return MixedCorpus([(label, open_corpus(x, declared_languages, valid_frac=valid_frac, test_frac=test_frac,
-                                                seed=seed)) for label, x in zip(labels, spec, strict=True)])
+        return MixedCorpus([(label, _open_source(x, declared_languages, valid_frac, test_frac, seed))
+                            for label, x in zip(labels, spec, strict=True)])
     if spec is None or str(spec) == "builtin":
         return BuiltinCorpus()
     return FolderCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed)
