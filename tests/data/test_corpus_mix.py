@@ -180,3 +180,15 @@ def test_cli_with_two_corpus_flags(tmp_path, capsys):
     assert main(["corpus", "stats", "--corpus", "builtin", "--corpus", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("langmoe corpus: error:") and "does not exist" in err and err.count("\n") == 1
+
+
+def test_script_warning_reaches_a_folder_inside_a_mix(tmp_path):
+    from langmoe.diagnostics import corpus_warnings
+
+    folder = tmp_path / "ru_in_de"
+    folder.mkdir()
+    write_txt(folder / "de.txt", ["Это русский текст, а не немецкий."] * 5)
+    mixed = open_corpus(["builtin", str(folder)])
+    warns = corpus_warnings(mixed, ["de", "en"])
+    assert len(warns) == 1 and "de.txt" in warns[0] and "Latin" in warns[0]
+    assert corpus_warnings(mixed, ["en"]) == []
