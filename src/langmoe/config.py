@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from langmoe.errors import LangmoeError
 from langmoe.methods import registry
@@ -107,7 +115,8 @@ class Recipe(_Strict):
 
     name: str = "dmoe"
     model: str = Field("builtin", description="a Hugging Face causal LM folder, or 'builtin' (shipped tiny base)")
-    corpus: str = Field("builtin", description="'builtin' or a corpus folder (see langmoe.data.corpus)")
+    corpus: str | list[str] = Field("builtin", description="'builtin', a corpus folder or a <lang>.* file, or a "
+                                    "list of those to mix (see langmoe.data.corpus.MixedCorpus)")
     languages: list[str] = Field(min_length=2)
     data: DataSettings = DataSettings()
     budget_steps: int = Field(100, gt=0, description="optimizer steps every trained system gets (equal budget)")
@@ -125,6 +134,19 @@ class Recipe(_Strict):
         from langmoe.recipe_legacy import translate
 
         return translate(data) if isinstance(data, dict) else data
+
+    @field_validator("corpus")
+    @classmethod
+    def _check_corpus(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("the corpus list is empty: give 'builtin', a folder or a <lang>.* file (or several)")
+            if any(not str(x).strip() for x in v):
+                raise ValueError("a corpus list entry is empty: give 'builtin', a folder or a <lang>.* file")
+            if len(set(v)) != len(v):
+                raise ValueError("list each corpus source once")
+            return v[0] if len(v) == 1 else v
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

@@ -59,9 +59,17 @@ def dominance_warnings(ppl: Mapping[str, float], what: str = "mean perplexity") 
 
 def corpus_warnings(corpus: Any, langs: Iterable[str] | None = None, sample_chars: int = 20_000) -> list[str]:
     """A user corpus file whose sampled text is mostly in another script than its language's."""
-    from langmoe.data.corpus import FolderCorpus
+    from langmoe.data.corpus import FolderCorpus, MixedCorpus
     from langmoe.data.languages import SCRIPTS, script_share
 
+    if isinstance(corpus, MixedCorpus):  # each folder source on its own
+        want = list(langs) if langs else None
+        out = []
+        for _, part in corpus.parts:
+            mine = [x for x in want if x in part.languages()] if want else None
+            if mine is None or mine:
+                out += corpus_warnings(part, mine, sample_chars)
+        return out
     if not isinstance(corpus, FolderCorpus):
         return []  # the built-in corpus is filtered by script when it is built
     have = set(corpus.languages())

@@ -223,7 +223,8 @@ def check_output(
     real = _real(out)
     if kind == "file" and out.is_dir():
         raise LangmoeError(f"{out} is a folder: give a file path to write")
-    for inp in inputs:
+    flat = [x for inp in inputs for x in (inp if isinstance(inp, (list, tuple)) else [inp])]  # mixed corpora
+    for inp in flat:
         if inp is None or str(inp) == "builtin" or not Path(inp).expanduser().exists():
             continue
         r = _real(inp)

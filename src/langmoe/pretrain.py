@@ -55,7 +55,7 @@ class PretrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     preset: str = "tiny"
-    corpus: str = "builtin"
+    corpus: str | list[str] = "builtin"  # a list mixes sources (open_corpus)
     langs: list[str] | None = None
     out: Path
     seed: int = 0
@@ -88,7 +88,7 @@ class ContinueTrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str
-    corpus: str = "builtin"
+    corpus: str | list[str] = "builtin"  # a list mixes sources (open_corpus)
     langs: list[str] | None = None
     out: Path
     seed: int = 0

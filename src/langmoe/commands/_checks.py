@@ -130,10 +130,12 @@ def _check_per_layer(where: str, field: str, table: dict[str, list[float]], lang
 
 def recipe_inputs(recipe: Any, recipe_path: str | None) -> list[str | None]:
     """The paths a recipe reads (model, corpus, the recipe file itself)."""
-    return [str(recipe.model), str(recipe.corpus), recipe_path]
+    from langmoe.data.corpus import corpus_paths
+
+    return [str(recipe.model), *corpus_paths(recipe.corpus), recipe_path]
 
 
-def check_corpus(spec: str, langs: list[str] | None = None) -> Any:
+def check_corpus(spec: str | list[str], langs: list[str] | None = None) -> Any:
     """Open the corpus, refuse languages it lacks, and warn about files in the wrong script; return it."""
     from langmoe.data.corpus import open_corpus
     from langmoe.diagnostics import corpus_warnings, report_warnings

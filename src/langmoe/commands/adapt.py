@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.errors import LangmoeError
 
 
@@ -16,7 +17,8 @@ def register(subparsers) -> None:
                     "adapt.json (trainable share, child/parent perplexity before and after).",
     )
     p.add_argument("--model", required=True, help="MoE model folder")
-    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (default builtin)")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' or a corpus folder (default builtin)" + MIX_HELP)
     p.add_argument("--child", required=True, help="low-resource language to adapt to")
     p.add_argument("--parent", required=True, help="related high-resource language whose experts are used")
     p.add_argument("--mode", choices=["seft", "ssft", "aeft", "lastn", "full", "lora"], default="ssft")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,7 +19,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", required=True, help="DMoE model folder (a stage-2 or new-language `model/` folder)")
     p.add_argument("--lang", required=True, help="new language code(s), comma separated, added in this order")
-    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder with old and new languages")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' or a corpus folder with old and new languages" + MIX_HELP)
     p.add_argument("--out", required=True, help="new output folder (must not exist or be empty)")
     p.add_argument("--overwrite", action="store_true",
                    help="write into an existing --out folder that langmoe did not write")

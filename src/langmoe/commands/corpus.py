@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("corpus", help="inspect a corpus", description="Inspect a corpus.")
@@ -13,7 +15,8 @@ def register(subparsers) -> None:
         description="Per language: name, family, genus, script, and documents / characters / UTF-8 bytes per "
                     "split, with totals and the number of distinct families and scripts.",
     )
-    s.add_argument("--corpus", default="builtin", help="'builtin' (default) or a folder of <lang>.* files")
+    s.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' (default) or a folder of <lang>.* files" + MIX_HELP)
     s.add_argument("--langs", nargs="+", default=None, help="only these language codes (space or comma separated)")
     s.add_argument("--json", action="store_true", help="print JSON to stdout instead of a table")
     s.set_defaults(func=run_stats)
@@ -38,12 +41,19 @@ def run_stats(args) -> int:
     report_warnings(corpus_warnings(corpus, langs))
     stats = corpus_stats(corpus, langs)
     if args.json:
-        print(json.dumps({"corpus": str(args.corpus), **stats.model_dump(mode="json")}, indent=2, ensure_ascii=False))
+        data = {"corpus": args.corpus if isinstance(args.corpus, list) else str(args.corpus),
+                **stats.model_dump(mode="json")}
+        if isinstance(args.corpus, list):  # mixed sources: which source gave each language what
+            from langmoe.data.corpus import corpus_sources
+
+            data["sources"] = corpus_sources(corpus, langs)
+        print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"corpus {args.corpus}: {len(stats.languages)} languages, {len(stats.families)} families, "
+    label = " + ".join(args.corpus) if isinstance(args.corpus, list) else args.corpus
+    t = Table(title=f"corpus {label}: {len(stats.languages)} languages, {len(stats.families)} families, "
                     f"{len(stats.scripts)} scripts")
     for col in ("code", "name", "family", "genus", "script"):
         t.add_column(col)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+
 
 def register_show(sub) -> None:
     s = sub.add_parser(
@@ -14,7 +16,8 @@ def register_show(sub) -> None:
     s.add_argument("--lang", required=True, help="language code (ISO 639-1 or 639-3)")
     s.add_argument("--split", default="test", help="train, valid or test (default: test)")
     s.add_argument("-n", "--num", type=int, default=3, help="documents to print (default: 3)")
-    s.add_argument("--corpus", default="builtin", help="'builtin' (default) or a folder of <lang>.* files")
+    s.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' (default) or a folder of <lang>.* files" + MIX_HELP)
     s.add_argument("--max-chars", type=int, default=1000, help="cut each document to this many characters (0: whole)")
     s.add_argument("--json", action="store_true", help="print JSON lines ({id, lang, source, chars, text})")
     s.set_defaults(func=run_show)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -13,7 +15,8 @@ def register(subparsers) -> None:
                     "OUT/deviation.json. Finished languages are cached in OUT/probe/: re-running resumes.",
     )
     p.add_argument("--model", required=True, help="HF model folder, or 'builtin' for the shipped tiny base")
-    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (default builtin)")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' or a corpus folder (default builtin)" + MIX_HELP)
     p.add_argument("--langs", nargs="+", required=True, help="language codes (space or comma separated)")
     p.add_argument("--out", required=True, help="output folder (deviation.json, probe cache)")
     p.add_argument("--steps", type=int, default=None, help="probe steps per language (default 10)")

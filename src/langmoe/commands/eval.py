@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.errors import LangmoeError
 
 
@@ -23,7 +24,8 @@ def register(subparsers) -> None:
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (default builtin)")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' or a corpus folder (default builtin)" + MIX_HELP)
     p.add_argument("--langs", nargs="+", default=None, help="language codes (space or comma separated)")
     p.add_argument("--split", default="test", help="split to score (default test)")
     p.add_argument("--window", type=int, default=256, help="tokens per window (default 256: the block length the "
@@ -124,7 +126,8 @@ def run(args) -> int:
     set_threads(args.threads)
     table = evaluate_folder(args.model, args.corpus, split_langs(args.langs), eval_settings(args), dtype=args.dtype,
                             progress="lines")
-    print_eval_table(table, f"{args.model} on {args.corpus}/{args.split}")
+    label = " + ".join(args.corpus) if isinstance(args.corpus, list) else args.corpus
+    print_eval_table(table, f"{args.model} on {label}/{args.split}")
     table["warnings"] = report_warnings(eval_warnings(table))
     if args.json_out:
         write_json(args.json_out, table)

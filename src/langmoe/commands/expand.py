@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+
 METHODS = ("moe_lpr", "layermoe")
 
 
@@ -19,7 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="dense HF folder, 'builtin', or a folder written by langmoe expand")
     p.add_argument("--new", required=True, help="comma-separated new languages, e.g. el,hu,tr")
     p.add_argument("--old", required=True, help="comma-separated old languages (replay, LPR), e.g. en,zh,es")
-    p.add_argument("--corpus", default="builtin")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' (default) or a corpus folder" + MIX_HELP)
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--overwrite", action="store_true",
                    help="write into an existing --out folder that langmoe did not write")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,7 +18,8 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="text to continue")
     src.add_argument("--lang", help="use the start of a random test document of this language as the prompt")
-    p.add_argument("--corpus", default="builtin", help="corpus for --lang: 'builtin' (default) or a folder")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="corpus for --lang: 'builtin' (default) or a folder" + MIX_HELP)
     p.add_argument("--prompt-chars", type=int, default=200, help="characters of the document used with --lang")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=None, help="default: the model's generation_config")

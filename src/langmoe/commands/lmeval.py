@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.errors import LangmoeError
 
 
@@ -22,7 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--num-fewshot", type=int, default=None)
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--corpus", default="builtin", help="corpus for the langmoe_* tasks (default builtin)")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="corpus for the langmoe_* tasks (default builtin)" + MIX_HELP)
     p.add_argument("--langs", nargs="+", default=None, help="languages of the langmoe_bpb / langmoe_cont groups")
     p.add_argument("--bootstrap-iters", type=int, default=0, help="lm-eval bootstrap iterations for stderr (0: none)")
     p.add_argument("--seed", type=int, default=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -11,7 +13,8 @@ def register(subparsers) -> None:
                     "for `langmoe lm-eval --include-path OUT` or `lm_eval --include_path OUT`.",
     )
     p.add_argument("--out", required=True, help="folder to write the tasks into")
-    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' or a corpus folder" + MIX_HELP)
     p.add_argument("--langs", nargs="+", default=None, help="language codes (default: all of the corpus)")
     p.add_argument("--split", default="test")
     p.add_argument("--max-docs", type=int, default=100, help="documents per language (default 100)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
 
 
@@ -13,7 +14,8 @@ def register(subparsers) -> None:
                     "unigram baseline, and write a Hugging Face folder with pretrain.json. Rerun to resume.",
     )
     p.add_argument("--preset", default="tiny", help="tiny (~1M non-embedding params) or small (~5M)")
-    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' or a corpus folder" + MIX_HELP)
     p.add_argument("--langs", nargs="+", default=None, help="language codes (default: all of the corpus)")
     p.add_argument("--out", required=True, help="output folder (the HF model folder; training state in OUT/train)")
     p.add_argument("--steps", type=int, default=1000)

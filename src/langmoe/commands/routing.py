@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.errors import LangmoeError
 
 
@@ -15,7 +16,8 @@ def register(subparsers) -> None:
                     "transformers MoE) and write routing_counts.json, routing_metrics.json, PNGs and report.html.",
     )
     p.add_argument("--model", required=True, help="MoE model folder")
-    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder (default builtin)")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' or a corpus folder (default builtin)" + MIX_HELP)
     p.add_argument("--langs", nargs="+", required=True, help="language codes (space or comma separated)")
     p.add_argument("--out", required=True, help="new output folder (or one `langmoe routing` wrote before: replaced atomically)")
     p.add_argument("--overwrite", action="store_true",

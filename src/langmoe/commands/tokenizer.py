@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("tokenizer", help="train tokenizers", description="Train tokenizers.")
@@ -12,7 +14,8 @@ def register(subparsers) -> None:
                     "characters of each language (default: the median language size) and save it with "
                     "save_pretrained.",
     )
-    t.add_argument("--corpus", default="builtin", help="'builtin' (default) or a folder of <lang>.* files")
+    t.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' (default) or a folder of <lang>.* files" + MIX_HELP)
     t.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size (default 8192, at least 257)")
     t.add_argument("--langs", nargs="+", default=None, help="language codes (default: all in the corpus)")
     t.add_argument("--max-chars-per-lang", type=int, default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
 from langmoe.commands.pretrain import _stage_line
 
@@ -14,7 +15,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", required=True,
                    help="HF model folder, hub id (org/name, from your HF cache) or 'builtin' (the shipped tiny base)")
-    p.add_argument("--corpus", default="builtin", help="'builtin' or a corpus folder")
+    p.add_argument("--corpus", default="builtin", action=CorpusAppend,
+        help="'builtin' or a corpus folder" + MIX_HELP)
     p.add_argument("--langs", nargs="+", default=None, help="language codes (default: all of the corpus)")
     p.add_argument("--out", required=True, help="output folder (HF model folder; training state in OUT/train)")
     p.add_argument("--steps", type=int, default=200)

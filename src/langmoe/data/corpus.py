@@ -467,7 +467,8 @@ class FolderCorpus(_FileCorpus):
 
     Unknown codes must be declared (argument or a `languages.yaml` in the folder). Documents without a split get
     `hash_split(lang, id, valid_frac, test_frac, seed)`: 1% valid and 1% test unless the arguments or a
-    `corpus.yaml` in the folder (`valid_frac`, `test_frac`, `seed`) say otherwise.
+    `corpus.yaml` in the folder (`valid_frac`, `test_frac`, `seed`) say otherwise. `file_ok=True` (a source in a
+    list given to open_corpus) also takes one `<lang>.*` file as a one-language corpus.
     """
 
     def __init__(
@@ -477,13 +478,22 @@ class FolderCorpus(_FileCorpus):
         valid_frac: float | None = None,
         test_frac: float | None = None,
         seed: int | None = None,
+        *,
+        file_ok: bool = False,
     ):
         root = Path(path).expanduser()
         if not root.exists():
             raise LangmoeError(f"corpus folder {root} does not exist: give a folder of <lang>.txt/.jsonl/.parquet "
                                "files, or 'builtin'")
+        single = None  # one `<lang>.<ext>` file in a list of sources: a one-language corpus; its folder's yaml apply
         if not root.is_dir():
-            raise LangmoeError(f"corpus path {root} is a file: give the folder that holds <lang>.* files")
+            code, kind = _split_name(root.name)
+            if not file_ok:
+                raise LangmoeError(f"corpus path {root} is a file: give the folder that holds <lang>.* files")
+            if kind is None:
+                raise LangmoeError(f"corpus path {root} is a file but not <lang>.txt/.jsonl/.jsonl.gz/.parquet: "
+                                   "give such a file or a folder of them")
+            single, root = (code, kind, root), root.parent
         declared = {}
         for name in ("languages.yaml", "languages.yml"):
             if (root / name).is_file():
@@ -501,7 +511,12 @@ class FolderCorpus(_FileCorpus):
         self.root = root
         self._sources: dict[str, tuple[str, Path]] = {}
         self._whole = None  # whole-folder datasets: list of (split, Dataset) parts with a `lang` column
-        if _is_dataset_dir(root):
+        if single is not None:
+            code, kind, f = single
+            if f.stat().st_size == 0:
+                raise LangmoeError(f"{f} is empty: add text or remove the file")
+            self._sources[code] = (kind, f)
+        elif _is_dataset_dir(root):
             self._whole = _dataset_parts(_load_dataset(root), root)
             codes: set[str] = set()
             for _, ds in self._whole:
@@ -574,6 +589,8 @@ class FolderCorpus(_FileCorpus):
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(f"{self.root.resolve()}|{self.valid_frac}|{self.test_frac}|{self.seed}".encode())
+        if len(self._sources) == 1 and next(iter(self._sources.values()))[1].is_file():
+            h.update(f"|file:{next(iter(self._sources.values()))[1].name}".encode())  # one file, not the folder
         for code in sorted(self._sources):
             _, p = self._sources[code]
             files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
@@ -591,16 +608,142 @@ def _known() -> set[str]:
     return set(LANGUAGES)
 
 
+class MixedCorpus(Corpus):
+    """Several sources read as one corpus: the union of their languages; a language found in several sources has
+    their documents one source after the other, in the order given.
+
+    Each document keeps the split its own source gives it (the built-in corpus's fixed splits, a folder's hash
+    split with its own `corpus.yaml` shares), so mixing never moves a document between train and test. Ids get a
+    `<source index>:` prefix only for a language that several sources share (ids are unique per source only).
+    """
+
+    def __init__(self, parts: list[tuple[str, Corpus]]):
+        declared: dict[str, Language] = {}
+        for name, part in parts:
+            for code, lang in part.declared.items():
+                if code in declared and declared[code] != lang:
+                    raise LangmoeError(f"language {code!r} is declared differently in two corpus sources (the "
+                                       f"second is {name}): keep one languages.yaml entry for it")
+                declared[code] = lang
+        super().__init__(declared)
+        self.parts = list(parts)
+        self._by_lang: dict[str, list[int]] = {}
+        for i, (_, part) in enumerate(self.parts):
+            for code in part.languages():
+                self._by_lang.setdefault(code, []).append(i)
+
+    def languages(self) -> list[str]:
+        return sorted(self._by_lang)
+
+    def _doc(self, i: int, lang: str, doc: Document) -> Document:
+        if len(self._by_lang[lang]) == 1:
+            return doc
+        return Document(id=f"{i}:{doc.id}", lang=doc.lang, text=doc.text, source=doc.source)
+
+    def _iter_all(self, lang: str) -> Iterator[tuple[str, Document]]:
+        for i in self._by_lang[lang]:
+            for split, doc in self.parts[i][1]._iter_all(lang):
+                yield split, self._doc(i, lang, doc)
+
+    def iter_documents(self, lang: str, split: str) -> Iterator[Document]:
+        _check_split(split)
+        self._check_lang(lang)
+        for i in self._by_lang[lang]:
+            for doc in self.parts[i][1].iter_documents(lang, split):
+                yield self._doc(i, lang, doc)
+
+    def split_stats(self, lang: str) -> dict[str, SplitStats]:
+        """The sum of the sources' own statistics (the built-in manifest's numbers where it has them)."""
+        self._check_lang(lang)
+        out = {s: SplitStats() for s in SPLITS}
+        for i in self._by_lang[lang]:
+            for s, st in self.parts[i][1].split_stats(lang).items():
+                out[s].docs += st.docs
+                out[s].chars += st.chars
+                out[s].bytes += st.bytes
+        return out
+
+    def sources(self, langs: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Per language, the sources that gave it documents, in order, with their characters per split."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for lang in langs or self.languages():
+            self._check_lang(lang)
+            out[lang] = [{"source": self.parts[i][0],
+                          "chars": {s: st.chars for s, st in self.parts[i][1].split_stats(lang).items()}}
+                         for i in self._by_lang[lang]]
+        return out
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(b"mixed")
+        for _, part in self.parts:
+            h.update(corpus_fingerprint(part).encode() + b"\0")
+        return "mixed:" + h.hexdigest()[:32]
+
+
+def _source_label(spec: str | Path) -> str:
+    return "builtin" if str(spec) == "builtin" else str(Path(spec).expanduser().resolve())
+
+
+def corpus_sources(corpus: Any, langs: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per language, which sources gave it documents and how many characters per split (recorded in runs)."""
+    if isinstance(corpus, MixedCorpus):
+        return corpus.sources(langs)
+    label = ("builtin" if isinstance(corpus, BuiltinCorpus) else
+             str(corpus.root.resolve()) if isinstance(corpus, FolderCorpus) else type(corpus).__name__)
+    return {lang: [{"source": label, "chars": {s: st.chars for s, st in corpus.split_stats(lang).items()}}]
+            for lang in (langs or corpus.languages())}
+
+
+def corpus_spec(value: Any) -> str | list[str]:
+    """A CLI/recipe corpus value as open_corpus takes it: None or [] -> 'builtin', one entry -> that string,
+    several -> the list (so a single `--corpus X` behaves exactly as before)."""
+    if value is None:
+        return "builtin"
+    if isinstance(value, (list, tuple)):
+        if len(value) == 0:
+            return "builtin"
+        return str(value[0]) if len(value) == 1 else [str(v) for v in value]
+    return str(value)
+
+
+def corpus_paths(spec: Any) -> list[str]:
+    """The entries of a corpus spec as a flat list of strings (for input/output checks)."""
+    if spec is None:
+        return []
+    if isinstance(spec, (list, tuple)):
+        return [str(v) for v in spec]
+    return [str(spec)]
+
+
+def _open_source(spec, declared_languages, valid_frac, test_frac, seed) -> Corpus:
+    """One entry of a list of sources: 'builtin', a folder, or (only here) a single `<lang>.*` file."""
+    if str(spec) == "builtin":
+        return BuiltinCorpus()
+    return FolderCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed, file_ok=True)
+
+
 def open_corpus(
-    spec: str | Path | None = "builtin",
+    spec: str | Path | list[str | Path] | None = "builtin",
     declared_languages: Mapping[str, Language] | None = None,
     valid_frac: float | None = None,
     test_frac: float | None = None,
     seed: int | None = None,
 ) -> Corpus:
-    """'builtin' (or None) for the shipped corpus, else a folder path (see FolderCorpus)."""
+    """'builtin' (or None) for the shipped corpus, else a folder path (see FolderCorpus); a list mixes sources
+    ('builtin', folders, single `<lang>.*` files; see MixedCorpus), a one-entry list is that entry alone."""
     if isinstance(spec, Corpus):
         return spec
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise LangmoeError("the corpus list is empty: give 'builtin', a folder or a <lang>.* file (or several)")
+        if len(spec) == 1:
+            return open_corpus(spec[0], declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed)
+        labels = [_source_label(x) for x in spec]
+        dup = next((x for i, x in enumerate(labels) if x in labels[:i]), None)
+        if dup is not None:
+            raise LangmoeError(f"corpus source {dup} is listed twice: list each source once")
+        return MixedCorpus([(label, _open_source(x, declared_languages, valid_frac, test_frac, seed))
+                            for label, x in zip(labels, spec, strict=True)])
     if spec is None or str(spec) == "builtin":
         return BuiltinCorpus()
     return FolderCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed)
@@ -662,7 +805,7 @@ def corpus_stats(corpus: Corpus, langs: list[str] | None = None) -> CorpusStats:
 def corpus_fingerprint(corpus: Any, langs: list[str] | None = None, split: str | None = None) -> str:
     """`corpus.fingerprint()` when it has one, else a hash of the texts themselves (one streaming pass)."""
     fp = getattr(corpus, "fingerprint", None)
-    if callable(fp) and isinstance(corpus, (BuiltinCorpus, FolderCorpus)):
+    if callable(fp) and isinstance(corpus, (BuiltinCorpus, FolderCorpus, MixedCorpus)):
         return fp()
     h = hashlib.sha256()
     for lang in langs or corpus.languages():
@@ -675,6 +818,7 @@ def corpus_fingerprint(corpus: Any, langs: list[str] | None = None, split: str |
 
 
 __all__ = [
-    "SPLITS", "Document", "Corpus", "BuiltinCorpus", "FolderCorpus", "open_corpus", "hash_split",
+    "SPLITS", "Document", "Corpus", "BuiltinCorpus", "FolderCorpus", "MixedCorpus", "open_corpus", "hash_split",
+    "corpus_sources", "corpus_spec", "corpus_paths",
     "SplitStats", "LanguageStats", "CorpusStats", "corpus_stats", "corpus_fingerprint",
 ]

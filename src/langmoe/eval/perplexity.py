@@ -331,7 +331,7 @@ def eval_table(scores: dict[str, LangScore], uni: dict[str, LangScore], settings
 
 
 def evaluate_folder(
-    model_path: str, corpus: str | None = "builtin", langs: Sequence[str] | None = None,
+    model_path: str, corpus: str | list[str] | None = "builtin", langs: Sequence[str] | None = None,
     settings: EvalSettings | None = None, dtype: str | None = None, progress: str = "off",
 ) -> dict[str, Any]:
     """`langmoe eval`: load an HF folder ('builtin' = the shipped tiny base) and evaluate it on a corpus."""
@@ -350,5 +350,5 @@ def evaluate_folder(
         raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(have)})")
     table = run_eval(model, tokenizer, opened, chosen, settings, progress=progress)
     table["model"] = str(model_path)
-    table["corpus"] = str(corpus)
+    table["corpus"] = [str(c) for c in corpus] if isinstance(corpus, (list, tuple)) else str(corpus)
     return table

@@ -43,7 +43,7 @@ class RecipeRun:
 
     def setup(self, extra_languages: list[str] | None = None) -> None:
         """Load tokenizer and corpus, check the recipe fits the model, write config.yaml, fix the input key."""
-        from langmoe.data.corpus import corpus_fingerprint, open_corpus
+        from langmoe.data.corpus import corpus_fingerprint, corpus_sources, open_corpus
         from langmoe.models.base import load_tokenizer, resolve_model_path
 
         r = self.recipe
@@ -59,6 +59,9 @@ class RecipeRun:
             raise LangmoeError(f"languages {', '.join(missing)} are not in corpus {r.corpus!r}: "
                                f"choose from {', '.join(sorted(have))}")
         write_yaml(self.run_dir / "config.yaml", r)
+        # which source(s) gave each language its documents, and how many characters per split (mixed corpora)
+        write_json(self.run_dir / "corpus_sources.json", {"corpus": r.corpus,
+                                                           "languages": corpus_sources(self.corpus, wanted)})
         self.input_key = {"model": str(self.model_path), "model_sha": folder_fingerprint(self.model_path),
                           "corpus": r.corpus, "corpus_sha": corpus_fingerprint(self.corpus, wanted),
                           "languages": r.languages, "data": r.data.model_dump(), "seed": r.seed}

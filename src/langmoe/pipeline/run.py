@@ -3,6 +3,7 @@
 Run folder (what `langmoe.report` reads)::
 
     config.yaml                resolved recipe
+    corpus_sources.json        per language, the corpus source(s) of its documents and their characters per split
     eval/<row>.json            per-language scores, mean, params, tokens seen, budget (one file per summary row)
     summary.json               one row per system (mean ppl / bpb, params total/active, tokens seen), the budget,
                                and `display`: each row's label and order from the method registry

@@ -86,7 +86,7 @@ class ExpansionConfig(BaseModel):
     model: str = "builtin"
     new: list[str]
     old: list[str]
-    corpus: str = "builtin"
+    corpus: str | list[str] = "builtin"  # a list mixes sources (open_corpus)
     top_k: int = Field(2, ge=1)
     block_len: int = Field(128, ge=2)
     micro_batch_size: int = Field(8, ge=1)
