@@ -97,7 +97,7 @@ def measure(
     window: int = 256, stride: int = 128, batch_size: int = 8, corpus: str = "builtin",
 ) -> dict:
     """Per-language bits per byte of the model, each compressor and the unigram model, plus means and win counts."""
-    from langmoe.data.corpus import open_corpus
+    from langmoe.data.corpus import choose_languages, open_corpus
     from langmoe.eval.perplexity import evaluate_languages, select_texts
     from langmoe.eval.unigram import unigram_bpb
     from langmoe.models.base import load_model_and_tokenizer
@@ -106,11 +106,7 @@ def measure(
     if torch.cuda.is_available():
         model.to("cuda")
     opened = open_corpus(corpus)
-    have = list(opened.languages())
-    chosen = list(langs) if langs else have
-    missing = [x for x in chosen if x not in have]
-    if missing:
-        raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(have)})")
+    chosen = choose_languages(opened, langs)
     t0 = time.perf_counter()
     ours = evaluate_languages(model, tokenizer, opened, chosen, split=split, window=window, stride=stride,
                               max_chars_per_lang=max_chars, batch_size=batch_size, skip_empty=True)

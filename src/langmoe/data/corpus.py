@@ -752,6 +752,16 @@ def open_corpus(
 # --- statistics ----------------------------------------------------------------------------------------------
 
 
+def choose_languages(corpus: Corpus, langs: list[str] | None = None, label: str = "the corpus") -> list[str]:
+    """`langs` (all of the corpus's languages when None), refusing with one line any the corpus does not have."""
+    have = list(corpus.languages())
+    chosen = list(langs) if langs else have
+    missing = [x for x in chosen if x not in have]
+    if missing:
+        raise LangmoeError(f"languages {', '.join(missing)} are not in {label} (it has: {', '.join(have)})")
+    return chosen
+
+
 class LanguageStats(BaseModel):
     code: str
     name: str
@@ -818,6 +828,7 @@ def corpus_fingerprint(corpus: Any, langs: list[str] | None = None, split: str |
 
 
 __all__ = [
+    "choose_languages",
     "SPLITS", "Document", "Corpus", "BuiltinCorpus", "FolderCorpus", "MixedCorpus", "open_corpus", "hash_split",
     "corpus_sources", "corpus_spec", "corpus_paths",
     "SplitStats", "LanguageStats", "CorpusStats", "corpus_stats", "corpus_fingerprint",

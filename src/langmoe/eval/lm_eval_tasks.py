@@ -96,16 +96,12 @@ def write_tasks(
     max_docs: documents per language (first ones of the split); max_chars: a bpb document is cut to this many
     characters at whitespace (0 = whole documents).
     """
-    from langmoe.data.corpus import open_corpus
+    from langmoe.data.corpus import choose_languages, open_corpus
 
     if max_docs < 1 or choices < 2:
         raise LangmoeError(f"max_docs must be >= 1 and choices >= 2, got {max_docs} and {choices}")
     src = open_corpus(corpus)
-    have = list(src.languages())
-    langs = list(langs) if langs else have
-    missing = [x for x in langs if x not in have]
-    if missing:
-        raise LangmoeError(f"languages {', '.join(missing)} are not in corpus {corpus} (it has: {', '.join(have)})")
+    langs = choose_languages(src, langs, label=f"corpus {corpus}")
     out = Path(out_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
     written: dict[str, list[str]] = {fam: [] for fam in FAMILIES}

@@ -335,7 +335,7 @@ def evaluate_folder(
     settings: EvalSettings | None = None, dtype: str | None = None, progress: str = "off",
 ) -> dict[str, Any]:
     """`langmoe eval`: load an HF folder ('builtin' = the shipped tiny base) and evaluate it on a corpus."""
-    from langmoe.data.corpus import open_corpus
+    from langmoe.data.corpus import choose_languages, open_corpus
     from langmoe.models.base import load_model_and_tokenizer
 
     settings = settings or EvalSettings()
@@ -343,11 +343,7 @@ def evaluate_folder(
     if torch.cuda.is_available():
         model.to("cuda")
     opened = open_corpus(corpus)
-    have = list(opened.languages())
-    chosen = list(langs) if langs else have
-    missing = [x for x in chosen if x not in have]
-    if missing:
-        raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(have)})")
+    chosen = choose_languages(opened, langs)
     table = run_eval(model, tokenizer, opened, chosen, settings, progress=progress)
     table["model"] = str(model_path)
     table["corpus"] = [str(c) for c in corpus] if isinstance(corpus, (list, tuple)) else str(corpus)
