@@ -111,13 +111,9 @@ def _device() -> torch.device:
 
 
 def _resolve_langs(corpus, langs: list[str] | None) -> list[str]:
-    have = list(corpus.languages())
-    if not langs:
-        return have
-    missing = [x for x in langs if x not in have]
-    if missing:
-        raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(have)})")
-    return list(langs)
+    from langmoe.data.corpus import choose_languages
+
+    return choose_languages(corpus, langs)
 
 
 _RESUME_FREE = {"out", "eval"}  # may change between an interrupted run and its resume

@@ -302,10 +302,9 @@ def pack_corpus(
     if eos is None:
         raise LangmoeError("the tokenizer has no eos token: set tokenizer.eos_token so documents can be separated")
     index = LanguageIndex(langs, group_of)
-    have = set(corpus.languages())
-    missing = [x for x in langs if x not in have]
-    if missing:
-        raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(sorted(have))})")
+    from langmoe.data.corpus import choose_languages
+
+    choose_languages(corpus, langs)
     cache_path = None
     if cache_dir is not None:
         key = packing_cache_key(corpus, tokenizer, langs, split, block_len, max_tokens_per_lang)

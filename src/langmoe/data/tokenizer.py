@@ -89,11 +89,9 @@ def train_tokenizer(
         raise LangmoeError(f"vocab_size must be at least {MIN_VOCAB} (256 bytes + {EOT}), got {vocab_size}")
     if max_chars_per_lang is not None and max_chars_per_lang <= 0:
         raise LangmoeError(f"max_chars_per_lang must be positive, got {max_chars_per_lang}")
-    have = list(corpus.languages())
-    langs = list(langs) if langs else have
-    missing = [x for x in langs if x not in have]
-    if missing:
-        raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(have)})")
+    from langmoe.data.corpus import choose_languages
+
+    langs = choose_languages(corpus, langs)
     cap = max_chars_per_lang if max_chars_per_lang is not None else default_cap(corpus, langs, split)
     used: dict[str, int] = {}
 

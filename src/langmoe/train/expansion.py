@@ -482,10 +482,9 @@ def load_base(path: str) -> LoadedBase:
 def check_languages(cfg: ExpansionConfig, corpus, base: LoadedBase) -> list[str]:
     """Languages exist in the corpus; in a lifelong expansion the new ones were not learned before. Returns the
     expert-0 languages."""
-    have = set(corpus.languages())
-    missing = [x for x in cfg.new + cfg.old if x not in have]
-    if missing:
-        raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(sorted(have))})")
+    from langmoe.data.corpus import choose_languages
+
+    choose_languages(corpus, cfg.new + cfg.old)
     if base.kind == "dense":
         return list(cfg.old)
     known = list(base.lineage.get("known_langs", []))

@@ -148,10 +148,9 @@ def collect_routing(
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:
         raise LangmoeError(f"the tokenizer has {len(tokenizer)} tokens but the model only {vocab}: wrong tokenizer")
-    have = set(corpus.languages())
-    missing = [x for x in langs if x not in have]
-    if missing:
-        raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus (it has: {', '.join(sorted(have))})")
+    from langmoe.data.corpus import choose_languages
+
+    choose_languages(corpus, langs)
     E_max = max(r.num_experts for r in layers)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     device = _model_device(model)
