@@ -337,20 +337,9 @@ def write_folder_atomically(path: str | Path, writer: Callable[[Path], Any], com
     with other content is refused unless `overwrite`; a file at `path` is always refused. The new folder gets
     the marker (`command`, default "save") and umask permissions; on failure nothing at `path` changes.
     """
-    path = Path(path)
-    _check_replaceable(path, overwrite)
-    _make_parent(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    fix_mode(tmp, folder=True)
-    try:
+    with atomic_dir(path, command, overwrite) as tmp:
         writer(tmp)
-        write_marker(tmp, command or _current_command or "save")
-        fix_tree_modes(tmp)
-        _swap_in(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
+    return Path(path)
 
 
 @contextmanager
