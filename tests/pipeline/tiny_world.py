@@ -15,30 +15,32 @@ ALPHABETS = {"en": "abcdef", "fr": "abcdeg", "de": "hijklm", "nl": "hijkln", "es
 EOS = "<|endoftext|>"
 
 
-def make_corpus(root: Path, langs=("en", "fr", "de", "nl", "es"), docs=(40, 4, 4), seed: int = 0) -> Path:
+def make_corpus(root: Path, langs=("en", "fr", "de", "nl", "es"), docs=(40, 4, 4), seed: int = 0,
+                alphabets: dict[str, str] = ALPHABETS, empty: tuple[str, ...] = ()) -> Path:
+    """`docs` = documents per train/valid/test split; languages in `empty` get no train documents."""
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     for lang in langs:
-        letters = ALPHABETS[lang]
+        letters = alphabets[lang]
         rows = []
         for split, n in zip(("train", "valid", "test"), docs, strict=True):
-            for i in range(n):
+            for i in range(0 if lang in empty and split == "train" else n):
                 words = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 5))) for _ in range(30)]
                 rows.append({"id": f"{lang}-{split}-{i}", "split": split, "text": " ".join(words)})
         (root / f"{lang}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return root
 
 
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    chars = sorted(set("".join(ALPHABETS.values())) | {" "})
+def char_tokenizer(alphabets: dict[str, str] = ALPHABETS) -> PreTrainedTokenizerFast:
+    chars = sorted(set("".join(alphabets.values())) | {" "})
     vocab = {EOS: 0, **{c: i + 1 for i, c in enumerate(chars)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=EOS))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=EOS)
 
 
-def make_base(root: Path, seed: int = 0, layers: int = 3) -> Path:
-    tok = char_tokenizer()
+def make_base(root: Path, seed: int = 0, layers: int = 3, alphabets: dict[str, str] = ALPHABETS) -> Path:
+    tok = char_tokenizer(alphabets)
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
