@@ -77,3 +77,19 @@ def test_a_missing_folder_in_the_list_stops_the_run_in_one_line(tmp_path):
 def test_single_and_one_entry_list_recipes_are_the_same():
     assert parse_recipe({"languages": ["en", "de"], "corpus": ["builtin"]}).corpus == "builtin"
     assert parse_recipe({"languages": ["en", "de"]}).corpus == "builtin"
+
+
+def test_rerun_on_the_same_corpus_keeps_corpus_sources_without_recounting(tmp_path, monkeypatch):
+    import langmoe.data.corpus as corpus_mod
+
+    recipe = tiny_recipe(tmp_path, systems=("base",))
+    run_recipe(recipe, tmp_path / "run")
+    first = read_json(tmp_path / "run" / "corpus_sources.json")
+    assert first["corpus_sha"] and set(first["languages"]) == set(recipe["languages"])
+
+    def recount(*_a, **_k):
+        raise AssertionError("corpus_sources recounted on a rerun over the same corpus")
+
+    monkeypatch.setattr(corpus_mod, "corpus_sources", recount)
+    run_recipe(recipe, tmp_path / "run")
+    assert read_json(tmp_path / "run" / "corpus_sources.json") == first

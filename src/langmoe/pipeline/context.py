@@ -43,7 +43,7 @@ class RecipeRun:
 
     def setup(self, extra_languages: list[str] | None = None) -> None:
         """Load tokenizer and corpus, check the recipe fits the model, write config.yaml, fix the input key."""
-        from langmoe.data.corpus import corpus_fingerprint, corpus_sources, open_corpus
+        from langmoe.data.corpus import choose_languages, corpus_fingerprint, open_corpus
         from langmoe.models.base import load_tokenizer, resolve_model_path
 
         r = self.recipe
@@ -52,19 +52,31 @@ class RecipeRun:
         self.tokenizer = load_tokenizer(self.model_path)
         self._check_model_fits()
         self.corpus = open_corpus(r.corpus)
-        have = set(self.corpus.languages())
         wanted = list(r.languages) + [x for x in (extra_languages or []) if x not in r.languages]
-        missing = [x for x in wanted if x not in have]
-        if missing:
-            raise LangmoeError(f"languages {', '.join(missing)} are not in corpus {r.corpus!r}: "
-                               f"choose from {', '.join(sorted(have))}")
+        choose_languages(self.corpus, wanted, label=f"corpus {r.corpus!r}")
         write_yaml(self.run_dir / "config.yaml", r)
-        # which source(s) gave each language its documents, and how many characters per split (mixed corpora)
-        write_json(self.run_dir / "corpus_sources.json", {"corpus": r.corpus,
-                                                           "languages": corpus_sources(self.corpus, wanted)})
+        corpus_sha = corpus_fingerprint(self.corpus, wanted)
+        self._write_corpus_sources(wanted, corpus_sha)
         self.input_key = {"model": str(self.model_path), "model_sha": folder_fingerprint(self.model_path),
-                          "corpus": r.corpus, "corpus_sha": corpus_fingerprint(self.corpus, wanted),
+                          "corpus": r.corpus, "corpus_sha": corpus_sha,
                           "languages": r.languages, "data": r.data.model_dump(), "seed": r.seed}
+
+    def _write_corpus_sources(self, langs: list[str], corpus_sha: str) -> None:
+        """`corpus_sources.json`: which source(s) gave each language its documents, and how many characters per
+        split. Counting streams folder sources once, so a rerun on the same corpus keeps the file it wrote."""
+        from langmoe.data.corpus import corpus_sources
+        from langmoe.io import read_json
+
+        path = self.run_dir / "corpus_sources.json"
+        if path.is_file():
+            try:
+                old = read_json(path)
+            except ValueError:  # damaged: written again below
+                old = {}
+            if old.get("corpus_sha") == corpus_sha and list(old.get("languages", {})) == langs:
+                return
+        write_json(path, {"corpus": self.recipe.corpus, "corpus_sha": corpus_sha,
+                          "languages": corpus_sources(self.corpus, langs)})
 
     def base(self):
         """A fresh fp32 copy of the dense base (each system starts from it)."""
