@@ -23,6 +23,7 @@ from langmoe.models.presets import (
     DEFAULT_MAX_POSITIONS,
     PRESET_VOCAB,
     PRESETS,
+    active_parameters,
     count_parameters,
     create_model,
 )
@@ -282,12 +283,14 @@ def _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info
     log(f"evaluating {len(langs)} languages ({cfg.eval.split} split)")
     table = run_eval(model, tok, corpus, langs, cfg.eval, progress="lines")
     model.to(torch.device("cpu"))
+    if getattr(model.config, "output_router_logits", False):
+        model.config.output_router_logits = False  # an MoE preset trained with its balancing loss; users opt back in
     save_hf_folder(model, tok, out)
     record = {
         "command": command or "langmoe pretrain (library call)",
         "seed": cfg.seed,
         "config": cfg.model_dump(mode="json"),
-        "parameters": count_parameters(model),
+        "parameters": {**count_parameters(model), "active": active_parameters(model)},
         "vocab_size": len(tok),
         "corpus_fingerprint": _fingerprint(corpus, langs),
         "train_blocks": {"blocks": len(blocks), "tokens": blocks.num_tokens(), "per_lang": blocks.counts()},

@@ -23,7 +23,9 @@ from langmoe.train.faults import InjectedFault  # noqa: E402
 
 METHODS = registry.method_names()
 # Settings that keep each method tiny; a method not listed here runs with its defaults.
-TINY = {"dmoe": DMOE, "dmoe_random": DMOE, "btx": {"moe_steps": 6}}
+EXPAND = {"new": ["de", "nl"], "old": ["en", "fr"]}
+TINY = {"dmoe": DMOE, "dmoe_random": DMOE, "btx": {"moe_steps": 6}, "moe_lpr": {**EXPAND, "num_experts": 2},
+        "layermoe": {**EXPAND, "budget": 3, "similarity_tokens_per_lang": 64}}
 EVAL_KEYS = {"system", "langs", "mean", "params", "tokens_seen", "budget_tokens", "eval"}
 
 

@@ -54,3 +54,22 @@ def test_bad_preset_and_sizes():
         preset_config("tiny", 1)
     with pytest.raises(LangmoeError):
         preset_config("tiny", 100, max_positions=0)
+
+
+def test_tiny_moe_preset_is_a_stock_qwen3_moe_with_tinys_active_size():
+    """The MoE base is plain transformers (Qwen3-MoE, 8 experts, top-2) and one token uses as many parameters
+    as the dense tiny preset: the two active experts together are tiny's MLP."""
+    from transformers import Qwen3MoeForCausalLM
+
+    from langmoe.models.presets import active_parameters
+
+    moe = create_model("tiny-moe", vocab_size=300)
+    dense = create_model("tiny", vocab_size=300)
+    assert isinstance(moe, Qwen3MoeForCausalLM)
+    assert (moe.config.num_experts, moe.config.num_experts_per_tok) == (8, 2)
+    n_moe, n_dense = active_parameters(moe), active_parameters(dense)
+    assert active_parameters(dense) == count_parameters(dense)["total"]
+    # the routers (4 x 128 x 8) and Qwen3's q/k norms are the only active extras over the dense tiny preset
+    extras = 4 * (128 * 8 + 2 * 32)
+    assert n_moe == n_dense + extras
+    assert count_parameters(moe)["total"] > 3 * n_dense  # the MoE holds far more than it uses per token

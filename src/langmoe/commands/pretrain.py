@@ -1,4 +1,4 @@
-"""`langmoe pretrain`: train a preset Llama base from scratch on a corpus (tokenizer, packing, trainer, eval)."""
+"""`langmoe pretrain`: train a preset base (Llama, or Qwen3-MoE for tiny-moe) from scratch on a corpus (tokenizer, packing, trainer, eval)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def register(subparsers) -> None:
                     "scratch with the temperature sampler, evaluate per-language test bits per byte against a "
                     "unigram baseline, and write a Hugging Face folder with pretrain.json. Rerun to resume.",
     )
-    p.add_argument("--preset", default="tiny", help="tiny (~1M non-embedding params) or small (~5M)")
+    p.add_argument("--preset", default="tiny", help="tiny (Llama, ~1M non-embedding params), small (Llama, ~5M) or tiny-moe (Qwen3-MoE, 8 experts top-2, tiny's active size)")
     p.add_argument("--corpus", default="builtin", action=CorpusAppend,
         help="'builtin' or a corpus folder" + MIX_HELP)
     p.add_argument("--langs", nargs="+", default=None, help="language codes (default: all of the corpus)")

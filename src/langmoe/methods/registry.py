@@ -23,6 +23,8 @@ METHOD_PACKAGES: tuple[str, ...] = (
     "btx",
     "dmoe",
     "lora",
+    "moe_lpr",
+    "layermoe",
 )
 
 

@@ -11,22 +11,26 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from langmoe.errors import LangmoeError
 
 BUILTIN_NAME = "builtin"
+# Every shipped base, by the name a user passes as --model (standard HF folders built by `langmoe pretrain`):
+# the tiny base (all 47 languages), the old-languages-only base for expansion, and the tiny Qwen3-MoE.
+BUILTIN_MODELS = {"builtin": "tiny-base", "builtin-g0": "tiny-base-g0", "builtin-moe": "tiny-moe"}
 
 
-def builtin_base_path() -> Path:
-    """Folder of the shipped tiny base (a standard HF folder built by `langmoe pretrain`)."""
-    return Path(__file__).resolve().parent / "builtin" / "tiny-base"
+def builtin_base_path(name: str = BUILTIN_NAME) -> Path:
+    """Folder of a shipped base (`builtin`: the tiny base)."""
+    return Path(__file__).resolve().parent / "builtin" / BUILTIN_MODELS[name]
 
 
 def resolve_model_path(path: str | Path) -> Path:
-    """`"builtin"` → the shipped tiny base; an existing folder → itself; `org/name` (not a folder) → the snapshot
+    """`"builtin"` → the shipped tiny base (`builtin-g0`, `builtin-moe`: the other shipped bases); an existing
+    folder → itself; `org/name` (not a folder) → the snapshot
     folder of that Hugging Face Hub model in the user's cache (downloaded first when online), so the tokenizer
     and model loaders both read the same local files."""
-    if str(path) == BUILTIN_NAME:
-        p = builtin_base_path()
+    if str(path) in BUILTIN_MODELS:
+        p = builtin_base_path(str(path))
         if not (p / "config.json").is_file():
             raise LangmoeError(
-                f"the built-in tiny base is missing at {p}: reinstall langmoe or build it with `langmoe pretrain`"
+                f"the shipped base {path!r} is missing at {p}: reinstall langmoe or build it with `langmoe pretrain`"
             )
         return p
     p = Path(path).expanduser()

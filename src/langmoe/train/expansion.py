@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langmoe.errors import LangmoeError
+from langmoe.train.faults import maybe_fail
 
 EXPANSION_FILE = "expansion.json"
 CONFIG_KEY = "langmoe_expansion"  # model.config attribute recording expansion lineage (lands in config.json)
@@ -73,7 +74,7 @@ class ExpansionEval(BaseModel):
     routing_tokens_per_lang: int = Field(4096, ge=16, description="held-out tokens per language for routing stats")
 
 
-def _langs(v: Any) -> list[str]:
+def lang_list(v: Any) -> list[str]:
     if isinstance(v, str):
         v = [x.strip() for x in v.split(",")]
     return [str(x).strip() for x in v if str(x).strip()]
@@ -107,7 +108,7 @@ class ExpansionConfig(BaseModel):
     @field_validator("new", "old", mode="before")
     @classmethod
     def _split(cls, v):
-        return _langs(v)
+        return lang_list(v)
 
     @model_validator(mode="after")
     def _check_langs(self):
@@ -367,19 +368,22 @@ def moe_param_ids(model, parts: Sequence[str]) -> set[int]:
     return {id(p) for b in moe_blocks(model) for part in parts for p in _block_parts(b)[part]}
 
 
-def _train_config(cfg: ExpansionConfig, stage: StageSettings, seed_offset: int, weight_decay: float | None = None):
+def _train_config(cfg: ExpansionConfig, stage: StageSettings, seed_offset: int, weight_decay: float | None = None,
+                  save_every: int = 0):
     return {
         "steps": stage.steps, "lr": stage.lr, "warmup_ratio": stage.warmup_ratio,
         "weight_decay": stage.weight_decay if weight_decay is None else weight_decay, "grad_clip": stage.grad_clip,
         "micro_batch_size": cfg.micro_batch_size, "seed": cfg.seed + seed_offset, "progress": False,
-        "log_every": max(1, stage.steps // 10), "save_every": 0,
+        "log_every": max(1, stage.steps // 10), "save_every": save_every,
     }
 
 
 def train_stage1(model, cfg: ExpansionConfig, data: ExpansionData, out_dir: Path,
-                 frozen_prefix: Mapping[int, int] | None = None, trainable: str = "moe", terms: bool = True):
+                 frozen_prefix: Mapping[int, int] | None = None, trainable: str = "moe", terms: bool = True,
+                 save_every: int = 0, fail_at: int | None = None):
     """Stage 1 on new-language text only: new experts + routers train (`trainable="moe"`), everything else frozen;
-    `L_NTP + lb_weight · mean_layers(L_LB)`. `trainable="all"` / a set of parameter ids: baselines."""
+    `L_NTP + lb_weight · mean_layers(L_LB)`. `trainable="all"` / a set of parameter ids: baselines.
+    `save_every` checkpoints (a rerun resumes); `fail_at` injects a crash (tests)."""
     from langmoe.data.samplers import TemperatureSampler
     from langmoe.train.router_losses import load_balance_term
     from langmoe.train.trainer import LossTerm, train
@@ -389,8 +393,8 @@ def train_stage1(model, cfg: ExpansionConfig, data: ExpansionData, out_dir: Path
     wd = 0.0 if handles else None  # AdamW decay would move the frozen slices
     loss_terms = [LossTerm("load_balance", cfg.lb_weight, load_balance_term())] if terms and cfg.lb_weight else []
     try:
-        return train(model, source, _train_config(cfg, cfg.stage1, 0, wd), out_dir, loss_terms=loss_terms,
-                     trainable=_trainable(model, trainable, ("experts", "router")))
+        return train(model, maybe_fail(source, fail_at), _train_config(cfg, cfg.stage1, 0, wd, save_every), out_dir,
+                     loss_terms=loss_terms, trainable=_trainable(model, trainable, ("experts", "router")))
     finally:
         for h in handles:
             h.remove()
@@ -415,7 +419,7 @@ def stage2_old_share(cfg: ExpansionConfig, data: ExpansionData) -> float:
 
 
 def train_stage2(model, cfg: ExpansionConfig, data: ExpansionData, out_dir: Path, cls_weight: float = 0.0,
-                 trainable: str = "moe", terms: bool = True):
+                 trainable: str = "moe", terms: bool = True, save_every: int = 0, fail_at: int | None = None):
     """Stage 2 on new-language text + the old-language replay: routers (+ classifiers) only;
     `L_NTP + lpr_weight · L_LPR (+ cls_weight · L_cls)`, expert-0 languages as "old"."""
     from langmoe.train.router_losses import classifier_term, lpr_term
@@ -428,8 +432,8 @@ def train_stage2(model, cfg: ExpansionConfig, data: ExpansionData, out_dir: Path
             loss_terms.append(LossTerm("lpr", cfg.lpr_weight, lpr_term(data.expert0_ids)))
         if cls_weight:
             loss_terms.append(LossTerm("classifier", cls_weight, classifier_term(data.expert0_ids)))
-    return train(model, source, _train_config(cfg, cfg.stage2, 1), out_dir, loss_terms=loss_terms,
-                 trainable=_trainable(model, trainable, ("router", "classifier")))
+    return train(model, maybe_fail(source, fail_at), _train_config(cfg, cfg.stage2, 1, None, save_every), out_dir,
+                 loss_terms=loss_terms, trainable=_trainable(model, trainable, ("router", "classifier")))
 
 
 def stage_record(res) -> dict[str, Any]:
@@ -690,15 +694,35 @@ def expand_model(model, new_experts: Mapping[int, int], top_k: int, seed: int) -
     return before
 
 
-def run_moe_expansion(cfg: ExpansionConfig, out: str | Path, method: str,
+@dataclass
+class PreparedExpansion:
+    """Everything decided before the model changes: the checked input, the packed data and the method's plan."""
+
+    cfg: ExpansionConfig
+    method: str
+    base: LoadedBase
+    corpus: Any
+    data: ExpansionData
+    plan: ExpansionPlan
+    expert0: list[str]
+    eval_langs: list[str]
+
+    def record(self) -> dict[str, Any]:
+        return {"method": self.method, "config": self.cfg.model_dump(mode="json"), "expert0_langs": self.expert0,
+                "lifelong": self.base.kind == "expansion", **self.plan.record}
+
+    def lineage(self) -> dict[str, Any]:
+        return new_lineage(self.base.lineage, self.cfg, self.expert0, self.method, self.plan.new_experts)
+
+
+def prepare_expansion(cfg: ExpansionConfig, method: str,
                       plan_fn: Callable[[LoadedBase, ExpansionData, Any, list[str]], ExpansionPlan],
-                      corpus=None) -> ExpansionResult:
-    """Load, check, plan (all before writing anything), expand, stage 1, classifiers, stage 2, report, save."""
+                      corpus=None) -> PreparedExpansion:
+    """Load and check the input, pack the data, plan: all before anything is written or trained."""
     from langmoe.data.corpus import open_corpus
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(out)
     base = load_base(cfg.model)
     corpus = corpus if corpus is not None else open_corpus(cfg.corpus)
     expert0 = check_languages(cfg, corpus, base)
@@ -707,14 +731,30 @@ def run_moe_expansion(cfg: ExpansionConfig, out: str | Path, method: str,
     data = build_data(cfg, corpus, base.tokenizer, expert0)
     plan = plan_fn(base, data, corpus, expert0)
     eval_langs = list(dict.fromkeys(list(base.lineage.get("known_langs", [])) + cfg.old + cfg.new))
-    model, tok = base.model, base.tokenizer
-    record: dict[str, Any] = {"method": method, "config": cfg.model_dump(mode="json"), "expert0_langs": expert0,
-                              "lifelong": base.kind == "expansion", **plan.record}
-    if cfg.evaluate:
-        record["before"] = old_new_table(model, tok, corpus, cfg, [x for x in eval_langs if x not in cfg.new])
+    return PreparedExpansion(cfg, method, base, corpus, data, plan, expert0, eval_langs)
+
+
+def expanded_model(prep: PreparedExpansion):
+    """A fresh copy of the input model with the plan's new experts (xavier routers, seeded); and the frozen
+    expert prefix per layer (experts that existed before: a lifelong step keeps them)."""
+    model = copy.deepcopy(prep.base.model)
     model.train()
-    before = expand_model(model, plan.new_experts, cfg.top_k, cfg.seed)
-    frozen = {i: e for i, e in before.items() if e > 0}
+    before = expand_model(model, prep.plan.new_experts, prep.cfg.top_k, prep.cfg.seed)
+    return model, {i: e for i, e in before.items() if e > 0}
+
+
+def run_moe_expansion(cfg: ExpansionConfig, out: str | Path, method: str,
+                      plan_fn: Callable[[LoadedBase, ExpansionData, Any, list[str]], ExpansionPlan],
+                      corpus=None) -> ExpansionResult:
+    """Load, check, plan (all before writing anything), expand, stage 1, classifiers, stage 2, report, save."""
+    out = Path(out)
+    prep = prepare_expansion(cfg, method, plan_fn, corpus)
+    plan, data, tok, corpus = prep.plan, prep.data, prep.base.tokenizer, prep.corpus
+    record = prep.record()
+    if cfg.evaluate:
+        record["before"] = old_new_table(prep.base.model, tok, corpus, cfg,
+                                         [x for x in prep.eval_langs if x not in cfg.new])
+    model, frozen = expanded_model(prep)
     work, is_tmp = work_dir_for(cfg)
     try:
         stages = {}
@@ -726,22 +766,26 @@ def run_moe_expansion(cfg: ExpansionConfig, out: str | Path, method: str,
         if cfg.stage2.steps:
             stages["stage2"] = stage_record(train_stage2(model, cfg, data, work / "stage2", cls_weight=plan.cls_weight))
         model.eval()
-        counts = experts_per_layer(model)
-        record.update({
-            "stages": stages, "replay_tokens": data.replay_tokens, "stage2_old_share": stage2_old_share(cfg, data),
-            "experts_per_layer": {str(k): v for k, v in counts.items()},
-            "new_experts": {str(k): int(v) for k, v in sorted(plan.new_experts.items())},
-            "new_experts_total": int(sum(plan.new_experts.values())),
-            "classifier_layers": sorted(plan.classifier_layers), "params": params_of(model),
-        })
+        record.update({"stages": stages, **result_fields(prep, model)})
         if cfg.evaluate:
-            record["after"] = old_new_table(model, tok, corpus, cfg, [x for x in eval_langs if x not in cfg.new])
-            record["routing"] = routing_report(model, tok, corpus, cfg, eval_langs, expert0)
-        lineage = new_lineage(base.lineage, cfg, expert0, method, plan.new_experts)
-        record["lineage"] = lineage
-        setattr(model.config, CONFIG_KEY, lineage)
+            record["after"] = old_new_table(model, tok, corpus, cfg, [x for x in prep.eval_langs if x not in cfg.new])
+            record["routing"] = routing_report(model, tok, corpus, cfg, prep.eval_langs, prep.expert0)
+        record["lineage"] = prep.lineage()
+        setattr(model.config, CONFIG_KEY, record["lineage"])
         save_result(model, tok, out, record, work, moe=True)
     finally:
         if is_tmp:
             shutil.rmtree(work, ignore_errors=True)
     return ExpansionResult(out, record, model)
+
+
+def result_fields(prep: PreparedExpansion, model) -> dict[str, Any]:
+    """The record fields that describe the expanded model (experts per layer, what was added, parameters)."""
+    counts = experts_per_layer(model)
+    return {
+        "replay_tokens": prep.data.replay_tokens, "stage2_old_share": stage2_old_share(prep.cfg, prep.data),
+        "experts_per_layer": {str(k): v for k, v in counts.items()},
+        "new_experts": {str(k): int(v) for k, v in sorted(prep.plan.new_experts.items())},
+        "new_experts_total": int(sum(prep.plan.new_experts.values())),
+        "classifier_layers": sorted(prep.plan.classifier_layers), "params": params_of(model),
+    }

@@ -3,6 +3,8 @@
 from langmoe.methods.layermoe.allocation import allocate, random_allocation, solve_delta, top_k_layers
 from langmoe.methods.layermoe.method import LayerMoEConfig, budget_of, make_plan, measure_similarity, run
 from langmoe.methods.layermoe.similarity import ffn_input_mean_units, layer_similarity, mean_pair_cosine
+from langmoe.methods.layermoe.system import LayerMoESettings, run_layermoe
+from langmoe.methods.registry import register_method
 
 NAME = "layermoe"
 LABEL = "LayerMoE"
@@ -12,3 +14,5 @@ __all__ = [
     "random_allocation", "top_k_layers", "ffn_input_mean_units", "layer_similarity", "mean_pair_cosine",
     "NAME", "LABEL",
 ]
+
+register_method(NAME, LayerMoESettings, run_layermoe, label=LABEL, order=61)
