@@ -160,14 +160,23 @@ def save_final(run: RecipeRun, prep: Callable[[], Any], final: bool) -> Callable
 
 
 def _evaluate(run: RecipeRun, name: str, cfg, stage: str, tokens: int) -> dict[str, Any]:
+    """Scores on the recipe's languages, plus what the report shows per layer: experts, the plan's similarity,
+    the share of old-language tokens whose first choice is the frozen expert 0, classifier accuracy."""
+
     def fn():
-        from langmoe.train.expansion import experts_per_layer
+        from langmoe.io import read_json
+        from langmoe.train import expansion as ex
 
         model = load_moe(run.model_dir(stage))
         model.eval()
         langs = run.recipe.languages
-        extra = {"expansion": {"new": [x for x in cfg.new if x in langs], "old": [x for x in langs if x not in cfg.new],
-                               "experts_per_layer": {str(k): v for k, v in experts_per_layer(model).items()}}}
+        rec = read_json(run.model_dir(stage) / ex.EXPANSION_FILE)
+        routing = ex.routing_report(model, run.tokenizer, run.corpus, cfg, langs, rec["expert0_langs"])
+        extra = {"expansion": {
+            "new": [x for x in cfg.new if x in langs], "old": [x for x in langs if x not in cfg.new],
+            "experts_per_layer": rec["experts_per_layer"], "new_experts": rec["new_experts"],
+            "new_experts_total": rec["new_experts_total"], "classifier_layers": rec["classifier_layers"],
+            "similarity": (rec.get("similarity") or {}).get("S"), "routing": routing["layers"]}}
         return run.evaluate(model, name, moe_params(model), tokens, extra=extra)
 
     return eval_stage(run, f"eval/{name}", {}, [stage], fn)

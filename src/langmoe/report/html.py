@@ -216,6 +216,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     rep.section("Parameter deviation and MoE layers", lambda: _deviation(rep, deviation, layers))
     rep.section("Language groups", lambda: _groups(rep, groups, deviation, run_dir))
     rep.section("Routing", lambda: _routing(rep, routing, run_dir))
+    if any(isinstance(e.get("expansion"), Mapping) for e in evals.values()):
+        rep.section("Expansion to new languages", lambda: _expansion(rep, evals, display))
     nl = _safe_read(rep, run_dir / "new_language.json")
     if nl is not None:
         rep.section("New language", lambda: _new_language(rep, nl))
@@ -519,6 +521,43 @@ def _new_language(rep: _Report, nl: Any) -> None:
     extra = {k: v for k, v in nl.items() if k in ("train", "params", "replay_rows_per_micro_batch")}
     if extra:
         rep.table(["setting", "value"], [[k, v] for k, v in extra.items()], left_cols=2)
+
+
+def _expansion(rep: _Report, evals: Mapping[str, Mapping], display: Mapping[str, Mapping[str, Any]]) -> None:
+    """MoE-LPR / LayerMoE systems: Old/New means against the base, then per layer the experts, the plan's
+    similarity S, the old-language share routed first to the frozen expert 0 and the classifier accuracy."""
+    systems = {n: e["expansion"] for n, e in evals.items() if isinstance(e.get("expansion"), Mapping)}
+    first = next(iter(systems.values()))
+    old, new = list(first.get("old", [])), list(first.get("new", []))
+
+    def mean(e: Mapping, langs: list[str]) -> float | None:
+        vals = [e["langs"][x]["ppl"] for x in langs if x in e.get("langs", {})]
+        return sum(vals) / len(vals) if vals else None
+
+    base = evals.get("base")
+    rows = []
+    for n in _system_order(list(evals), display):
+        o, w = mean(evals[n], old), mean(evals[n], new)
+        bo, bw = (mean(base, old), mean(base, new)) if base else (None, None)
+        rows.append([_label(n, display), o, pct(o / bo - 1, signed=True) if o and bo else None, w,
+                     pct(w / bw - 1, signed=True) if w and bw else None,
+                     systems[n].get("new_experts_total") if n in systems else None])
+    rep.p(f"Old languages: {', '.join(old)} · new languages: {', '.join(new)} · no forgetting = Old within +1% "
+          "of the base")
+    rep.table(["system", "Old mean ppl", "Old vs base", "New mean ppl", "New vs base", "new experts"], rows)
+    for n, x in systems.items():
+        rep.p(f"{_label(n, display)}, per layer:")
+        sim = x.get("similarity") or []
+        routing = x.get("routing") or {}
+        layer_rows = []
+        for layer, experts in sorted(x.get("experts_per_layer", {}).items(), key=lambda kv: int(kv[0])):
+            r = routing.get(str(layer), {})
+            i = int(layer)
+            layer_rows.append([layer, experts, x.get("new_experts", {}).get(str(layer), 0),
+                               sim[i] if i < len(sim) else None, pct(r.get("old_to_expert0")),
+                               pct(r.get("classifier_accuracy"))])
+        rep.table(["layer", "experts", "new experts", "similarity S", "old tokens to expert 0 (top-1)",
+                   "classifier accuracy"], layer_rows)
 
 
 def _generic(rep: _Report, obj: Any) -> None:
