@@ -57,6 +57,26 @@ def dominance_warnings(ppl: Mapping[str, float], what: str = "mean perplexity") 
             "per-language scores (or the mean bits per byte) rather than the mean"]
 
 
+THIN_SPLIT_CHARS = 5_000  # below this a held-out split gives noisy per-language scores (a few windows)
+
+
+def thin_splits(stats: Any, min_chars: int = THIN_SPLIT_CHARS) -> dict[str, dict[str, int]]:
+    """{language: {split: characters}} for every valid/test split with text but fewer than `min_chars`
+    characters, from `langmoe.data.corpus.corpus_stats` (an empty split is reported where it is used)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in stats.languages:
+        thin = {s: r.splits[s].chars for s in ("valid", "test") if 0 < r.splits[s].chars < min_chars}
+        if thin:
+            out[r.code] = thin
+    return out
+
+
+def thin_split_warnings(stats: Any, min_chars: int = THIN_SPLIT_CHARS) -> list[str]:
+    return [f"{code}: thin {', '.join(f'{s} split ({n:,} characters)' for s, n in splits.items())}: fewer than "
+            f"{min_chars:,}, so its held-out scores are noisy; add text or read its numbers with care"
+            for code, splits in thin_splits(stats, min_chars).items()]
+
+
 def corpus_warnings(corpus: Any, langs: Iterable[str] | None = None, sample_chars: int = 20_000) -> list[str]:
     """A user corpus file whose sampled text is mostly in another script than its language's."""
     from langmoe.data.corpus import FolderCorpus, MixedCorpus

@@ -57,3 +57,21 @@ def test_tokenizer_train(tmp_path, capsys):
     assert main(["tokenizer", "train", "--corpus", str(tmp_path / "c"), "--vocab-size", "10", "--out",
                  str(out)]) == 2
     assert "at least 257" in capsys.readouterr().err
+
+
+def test_corpus_stats_flags_thin_held_out_splits(tmp_path, capsys):
+    """A test or valid split under 5,000 characters is named in a warning, the table's note and the JSON."""
+    root = tmp_path / "c"
+    root.mkdir()
+    rows = [{"split": "train", "text": "lorem ipsum " * 50}, {"split": "valid", "text": "v" * 6000},
+            {"split": "test", "text": "t" * 1200}]
+    (root / "la.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    big = [{"split": s, "text": "x" * 5000} for s in ("train", "valid", "test")]
+    (root / "it.jsonl").write_text("".join(json.dumps(r) + "\n" for r in big))
+    assert main(["corpus", "stats", "--corpus", str(root), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["thin_splits"] == {"la": {"test": 1200}}  # 5,000 exactly is not thin
+    assert "la: thin test split (1,200 characters)" in out.err and "it:" not in out.err
+    assert main(["corpus", "stats", "--corpus", str(root)]) == 0
+    table = capsys.readouterr().out
+    assert "thin test" in table and "1 thin" in table

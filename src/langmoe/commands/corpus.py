@@ -36,13 +36,21 @@ def run_stats(args) -> int:
         if missing:
             raise LangmoeError(f"languages {', '.join(missing)} are not in the corpus "
                                f"(it has: {', '.join(corpus.languages())})")
-    from langmoe.diagnostics import corpus_warnings, report_warnings
+    from langmoe.diagnostics import (
+        THIN_SPLIT_CHARS,
+        corpus_warnings,
+        report_warnings,
+        thin_split_warnings,
+        thin_splits,
+    )
 
     report_warnings(corpus_warnings(corpus, langs))
     stats = corpus_stats(corpus, langs)
+    thin = thin_splits(stats)
+    report_warnings(thin_split_warnings(stats))
     if args.json:
         data = {"corpus": args.corpus if isinstance(args.corpus, list) else str(args.corpus),
-                **stats.model_dump(mode="json")}
+                **stats.model_dump(mode="json"), "thin_splits": thin, "thin_split_chars": THIN_SPLIT_CHARS}
         if isinstance(args.corpus, list):  # mixed sources: which source gave each language what
             from langmoe.data.corpus import corpus_sources
 
@@ -60,11 +68,14 @@ def run_stats(args) -> int:
     for s in SPLITS:
         for what in ("docs", "chars", "bytes"):
             t.add_column(f"{s} {what}", justify="right")
+    t.add_column("note")
     for r in stats.languages:
+        note = ", ".join(f"thin {s}" for s in thin.get(r.code, {}))
         t.add_row(r.code, r.name, r.family, r.genus, r.script,
-                  *[f"{getattr(r.splits[s], w):,}" for s in SPLITS for w in ("docs", "chars", "bytes")])
+                  *[f"{getattr(r.splits[s], w):,}" for s in SPLITS for w in ("docs", "chars", "bytes")],
+                  note, style="yellow" if note else None)
     t.add_row("total", "", f"{len(stats.families)} families", "", f"{len(stats.scripts)} scripts",
               *[f"{getattr(stats.totals[s], w):,}" for s in SPLITS for w in ("docs", "chars", "bytes")],
-              style="bold")
+              f"{len(thin)} thin" if thin else "", style="bold")
     Console(width=max(200, Console().width)).print(t)
     return 0
