@@ -541,3 +541,20 @@ def test_resume_with_changed_settings_warns_and_no_clip_still_logs_norm(tmp_path
         res = train(tiny_model(), ToySource(4), cfg(steps=3, lr=1e-3, save_every=2, grad_clip=0), tmp_path)
     assert res.start_step == 2 and res.final_step == 3
     assert [r["step"] for r in rows(tmp_path)] == [1, 2, 3]
+
+
+def test_resume_with_fewer_steps_anneals_to_the_new_end(tmp_path):
+    """A run started for 8 steps and resumed (after step 4) with steps=6 follows the 6-step schedule from the
+    resumed step on: its LRs after the resume are the 6-step schedule's, ending at min_lr, not the 8-step one's."""
+    kw = dict(save_every=4, warmup_ratio=0.0, min_lr_ratio=0.1, log_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), ToySource(4, fail_at=4), cfg(steps=8, **kw), tmp_path)
+    with pytest.warns(UserWarning, match=r"changed settings \['steps'\]"):
+        res = train(tiny_model(), ToySource(4), cfg(steps=6, **kw), tmp_path)
+    assert res.start_step == 4 and res.final_step == 6
+    six = WarmupCosine(total_steps=6, warmup_steps=0, min_lr_ratio=0.1)
+    logged = {r["step"]: r["lr"] for r in rows(tmp_path)}
+    assert logged[6] == pytest.approx(3e-3 * six(5), rel=1e-6)  # LR used at step 6 = schedule at index 5
+    eight = WarmupCosine(total_steps=8, warmup_steps=0, min_lr_ratio=0.1)
+    assert logged[6] != pytest.approx(3e-3 * eight(5), rel=1e-3)
+

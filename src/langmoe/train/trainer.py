@@ -289,6 +289,16 @@ def _save_checkpoint(acc, out_dir: Path, step: int, scheduler, config: TrainConf
     acc.wait_for_everyone()
 
 
+def _load_scheduler(scheduler, path: Path) -> None:
+    """Restore the scheduler's position (step, last LR) but keep the schedule this run was started with: a
+    resumed run whose `steps` changed anneals to its new end instead of the old one (the trainer warns that it
+    will not match an uninterrupted run). With unchanged settings the two schedules are the same object state."""
+    current = [dict(vars(f)) for f in scheduler.lr_lambdas]
+    scheduler.load_state_dict(torch.load(path, weights_only=True))
+    for f, d in zip(scheduler.lr_lambdas, current, strict=True):
+        vars(f).update(d)
+
+
 def _load_checkpoint(acc, path: Path, scheduler, config: TrainConfig) -> tuple[int, int]:
     """Restore the newest intact checkpoint at or before `path`: a damaged one (files that do not match the
     manifest, or that fail to load) is skipped with a warning in favour of the one before; none intact is an
@@ -307,7 +317,7 @@ def _load_checkpoint(acc, path: Path, scheduler, config: TrainConfig) -> tuple[i
                 state = read_json(cand / _STATE_FILE)
                 step, tokens = int(state["step"]), int(state["tokens_seen"])
                 acc.load_state(str(cand))
-                scheduler.load_state_dict(torch.load(cand / _SCHED_FILE, weights_only=True))
+                _load_scheduler(scheduler, cand / _SCHED_FILE)
             except Exception as e:  # noqa: BLE001 - any failure means the folder is unusable
                 msg = " ".join(str(e).split())[:150]
                 problem = f"{type(e).__name__}: {msg}"
