@@ -71,8 +71,9 @@ def run_benchmark(a) -> dict[str, Any]:
     for seed in a.seeds:
         for name in a.systems:
             module, cfg = settings_for(name, shared, seed)
-            res = module.run(cfg, work / f"seed{seed}" / name)
-            rec = res.record
+            done = work / f"seed{seed}" / name / "expansion.json"
+            # a finished run is read back, so an interrupted benchmark resumes where it stopped
+            rec = json.loads(done.read_text()) if done.is_file() else module.run(cfg, done.parent).record
             records.setdefault(name, []).append(rec)
             r = rows.setdefault(name, {"old": [], "new": [], "new_experts": [], "tokens": []})
             r["old"].append(rec["after"]["old_mean"])
@@ -103,8 +104,8 @@ def run_lifelong(a, shared: dict[str, Any], work: Path) -> dict[str, Any]:
             if not (first / "expansion.json").is_file():
                 module.run(cfg1, first)
             cfg2 = dict(cfg1) | {"model": str(first), "new": g2, "old": g0 + g1}
-            res = module.run(cfg2, work / f"seed{seed}" / f"{name}_g2")
-            rec = res.record
+            done = work / f"seed{seed}" / f"{name}_g2" / "expansion.json"
+            rec = json.loads(done.read_text()) if done.is_file() else module.run(cfg2, done.parent).record
             t = table.setdefault(name, {})
             for group, langs in (("G0", g0), ("G1", g1), ("G2", g2)):
                 for when in ("before", "after"):
@@ -132,7 +133,46 @@ def markdown(a, result: dict[str, Any], argv: list[str]) -> str:
         lines += ["| system | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
         for name, t in result["lifelong"].items():
             lines.append(f"| {name} | " + " | ".join(_mean_std(t[c]) for c in cols) + " |")
+    lines += ["", "## Targets (issue 10), read from the numbers above", ""]
+    lines += [f"- {t}: **{'met' if ok else 'not met'}** ({why})" for t, ok, why in targets(result)]
     return "\n".join(lines) + "\n"
+
+
+def targets(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """Each target of the issue with whether the means meet it and the numbers that decide it."""
+    rows = {k: {c: statistics.fmean(v) for c, v in r.items() if v} for k, r in result["rows"].items()}
+    out = []
+    base = rows.get("base")
+    if base:
+        for name in ("moe_lpr", "layermoe"):
+            if name in rows:
+                ch = rows[name]["old"] / base["old"] - 1
+                out.append((f"{name}: Old within +1% of the base", ch <= 0.01, f"{ch:+.2%}"))
+                out.append((f"{name}: New far below the base", rows[name]["new"] < 0.8 * base["new"],
+                            f"{rows[name]['new']:.2f} vs {base['new']:.2f}"))
+        if "full_ft" in rows:
+            ch = rows["full_ft"]["old"] / base["old"] - 1
+            out.append(("full fine-tuning: Old rises", ch > 0.01, f"{ch:+.2%}"))
+    if "layermoe" in rows and "moe_lpr" in rows:
+        lm, lpr = rows["layermoe"], rows["moe_lpr"]
+        fewer = 1 - lm["new_experts"] / lpr["new_experts"]
+        out.append(("layermoe: New <= MoE-LPR's with >= 40% fewer new experts",
+                    lm["new"] <= lpr["new"] and fewer >= 0.4,
+                    f"New {lm['new']:.2f} vs {lpr['new']:.2f}, {fewer:.0%} fewer experts"))
+        out.append(("layermoe: Old no worse than MoE-LPR's", lm["old"] <= lpr["old"],
+                    f"{lm['old']:.2f} vs {lpr['old']:.2f}"))
+        for abl, what in (("layermoe_random", "random allocation"), ("layermoe_nocls", "no classifier")):
+            if abl in rows:
+                worse = rows[abl]["new"] > lm["new"] or rows[abl]["old"] > lm["old"]
+                out.append((f"{what} worse than LayerMoE (Old or New)", worse,
+                            f"Old {rows[abl]['old']:.2f} vs {lm['old']:.2f}, New {rows[abl]['new']:.2f} vs "
+                            f"{lm['new']:.2f}"))
+    for name, t in (result.get("lifelong") or {}).items():
+        for g in ("G0", "G1"):
+            if f"{g} before" in t:
+                ch = statistics.fmean(t[f"{g} after"]) / statistics.fmean(t[f"{g} before"]) - 1
+                out.append((f"lifelong {name}: {g} within +1% after adding G2", ch <= 0.01, f"{ch:+.2%}"))
+    return out
 
 
 def parse_args(argv=None):

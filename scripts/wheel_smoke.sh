@@ -37,7 +37,9 @@ z = zipfile.ZipFile(sys.argv[1])
 names = z.namelist()
 need = ["langmoe/recipes/dmoe.yaml", "langmoe/recipes/demo.yaml", "langmoe/data/iso/iso639-3.tsv",
         "langmoe/data/iso/iso15924.tsv", "langmoe/data/builtin/SOURCES.md", "langmoe/data/builtin/en.jsonl.gz",
-        "langmoe/models/builtin/tiny-base/model.safetensors"]
+        "langmoe/models/builtin/tiny-base/model.safetensors", "langmoe/recipes/moe_lpr.yaml",
+        "langmoe/recipes/layermoe.yaml", "langmoe/models/builtin/tiny-base-g0/model.safetensors",
+        "langmoe/models/builtin/tiny-moe/model.safetensors"]
 missing = [n for n in need if n not in names]
 lic = [n for n in names if ".dist-info/licenses/" in n]
 meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
@@ -54,9 +56,13 @@ if "](docs/" in meta:
 for extra in ("parquet", "hf-datasets", "tensorboard", "scipy", "all"):
     if f"Provides-Extra: {extra}" not in meta:
         problems.append(f"no extra {extra}")
+import os
+size_mb = os.path.getsize(sys.argv[1]) / 2**20
+if size_mb > 40:  # issue 12: the three shipped bases, the corpus and the code within a reasonable download
+    problems.append(f"the wheel is {size_mb:.1f} MB, over the 40 MB budget")
 if problems:
     sys.exit("wheel check failed: " + "; ".join(problems))
-print(f"ok: {len(names)} files, {len(lic)} licence files, License-Expression present")
+print(f"ok: {len(names)} files, {size_mb:.1f} MB, {len(lic)} licence files, License-Expression present")
 EOF
 
 step "install the wheel (no extras)"
@@ -84,6 +90,17 @@ if "$L" recipes --copy dmoe recipes-out 2>err.txt; then echo "overwrote a recipe
 grep -q "already exists" err.txt
 "$L" eval --model builtin --langs en --max-chars 2000
 "$L" generate --model builtin --prompt "The package" --max-new-tokens 8 --greedy
+"$L" eval --model builtin-g0 --langs en --max-chars 2000
+"$L" eval --model builtin-moe --langs de --max-chars 2000
+"$V/python" - <<'EOF'
+# the shipped MoE base is a stock Qwen3-MoE folder: plain transformers loads it without importing langmoe
+import importlib.util, pathlib, sys
+from transformers import AutoModelForCausalLM
+folder = pathlib.Path(importlib.util.find_spec("langmoe").origin).parent / "models" / "builtin" / "tiny-moe"
+m = AutoModelForCausalLM.from_pretrained(folder)
+assert "langmoe" not in sys.modules and type(m).__name__ == "Qwen3MoeForCausalLM", type(m).__name__
+print("ok: plain transformers loads the shipped MoE base as", type(m).__name__)
+EOF
 mkdir -p pq && printf 'PAR1' > pq/de.parquet
 if "$L" corpus stats --corpus pq 2>err.txt; then echo "parquet without pyarrow did not fail" >&2; exit 1; fi
 cat err.txt

@@ -42,3 +42,22 @@ def test_benchmark_tables(tmp_path):
     assert set(res["rows"]["full_ft"]["tokens"]) == set(res["rows"]["moe_lpr"]["tokens"])  # equal token budgets
     life = res["lifelong"]["layermoe"]
     assert len(life["G1 after"]) == 2 and "G2 before" in life
+    assert "## Targets (issue 10)" in text and "moe_lpr: Old within +1% of the base" in text
+    # a rerun reads every finished run back instead of training again: same rows, no new folder
+    before = sorted(p.name for p in (tmp_path / "work").rglob("*"))
+    assert bench.main(argv) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["rows"] == res["rows"]
+    assert sorted(p.name for p in (tmp_path / "work").rglob("*")) == before
+
+
+def test_targets_are_read_from_the_means():
+    bench = _load()
+    rows = {"base": {"old": [100.0], "new": [300.0], "new_experts": [0.0], "tokens": [0.0]},
+            "full_ft": {"old": [110.0], "new": [150.0], "new_experts": [0.0], "tokens": [1.0]},
+            "moe_lpr": {"old": [100.5], "new": [160.0], "new_experts": [12.0], "tokens": [1.0]},
+            "layermoe": {"old": [101.5], "new": [158.0], "new_experts": [5.0], "tokens": [1.0]}}
+    got = {t: ok for t, ok, _ in bench.targets({"rows": rows, "lifelong": None})}
+    assert got["moe_lpr: Old within +1% of the base"] and not got["layermoe: Old within +1% of the base"]
+    assert got["full fine-tuning: Old rises"] and got["moe_lpr: New far below the base"]
+    assert got["layermoe: New <= MoE-LPR's with >= 40% fewer new experts"]  # 158 <= 160, 58% fewer
+    assert not got["layermoe: Old no worse than MoE-LPR's"]
