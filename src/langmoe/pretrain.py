@@ -121,6 +121,33 @@ _RESUME_FREE = {"out", "eval"}  # may change between an interrupted run and its 
 _RESUME_FREE_OPTIM = {"log_every", "save_every", "keep_checkpoints"}
 
 
+STEPS_HISTORY = "steps_history.json"
+
+
+def _only_steps_differ(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    strip = lambda r: {**r, "optim": {k: v for k, v in r.get("optim", {}).items() if k != "steps"}}  # noqa: E731
+    return strip(old) == strip(new)
+
+
+def _record_new_steps(work: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A resumed run with another `--steps` (extend or shorten): allowed, warned, and written down, so
+    pretrain.json says which schedule each stretch of steps followed (the trainer anneals to the new end)."""
+    import warnings
+
+    from langmoe.train.trainer import find_checkpoints
+
+    ckpts = find_checkpoints(work)
+    at = ckpts[-1][0] if ckpts else 0
+    path = work / STEPS_HISTORY
+    history = read_json(path) if path.is_file() else [{"steps": old["optim"]["steps"], "from_step": 0}]
+    history.append({"steps": new["optim"]["steps"], "from_step": at})
+    warnings.warn(f"--steps changed from {old['optim']['steps']} to {new['optim']['steps']} at step {at}: the "
+                  "schedule now anneals to the new end; the result will not match an uninterrupted run",
+                  stacklevel=3)
+    write_json(path, history)
+    write_json(work / "config.json", new)
+
+
 def _lock_config(work: Path, cfg: BaseModel) -> None:
     """Refuse to resume a run folder made with different settings (the schedule and data would not match)."""
     record = cfg.model_dump(mode="json", exclude=_RESUME_FREE)
@@ -128,6 +155,9 @@ def _lock_config(work: Path, cfg: BaseModel) -> None:
     lock = work / "config.json"
     if lock.exists():
         old = read_json(lock)
+        if old != record and _only_steps_differ(old, record):
+            _record_new_steps(work, old, record)
+            old = record
         if old != record:
             diff = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
             raise LangmoeError(
@@ -278,6 +308,11 @@ def pretrain(cfg: PretrainConfig, command: str | None = None, log=None) -> dict[
         return _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out, log)
 
 
+def _steps_history(out: Path) -> dict[str, Any]:
+    path = out / "train" / STEPS_HISTORY
+    return {"steps_history": read_json(path)} if path.is_file() else {}
+
+
 def _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out: Path, log) -> dict[str, Any]:
     model.to(_device()).eval()
     log(f"evaluating {len(langs)} languages ({cfg.eval.split} split)")
@@ -294,7 +329,7 @@ def _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info
         "vocab_size": len(tok),
         "corpus_fingerprint": _fingerprint(corpus, langs),
         "train_blocks": {"blocks": len(blocks), "tokens": blocks.num_tokens(), "per_lang": blocks.counts()},
-        "train": train_info,
+        "train": {**train_info, **_steps_history(out)},
         "eval": table,
         "environment": _environment(),
     }

@@ -104,6 +104,24 @@ def test_interrupted_run_resumes_exactly(pretrained, corpus_dir, tmp_path, capsy
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_changing_steps_on_resume_is_warned_and_recorded(pretrained, corpus_dir, tmp_path, capsys):
+    """--steps may change on a resume (extend or shorten a run): warned, and pretrain.json keeps which schedule
+    each stretch followed; any other changed setting is still refused."""
+    run = tmp_path / "longer"
+    shutil.copytree(pretrained / "train", run / "train")
+    shutil.copy(pretrained / ".langmoe-output.json", run)
+    shutil.rmtree(run / "train" / "checkpoints" / "step-4")  # stopped at step 2 of 4, resumed with --steps 6
+    capsys.readouterr()
+    args = _pretrain_args(corpus_dir, run)
+    args[args.index("--steps") + 1] = "6"
+    assert main(args) == 0
+    assert "--steps changed from 4 to 6 at step 2" in capsys.readouterr().err
+    rec = json.loads((run / "pretrain.json").read_text())
+    assert rec["train"]["steps"] == 6 and rec["train"]["resumed_from_step"] == 2
+    assert rec["train"]["steps_history"] == [{"steps": 4, "from_step": 0}, {"steps": 6, "from_step": 2}]
+    assert main(_pretrain_args(corpus_dir, run, "--steps", "6", "--lr", "0.01")) == 2
+
+
 def test_continue_train(pretrained, corpus_dir, tmp_path):
     out = tmp_path / "cpt"
     rc = main(["train", "--model", str(pretrained), "--corpus", str(corpus_dir), "--langs", "en,de", "--out",
