@@ -96,7 +96,7 @@ def main() -> None:
             compiled_fn = torch.compile(compiled)
             bare_loop(compiled_fn, batches, 1)  # compile (forward + backward graphs) once, outside the timing
             notes["bare compiled"] = f"compile {time.process_time() - t0:.0f} CPU-s, excluded"
-            loops["bare compiled"] = lambda _m: bare_loop(compiled_fn, batches, args.steps)
+            loops["bare compiled"] = lambda _m, fn=compiled_fn: bare_loop(fn, batches, args.steps)
         times: dict[str, list[float]] = {k: [] for k in loops}
         for _ in range(args.repeats):
             for name, fn in loops.items():
