@@ -166,3 +166,20 @@ def test_eval_builtin_base(tmp_path):
     table = json.loads(out.read_text())
     assert set(table["langs"]) == {"en", "mk"}
     assert all(r["bits_per_byte"] > 0 for r in table["langs"].values())
+
+
+def test_recorded_command_reruns_as_given():
+    """pretrain.json's command is the CLI line itself: no internal bookkeeping (CorpusAppend's list of given
+    values) leaks into it, and mixed corpora repeat --corpus, as the user typed them."""
+    import argparse
+
+    from langmoe.commands._corpus_arg import CorpusAppend
+    from langmoe.commands.eval import as_command
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", default="builtin", action=CorpusAppend)
+    ap.add_argument("--steps", type=int)
+    one = ap.parse_args(["--corpus", "builtin", "--steps", "3"])
+    assert as_command("pretrain", one) == "langmoe pretrain --corpus builtin --steps 3"
+    two = ap.parse_args(["--corpus", "builtin", "--corpus", "my dir"])
+    assert as_command("pretrain", two) == "langmoe pretrain --corpus builtin --corpus 'my dir'"

@@ -84,3 +84,17 @@ def test_builtin_base_path():
         model, tok = load_model_and_tokenizer("builtin")
         assert json.loads((p / "pretrain.json").read_text())["seed"] is not None
         assert model.config.vocab_size >= len(tok)
+
+
+@pytest.mark.parametrize("name,arch,held_out", [("builtin-g0", "LlamaForCausalLM", {"el", "hu", "tr", "as", "hi", "mr"}),
+                                                ("builtin-moe", "Qwen3MoeForCausalLM", {"gl", "uk", "nb"})])
+def test_every_shipped_base_loads_and_never_saw_its_held_out_languages(name, arch, held_out):
+    """The expansion base never saw G1/G2, the MoE base never saw the routing children: their own pretrain.json
+    lists the languages they trained on, and the tokenizer is the tiny base's (the methods compare on one)."""
+    p = builtin_base_path(name)
+    rec = json.loads((p / "pretrain.json").read_text())
+    assert rec["config"]["langs"] and not held_out & set(rec["config"]["langs"])
+    assert set(rec["train_blocks"]["per_lang"]) == set(rec["config"]["langs"])
+    model, tok = load_model_and_tokenizer(name)
+    assert type(model).__name__ == arch and json.loads((p / "config.json").read_text())["architectures"] == [arch]
+    assert (p / "tokenizer.json").read_bytes() == (builtin_base_path() / "tokenizer.json").read_bytes()

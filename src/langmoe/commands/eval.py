@@ -62,11 +62,14 @@ def as_command(verb: str, args) -> str:
 
     parts = ["langmoe", verb]
     for key, value in vars(args).items():
-        if key in ("func", "command") or value is None or value is False:
-            continue
+        if key in ("func", "command") or key.startswith("_") or value is None or value is False:
+            continue  # `_...`: an action's bookkeeping (e.g. CorpusAppend's `_corpus_given`), not an option
         flag = "--" + key.replace("_", "-")
         if value is True:
             parts.append(flag)
+        elif key == "corpus" and isinstance(value, list):  # mixed sources: --corpus is repeated, one per source
+            for v in value:
+                parts += [flag, str(v)]
         elif isinstance(value, list):
             parts += [flag, *map(str, value)]
         else:
