@@ -42,6 +42,7 @@ class TrainSettings(_SharedOptim):
     save_every: int = Field(200, ge=0, description="checkpoint every N steps; 0: off")
     keep_checkpoints: int = Field(1, ge=1)
     tau: float = Field(0.3, ge=0)
+    compile: bool = Field(False, description="torch.compile the forward (faster on long runs)")
 
 
 # Training from scratch is not continued training: a higher LR, a shorter warmup, GPT-style decay and clipping.
@@ -118,7 +119,7 @@ def _resolve_langs(corpus, langs: list[str] | None) -> list[str]:
 
 
 _RESUME_FREE = {"out", "eval"}  # may change between an interrupted run and its resume
-_RESUME_FREE_OPTIM = {"log_every", "save_every", "keep_checkpoints"}
+_RESUME_FREE_OPTIM = {"log_every", "save_every", "keep_checkpoints", "compile"}
 
 
 STEPS_HISTORY = "steps_history.json"
@@ -251,7 +252,7 @@ def _train(model, blocks, optim: TrainSettings, seed: int, work: Path, log=None)
         steps=optim.steps, lr=optim.lr, warmup_ratio=optim.warmup_ratio, min_lr_ratio=optim.min_lr_ratio,
         weight_decay=optim.weight_decay, grad_clip=optim.grad_clip, micro_batch_size=optim.micro_batch_size,
         grad_accum=optim.grad_accum, mixed_precision=optim.mixed_precision, log_every=optim.log_every,
-        save_every=optim.save_every, keep_checkpoints=optim.keep_checkpoints, seed=seed,
+        save_every=optim.save_every, keep_checkpoints=optim.keep_checkpoints, seed=seed, compile=optim.compile,
     )
     t0 = time.time()
     if log is not None:

@@ -75,6 +75,9 @@ class TrainConfig(OptimSettings):
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 0
     progress: bool = Field(True, description="rich progress bar (shown only on a TTY, rank 0)")
+    compile: bool = Field(False, description="run the forward through torch.compile (inductor); costs seconds to "
+                          "minutes once, 1.13-1.18x tokens/s on CPU for the tiny presets "
+                          "(benchmarks/results/pretrain_throughput.md)")
     # One LR schedule over several `train` calls (e.g. DMoE stage 1 then stage 2): local step s runs at global step
     # `schedule_offset + s` of a warmup-cosine over `schedule_total` steps (None: this call's `steps`, offset 0).
     schedule_offset: int = Field(0, ge=0, description="global step of this call's first step (continued schedule)")
@@ -593,6 +596,8 @@ def train(
     grad_norm: torch.Tensor | None = None
     acc.step = 0  # Accelerate's accumulation counter: align it with our optimizer steps
     prepared.train()
+    # the compiled wrapper shares the prepared model's parameters: optimizer, clipping and checkpoints use `prepared`
+    forward = torch.compile(prepared) if config.compile else prepared
     tokens_at_start = tokens_seen
     t0 = window_t0 = time.perf_counter()
     window_tokens = 0
@@ -612,7 +617,7 @@ def train(
                 batch = _to_device(batch, device)
                 with acc.accumulate(prepared):
                     with acc.autocast(), ctx_fn(inner, batch):
-                        outputs = prepared(input_ids=batch["input_ids"], labels=batch["labels"], **use_cache)
+                        outputs = forward(input_ids=batch["input_ids"], labels=batch["labels"], **use_cache)
                         clm = outputs.loss
                         if clm is None:
                             raise LangmoeError(
