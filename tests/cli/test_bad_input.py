@@ -826,7 +826,9 @@ def test_broken_pipe_is_quiet(env):
     env_vars = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
     p = subprocess.run(f"{sys.executable} -m langmoe corpus stats --json | head -c 20", shell=True,
                        capture_output=True, text=True, env=env_vars, timeout=300)
-    assert p.stdout.startswith("{") and p.stderr == "", p.stderr
+    assert p.stdout.startswith("{"), p.stdout
+    # stderr holds only the corpus's own warnings (thin held-out splits), no traceback, no error line
+    assert all(x.startswith("langmoe corpus: warning: ") for x in p.stderr.splitlines()), p.stderr
 
 
 def test_convert_bad_inputs(env, tmp_path, capsys):
