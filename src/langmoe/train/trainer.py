@@ -293,9 +293,9 @@ def _save_checkpoint(acc, out_dir: Path, step: int, scheduler, config: TrainConf
 
 
 def _load_scheduler(scheduler, path: Path) -> None:
-    """Restore the scheduler's position (step, last LR) but keep the schedule this run was started with: a
-    resumed run whose `steps` changed anneals to its new end instead of the old one (the trainer warns that it
-    will not match an uninterrupted run). With unchanged settings the two schedules are the same object state."""
+    """Restore the scheduler's position (step, last LR) but keep the schedule this call was configured with: a
+    resumed run whose `steps` changed anneals to its new end instead of the checkpoint's old one (the trainer warns
+    that it will not match an uninterrupted run). With unchanged settings both hold the same values."""
     current = [dict(vars(f)) for f in scheduler.lr_lambdas]
     scheduler.load_state_dict(torch.load(path, weights_only=True))
     for f, d in zip(scheduler.lr_lambdas, current, strict=True):
