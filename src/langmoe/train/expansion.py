@@ -734,10 +734,11 @@ def prepare_expansion(cfg: ExpansionConfig, method: str,
     return PreparedExpansion(cfg, method, base, corpus, data, plan, expert0, eval_langs)
 
 
-def expanded_model(prep: PreparedExpansion):
-    """A fresh copy of the input model with the plan's new experts (xavier routers, seeded); and the frozen
-    expert prefix per layer (experts that existed before: a lifelong step keeps them)."""
-    model = copy.deepcopy(prep.base.model)
+def expanded_model(prep: PreparedExpansion, fresh: bool = True):
+    """The input model with the plan's new experts (xavier routers, seeded), and the frozen expert prefix per layer
+    (experts that existed before: a lifelong step keeps them). `fresh`: expand a copy (a recipe stage may load it
+    again on resume); False expands the loaded model in place (one copy in memory, for a one-shot run)."""
+    model = copy.deepcopy(prep.base.model) if fresh else prep.base.model
     model.train()
     before = expand_model(model, prep.plan.new_experts, prep.cfg.top_k, prep.cfg.seed)
     return model, {i: e for i, e in before.items() if e > 0}
@@ -754,7 +755,7 @@ def run_moe_expansion(cfg: ExpansionConfig, out: str | Path, method: str,
     if cfg.evaluate:
         record["before"] = old_new_table(prep.base.model, tok, corpus, cfg,
                                          [x for x in prep.eval_langs if x not in cfg.new])
-    model, frozen = expanded_model(prep)
+    model, frozen = expanded_model(prep, fresh=False)
     work, is_tmp = work_dir_for(cfg)
     try:
         stages = {}
