@@ -80,3 +80,26 @@ def test_report_expansion_section_matches_the_eval_files(run):
     assert routing and all(0 <= v["old_to_expert0"] <= 1 for v in routing.values())
     acc = [v["classifier_accuracy"] for v in routing.values() if v["classifier_accuracy"] is not None]
     assert len(acc) == 1  # one classifier layer (top_k_cls=1)
+
+
+def test_a_stage2_setting_reruns_stage2_only(run, tmp_path):
+    """Sweeping a stage-2 setting (here the LPR weight) keeps stage 1 cached; a stage-1 setting re-runs both."""
+    import copy
+    import shutil
+
+    recipe, run_dir, _ = run
+    work = tmp_path / "run"
+    shutil.copytree(run_dir, work)
+
+    def rerun(**settings) -> list[str]:
+        r = copy.deepcopy(recipe)
+        r["systems"] = [{**r["systems"][1], **settings}]  # moe_lpr only
+        lines: list[str] = []
+        run_recipe(r, work, log=lines.append)
+        return [x for x in lines if x.startswith("stage moe_lpr/")]
+
+    lines = rerun(lpr_weight=0.5)
+    assert any("moe_lpr/stage1: cached" in x for x in lines), lines
+    assert any("moe_lpr/stage2: running" in x for x in lines), lines
+    lines = rerun(lpr_weight=0.5, lb_weight=0.05)
+    assert not any("moe_lpr/stage1: cached" in x for x in lines), lines

@@ -27,6 +27,10 @@ from langmoe.pipeline.stages import eval_stage
 from langmoe.pipeline.summary import summary_row
 from langmoe.train.expansion import lang_list
 
+# Settings stage 1 never reads (stage 2's optimiser and losses, the replay it mixes in, the classifiers it adds):
+# changing them re-runs stage 2 only, so a sweep over e.g. `lpr_weight` trains stage 1 once.
+STAGE2_ONLY = frozenset({"stage2", "lpr_weight", "replay_share", "cls_weight", "classifier_mode", "top_k_cls"})
+
 # ExpansionConfig fields the recipe's top level decides (entries may not set them)
 RECIPE_OWNED = ("model", "corpus", "seed", "threads", "block_len", "micro_batch_size", "max_train_tokens_per_lang",
                 "tau", "eval", "evaluate", "work_dir")
@@ -102,7 +106,9 @@ def run_expansion_system(run: RecipeRun, name: str, cfg, plan_fn: Callable[..., 
     """Stage 1 (expand, then new experts + routers), stage 2 (routers + classifiers), evaluation."""
     from langmoe.train import expansion as ex
 
-    key = {"input": run.input_key, "expansion": cfg.model_dump(mode="json", exclude={"threads", "work_dir"})}
+    settings = cfg.model_dump(mode="json", exclude={"threads", "work_dir"})
+    key1 = {"input": run.input_key, "expansion": {k: v for k, v in settings.items() if k not in STAGE2_ONLY}}
+    key2 = {"input": run.input_key, "expansion": settings}  # stage 1's key enters through its dependency
     prepared: dict[str, Any] = {}
 
     def prep() -> ex.PreparedExpansion:  # only when a stage has to run (a finished run reloads nothing)
@@ -119,7 +125,7 @@ def run_expansion_system(run: RecipeRun, name: str, cfg, plan_fn: Callable[..., 
                                save_every=run.recipe.save_every, fail_at=fail)
 
     s1, s2 = f"{name}/stage1", f"{name}/stage2"
-    info1 = run.train_stage(s1, key, [], load1, train1, save_final(run, prep, final=cfg.stage2.steps == 0))
+    info1 = run.train_stage(s1, key1, [], load1, train1, save_final(run, prep, final=cfg.stage2.steps == 0))
     last, info2 = s1, {"tokens_seen": 0}
     if cfg.stage2.steps:
         def load2():
@@ -133,7 +139,7 @@ def run_expansion_system(run: RecipeRun, name: str, cfg, plan_fn: Callable[..., 
             return ex.train_stage2(model, cfg, prep().data, out, cls_weight=prep().plan.cls_weight,
                                    save_every=run.recipe.save_every, fail_at=fail)
 
-        info2 = run.train_stage(s2, key, [s1], load2, train2, save_final(run, prep, final=True))
+        info2 = run.train_stage(s2, key2, [s1], load2, train2, save_final(run, prep, final=True))
         last = s2
     tokens = int(info1["tokens_seen"]) + int(info2["tokens_seen"])
     return {name: summary_row(_evaluate(run, name, cfg, last, tokens))}
