@@ -71,10 +71,11 @@ def thin_splits(stats: Any, min_chars: int = THIN_SPLIT_CHARS) -> dict[str, dict
     return out
 
 
-def thin_split_warnings(stats: Any, min_chars: int = THIN_SPLIT_CHARS) -> list[str]:
+def thin_split_warnings(thin: dict[str, dict[str, int]], min_chars: int = THIN_SPLIT_CHARS) -> list[str]:
+    """One line per language of `thin_splits(...)`."""
     return [f"{code}: thin {', '.join(f'{s} split ({n:,} characters)' for s, n in splits.items())}: fewer than "
             f"{min_chars:,}, so its held-out scores are noisy; add text or read its numbers with care"
-            for code, splits in thin_splits(stats, min_chars).items()]
+            for code, splits in thin.items()]
 
 
 def corpus_warnings(corpus: Any, langs: Iterable[str] | None = None, sample_chars: int = 20_000) -> list[str]:

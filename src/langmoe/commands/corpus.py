@@ -47,7 +47,7 @@ def run_stats(args) -> int:
     report_warnings(corpus_warnings(corpus, langs))
     stats = corpus_stats(corpus, langs)
     thin = thin_splits(stats)
-    report_warnings(thin_split_warnings(stats))
+    report_warnings(thin_split_warnings(thin))
     if args.json:
         data = {"corpus": args.corpus if isinstance(args.corpus, list) else str(args.corpus),
                 **stats.model_dump(mode="json"), "thin_splits": thin, "thin_split_chars": THIN_SPLIT_CHARS}

@@ -535,10 +535,10 @@ def _expansion(rep: _Report, evals: Mapping[str, Mapping], display: Mapping[str,
         return sum(vals) / len(vals) if vals else None
 
     base = evals.get("base")
+    bo, bw = (mean(base, old), mean(base, new)) if base else (None, None)
     rows = []
     for n in _system_order(list(evals), display):
         o, w = mean(evals[n], old), mean(evals[n], new)
-        bo, bw = (mean(base, old), mean(base, new)) if base else (None, None)
         rows.append([_label(n, display), o, pct(o / bo - 1, signed=True) if o and bo else None, w,
                      pct(w / bw - 1, signed=True) if w and bw else None,
                      systems[n].get("new_experts_total") if n in systems else None])
