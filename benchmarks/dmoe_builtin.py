@@ -68,7 +68,8 @@ def scale_recipe(data: dict[str, Any], m: int, systems: list[str], fixed: dict[s
 def aggregate(summaries: list[dict]) -> dict:
     """Per system: mean ± std over seeds of the mean ppl/bpb; per-language mean ppl; params; tokens seen."""
     out: dict[str, dict] = {}
-    for name in summaries[0]["systems"]:
+    names = list(dict.fromkeys(n for s in summaries for n in s["systems"]))  # union: some seeds run fewer
+    for name in names:
         rows = [s["systems"][name] for s in summaries if name in s["systems"]]
         ppl = [r["mean_ppl"] for r in rows]
         bpb = [r["mean_bpb"] for r in rows]
@@ -146,11 +147,11 @@ def markdown(result: dict) -> str:
     lines = [f"# DMoE scaling curve: {result['recipe']}", "",
              f"Command: `{result['command']}`  ", f"Seeds: {result['seeds']}; model: {result['model']}; "
              f"wall {result['wall_s']:.0f} s", "",
-             "| multiplier | system | tokens | mean ppl | mean bits/byte | params total | params active |",
-             "|---|---|---|---|---|---|---|"]
+             "| multiplier | system | seeds | tokens | mean ppl | mean bits/byte | params total | params active |",
+             "|---|---|---|---|---|---|---|---|"]
     for m, systems in result["curve"].items():
         for name, a in systems.items():
-            lines.append(f"| {m}x | {name} | {a['tokens_seen']:,} | {a['mean_ppl']:.2f} ± {a['std_ppl']:.2f} | "
+            lines.append(f"| {m}x | {name} | {a['seeds']} | {a['tokens_seen']:,} | {a['mean_ppl']:.2f} ± {a['std_ppl']:.2f} | "
                          f"{a['mean_bpb']:.4f} ± {a['std_bpb']:.4f} | {a['params_total']:,} | "
                          f"{a['params_active']:,} |")
     lines += ["", "Reading:", ""] + [f"- {x}" for x in result["reading"]] + ["", "![scaling](scaling.png)", ""]
@@ -167,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="the base to study (an HF folder; default: the recipe's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--multipliers", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--full-at", type=int, default=None,
-                    help="multiplier that also runs X-ELM, BTX and random groups (default: the largest)")
+    ap.add_argument("--full-at", type=int, nargs="+", default=None,
+                    help="multipliers that also run X-ELM, BTX and random groups (default: the largest)")
+    ap.add_argument("--full-seeds", type=int, nargs="+", default=None,
+                    help="seeds that run X-ELM, BTX and random groups at --full-at (default: every seed)")
     ap.add_argument("--out", default="runs/bench-dmoe")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="shrink everything to seconds (tests the logic only)")
@@ -184,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         base_data.update(tiny_overrides())
     mults = sorted(set(args.multipliers))
-    full_at = args.full_at or mults[-1]
+    full_at = set(args.full_at or [mults[-1]])
     out = Path(args.out)
     t0 = time.perf_counter()
     per_mult: dict[int, list[dict]] = {m: [] for m in mults}
+    full_seeds = set(args.seeds if args.full_seeds is None else args.full_seeds)
     for seed in args.seeds:
         fixed = None
         for m in mults:
-            systems = (["base"] if m == mults[0] else []) + EVERY_POINT + (LARGEST_ONLY if m == full_at else [])
+            full = m in full_at and seed in full_seeds
+            systems = (["base"] if m == mults[0] else []) + EVERY_POINT + (LARGEST_ONLY if full else [])
             data = scale_recipe({**base_data, "seed": seed}, m, systems, fixed)
             recipe = parse_recipe(data)
             run_dir = out / f"x{m}" / f"seed-{seed}"
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     curve = {str(m): aggregate(per_mult[m]) for m in mults}
     result = {"recipe": str(path), "model": base_data["model"], "seeds": args.seeds, "multipliers": mults,
               "command": " ".join(["python benchmarks/dmoe_builtin.py", *(argv if argv is not None else sys.argv[1:])]),
-              "languages": base_data["languages"], "curve": curve, "reading": reading(curve, str(full_at)),
+              "languages": base_data["languages"], "curve": curve, "reading": reading(curve, str(max(full_at & set(mults), default=mults[-1]))),
               "wall_s": time.perf_counter() - t0}
     write_json(out / "benchmark.json", result)
     plot(curve, out / "scaling.png")
