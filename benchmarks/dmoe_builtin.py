@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="multipliers that also run X-ELM, BTX and random groups (default: the largest)")
     ap.add_argument("--full-seeds", type=int, nargs="+", default=None,
                     help="seeds that run X-ELM, BTX and random groups at --full-at (default: every seed)")
+    ap.add_argument("--largest-seeds", type=int, nargs="+", default=None,
+                    help="seeds that run the largest multiplier (default: every seed); the others stop below it")
     ap.add_argument("--out", default="runs/bench-dmoe")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="shrink everything to seconds (tests the logic only)")
@@ -192,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     per_mult: dict[int, list[dict]] = {m: [] for m in mults}
     full_seeds = set(args.seeds if args.full_seeds is None else args.full_seeds)
+    largest_seeds = set(args.seeds if args.largest_seeds is None else args.largest_seeds)
     for seed in args.seeds:
         fixed = None
         for m in mults:
+            if m == mults[-1] and len(mults) > 1 and seed not in largest_seeds:
+                continue
             full = m in full_at and seed in full_seeds
             systems = (["base"] if m == mults[0] else []) + EVERY_POINT + (LARGEST_ONLY if full else [])
             data = scale_recipe({**base_data, "seed": seed}, m, systems, fixed)

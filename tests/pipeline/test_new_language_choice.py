@@ -30,9 +30,9 @@ def test_source_expert_is_the_argmin_of_the_per_expert_perplexity(tmp_path, monk
     copied = []
     real_add = build.add_language_expert
 
-    def spy(model, source):
+    def spy(model, source, gate_mode=None):
         copied.append(source)
-        return real_add(model, source)
+        return real_add(model, source, gate_mode)
 
     monkeypatch.setattr(new_language, "expert_perplexities", fake)
     monkeypatch.setattr(build, "add_language_expert", spy)

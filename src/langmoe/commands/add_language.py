@@ -33,6 +33,11 @@ def register(subparsers) -> None:
     p.add_argument("--replay", type=float, default=None, help="old-language share of each micro-batch (0.25)")
     p.add_argument("--keep-out", type=float, default=None,
                    help="weight of the hinge keeping the new expert out of old tokens' top-k (default 1)")
+    p.add_argument("--routing", choices=["gate", "router"], default=None,
+                   help="how learned routing reaches the new expert: a language gate (default; old tokens keep "
+                        "their routing) or the copied router row (the paper)")
+    p.add_argument("--max-intrusion", type=float, default=None,
+                   help="gate: share of each old language's tokens allowed to reach the new expert (0.02)")
     p.add_argument("--init", choices=["margin", "copy"], default=None, help="new router row (default margin)")
     p.add_argument("--margin", type=float, default=None, help="logit gap below the source on old languages (2)")
     p.add_argument("--micro-batch-size", type=int, default=8)
@@ -100,9 +105,8 @@ def run(args) -> int:
     from langmoe.io import check_output
 
     check_output(args.out, "add-language", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
-    from rich.console import Console
-
     from langmoe.commands.eval import set_threads
+    from langmoe.console import console as Console
     from langmoe.data.corpus import open_corpus
     from langmoe.errors import LangmoeError
     from langmoe.io import write_json
@@ -133,7 +137,8 @@ def run(args) -> int:
         raise LangmoeError(f"{model_dir} has no tokenizer files: save the tokenizer with the model")
     base = load_model_any(resolve_model_path(args.base))[0] if args.base else None
     settings = {k: v for k, v in {"steps": args.steps, "lr": args.lr, "replay": args.replay, "init": args.init,
-                                  "margin": args.margin, "keep_out": args.keep_out}.items() if v is not None}
+                                  "margin": args.margin, "keep_out": args.keep_out, "routing": args.routing,
+                                  "max_intrusion": args.max_intrusion}.items() if v is not None}
     train_config = {"steps": 1, "lr": 2e-4, "warmup_ratio": 0.03, "micro_batch_size": args.micro_batch_size,
                     "seed": args.seed, "save_every": 0, "log_every": 10, "progress": False}
     ekw = {"split": "test", "window": args.window, "stride": args.stride,

@@ -57,8 +57,9 @@ def run_stats(args) -> int:
             data["sources"] = corpus_sources(corpus, langs)
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from langmoe.console import console as Console
 
     label = " + ".join(args.corpus) if isinstance(args.corpus, list) else args.corpus
     t = Table(title=f"corpus {label}: {len(stats.languages)} languages, {len(stats.families)} families, "
@@ -77,5 +78,5 @@ def run_stats(args) -> int:
     t.add_row("total", "", f"{len(stats.families)} families", "", f"{len(stats.scripts)} scripts",
               *[f"{getattr(stats.totals[s], w):,}" for s in SPLITS for w in ("docs", "chars", "bytes")],
               f"{len(thin)} thin" if thin else "", style="bold")
-    Console(width=max(200, Console().width)).print(t)
+    Console().print(t)
     return 0

@@ -27,10 +27,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import time
 
-    from rich.console import Console
-
     from langmoe.commands.run import execute
     from langmoe.config import builtin_recipe_path, load_recipe
+    from langmoe.console import console as Console
 
     t0 = time.perf_counter()
     recipe = load_recipe(args.recipe or builtin_recipe_path("demo"), {"threads": args.threads})

@@ -96,8 +96,7 @@ def run(args) -> int:
     from langmoe.io import check_output
 
     check_output(args.out, "expand", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
-    from rich.console import Console
-
+    from langmoe.console import console as Console
     from langmoe.methods import layermoe, moe_lpr
 
     cfg = config_from_args(args)

@@ -25,9 +25,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import torch
-    from rich.console import Console
 
     from langmoe.commands._checks import check_model_folder
+    from langmoe.console import console as Console
     from langmoe.io import check_output
     from langmoe.models.export import export_stock
     from langmoe.models.moe_io import load_model_any

@@ -60,8 +60,9 @@ def run(args) -> int:
 
 
 def print_results(record: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from langmoe.console import console as Console
 
     t = Table(title=f"lm-eval on {record['model']}" + (f" (limit {record['limit']})" if record["limit"] else ""))
     for col in ("task", "metric", "value", "n"):

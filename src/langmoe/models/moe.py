@@ -18,6 +18,9 @@ Parts (each an `nn.Module`, composed by `MoEBlock(router, experts)` or the `buil
 - `RoutingClassifier`: the old/new classifier (`weight [2, D]`) a router may hold: tokens it classifies as class 0
   ("old") go to expert 0 with weight 1, the rest use learned top-k. `mode="sequence"` classifies whole sequences
   from the mean FFN input (the official LayerMoE code; breaks under KV-cached generation, so per-token is default).
+- `LanguageGate`: the gate a DMoE router gets when languages are added (`weight [1 + n, D]`, `bias [1 + n]`):
+  class 0 leaves the token to the learned top-k over the *old* experts (the added ones masked out, so the token's
+  routing and output are exactly what they were before), class j sends it to the j-th added expert with weight 1.
 
 Routing is chosen per call without touching the Hugging Face forward signature: `with routing(model, ...)` sets a
 state on every router (see `routing`). Modes:
@@ -56,6 +59,7 @@ __all__ = [
     "FrozenExpert0",
     "TopKRouter",
     "RoutingClassifier",
+    "LanguageGate",
     "RouterDecision",
     "MoEBlock",
     "build_moe_block",
@@ -443,6 +447,7 @@ class RouterDecision(NamedTuple):
     classifier_logits: torch.Tensor | None = None  # [tokens, 2] (sequence mode: [batch, 2])
     mode: str = "learned"
     recompute: bool = False  # a gradient-checkpointing recompute (recorders skip it)
+    gate_logits: torch.Tensor | None = None  # [tokens, 1 + added experts] when the router has a LanguageGate
 
 
 @dataclass
@@ -477,6 +482,66 @@ class RoutingClassifier(nn.Module):
         return f"mode={self.mode}"
 
 
+class LanguageGate(nn.Module):
+    """Old language, or which added expert? The gate of a DMoE router after `add-language` (METHODS.md §1 G).
+
+    `weight [1 + n, D]`, `bias [1 + n]`; class 0 = an old language: learned top-k over experts `< first_new` (the
+    added experts masked out: an old token routed as before gives a bit-identical output); class j = the added
+    expert `first_new + j - 1`, weight 1. Why a gate and not a router row: the new row has to beat each old token's
+    k-th logit on the new language and stay below it on old ones, and at the demo's MoE layer (layer 0) no linear
+    row does both (measured, Irish vs 9 old languages: 2% of Irish tokens reach the new expert once old intrusion
+    is held under 3%), while a separate classifier with its own threshold separates them.
+
+    mode "prefix" (default) classifies the causal running mean of the block input over the sequence so far: a
+    language is a property of the context more than of one token (Irish at 1% old-token false positives: 95%
+    recall from the prefix mean, 70% from the token alone). It reads every earlier position, so it needs the whole
+    sequence in each forward: generation runs without the KV cache (`generation_config.use_cache = False` is
+    saved with such a model). mode "token" classifies each token alone (cache-safe, weaker)."""
+
+    def __init__(self, hidden_size: int, first_new: int, num_new: int = 1, mode: str = "prefix"):
+        super().__init__()
+        if mode not in ("prefix", "token"):
+            raise LangmoeError(f"gate mode must be 'prefix' or 'token', got {mode!r}")
+        if first_new < 1 or num_new < 1:
+            raise LangmoeError(f"a language gate needs >= 1 old and >= 1 added expert, got {first_new}, {num_new}")
+        self.mode, self.first_new = mode, int(first_new)
+        # all-zero: every class ties and argmax takes the first, so an untrained gate keeps every token "old"
+        self.weight = nn.Parameter(torch.zeros(1 + num_new, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(1 + num_new))
+
+    @property
+    def num_new(self) -> int:
+        return self.weight.shape[0] - 1
+
+    def features(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`[tokens, D]` inputs of the classifier: the token's state, or the running mean up to and including it."""
+        D = self.weight.shape[1]
+        if self.mode == "token":
+            return hidden_states.reshape(-1, D)
+        x3 = hidden_states if hidden_states.dim() == 3 else hidden_states.reshape(1, -1, D)
+        steps = torch.arange(1, x3.shape[1] + 1, device=x3.device, dtype=torch.float32).view(1, -1, 1)
+        return (x3.float().cumsum(dim=1) / steps).to(x3.dtype).reshape(-1, D)
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gate logits `[tokens, 1 + n]`, target expert per token `[tokens]`, -1 = old)."""
+        logits = F.linear(self.features(hidden_states), self.weight, self.bias)
+        cls = logits.argmax(-1)
+        return logits, torch.where(cls > 0, cls + self.first_new - 1, torch.full_like(cls, -1))
+
+    @torch.no_grad()
+    def add_class(self) -> int:
+        """One more added expert (lifelong): a new class, a copy of the old class (it ties with it, and argmax
+        takes the first, so until trained no token goes to it). Returns its expert index."""
+        self.weight = nn.Parameter(torch.cat([self.weight.detach(), self.weight.detach()[:1]]),
+                                   requires_grad=self.weight.requires_grad)
+        self.bias = nn.Parameter(torch.cat([self.bias.detach(), self.bias.detach()[:1]]),
+                                 requires_grad=self.bias.requires_grad)
+        return self.first_new + self.num_new - 1
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, first_new={self.first_new}, added={self.num_new}"
+
+
 class TopKRouter(nn.Module):
     """Bias-free linear router `weight [E, D]` with learned top-k / hard label routing (see module doc)."""
 
@@ -491,6 +556,7 @@ class TopKRouter(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_experts, hidden_size))
         nn.init.normal_(self.weight, std=0.02)
         self.classifier = classifier
+        self.gate: LanguageGate | None = None
         self._state: RoutingState | None = None
         self._forward_state: RoutingState | None = None
 
@@ -535,9 +601,17 @@ class TopKRouter(nn.Module):
             if bool(((labels < 0) | (labels >= E)).any()):
                 raise LangmoeError(f"layer {self.layer_idx}: route_labels must be in [0, {E}) in hard routing")
             ones = torch.ones(N, 1, dtype=h.dtype, device=h.device)
-            return RouterDecision(logits, ones, labels.unsqueeze(-1), None, "labels", recompute)
+            gate_logits = self.gate(hidden_states)[0] if self.gate is not None else None
+            return RouterDecision(logits, ones, labels.unsqueeze(-1), None, "labels", recompute, gate_logits)
         masked, k = logits, self.top_k
         mask = self._allowed_mask(state)
+        gate_logits = gate_target = None
+        if self.gate is not None:  # the added experts are reached through the gate only
+            gate_logits, gate_target = self.gate(hidden_states)
+            old = torch.arange(E, device=h.device) < self.gate.first_new
+            mask = old if mask is None else (mask.to(h.device) & old)
+            if not bool(mask.any()):
+                raise LangmoeError(f"layer {self.layer_idx}: the allowed experts leave no old expert for the gate")
         if mask is not None:
             mask = mask.to(h.device)
             masked = logits.masked_fill(~mask, float("-inf"))
@@ -554,7 +628,13 @@ class TopKRouter(nn.Module):
             one_hot0 = torch.zeros_like(weights)
             one_hot0[:, 0] = 1.0
             weights = torch.where(old, one_hot0, weights)
-        return RouterDecision(logits, weights.to(h.dtype), idx, cls_logits, "learned", recompute)
+        if gate_target is not None:
+            to_new = (gate_target >= 0).unsqueeze(-1)
+            idx = torch.where(to_new, gate_target.unsqueeze(-1).expand_as(idx), idx)
+            one_hot = torch.zeros_like(weights)
+            one_hot[:, 0] = 1.0
+            weights = torch.where(to_new, one_hot, weights)
+        return RouterDecision(logits, weights.to(h.dtype), idx, cls_logits, "learned", recompute, gate_logits)
 
     @torch.no_grad()
     def append_row(self, source_expert: int) -> None:
@@ -702,6 +782,7 @@ def build_moe_block(
     frozen_expert0: bool = False,
     classifier: bool = False,
     classifier_mode: str = "token",
+    language_gate: Mapping | None = None,
     dropout: float = 0.0,
     residual_in_mlp: bool = False,
     layer_idx: int = -1,
@@ -720,6 +801,13 @@ def build_moe_block(
         experts = FrozenExpert0(experts)
     clf = RoutingClassifier(hidden_size, classifier_mode) if classifier else None
     router = TopKRouter(hidden_size, num_experts, top_k, renormalize=renormalize, classifier=clf)
+    if language_gate:
+        if clf is not None:
+            raise LangmoeError("a router cannot hold both an old/new classifier and a language gate")
+        g = dict(language_gate)
+        if not (g["first_new"] >= 1 and g["first_new"] + g["num_new"] == num_experts):
+            raise LangmoeError(f"language gate {g} does not match {num_experts} experts")
+        router.gate = LanguageGate(hidden_size, g["first_new"], g["num_new"], g.get("mode", "prefix"))
     return MoEBlock(router, experts, layer_idx=layer_idx, dropout=dropout, residual_in_mlp=residual_in_mlp)
 
 
@@ -739,6 +827,7 @@ class RouterOutput:
     topk_weight: torch.Tensor | None  # [tokens, k] combine weights
     num_experts: int
     mode: str = "learned"
+    gate_logits: torch.Tensor | None = None  # [tokens, 1 + added experts] (LanguageGate) or None
 
 
 def router_outputs(model: nn.Module) -> list[RouterOutput]:

@@ -48,6 +48,10 @@ def save_moe_pretrained(model: nn.Module, tokenizer, path: str | Path) -> Path:
 
         check_tokenizer_matches(model, tokenizer)
     make_native(model)
+    from langmoe.models.upcycle import has_prefix_gate
+
+    if has_prefix_gate(model) and getattr(model, "generation_config", None) is not None:
+        model.generation_config.use_cache = False  # the gate reads the whole prefix (stock generate must not cache)
 
     def writer(tmp: Path) -> None:
         with quiet_transformers():

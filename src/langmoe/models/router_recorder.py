@@ -109,7 +109,8 @@ class RouterRecorder:
         if isinstance(output, RouterDecision):
             if output.recompute:
                 return
-            rec = (output.logits, output.topk_idx, output.topk_weight, output.classifier_logits, output.mode)
+            rec = (output.logits, output.topk_idx, output.topk_weight, output.classifier_logits, output.mode,
+                   output.gate_logits)
         else:
             if _in_backward():
                 return
@@ -119,7 +120,7 @@ class RouterRecorder:
                 weight = output[1] if len(output) > 2 else None
             else:
                 logits, idx, weight = output, None, None
-            rec = (logits.reshape(-1, logits.shape[-1]), idx, weight, None, "learned")
+            rec = (logits.reshape(-1, logits.shape[-1]), idx, weight, None, "learned", None)
         if self.detach:
             rec = tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in rec)
         if self.accumulate:
@@ -161,8 +162,8 @@ class RouterRecorder:
 
         out = []
         for layer, recs in sorted(self._records.items()):
-            logits, idx, weight, cls, mode = recs[-1]
-            out.append(RouterOutput(layer, logits, cls, idx, weight, int(logits.shape[-1]), mode))
+            logits, idx, weight, cls, mode, gate = recs[-1]
+            out.append(RouterOutput(layer, logits, cls, idx, weight, int(logits.shape[-1]), mode, gate))
         return out
 
 

@@ -10,7 +10,7 @@ the `langmoe_moe` format) and attach the router recorder that `moe.router_output
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +35,15 @@ __all__ = [
 STRUCTURE_VERSION = 2  # 2: native folder, experts named as transformers names them; 1: legacy (w_gate/w_up/w_out)
 
 
+class GateSpec(BaseModel):
+    """A `LanguageGate`: experts >= first_new are the added languages' (num_new of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    first_new: int = Field(ge=1)
+    num_new: int = Field(ge=1)
+    mode: Literal["prefix", "token"] = "prefix"
+
+
 class MoELayerSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     num_experts: int = Field(ge=1)
@@ -43,6 +52,7 @@ class MoELayerSpec(BaseModel):
     frozen_expert0: bool = False
     classifier: bool = False
     classifier_mode: str = "token"
+    language_gate: GateSpec | None = None
 
 
 class MoEStructure(BaseModel):
@@ -123,6 +133,7 @@ def _build_block(model, layer_idx: int, spec: MoELayerSpec, dispatch: str, copy_
         frozen_expert0=spec.frozen_expert0,
         classifier=spec.classifier,
         classifier_mode=spec.classifier_mode,
+        language_gate=spec.language_gate.model_dump() if spec.language_gate else None,
         dropout=adapter.dropout(model.config),
         residual_in_mlp=adapter.residual_in_mlp,
         layer_idx=layer_idx,
@@ -229,18 +240,44 @@ def _block_at(model: nn.Module, layer: int) -> MoEBlock:
     raise LangmoeError(f"layer {layer} is not an MoE layer; MoE layers: {[b.layer_idx for b in moe_blocks(model)]}")
 
 
-def add_expert(model: nn.Module, layer: int, source_expert: int) -> int:
+def add_expert(model: nn.Module, layer: int, source_expert: int, gate_mode: str | None = None) -> int:
     """Copy expert `source_expert` of MoE layer `layer` (weights and router row) into a new last expert.
 
+    gate_mode ("prefix" | "token"): the new expert is reached through the router's `LanguageGate` (created with
+    the first added expert, one class more for each later one) instead of its router row.
     Returns the new expert's index. Create the optimizer afterwards (parameters are replaced).
     """
+    from langmoe.models.moe import LanguageGate
+
     block = _block_at(model, layer)
+    if gate_mode is not None and block.classifier is not None:
+        raise LangmoeError(f"layer {layer} has an old/new classifier: it cannot also get a language gate")
+    gate = block.router.gate
+    if gate is not None and gate_mode is None:
+        raise LangmoeError(f"layer {layer} routes its added experts through a language gate: add this one with "
+                           f"the gate too (gate_mode={gate.mode!r})")
+    if gate is not None and gate.mode != gate_mode:
+        raise LangmoeError(f"layer {layer}'s language gate is {gate.mode!r}, not {gate_mode!r}")
     new = block.add_expert(source_expert)
+    if gate_mode is not None:
+        w = block.router.weight
+        if gate is None:
+            block.router.gate = LanguageGate(block.hidden_size, new, 1, gate_mode).to(w.device, w.dtype)
+        elif gate.add_class() != new:
+            raise LangmoeError(f"layer {layer}: the gate's added experts are not the last ones")
     structure = moe_structure(model)
     if structure is not None and layer in structure.layers:
-        structure.layers[layer].num_experts = block.num_experts
+        spec = structure.layers[layer]
+        spec.num_experts = block.num_experts
+        g = block.router.gate
+        spec.language_gate = GateSpec(first_new=g.first_new, num_new=g.num_new, mode=g.mode) if g else None
         model.config.langmoe = structure.to_config()
     return new
+
+
+def has_prefix_gate(model: nn.Module) -> bool:
+    """Whether a router reads the whole prefix (a "prefix" `LanguageGate`): such a model cannot use a KV cache."""
+    return any(b.router.gate is not None and b.router.gate.mode == "prefix" for b in moe_blocks(model))
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

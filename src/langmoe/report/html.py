@@ -500,11 +500,31 @@ def _new_language(rep: _Report, nl: Any) -> None:
     before, after = nl.get("before") or {}, nl.get("after") or {}
     if before or after:
         b, a = _ppl(before), _ppl(after)
-        change = pct((a - b) / b, signed=True) if isinstance(a, float | int) and isinstance(b, float | int) and b else None
-        rep.table(["language", "perplexity before", "perplexity after", "change",
-                   "bits/byte before", "bits/byte after"],
-                  [[lang, b, a, change, _ppl(before, "bits_per_byte"), _ppl(after, "bits_per_byte")]],
-                  caption="The new language, before and after its expert was trained")
+        base, hard = _ppl(nl.get("base") or {}), _ppl(nl.get("after_hard") or {})
+        rows = [[f"{lang}, learned routing", base, b, a, _ppl(before, "bits_per_byte"), _ppl(after, "bits_per_byte"),
+                 pct(nl.get("old_mean_ppl_change"), signed=True)]]
+        if hard is not None:
+            rows.append([f"{lang}, hard routing by language", base, b, hard, _ppl(before, "bits_per_byte"),
+                         _ppl(nl.get("after_hard") or {}, "bits_per_byte"),
+                         pct(nl.get("old_mean_ppl_change_hard"), signed=True)])
+        rep.table(["language", "perplexity under the dense base", "perplexity before", "perplexity after",
+                   "bits/byte before", "bits/byte after", "old languages' mean change"], rows,
+                  caption="The new language under the untouched base, before and after its expert was trained "
+                          "(target: below the base, old languages within +1%)")
+    gate = nl.get("gate")
+    if isinstance(gate, Mapping) and gate:
+        rows = []
+        for layer, g in gate.items():
+            if not isinstance(g, Mapping):
+                continue
+            intr = g.get("old_intrusion") or {}
+            worst = max(intr.items(), key=lambda kv: kv[1]) if isinstance(intr, Mapping) and intr else None
+            rows.append([layer, pct(g.get("new_recall")), f"{worst[0]} {worst[1]:.1%}" if worst else None,
+                         pct((g.get("fit") or {}).get("train_accuracy")) if isinstance(g.get("fit"), Mapping)
+                         else None])
+        rep.table(["MoE layer", f"{lang} tokens sent to the new expert", "old language with the most tokens sent",
+                   "gate fit accuracy"], rows,
+                  caption="The language gate (measured on training text it was not fitted on)")
     per_expert = nl.get("per_expert_ppl")
     if isinstance(per_expert, list) and per_expert:
         rep.table(["expert", "perplexity of " + lang, "chosen as the source"],

@@ -173,3 +173,73 @@ def test_keep_out_term_hand_values():
     # layer 1: mean(0.5, 0) = 0.25; layer 2 with batch: tokens 0,1 old -> relu(1-1+1)=1, relu(0-0+1)=1 -> 1
     assert float(v1) == pytest.approx((0.25 + 1.0) / 2)
     assert float(v2) == pytest.approx(1.0)  # only token 0 counts (token 1 is padding, token 2 new)
+
+
+def test_logistic_fit_separates_and_folds_the_standardisation_back():
+    """A separable 2-class problem in badly scaled coordinates: the returned weight/bias act on the raw features."""
+    from langmoe.methods.dmoe.new_language import logistic_fit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, generator=g, dtype=torch.float64) * torch.tensor([1000.0, 1.0, 0.01], dtype=torch.float64)
+    y = (x[:, 1] > 0.2).long()
+    w, b, loss = logistic_fit(x, y, 2, l2=1e-6, iters=300)
+    assert w.shape == (2, 3) and b.shape == (2,) and loss < 0.2
+    assert float(((x @ w.T + b).argmax(-1) == y).double().mean()) > 0.98
+
+
+def _gated_tiny(tmp_path):
+    dense, model, tok, corpus = _tiny_dmoe(tmp_path)
+    new = build.add_language_expert(model, 1, "prefix")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for b in moe_blocks(model):
+            b.router.gate.weight.normal_()
+    return model, tok, corpus, new
+
+
+@pytest.mark.parametrize("max_intrusion", [0.0, 0.1])
+def test_calibrated_gate_keeps_every_old_language_under_the_intrusion(tmp_path, max_intrusion):
+    from langmoe.methods.dmoe.new_language import _calibration_part, _gate_margins, calibrate_gates
+
+    model, tok, corpus, new = _gated_tiny(tmp_path)
+    old = pack_corpus(corpus, tok, ["en", "de", "fr"], "train", 16, max_tokens_per_lang=400)
+    fresh = pack_corpus(corpus, tok, ["es"], "train", 16, max_tokens_per_lang=400)
+    rep = calibrate_gates(model, old, fresh, max_intrusion, blocks_per_lang=1000)
+    assert set(rep) == {0, 2}
+    for layer, r in rep.items():
+        assert set(r["old_intrusion"]) == {"en", "de", "fr"}
+        assert max(r["old_intrusion"].values()) <= max_intrusion + 1e-6  # every language, not the mean
+        for i, code in enumerate(old.index.codes):  # independent recount after the shift: margin > 0 = gated
+            m = _gate_margins(model, old, layer, _calibration_part(old.indices_of(i), 1000))
+            assert float((m > 0).float().mean()) == pytest.approx(r["old_intrusion"][code], abs=1.5 / m.numel())
+    if max_intrusion:  # the binding language sits at the bound (within one token)
+        assert max(rep[0]["old_intrusion"].values()) > max_intrusion - 0.05
+
+
+def test_spread_covers_every_language():
+    from langmoe.methods.dmoe.new_language import spread
+
+    assert spread(range(10), 3) == [0, 4, 9] and spread(range(3), 5) == [0, 1, 2] and spread(range(7), 1) == [0]
+
+
+def test_gated_training_moves_only_the_new_expert_and_the_fit_only_the_gates(tmp_path):
+    from langmoe.methods.dmoe.new_language import fit_gates
+
+    model, tok, corpus, new = _gated_tiny(tmp_path)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    blocks = pack_corpus(corpus, tok, ["es"], "train", 16, max_tokens_per_lang=400)
+    old = pack_corpus(corpus, tok, ["en", "de"], "train", 16, max_tokens_per_lang=400)
+    cfg = {"steps": 3, "lr": 1e-2, "warmup_ratio": 0.0, "micro_batch_size": 4, "save_every": 0}
+    res = train_new_language(model, blocks, "es", new, cfg, tmp_path / "gate", replay_blocks=old,
+                             group_of={"en": 0, "de": 1}, replay_rows=1, gated=True)
+    assert res.final_step == 3
+    for n, p in model.named_parameters():
+        if build.is_expert_param(n):
+            assert torch.equal(p[:new], before[n][:new]) and not torch.equal(p[new], before[n][new]), n
+        else:
+            assert torch.equal(p, before[n]), n  # gates, router rows, attention, embeddings, norms, dense FFN
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rep = fit_gates(model, [(old, {"en": 0, "de": 0}), (blocks, {"es": 1})], blocks_per_lang=8)
+    assert set(rep) == {0, 2} and all(r["tokens"] > 0 for r in rep.values())
+    for n, p in model.named_parameters():
+        assert torch.equal(p, trained[n]) != ("router.gate." in n), n  # the fit moves the gates and nothing else

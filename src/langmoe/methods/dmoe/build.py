@@ -25,12 +25,13 @@ def build_dmoe(model, layers: Sequence[int], num_groups: int, top_k: int = 2, se
     return upcycle(model, layers, num_groups, top_k, router_init="normal", seed=seed)
 
 
-def add_language_expert(model, source_expert: int) -> int:
-    """Copy `source_expert` (weights + router row) into a new last expert in every MoE layer; its index."""
+def add_language_expert(model, source_expert: int, gate_mode: str | None = None) -> int:
+    """Copy `source_expert` (weights + router row) into a new last expert in every MoE layer; its index.
+    `gate_mode`: reach it through a `LanguageGate` ("prefix" | "token") instead of the router row."""
     from langmoe.models.moe import moe_blocks
     from langmoe.models.upcycle import add_expert
 
-    new = {add_expert(model, b.layer_idx, source_expert) for b in moe_blocks(model)}
+    new = {add_expert(model, b.layer_idx, source_expert, gate_mode) for b in moe_blocks(model)}
     if len(new) != 1:
         raise LangmoeError(f"MoE layers have different numbers of experts ({sorted(new)}): cannot add one index")
     return new.pop()

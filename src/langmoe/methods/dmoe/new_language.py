@@ -22,6 +22,13 @@ perplexity). Three additions to the paper's recipe keep old languages where they
   `margin` below each old token's k-th logit, i.e. out of its top-k (the router CE alone does not: measured on
   the demo, 100 steps let the new expert into 80% of old tokens' top-2, +79% old-language ppl).
 
+With `routing: gate` (default) none of that is needed: the new expert is reached through a `LanguageGate` in
+front of each router (see `langmoe.models.moe.LanguageGate`), trained with a cross-entropy on new-language vs
+replayed old-language tokens, then calibrated on the old languages' held-out (valid) text so that at most
+`max_intrusion` of their tokens go to the new expert. Every other old token keeps its old routing and a
+bit-identical output, so the old languages' change is bounded by the intrusion. (At the demo's MoE layer no
+router row both reaches the new language and stays out of old tokens' top-k: measured in the gate's docstring.)
+
 `add_language` runs the whole §G for one language and reports the new language's perplexity before and after,
 every old language's change and the share of old tokens whose top-k holds the new expert (`intrusion`), under
 learned routing and under hard routing by language (each language to its group's expert, the new one to its
@@ -149,6 +156,169 @@ def is_expert_or_router(name: str, param=None) -> bool:
     return is_expert_param(name) or is_router_param(name)
 
 
+def spread(indices, n: int) -> list[int]:
+    """At most `n` of `indices`, evenly spaced (blocks are stored language by language: a prefix would see only
+    the first languages)."""
+    idx = list(indices)
+    if len(idx) <= n:
+        return idx
+    return [idx[round(i * (len(idx) - 1) / (n - 1))] for i in range(n)] if n > 1 else idx[:1]
+
+
+@torch.no_grad()
+def _gate_inputs(model, blocks, layer: int, indices, batch_size: int = 8) -> torch.Tensor:
+    """`[tokens, D]` gate features (`LanguageGate.features`) of MoE layer `layer` on `blocks[indices]`, learned
+    routing (earlier layers' gates as they are), padding left out."""
+    from langmoe.models.moe import moe_blocks
+
+    block = next(b for b in moe_blocks(model) if b.layer_idx == layer)
+    box: list[torch.Tensor] = []
+    handle = block.register_forward_pre_hook(lambda mod, args: box.append(block.router.gate.features(args[0])))
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    indices = list(indices)
+    try:
+        for start in range(0, len(indices), batch_size):
+            batch = blocks.batch(indices[start:start + batch_size])
+            box.clear()
+            model(input_ids=batch["input_ids"].to(device))
+            out.append(box[0].float().cpu()[(batch["labels"] != -100).reshape(-1)])
+    finally:
+        handle.remove()
+        model.train(was)
+    return torch.cat(out) if out else torch.zeros(0, block.hidden_size)
+
+
+def fit_gates(model, sources, blocks_per_lang: int = 64, l2: float = 1e-4, iters: int = 200
+              ) -> dict[int, dict[str, float]]:
+    """Fit every language gate as a class-balanced, L2-regularised logistic regression (full batch, L-BFGS) on
+    its features; layers in order, since a gate changes the next layer's input. `sources`: `(blocks, {lang:
+    class})` pairs (class 0 = an old language, j = the j-th added expert). The features of a layer do not depend
+    on its own gate, so this is an exact convex fit, not a few SGD steps on a loss shared with the LM."""
+    from langmoe.models.moe import moe_blocks
+
+    report: dict[int, dict[str, float]] = {}
+    for b in moe_blocks(model):
+        gate = b.router.gate
+        if gate is None:
+            continue
+        xs, ys = [], []
+        for blocks, class_of in sources:
+            for i, code in enumerate(blocks.index.codes):
+                if code in class_of:
+                    picked = spread(blocks.indices_of(i), 2 * blocks_per_lang)[0::2]  # odd ones: calibration
+                    x = _gate_inputs(model, blocks, b.layer_idx, picked)
+                    xs.append(x)
+                    ys.append(torch.full((x.shape[0],), int(class_of[code]), dtype=torch.long))
+        x, y = torch.cat(xs).double(), torch.cat(ys)
+        C = gate.weight.shape[0]
+        counts = torch.bincount(y, minlength=C)
+        if bool((counts == 0).any()):
+            from langmoe.errors import LangmoeError
+
+            raise LangmoeError(f"gate of layer {b.layer_idx}: no text for classes {(counts == 0).nonzero().flatten().tolist()}")
+        weight, bias, loss = logistic_fit(x, y, C, l2, iters)
+        with torch.no_grad():
+            gate.weight.copy_(weight.to(gate.weight.dtype))
+            gate.bias.copy_(bias.to(gate.bias.dtype))
+        acc = float(((x @ weight.T + bias).argmax(-1) == y).double().mean())
+        report[b.layer_idx] = {"loss": loss, "train_accuracy": acc, "tokens": int(y.numel())}
+    return report
+
+
+def logistic_fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-4, iters: int = 200
+                 ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Class-balanced multinomial logistic regression `(weight [C, D], bias [C], final loss)`, full-batch L-BFGS
+    in float64 on standardised features (folded back, so `x @ weight.T + bias` are the logits)."""
+    x = x.double()
+    counts = torch.bincount(y, minlength=num_classes).double()
+    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
+    z = (x - mu) / sd
+    class_w = counts.sum() / (num_classes * counts.clamp_min(1))
+    w = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, requires_grad=True)
+    c = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, c], max_iter=iters, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z @ w.T + c, y, weight=class_w) + l2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        loss = float(torch.nn.functional.cross_entropy(z @ w.T + c, y, weight=class_w) + l2 * w.pow(2).sum())
+    w, c = w.detach(), c.detach()
+    return w / sd, c - (w / sd) @ mu, loss
+
+
+@torch.no_grad()
+def _gate_margins(model, blocks, layer: int, indices, batch_size: int = 8) -> torch.Tensor:
+    """Per token of `blocks[indices]`: the best added expert's gate logit minus the old class's (learned routing)."""
+    from langmoe.models.moe import router_outputs
+
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    indices = list(indices)
+    try:
+        for start in range(0, len(indices), batch_size):
+            batch = blocks.batch(indices[start:start + batch_size])
+            model(input_ids=batch["input_ids"].to(device))
+            valid = (batch["labels"] != -100).reshape(-1)
+            for o in router_outputs(model):
+                if o.layer == layer:
+                    gl = o.gate_logits.float().cpu()[valid]
+                    out.append(gl[:, 1:].max(dim=-1).values - gl[:, 0])
+    finally:
+        model.train(was)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _calibration_part(indices, n: int) -> list[int]:
+    """The blocks `fit_gates` leaves out (odd positions of the same spread; all of them when there is just one)."""
+    picked = spread(indices, 2 * n)
+    return picked[1::2] or picked
+
+
+@torch.no_grad()
+def calibrate_gates(model, old_blocks, new_blocks, max_intrusion: float, blocks_per_lang: int = 64
+                    ) -> dict[int, dict[str, Any]]:
+    """Shift each gate's old-class bias so that in *every* old language of `old_blocks` at most `max_intrusion` of
+    the tokens go to an added expert (the largest of the per-language quantiles; one language's look-alike text
+    must not hide behind the others' average); layers in order (a gate changes the next layer's input).
+    `blocks_per_lang` blocks per language, spread over its text. Per layer: the shift, each old language's
+    intrusion and the share of `new_blocks`' tokens (the new language) sent to an added expert, after the shift."""
+    from langmoe.models.moe import moe_blocks
+
+    codes = list(old_blocks.index.codes)
+    report: dict[int, dict[str, Any]] = {}
+    for b in moe_blocks(model):
+        gate = b.router.gate
+        if gate is None:
+            continue
+        old = {c: _gate_margins(model, old_blocks, b.layer_idx, _calibration_part(old_blocks.indices_of(i),
+                                                                                   blocks_per_lang))
+               for i, c in enumerate(codes)}
+        old = {c: m for c, m in old.items() if m.numel()}
+        if not old:
+            from langmoe.errors import LangmoeError
+
+            raise LangmoeError("gate calibration: the old languages have no text to calibrate on")
+        shift = max(float(torch.quantile(m.double(), 1.0 - max_intrusion, interpolation="higher")) for m in old.values())
+        new = _gate_margins(model, new_blocks, b.layer_idx, _calibration_part(range(len(new_blocks)), blocks_per_lang))
+        gate.bias[0] += shift
+        report[b.layer_idx] = {
+            "shift": shift,
+            "old_intrusion": {c: float((m > shift).float().mean()) for c, m in old.items()},
+            "new_recall": float((new > shift).float().mean()) if new.numel() else float("nan"),
+        }
+    return report
+
+
 class MixedSource:
     """Rows of two batch sources side by side (both pure functions of the step, so resume stays exact)."""
 
@@ -180,14 +350,17 @@ def _freeze_old_experts(model, num_old: int, router_rows: bool = False) -> list:
 def train_new_language(model, blocks, lang: str, new_expert: int, train_config: Mapping[str, Any], out_dir: Path,
                        alpha: float = 1.28, fail_at: int | None = None, replay_blocks=None,
                        group_of: Mapping[str, int] | None = None, replay_rows: int = 0,
-                       freeze_old_rows: bool = False, keep_out: float = 0.0, margin: float = 1.0):
+                       freeze_old_rows: bool = False, keep_out: float = 0.0, margin: float = 1.0,
+                       gated: bool = False):
     """Hard-route `lang` to `new_expert`, loss `L_CLM + alpha · L_RC`, experts + routers trainable. Resumes.
 
     With `replay_blocks` (old languages) and `replay_rows` > 0, that many rows of every micro-batch are old-language
     text hard-routed to its group's expert (`group_of`), so the router CE also teaches the routers to keep old
     tokens on their experts; the old experts' gradients are masked to zero, so only the new expert and the routers
     change. `freeze_old_rows` also masks the old experts' router rows (only the new row learns); `keep_out` > 0
-    adds `keep_out · keep_out_term(new_expert, top_k, margin)` on the replayed old tokens.
+    adds `keep_out · keep_out_term(new_expert, top_k, margin)` on the replayed old tokens. `gated` (the routers
+    hold language gates, fitted afterwards by `fit_gates`): the loss is `L_CLM` alone and only the new expert
+    trains (replayed old text would train nothing, so none is mixed in).
     """
     from langmoe.data.samplers import TemperatureSampler
     from langmoe.methods.dmoe.stages import stage1_terms
@@ -201,6 +374,8 @@ def train_new_language(model, blocks, lang: str, new_expert: int, train_config: 
         from langmoe.errors import LangmoeError
 
         raise LangmoeError(f"replay rows must be in [0, micro_batch_size={rows}), got {replay_rows}")
+    if gated:
+        replay_rows = 0
     seed = train_config.get("seed", 0)
     source = TemperatureSampler(blocks, rows - replay_rows, tau=1.0, seed=seed,
                                 group_of={c: int(new_expert) for c in blocks.index.codes})
@@ -209,8 +384,13 @@ def train_new_language(model, blocks, lang: str, new_expert: int, train_config: 
         source = MixedSource(source, old)
     source = maybe_fail(source, fail_at)
     cfg = {**dict(train_config), "weight_decay": 0.0}
-    handles = _freeze_old_experts(model, int(new_expert), router_rows=freeze_old_rows)
+    handles = _freeze_old_experts(model, int(new_expert), router_rows=freeze_old_rows and not gated)
     try:
+        if gated:
+            from langmoe.methods.dmoe.build import is_expert_param
+
+            return train(model, source, cfg, out_dir, loss_terms=[], forward_context=hard_routing,
+                         trainable=lambda name, p=None: is_expert_param(name))
         terms = stage1_terms(alpha)
         if keep_out > 0 and replay_rows:
             from langmoe.models.moe import moe_blocks
@@ -235,10 +415,10 @@ def intrusion(model, blocks, new_expert: int, batch_size: int = 8, max_blocks: i
     model.eval()
     device = next(model.parameters()).device
     hit = total = 0
+    picked = spread(range(len(blocks)), max_blocks)  # across every language, not the first ones only
     try:
-        n = min(len(blocks), max_blocks)
-        for start in range(0, n, batch_size):
-            batch = blocks.batch(list(range(start, min(start + batch_size, n))))
+        for start in range(0, len(picked), batch_size):
+            batch = blocks.batch(picked[start:start + batch_size])
             model(input_ids=batch["input_ids"].to(device))
             valid = (batch["labels"] != -100).reshape(-1)
             for out in router_outputs(model):
@@ -282,8 +462,9 @@ def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, in
         f"copying expert {source}")
     old_blocks = pack_corpus(corpus, tokenizer, old, "train", block_len, max_tokens_per_lang=max_train_tokens)
     new_blocks = pack_corpus(corpus, tokenizer, [lang], "train", block_len, max_tokens_per_lang=max_train_tokens)
-    centroids = router_input_centroids(model, old_blocks) if settings.init == "margin" else None
-    new_expert = build.add_language_expert(model, source)
+    gated = settings.routing == "gate"
+    centroids = router_input_centroids(model, old_blocks) if settings.init == "margin" and not gated else None
+    new_expert = build.add_language_expert(model, source, settings.gate_mode if gated else None)
     if centroids is not None:
         init_new_row(model, new_expert, centroids, settings.margin)
     intrusion_start = intrusion(model, old_blocks, new_expert)
@@ -293,7 +474,22 @@ def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, in
                              Path(out_dir), alpha=settings.alpha, fail_at=fail_at,
                              replay_blocks=old_blocks if replay_rows else None, group_of=dict(expert_of),
                              replay_rows=replay_rows, freeze_old_rows=settings.freeze_old_rows,
-                             keep_out=settings.keep_out, margin=settings.margin)
+                             keep_out=settings.keep_out, margin=settings.margin,
+                             gated=gated)
+    gate_report = None
+    if gated:  # fitted and thresholded on training text (never test): each old language's intrusion <= max
+        first_new = moe_blocks(model)[0].router.gate.first_new
+        class_of = {x: (0 if e < first_new else e - first_new + 1) for x, e in expert_of.items()}
+        fit = fit_gates(model, [(old_blocks, class_of), (new_blocks, {lang: new_expert - first_new + 1})],
+                        blocks_per_lang=64)
+        old_codes = [x for x, e in expert_of.items() if e < first_new]
+        calib = pack_corpus(corpus, tokenizer, old_codes, "train", block_len, max_tokens_per_lang=max_train_tokens)
+        gate_report = calibrate_gates(model, calib, new_blocks, settings.max_intrusion)
+        for k, v in fit.items():
+            gate_report[k]["fit"] = v
+        log(f"add-language {lang}: gate threshold: " + "; ".join(
+            f"layer {k}: old tokens to the new expert <= {max(v['old_intrusion'].values()):.2%} per language, "
+            f"{lang} tokens {v['new_recall']:.1%}" for k, v in gate_report.items()))
     after = {x: s.model_dump() for x, s in evaluate_languages(model, tokenizer, corpus, [lang, *old], **ekw).items()}
     old_after = {x: after[x] for x in old}
     hard = {x: sc.model_dump() for x, sc in evaluate_languages(
@@ -318,8 +514,9 @@ def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, in
         / mean_metrics(old_before_hard)["ppl"] - 1,
         "intrusion_start": intrusion_start,
         "intrusion_end": intrusion(model, old_blocks, new_expert),
+        "gate": gate_report,
         "tokens_seen": int(res.tokens_seen),
-        "replay_rows_per_micro_batch": replay_rows,
+        "replay_rows_per_micro_batch": 0 if gated else replay_rows,  # the gated training mixes none in
         "settings": settings.model_dump(),
     }
     log(f"add-language {lang}: ppl {before_new['ppl']:.2f} -> {after[lang]['ppl']:.2f}"

@@ -44,11 +44,12 @@ def run_new_language(run, settings, stage2: str, groups: list[list[str]], layers
         with atomic_dir(d / "model") as tmp:
             save_moe(run.tokenizer)(model, tmp)
             write_languages_file(tmp, {**expert_of, nl.lang: out["new_expert"]})
-        out.update({"train": cfg, "params": moe_params(model)})
+        out.update({"train": {**cfg, "lr": nl.lr, "steps": nl.steps, "weight_decay": 0.0},  # as trained
+                    "params": moe_params(model)})
         write_json(run.run_dir / "new_language.json", out)
         return out
 
-    out = run.runner.run(name, {"nl": nl.model_dump(), "train": cfg, "eval": e.model_dump(), "v": 2}, fn,
+    out = run.runner.run(name, {"nl": nl.model_dump(), "train": cfg, "eval": e.model_dump(), "v": 3}, fn,
                          deps=[stage2, "eval/dmoe"])
     if not (run.run_dir / "new_language.json").is_file():
         write_json(run.run_dir / "new_language.json", out)

@@ -1,0 +1,198 @@
+"""The results tables of README.md and docs/*.md, generated from the committed results files so they cannot drift.
+
+A generated table sits between two markers; everything between them is rewritten from the named results file:
+
+    <!-- results: bases -->
+    | ... |
+    <!-- /results -->
+
+    python tools/results_tables.py            # rewrite every block in README.md and docs/*.md
+    python tools/results_tables.py --check    # exit 1 and name each stale block (run by the test suite)
+
+Each table is produced by one function in `TABLES` from files under `benchmarks/results/` (and the shipped bases'
+`pretrain.json`); the command that produced each file is written next to it there. Prose numbers around the
+tables are not generated: keep them few and next to their table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BASES = ROOT / "src" / "langmoe" / "models" / "builtin"
+BLOCK = re.compile(r"(<!-- results: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _mean_std(xs: list[float], fmt: str = "{:.2f}") -> str:
+    xs = [float(x) for x in xs]
+    if len(xs) > 1:
+        return f"{fmt.format(statistics.fmean(xs))} ± {fmt.format(statistics.stdev(xs))}"
+    return fmt.format(xs[0])
+
+
+def _millions(n: float) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --- the tables ---------------------------------------------------------------------------------------------------
+
+_BASES = [  # (--model, results file, folder, what)
+    ("builtin", "base_vs_compressors.json", "tiny-base", "Llama `tiny`"),
+    ("builtin-g0", "base_vs_compressors_g0.json", "tiny-base-g0", "Llama `tiny`"),
+    ("builtin-moe", "base_vs_compressors_moe.json", "tiny-moe", "stock Qwen3-MoE `tiny-moe`, 8 experts top-2"),
+]
+
+
+def bases() -> str:
+    """The shipped bases against bz2 / xz on the held-out test split (base_vs_compressors*.json)."""
+    rows = []
+    for name, results, folder, what in _BASES:
+        r = _read(RESULTS / results)
+        pre = _read(BASES / folder / "pretrain.json")
+        p = pre["parameters"]
+        params = _millions(p["total"]) + (f" ({_millions(p['active'])} active)" if p["active"] != p["total"] else "")
+        tokens = pre["train"]["tokens_seen"]
+        langs = r["langs"]
+        wins = [sum(v["model"] < v[c] for v in langs.values()) for c in ("bz2 -9", "xz -9e")]
+        trained = list(pre["train_blocks"]["per_lang"])
+        trained_on = " ".join(trained) if len(trained) <= 12 else f"all {len(trained)}"
+        rows.append([f"`{name}`", f"{what}, {params} params", trained_on, _millions(tokens),
+                     f"**{r['mean']['model']:.3f}**", f"{r['mean']['bz2 -9']:.3f}", f"{r['mean']['xz -9e']:.3f}",
+                     f"{wins[0]} / {wins[1]} of {len(langs)}"])
+    return _table(["`--model`", "what", "trained on (and tested on)", "training tokens", "mean bits/byte", "`bz2 -9`",
+                   "`xz -9e`", "wins vs bz2 / xz"], rows)
+
+
+_SYSTEMS = {"base": "base", "dmoe": "DMoE (learned top-2)", "dmoe_hard": "DMoE (hard by group)",
+            "dmoe_random": "DMoE, random groups", "dmoe_random_hard": "DMoE, random groups, hard",
+            "cpt": "dense CPT (same tokens)", "xelm": "X-ELM (language → branch)",
+            "xelm_ensemble": "X-ELM (posterior ensemble)", "btx": "BTX"}
+
+
+def demo() -> str:
+    """`langmoe demo`'s summary (demo.json = the run's summary.json)."""
+    s = _read(RESULTS / "demo.json")
+    rows = [[_SYSTEMS.get(k, k), f"{v['mean_ppl']:.2f}", f"{v['mean_bpb']:.4f}", _millions(v["params_total"]),
+             _millions(v["params_active"])] for k, v in s["systems"].items()]
+    return _table(["system", "mean ppl", "mean bits/byte", "params total", "params active/token"], rows)
+
+
+def demo_new_language() -> str:
+    """The demo's new language (demo.json `new_language`): the new language under the untouched base, the DMoE
+    before and after, and the old languages' change, under learned and hard routing."""
+    nl = _read(RESULTS / "demo.json")["new_language"]
+    worst = max(nl["old_ppl_change"].items(), key=lambda kv: kv[1])
+    gate = nl.get("gate") or {}
+    recall = ", ".join(f"{v['new_recall']:.0%}" for v in gate.values()) or "–"
+    rows = [
+        ["learned top-2" + (" + language gate" if gate else ""), f"{nl['base']['ppl']:.1f}",
+         f"{nl['before']['ppl']:.1f}", f"**{nl['after']['ppl']:.1f}**", f"{nl['old_mean_ppl_change']:+.2%}",
+         f"{worst[0]} {worst[1]:+.2%}", f"{nl['intrusion_end']:.2%}", recall],
+        ["hard by language", f"{nl['base']['ppl']:.1f}", f"{nl['before']['ppl']:.1f}",
+         f"{nl['after_hard']['ppl']:.1f}", f"{nl['old_mean_ppl_change_hard']:+.2%}", "–", "–", "–"],
+    ]
+    return _table(["routing", f"{nl['lang']}: base", "DMoE before", "after", "old mean Δ", "old worst Δ",
+                   "old tokens to the new expert", f"{nl['lang']} tokens to it"], rows)
+
+
+_EXPANSION = {"base": "base (`builtin-g0`)", "full_ft": "full fine-tuning (+ the same replay)", "lora": "LoRA",
+              "moe_lpr": "MoE-LPR", "layermoe": "LayerMoE", "layermoe_random": "LayerMoE, random allocation",
+              "layermoe_nocls": "LayerMoE, no classifier"}
+
+
+def expansion() -> str:
+    """MoE-LPR / LayerMoE and their baselines (expansion_builtin.json), mean ± std over seeds."""
+    rows_in = _read(RESULTS / "expansion_builtin.json")["rows"]
+    rows = []
+    for key, label in _EXPANSION.items():
+        if key not in rows_in:
+            continue
+        r = rows_in[key]
+        one = key == "base"
+        experts = "–" if not any(r["new_experts"]) else f"{statistics.fmean(r['new_experts']):.0f}"
+        rows.append([label, f"{r['old'][0]:,.2f}" if one else _mean_std(r["old"]),
+                     f"{r['new'][0]:,.0f}" if one else _mean_std(r["new"]), experts])
+    return _table(["system", "Old ppl", "New ppl", "new experts"], rows)
+
+
+def dmoe_scaling() -> str:
+    """The DMoE scaling curve (dmoe_builtin.json): mean ± std over the seeds each row ran."""
+    d = _read(RESULTS / "dmoe_builtin.json")
+    rows = []
+    for m, systems in d["curve"].items():
+        for name, a in systems.items():
+            std = f" ± {a['std_ppl']:.2f}" if a["seeds"] > 1 else ""
+            rows.append([f"{m}x", _SYSTEMS.get(name, name), str(a["seeds"]), f"{a['tokens_seen']:,}",
+                         f"{a['mean_ppl']:.2f}{std}", f"{a['mean_bpb']:.4f}", _millions(a["params_total"]),
+                         _millions(a["params_active"])])
+    return _table(["budget", "system", "seeds", "tokens", "mean ppl", "mean bits/byte", "params total",
+                   "params active"], rows)
+
+
+TABLES: dict[str, Callable[[], str]] = {"bases": bases, "demo": demo, "demo-new-language": demo_new_language,
+                                        "expansion": expansion, "dmoe-scaling": dmoe_scaling}
+
+
+# --- rewriting ----------------------------------------------------------------------------------------------------
+
+
+def render(text: str, where: str = "") -> tuple[str, list[str]]:
+    """`text` with every results block regenerated, and the names of the blocks whose content changed."""
+    changed: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            raise SystemExit(f"{where}: unknown results table {name!r}; known: {', '.join(TABLES)}")
+        body = TABLES[name]()
+        if body != m.group("body"):
+            changed.append(name)
+        return m.group(1) + body + m.group(4)
+
+    return BLOCK.sub(sub, text), changed
+
+
+def documents() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only report stale blocks (exit 1 if any)")
+    args = ap.parse_args(argv)
+    stale = []
+    for path in documents():
+        text = path.read_text(encoding="utf-8")
+        new, changed = render(text, str(path.relative_to(ROOT)))
+        stale += [f"{path.relative_to(ROOT)}: {name}" for name in changed]
+        if changed and not args.check:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(new, encoding="utf-8")
+            tmp.replace(path)
+    if args.check and stale:
+        print("stale results tables (run python tools/results_tables.py):\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 1
+    for s in stale if not args.check else []:
+        print(f"rewrote {s}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
