@@ -285,16 +285,18 @@ def _calibration_part(indices, n: int) -> list[int]:
 
 
 @torch.no_grad()
-def calibrate_gates(model, old_blocks, new_blocks, max_intrusion: float, blocks_per_lang: int = 64
-                    ) -> dict[int, dict[str, Any]]:
+def calibrate_gates(model, old_blocks, new_blocks, max_intrusion: float, blocks_per_lang: int = 64,
+                    langs=None) -> dict[int, dict[str, Any]]:
     """Shift each gate's old-class bias so that in *every* old language of `old_blocks` at most `max_intrusion` of
     the tokens go to an added expert (the largest of the per-language quantiles; one language's look-alike text
     must not hide behind the others' average); layers in order (a gate changes the next layer's input).
-    `blocks_per_lang` blocks per language, spread over its text. Per layer: the shift, each old language's
+    `blocks_per_lang` blocks per language, spread over its text; `langs`: the old languages among `old_blocks`'
+    (default all; languages added earlier are not "old" for the gate). Per layer: the shift, each old language's
     intrusion and the share of `new_blocks`' tokens (the new language) sent to an added expert, after the shift."""
     from langmoe.models.moe import moe_blocks
 
     codes = list(old_blocks.index.codes)
+    wanted = set(codes if langs is None else langs)
     report: dict[int, dict[str, Any]] = {}
     for b in moe_blocks(model):
         gate = b.router.gate
@@ -302,7 +304,7 @@ def calibrate_gates(model, old_blocks, new_blocks, max_intrusion: float, blocks_
             continue
         old = {c: _gate_margins(model, old_blocks, b.layer_idx, _calibration_part(old_blocks.indices_of(i),
                                                                                    blocks_per_lang))
-               for i, c in enumerate(codes)}
+               for i, c in enumerate(codes) if c in wanted}
         old = {c: m for c, m in old.items() if m.numel()}
         if not old:
             from langmoe.errors import LangmoeError
@@ -483,8 +485,7 @@ def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, in
         fit = fit_gates(model, [(old_blocks, class_of), (new_blocks, {lang: new_expert - first_new + 1})],
                         blocks_per_lang=64)
         old_codes = [x for x, e in expert_of.items() if e < first_new]
-        calib = pack_corpus(corpus, tokenizer, old_codes, "train", block_len, max_tokens_per_lang=max_train_tokens)
-        gate_report = calibrate_gates(model, calib, new_blocks, settings.max_intrusion)
+        gate_report = calibrate_gates(model, old_blocks, new_blocks, settings.max_intrusion, langs=old_codes)
         for k, v in fit.items():
             gate_report[k]["fit"] = v
         log(f"add-language {lang}: gate threshold: " + "; ".join(
