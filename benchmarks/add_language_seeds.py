@@ -18,10 +18,12 @@ import sys
 from pathlib import Path
 
 
-def _ms(xs: list[float], fmt: str) -> str:
+def _ms(xs: list[float], fmt: str, unit: str = "") -> str:
+    """Mean ± std over seeds (`fmt` for the mean, e.g. "{:+.2f}"; the std never signed)."""
+    mean = fmt.format(statistics.fmean(xs)) + unit
     if len(xs) > 1:
-        return f"{fmt.format(statistics.fmean(xs))} ± {fmt.format(statistics.stdev(xs))}"
-    return fmt.format(xs[0])
+        return f"{mean} ± {fmt.replace('+', '').format(statistics.stdev(xs))}{unit}"
+    return mean
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,13 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     for routing, recs in records.items():
         rows.append("| " + " | ".join([
             routing, str(len(recs)),
-            _ms([r["base"]["ppl"] for r in recs], "{:.1f}") if recs[0].get("base") else "–",
-            _ms([r["before"]["ppl"] for r in recs], "{:.1f}"),
-            _ms([r["after"]["ppl"] for r in recs], "{:.1f}"),
-            _ms([100 * r["old_mean_ppl_change"] for r in recs], "{:+.2f}%"),
-            _ms([100 * max(r["old_ppl_change"].values()) for r in recs], "{:+.2f}%"),
-            _ms([100 * r["intrusion_end"] for r in recs], "{:.2f}%"),
-            _ms([r["after_hard"]["ppl"] for r in recs], "{:.1f}"),
+            f"{recs[0]['base']['ppl']:.2f}" if recs[0].get("base") else "–",
+            f"{recs[0]['before']['ppl']:.2f}",
+            _ms([r["after"]["ppl"] for r in recs], "{:.2f}"),
+            _ms([100 * r["old_mean_ppl_change"] for r in recs], "{:+.3f}", "%"),
+            _ms([100 * max(r["old_ppl_change"].values()) for r in recs], "{:+.3f}", "%"),
+            _ms([100 * r["intrusion_end"] for r in recs], "{:.2f}", "%"),
+            _ms([r["after_hard"]["ppl"] for r in recs], "{:.2f}"),
         ]) + " |")
     command = "python benchmarks/add_language_seeds.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = "\n".join([

@@ -17,7 +17,6 @@ Works on any MoE folder (a stock transformers MoE or a langmoe-upcycled model) w
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -109,13 +108,21 @@ def write_markdown(path: Path, args, m: dict, f: dict, cost: dict) -> None:
         f"2. Middle layers share routing more than the final ones (mean JSD {f['q2_mean_jsd_middle']:.4f} vs "
         f"{f['q2_mean_jsd_final']:.4f}): **{yes[f['q2_middle_shares_more_than_final']]}**.",
         f"3. More token overlap, lower last-layer JSD (Pearson r < 0, p < 0.05): "
-        f"**{yes[f['q3_more_overlap_less_jsd']]}** ({json.dumps(f['q3_overlap_vs_jsd'])}).",
+        f"**{yes[f['q3_more_overlap_less_jsd']]}** ({_corr_text(f['q3_overlap_vs_jsd'])}).",
         "",
         f"Collection cost: {cost['collect_cpu_s']:.3f} CPU-s vs {cost['plain_cpu_s']:.3f} CPU-s for a plain forward "
         f"over the same {cost['tokens']} tokens: **{cost['ratio']:.3f}x** (median of {cost['repeats']}; target <= 1.1x).",
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _corr_text(c: dict) -> str:
+    """The overlap/JSD correlation as a sentence, not a JSON dict."""
+    if not c or c.get("pearson_r") is None:
+        return "too few language pairs"
+    return (f"Pearson r = {c['pearson_r']:.2f}, p = {c['pearson_p']:.1e}; Spearman rho = {c['spearman_rho']:.2f}, "
+            f"p = {c['spearman_p']:.1e}; {c['pairs']} language pairs")
 
 
 def main(argv=None) -> int:
