@@ -158,6 +158,18 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def finished_summary(run_dir: Path, systems: list[str]) -> dict:
+    """A finished run's summary.json, refused when it misses a system (the run is not finished for this command)."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run the benchmark without --from-summaries first")
+    summary = read_json(path)
+    missing = [x for x in systems if x not in summary.get("systems", {})]
+    if missing:
+        raise SystemExit(f"{path} has no {', '.join(missing)}: run the benchmark without --from-summaries first")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -174,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seeds that run X-ELM, BTX and random groups at --full-at (default: every seed)")
     ap.add_argument("--largest-seeds", type=int, nargs="+", default=None,
                     help="seeds that run the largest multiplier (default: every seed); the others stop below it")
+    ap.add_argument("--from-summaries", action="store_true",
+                    help="run nothing: aggregate the finished runs' summary.json files (each must hold every system "
+                         "this command would run there)")
     ap.add_argument("--out", default="runs/bench-dmoe")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="shrink everything to seconds (tests the logic only)")
@@ -207,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = out / f"x{m}" / f"seed-{seed}"
             print(f"seed {seed}, {m}x: {recipe.budget_tokens:,} tokens, {', '.join(recipe.system_names)} -> "
                   f"{run_dir}", file=sys.stderr)
-            per_mult[m].append(run_recipe(recipe, run_dir, log=lambda s: print(f"  {s}", file=sys.stderr)))
+            if args.from_summaries:
+                per_mult[m].append(finished_summary(run_dir, recipe.system_names))
+            else:
+                per_mult[m].append(run_recipe(recipe, run_dir, log=lambda s: print(f"  {s}", file=sys.stderr)))
             if fixed is None and (run_dir / "groups.json").is_file():
                 fixed = {"groups": read_json(run_dir / "groups.json")["groups"],
                          "moe_layers": read_json(run_dir / "layers.json")["selected"]}

@@ -146,8 +146,67 @@ def dmoe_scaling() -> str:
                    "params active"], rows)
 
 
-TABLES: dict[str, Callable[[], str]] = {"bases": bases, "demo": demo, "demo-new-language": demo_new_language,
-                                        "expansion": expansion, "dmoe-scaling": dmoe_scaling}
+def dmoe_vs_cpt() -> str:
+    """DMoE against dense CPT at each budget of the scaling curve (dmoe_builtin.json)."""
+    d = _read(RESULTS / "dmoe_builtin.json")
+    rows = []
+    for m, systems in d["curve"].items():
+        if "dmoe" not in systems or "cpt" not in systems:
+            continue
+        a, c = systems["dmoe"], systems["cpt"]
+
+        def cell(x):
+            return f"{x['mean_ppl']:.2f}" + (f" ± {x['std_ppl']:.2f}" if x["seeds"] > 1 else "")
+
+        rows.append([f"{m}x", f"{a['tokens_seen']:,}", str(min(a["seeds"], c["seeds"])), cell(a), cell(c),
+                     f"{a['mean_ppl'] / c['mean_ppl'] - 1:+.1%}"])
+    return _table(["budget", "tokens per system", "seeds", "DMoE", "dense CPT", "DMoE vs CPT"], rows)
+
+
+def dmoe_baselines() -> str:
+    """Every system at the largest budget that ran the baselines (dmoe_builtin.json), against DMoE."""
+    d = _read(RESULTS / "dmoe_builtin.json")
+    m, systems = max(((m, s) for m, s in d["curve"].items() if "xelm" in s), key=lambda kv: int(kv[0]))
+    ref = systems["dmoe"]
+    rows = [[_SYSTEMS.get(k, k), str(v["seeds"]), f"{v['mean_ppl']:.2f}" + (f" ± {v['std_ppl']:.2f}" if v["seeds"] > 1
+                                                                          else ""),
+             f"{v['mean_ppl'] / ref['mean_ppl'] - 1:+.1%}", _millions(v["params_total"]),
+             f"{v['params_total'] / ref['params_total']:.2f}x"] for k, v in systems.items()]
+    return f"At {m}x ({ref['tokens_seen']:,} tokens per system):\n\n" + _table(
+        ["system", "seeds", "mean ppl", "vs DMoE", "params total", "params vs DMoE"], rows)
+
+
+def probe_settings() -> str:
+    """The deviation probe's settings on the shipped base (probe_settings.json)."""
+    d = _read(RESULTS / "probe_settings.json")
+    ref = d["rows"][0]
+
+    def corr(a, b) -> float:
+        n = len(a)
+        xs = [a[i][j] for i in range(n) for j in range(i + 1, n)]
+        ys = [b[i][j] for i in range(n) for j in range(i + 1, n)]
+        return statistics.correlation(xs, ys)
+
+    def groups(gs) -> str:
+        return " ".join("{" + " ".join(g) + "}" for g in gs)
+
+    rows = []
+    for r in d["rows"]:
+        s = r["setting"]
+        rows.append([f"{s['steps']} steps, LR {s['lr']:g}, seed {s['seed']}", f"{r['wall_s']:.0f}",
+                     f"{corr(r['similarity'], ref['similarity']):.3f}", groups(r["groups"]), f"{r['ari_genus']:.2f}",
+                     f"{r['layer_spread']:.3f}", " ".join(map(str, r["layers"])) or "none"])
+    s0 = ref["setting"]
+    t = d["twelve"]
+    return _table(["probe", "s / 6 langs", f"similarity corr. vs {s0['steps']} steps, LR {s0['lr']:g}, seed 0",
+                   f"K = {ref['k']} groups", "ARI vs genus", "layer spread (max/min)", "layers ε = 0.6"], rows) + (
+        f"\n{len(t['langs'])} languages ({' '.join(t['langs'])}), the first probe, K = {t['k']}: {groups(t['groups'])}, "
+        f"ARI vs genus {t['ari_genus']:.2f} ({t['wall_s']:.0f} s).\n")
+
+
+TABLES: dict[str, Callable[[], str]] = {"probe-settings": probe_settings, "bases": bases, "demo": demo, "demo-new-language": demo_new_language,
+                                        "expansion": expansion, "dmoe-scaling": dmoe_scaling,
+                                        "dmoe-vs-cpt": dmoe_vs_cpt, "dmoe-baselines": dmoe_baselines}
 
 
 # --- rewriting ----------------------------------------------------------------------------------------------------
@@ -170,7 +229,7 @@ def render(text: str, where: str = "") -> tuple[str, list[str]]:
 
 
 def documents() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted(RESULTS.glob("*.md"))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -177,3 +177,24 @@ def test_split_by_text_is_stable_under_insertion_and_duplicates_share_a_split(tm
     write_txt(tmp_path / "en.txt", ["a new first paragraph"] + docs)
     c2 = FolderCorpus(tmp_path, valid_frac=0.2, test_frac=0.2)
     assert all(where[d.text] == s for s in SPLITS for d in c2.iter_documents("en", s) if d.text in where)
+
+
+def test_builtin_fingerprint_is_by_content_and_per_language(tmp_path):
+    """A copy with other mtimes keeps the fingerprint (caches survive a fresh clone); changing one language's file
+    changes the fingerprint of that language only."""
+    import os
+    import shutil
+
+    from langmoe.data.corpus import BUILTIN_DIR, BuiltinCorpus, corpus_fingerprint
+
+    for name in ("en.jsonl.gz", "de.jsonl.gz", "manifest.json"):
+        shutil.copy2(BUILTIN_DIR / name, tmp_path / name)
+    shipped, copy = BuiltinCorpus(), BuiltinCorpus(tmp_path)
+    os.utime(tmp_path / "en.jsonl.gz", (1, 1))
+    assert corpus_fingerprint(copy, ["en", "de"]) == corpus_fingerprint(shipped, ["en", "de"])
+    before_de = corpus_fingerprint(BuiltinCorpus(tmp_path), ["de"])
+    before_en = corpus_fingerprint(BuiltinCorpus(tmp_path), ["en"])
+    data = (tmp_path / "en.jsonl.gz").read_bytes()
+    (tmp_path / "en.jsonl.gz").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert corpus_fingerprint(BuiltinCorpus(tmp_path), ["de"]) == before_de
+    assert corpus_fingerprint(BuiltinCorpus(tmp_path), ["en"]) != before_en

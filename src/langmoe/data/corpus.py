@@ -362,6 +362,7 @@ class BuiltinCorpus(_FileCorpus):
             raise LangmoeError(f"the built-in corpus is missing ({self.root} has no <lang>.jsonl.gz files): "
                                "reinstall langmoe or rebuild it with scripts/build_corpus.sh")
         self._files = {p.name[: -len(".jsonl.gz")]: p for p in files}
+        self._file_sha: dict[str, str] = {}
         for code in self._files:
             get_language(code)
         self._manifest: dict[str, Any] = {}
@@ -400,11 +401,16 @@ class BuiltinCorpus(_FileCorpus):
             return {s: SplitStats(**splits[s]) for s in SPLITS}
         return super().split_stats(lang)
 
-    def fingerprint(self) -> str:
-        h = hashlib.sha256(b"builtin")
-        for code, p in sorted(self._files.items()):
-            st = p.stat()
-            h.update(f"{code}:{st.st_size}:{st.st_mtime_ns}".encode())
+    def fingerprint(self, langs: list[str] | None = None) -> str:
+        """A hash of the bytes of `langs`' files (default: every language). By content, not size and mtime: a
+        fresh clone or checkout keeps its caches, and a rebuild that changes other languages does not touch them."""
+        h = hashlib.sha256(b"builtin-content")
+        for code in sorted(set(langs) if langs else self._files):
+            if code not in self._files:
+                continue
+            if code not in self._file_sha:
+                self._file_sha[code] = hashlib.sha256(self._files[code].read_bytes()).hexdigest()
+            h.update(f"{code}:{self._file_sha[code]}".encode())
         return "builtin:" + h.hexdigest()[:32]
 
 
@@ -815,7 +821,9 @@ def corpus_stats(corpus: Corpus, langs: list[str] | None = None) -> CorpusStats:
 def corpus_fingerprint(corpus: Any, langs: list[str] | None = None, split: str | None = None) -> str:
     """`corpus.fingerprint()` when it has one, else a hash of the texts themselves (one streaming pass)."""
     fp = getattr(corpus, "fingerprint", None)
-    if callable(fp) and isinstance(corpus, (BuiltinCorpus, FolderCorpus, MixedCorpus)):
+    if isinstance(corpus, BuiltinCorpus):
+        return corpus.fingerprint(langs)
+    if callable(fp) and isinstance(corpus, (FolderCorpus, MixedCorpus)):
         return fp()
     h = hashlib.sha256()
     for lang in langs or corpus.languages():

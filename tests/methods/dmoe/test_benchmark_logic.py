@@ -71,3 +71,13 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     g1 = json.loads((tmp_path / "x1" / "seed-0" / "groups.json").read_text())["groups"]
     cfg2 = (tmp_path / "x2" / "seed-0" / "config.yaml").read_text()
     assert all(x in cfg2 for g in g1 for x in g) and not (tmp_path / "x2" / "seed-0" / "deviation.json").exists()
+    # aggregating the finished runs again gives the same curve; a run the command needs but never ran is refused
+    curve = res["curve"]
+    assert b.main(["--tiny", "--seeds", "0", "--multipliers", "1", "2", "--out", str(tmp_path), "--threads", "1",
+                   "--from-summaries"]) == 0
+    assert json.loads((tmp_path / "benchmark.json").read_text())["curve"] == curve
+    with pytest.raises(SystemExit, match="summary.json is missing"):
+        b.main(["--tiny", "--seeds", "1", "--multipliers", "1", "--out", str(tmp_path), "--from-summaries"])
+    with pytest.raises(SystemExit, match="has no"):  # x1 ran without the baselines
+        b.main(["--tiny", "--seeds", "0", "--multipliers", "1", "--full-at", "1", "--out", str(tmp_path),
+                "--from-summaries"])
