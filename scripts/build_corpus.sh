@@ -14,4 +14,7 @@ for pkg in $(python "$ROOT/tools/build_builtin.py" --list-packages); do
 done
 if ((${#missing[@]})); then apt-get download "${missing[@]}"; fi
 cd "$ROOT"
-python "$ROOT/tools/build_builtin.py" --cache "$CACHE" --out src/langmoe/data/builtin
+# Keep the previous splits: the shipped bases were trained on release 1.0's train split, which never becomes
+# valid/test (tools/builtin_v1_train_ids.txt.gz); the shipped corpus keeps later documents where they are.
+python "$ROOT/tools/build_builtin.py" --cache "$CACHE" --out src/langmoe/data/builtin \
+  --keep-train-of src/langmoe/data/builtin --keep-train-of tools/builtin_v1_train_ids.txt.gz
