@@ -131,7 +131,10 @@ def test_readable_sections(tmp_path):
                                                                                           "bits_per_byte": 3.85431},
         "old_before": {"en": {"ppl": 134.637637}}, "old_after": {"en": {"ppl": 160.0396}},
         "old_ppl_change": {"en": 0.18866963}, "old_mean_ppl_change": 0.1515335, "tokens_seen": 30720,
-        "train": {"lr": 0.001, "steps": 30}})
+        "train": {"lr": 0.001, "steps": 30}, "base": {"ppl": 171.25}, "after_hard": {"ppl": 140.0},
+        "old_mean_ppl_change_hard": 0.0,
+        "gate": {"0": {"shift": 1.2, "old_intrusion": {"en": 0.0123, "fr": 0.004}, "new_recall": 0.9667,
+                       "fit": {"train_accuracy": 0.99512}}}})
     summary = json.loads((tmp_path / "summary.json").read_text())
     summary["systems"]["dmoe"] = {"mean_ppl": 23.3, "mean_bpb": 2.3, "params_total": 1500, "params_active": 1200,
                                   "tokens_seen": 5000, "routing_accuracy": {"0": 0.6084}}
@@ -141,6 +144,8 @@ def test_readable_sections(tmp_path):
     assert "{" not in nl and "0.18866963" not in nl and "282.5326688" not in nl
     assert ">282.53<" in nl and ">151.41<" in nl and ">-46.4%<" in nl and ">+18.9%<" in nl and ">+15.2%<" in nl
     assert "expert 2 was copied from expert 0 (en fr)" in nl and "lr=0.001, steps=30" in nl
+    assert ">171.25<" in nl and ">140.00<" in nl and "hard routing by language" in nl  # base and hard rows
+    assert ">96.7%<" in nl and "en 1.2%" in nl and ">99.5%<" in nl and "0.0123" not in nl  # the gate, readable
     routing = _section(doc, "Routing")
     assert ">60.8%<" in routing and "<th>layer 0</th>" in routing
     assert routing.count("<img") == 1  # the heatmap only: a one-point accuracy plot carries nothing

@@ -501,13 +501,18 @@ def _new_language(rep: _Report, nl: Any) -> None:
     if before or after:
         b, a = _ppl(before), _ppl(after)
         base, hard = _ppl(nl.get("base") or {}), _ppl(nl.get("after_hard") or {})
-        rows = [[f"{lang}, learned routing", base, b, a, _ppl(before, "bits_per_byte"), _ppl(after, "bits_per_byte"),
-                 pct(nl.get("old_mean_ppl_change"), signed=True)]]
+
+        def change(x):
+            ok = isinstance(x, float | int) and isinstance(b, float | int) and b
+            return pct((x - b) / b, signed=True) if ok else None
+
+        rows = [[f"{lang}, learned routing", base, b, a, change(a), _ppl(before, "bits_per_byte"),
+                 _ppl(after, "bits_per_byte"), pct(nl.get("old_mean_ppl_change"), signed=True)]]
         if hard is not None:
-            rows.append([f"{lang}, hard routing by language", base, b, hard, _ppl(before, "bits_per_byte"),
-                         _ppl(nl.get("after_hard") or {}, "bits_per_byte"),
+            rows.append([f"{lang}, hard routing by language", base, b, hard, change(hard),
+                         _ppl(before, "bits_per_byte"), _ppl(nl.get("after_hard") or {}, "bits_per_byte"),
                          pct(nl.get("old_mean_ppl_change_hard"), signed=True)])
-        rep.table(["language", "perplexity under the dense base", "perplexity before", "perplexity after",
+        rep.table(["language", "perplexity under the dense base", "perplexity before", "perplexity after", "change",
                    "bits/byte before", "bits/byte after", "old languages' mean change"], rows,
                   caption="The new language under the untouched base, before and after its expert was trained "
                           "(target: below the base, old languages within +1%)")
