@@ -119,7 +119,7 @@ def plot(curve: dict[str, dict], dest: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, rel) = plt.subplots(1, 2, figsize=(11, 4))
     names = sorted({n for s in curve.values() for n in s})
     for name in names:
         pts = [(s[name]["tokens_seen"], s[name]["mean_ppl"], s[name]["std_ppl"]) for s in curve.values()
@@ -127,16 +127,29 @@ def plot(curve: dict[str, dict], dest: Path) -> None:
         if not pts:
             continue
         x, y, e = zip(*sorted(pts), strict=True)
-        ax.errorbar(x, y, yerr=e, marker="o" if len(pts) > 1 else "s", capsize=3, label=name,
-                    linestyle="-" if len(pts) > 1 else "none")
+        color = plt.cm.tab10(names.index(name) % 10)  # the same colour in both panels
+        style = {"marker": "o" if len(pts) > 1 else "s", "linestyle": "-" if len(pts) > 1 else "none"}
+        ax.errorbar(x, y, yerr=e, capsize=3, label=name, color=color, **style)
+        gaps = [(s[name]["tokens_seen"], 100 * (s[name]["mean_ppl"] / s["cpt"]["mean_ppl"] - 1)) for s in curve.values()
+                if name in s and "cpt" in s and s[name]["tokens_seen"] > 0]
+        if gaps and name != "cpt":
+            gx, gy = zip(*sorted(gaps), strict=True)
+            rel.plot(gx, gy, label=name, color=color, **style)
     base = [s["base"]["mean_ppl"] for s in curve.values() if "base" in s]
     if base:
         ax.axhline(base[0], color="grey", linestyle=":", label="base")
     ax.set_xscale("log")
     ax.set_xlabel("training tokens")
-    ax.set_ylabel("mean test perplexity")
-    ax.legend()
+    ax.set_ylabel("mean test perplexity (± std over seeds)")
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    rel.axhline(0, color="black", linewidth=1, label="dense CPT")
+    rel.axhline(-10, color="grey", linestyle="--", linewidth=1, label="paper's claim for DMoE")
+    rel.set_xscale("log")
+    rel.set_xlabel("training tokens")
+    rel.set_ylabel("mean test perplexity vs dense CPT (%)")
+    rel.legend(fontsize=8)
+    rel.grid(alpha=0.3)
     fig.tight_layout()
     dest.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(dest, dpi=120)
