@@ -1,6 +1,6 @@
 """Routing analysis of an MoE model on the built-in corpus: do the paper's findings hold, and what does it cost?
 
-The paper ("Leveraging Routing Dynamics in MoE Models for Efficient Language Adaptation", METHODS.md §4) finds
+The paper ("Leveraging Routing Dynamics in MoE Models for Efficient Language Adaptation", docs/methods.md §4) finds
 (1) language specialisation is strongest in the final MoE layers, (2) languages share routing in the early and
 middle layers, (3) routing JSD between languages tracks their lexical (token) overlap. This script collects
 routing counts with `langmoe.methods.routing`, answers each question from the numbers (either way), and measures

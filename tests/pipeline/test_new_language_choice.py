@@ -1,4 +1,4 @@
-"""The new-language stage copies the expert with the LOWEST hard-routed perplexity (METHODS §1 G), checked on a
+"""The new-language stage copies the expert with the LOWEST hard-routed perplexity (docs/methods.md §1 G), checked on a
 real run and with perplexities forced so that the lowest is not the first (argmin, not argmax or the first)."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""`langmoe add-language`: add one or several languages to a DMoE model, one after another (METHODS §1 G)."""
+"""`langmoe add-language`: add one or several languages to a DMoE model, one after another (docs/methods.md §1 G)."""
 
 from __future__ import annotations
 

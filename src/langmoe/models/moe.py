@@ -483,7 +483,7 @@ class RoutingClassifier(nn.Module):
 
 
 class LanguageGate(nn.Module):
-    """Old language, or which added expert? The gate of a DMoE router after `add-language` (METHODS.md §1 G).
+    """Old language, or which added expert? The gate of a DMoE router after `add-language` (docs/methods.md §1 G).
 
     `weight [1 + n, D]`, `bias [1 + n]`; class 0 = an old language: learned top-k over experts `< first_new` (the
     added experts masked out: an old token routed as before gives a bit-identical output); class j = the added

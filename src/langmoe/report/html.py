@@ -481,7 +481,7 @@ def _ppl(rec: Any, key: str = "ppl") -> float | None:
 
 
 def _new_language(rep: _Report, nl: Any) -> None:
-    """The new-language expansion (METHODS §1 G): the new language before/after, how each existing expert scored
+    """The new-language expansion (docs/methods.md §1 G): the new language before/after, how each existing expert scored
     it, and what happened to the old languages."""
     if not isinstance(nl, Mapping) or "lang" not in nl:
         _generic(rep, nl)

@@ -1,5 +1,5 @@
 """What MoE-LPR and LayerMoE share: settings, data (new languages + old-language replay), the two training stages,
-router/classifier set-up on existing MoE blocks, and the Old/New report (METHODS.md §2-3).
+router/classifier set-up on existing MoE blocks, and the Old/New report (docs/methods.md §2-3).
 
 Vocabulary: *expert-0 languages* are the languages the original dense FFN (kept as frozen expert 0) serves: the old
 languages of a first expansion (G0). In a lifelong expansion (G0 -> G1 -> G2) they stay G0: G1 languages reach their
@@ -7,7 +7,7 @@ experts through the learned router, so for LPR and the old/new classifier they c
 experts are frozen and their text is part of the replay.
 
 Three helpers touch MoE-block internals that the public MoE API does not expose (each isolated here, flagged in
-the docs): `_router_weight` (xavier-normal router init, METHODS.md §2), `_block_parts` (which parameters are router /
+the docs): `_router_weight` (xavier-normal router init, docs/methods.md §2), `_block_parts` (which parameters are router /
 classifier / experts, for the stage selectors) and `freeze_expert_prefix` (gradient masks on the fused expert tensors
 so earlier generations' experts stay bit-identical).
 """
@@ -249,7 +249,7 @@ def _block_parts(block) -> dict[str, list[torch.nn.Parameter]]:
 
 @torch.no_grad()
 def xavier_router_init(model, seed: int, rows: Mapping[int, int] | None = None) -> None:
-    """Xavier-normal router weights (MoE-LPR, METHODS.md §2): std = sqrt(2 / (D + E)).
+    """Xavier-normal router weights (MoE-LPR, docs/methods.md §2): std = sqrt(2 / (D + E)).
 
     rows: `{layer: first row}` re-initialises only rows >= first (experts added on top in a lifelong expansion);
     default: all rows of every MoE layer.

@@ -1,6 +1,6 @@
 """DMoE: group languages by parameter deviation, then scale selected layers into group experts.
 
-Analysis (METHODS §1 A-C): `deviation` (per-language probes, language vectors), `sketch` (random projections),
+Analysis (docs/methods.md §1 A-C): `deviation` (per-language probes, language vectors), `sketch` (random projections),
 `grouping` (balanced groups, ARI/NMI), `layer_selection` (which layers become MoE); `analysis` chains them as run
 stages. Training and evaluation: `build`, `stages`, `new_language`; `system` wires the `dmoe` and `dmoe_random`
 systems. See docs/dmoe.md and docs/dmoe-analysis.md.

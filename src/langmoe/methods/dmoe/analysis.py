@@ -1,4 +1,4 @@
-"""DMoE analysis stages of a run (METHODS §1 A-C): deviation, groups, MoE layers, each cached.
+"""DMoE analysis stages of a run (docs/methods.md §1 A-C): deviation, groups, MoE layers, each cached.
 
 The computations live in `deviation / grouping / layer_selection`; this module only chains them as stages and
 writes `deviation.json`, `groups.json` (with its agreement with reference groupings, so the report never

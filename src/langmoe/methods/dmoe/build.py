@@ -1,4 +1,4 @@
-"""DMoE step D: build the DMoE model from the dense base (METHODS §1 D), and add a new language's expert (G).
+"""DMoE step D: build the DMoE model from the dense base (docs/methods.md §1 D), and add a new language's expert (G).
 
 In each selected layer the FFN becomes K exact copies (one expert per language group) behind a bias-free router
 initialised N(0, 0.02) (seeded); other layers stay dense. Right after building, the model computes the same

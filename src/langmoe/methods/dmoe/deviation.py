@@ -1,4 +1,4 @@
-"""DMoE step A: parameter deviation of each language (METHODS §1 A).
+"""DMoE step A: parameter deviation of each language (docs/methods.md §1 A).
 
 For each language x: fine-tune the dense base θ on x alone for S steps (the shared trainer, a fresh optimizer),
 then record per decoder layer `dev_ffn[x][l] = ||θ_x^FFN,l − θ^FFN,l||_F` over the FFN weight matrices (every

@@ -1,4 +1,4 @@
-"""DMoE step B: balanced language groups from the similarity of their deviation vectors (METHODS §1 B).
+"""DMoE step B: balanced language groups from the similarity of their deviation vectors (docs/methods.md §1 B).
 
 Distance `D = 1 − S` (S = cosine similarity). Groups are equal-sized: with `num_groups=K` the sizes are
 `ceil(n/K)` or `floor(n/K)` (larger first, always exactly K groups); with `group_size=m` every group has m

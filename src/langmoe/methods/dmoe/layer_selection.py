@@ -1,4 +1,4 @@
-"""DMoE step C: which decoder layers become MoE layers (METHODS §1 C).
+"""DMoE step C: which decoder layers become MoE layers (docs/methods.md §1 C).
 
 `d_l = mean_x dev[x][l]` (mean over languages of the FFN deviation), min-max normalised over layers; layer l is
 selected iff `d̂_l ≥ ε` (paper: ε = 0.6), or the `top_n` layers with the largest `d̂_l`. When every layer

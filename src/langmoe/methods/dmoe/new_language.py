@@ -1,4 +1,4 @@
-"""Adding a new language to a trained DMoE (METHODS.md §1 G).
+"""Adding a new language to a trained DMoE (docs/methods.md §1 G).
 
 1. Score the new language with hard routing of every token to expert e, for each existing expert e.
 2. Copy the expert with the lowest perplexity (and its router row) into a new expert in every MoE layer.

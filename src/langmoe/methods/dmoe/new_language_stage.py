@@ -1,4 +1,4 @@
-"""The cached new-language stage of `langmoe run`: pick, copy, train, and report before/after (METHODS §1 G)."""
+"""The cached new-language stage of `langmoe run`: pick, copy, train, and report before/after (docs/methods.md §1 G)."""
 
 from __future__ import annotations
 

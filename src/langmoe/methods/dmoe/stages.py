@@ -1,4 +1,4 @@
-"""DMoE training (METHODS.md §1 E) and evaluation (§1 F) of an upcycled model.
+"""DMoE training (docs/methods.md §1 E) and evaluation (§1 F) of an upcycled model.
 
 Stage 1: every micro-batch holds one group (`HomogeneousSampler(by="group")`, equal budget per group, languages
 inside a group sampled ∝ size^tau); every MoE layer hard-routes each token to its group's expert, and the router

@@ -1,4 +1,4 @@
-"""Experts per layer from similarity (LayerMoE, METHODS.md §3): `N^i = ceil((1/S^i) / Σ_j (1/S^j) · δ)`, N^i
+"""Experts per layer from similarity (LayerMoE, docs/methods.md §3): `N^i = ceil((1/S^i) / Σ_j (1/S^j) · δ)`, N^i
 counting the frozen FFN, so a layer gets N^i - 1 new experts. With a budget of new experts, δ is solved exactly:
 the allocation is a step function of δ that changes only at the break points `k / w_i` (w_i = the layer's share),
 so the smallest δ whose total reaches the budget is found by scanning the intervals between break points."""

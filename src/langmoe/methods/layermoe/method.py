@@ -1,4 +1,4 @@
-"""LayerMoE (METHODS.md §3): MoE-LPR with experts allocated per layer by cross-lingual similarity (fewer in layers
+"""LayerMoE (docs/methods.md §3): MoE-LPR with experts allocated per layer by cross-lingual similarity (fewer in layers
 where new and old languages look alike) and an old/new routing classifier in the K most similar layers.
 
 Plan (before any training or writing): measure `S^i` on the current model (dense for G0 -> G1, the expanded model

@@ -1,4 +1,4 @@
-"""Per-layer cross-lingual similarity of FFN inputs (LayerMoE, METHODS.md §3).
+"""Per-layer cross-lingual similarity of FFN inputs (LayerMoE, docs/methods.md §3).
 
 `S^i(a, b)` is the mean cosine over all token pairs (one token of language a, one of b) of the FFN inputs of layer
 i (after attention and the post-attention norm: a forward pre-hook on the layer's MLP). The mean over all pairs

@@ -1,4 +1,4 @@
-"""MoE-LPR: expand a dense model to new languages with frozen expert 0 and language-prior routing (METHODS.md §2)."""
+"""MoE-LPR: expand a dense model to new languages with frozen expert 0 and language-prior routing (docs/methods.md §2)."""
 
 from langmoe.methods.moe_lpr.method import MoELPRConfig, run, run_dense_baseline, uniform_plan
 from langmoe.methods.moe_lpr.system import MoELPRSettings, run_moe_lpr

@@ -1,4 +1,4 @@
-"""MoE-LPR (METHODS.md §2): every FFN becomes frozen expert 0 plus E-1 copies; stage 1 trains new experts + routers
+"""MoE-LPR (docs/methods.md §2): every FFN becomes frozen expert 0 plus E-1 copies; stage 1 trains new experts + routers
 on new-language text (`+ lb_weight · L_LB`), stage 2 trains routers on new text + a small old-language replay
 (`+ lpr_weight · L_LPR`). Variants at the same token budget (the paper's baselines): `full_ft` (dense continual
 pre-training of every parameter on the same two data phases) and `lora` (peft adapters on the same phases).

@@ -1,4 +1,4 @@
-"""Routing dynamics and expert-level adaptation on any MoE causal LM (METHODS.md §4).
+"""Routing dynamics and expert-level adaptation on any MoE causal LM (docs/methods.md §4).
 
 - `routers`: find the MoE layers (router, fused experts, top-k family) and mask routing;
 - `collect`: per-language / layer / expert top-k counts (or soft probabilities) through router hooks;
