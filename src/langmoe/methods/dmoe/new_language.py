@@ -165,6 +165,22 @@ def spread(indices, n: int) -> list[int]:
     return [idx[round(i * (len(idx) - 1) / (n - 1))] for i in range(n)] if n > 1 else idx[:1]
 
 
+def _forward_batches(model, blocks, indices, batch_size: int = 8):
+    """Eval-mode forwards of `blocks[indices]`, `batch_size` blocks at a time; yields each batch's mask of real
+    (non-padding) tokens, flattened, after its forward (hooks and recorders hold the rest)."""
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    indices = list(indices)
+    try:
+        for start in range(0, len(indices), batch_size):
+            batch = blocks.batch(indices[start:start + batch_size])
+            model(input_ids=batch["input_ids"].to(device))
+            yield (batch["labels"] != -100).reshape(-1)
+    finally:
+        model.train(was)
+
+
 @torch.no_grad()
 def _gate_inputs(model, blocks, layer: int, indices, batch_size: int = 8) -> torch.Tensor:
     """`[tokens, D]` gate features (`LanguageGate.features`) of MoE layer `layer` on `blocks[indices]`, learned
@@ -174,20 +190,12 @@ def _gate_inputs(model, blocks, layer: int, indices, batch_size: int = 8) -> tor
     block = next(b for b in moe_blocks(model) if b.layer_idx == layer)
     box: list[torch.Tensor] = []
     handle = block.register_forward_pre_hook(lambda mod, args: box.append(block.router.gate.features(args[0])))
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
     out = []
-    indices = list(indices)
     try:
-        for start in range(0, len(indices), batch_size):
-            batch = blocks.batch(indices[start:start + batch_size])
-            box.clear()
-            model(input_ids=batch["input_ids"].to(device))
-            out.append(box[0].float().cpu()[(batch["labels"] != -100).reshape(-1)])
+        for valid in _forward_batches(model, blocks, indices, batch_size):
+            out.append(box.pop().float().cpu()[valid])
     finally:
         handle.remove()
-        model.train(was)
     return torch.cat(out) if out else torch.zeros(0, block.hidden_size)
 
 
@@ -259,22 +267,12 @@ def _gate_margins(model, blocks, layer: int, indices, batch_size: int = 8) -> to
     """Per token of `blocks[indices]`: the best added expert's gate logit minus the old class's (learned routing)."""
     from langmoe.models.moe import router_outputs
 
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
     out = []
-    indices = list(indices)
-    try:
-        for start in range(0, len(indices), batch_size):
-            batch = blocks.batch(indices[start:start + batch_size])
-            model(input_ids=batch["input_ids"].to(device))
-            valid = (batch["labels"] != -100).reshape(-1)
-            for o in router_outputs(model):
-                if o.layer == layer:
-                    gl = o.gate_logits.float().cpu()[valid]
-                    out.append(gl[:, 1:].max(dim=-1).values - gl[:, 0])
-    finally:
-        model.train(was)
+    for valid in _forward_batches(model, blocks, indices, batch_size):
+        for o in router_outputs(model):
+            if o.layer == layer:
+                gl = o.gate_logits.float().cpu()[valid]
+                out.append(gl[:, 1:].max(dim=-1).values - gl[:, 0])
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -413,22 +411,13 @@ def intrusion(model, blocks, new_expert: int, batch_size: int = 8, max_blocks: i
     only those can change an old language's output (see the module docstring)."""
     from langmoe.models.moe import router_outputs
 
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
     hit = total = 0
     picked = spread(range(len(blocks)), max_blocks)  # across every language, not the first ones only
-    try:
-        for start in range(0, len(picked), batch_size):
-            batch = blocks.batch(picked[start:start + batch_size])
-            model(input_ids=batch["input_ids"].to(device))
-            valid = (batch["labels"] != -100).reshape(-1)
-            for out in router_outputs(model):
-                top = out.topk_idx.reshape(valid.numel(), -1).cpu()[valid]
-                hit += int((top == new_expert).any(dim=1).sum())
-                total += int(valid.sum())
-    finally:
-        model.train(was)
+    for valid in _forward_batches(model, blocks, picked, batch_size):
+        for out in router_outputs(model):
+            top = out.topk_idx.reshape(valid.numel(), -1).cpu()[valid]
+            hit += int((top == new_expert).any(dim=1).sum())
+            total += int(valid.sum())
     return hit / total if total else 0.0
 
 
