@@ -542,6 +542,15 @@ class LanguageGate(nn.Module):
         return f"mode={self.mode}, first_new={self.first_new}, added={self.num_new}"
 
 
+def _send_alone(idx: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, expert: torch.Tensor):
+    """Top-k slots of the tokens in `rows` (bool `[N]`) all set to `expert[t]` (`[N]`), weight 1 on the first slot
+    and 0 on the others: the token's output is that one expert's."""
+    rows = rows.unsqueeze(-1)
+    one_hot = torch.zeros_like(weights)
+    one_hot[:, 0] = 1.0
+    return torch.where(rows, expert.unsqueeze(-1).expand_as(idx), idx), torch.where(rows, one_hot, weights)
+
+
 class TopKRouter(nn.Module):
     """Bias-free linear router `weight [E, D]` with learned top-k / hard label routing (see module doc)."""
 
@@ -621,19 +630,11 @@ class TopKRouter(nn.Module):
         if self.renormalize:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         cls_logits = None
-        if self.classifier is not None:
+        if self.classifier is not None:  # "old" tokens: expert 0 alone
             cls_logits, old = self.classifier(hidden_states)
-            old = old.unsqueeze(-1)
-            idx = torch.where(old, torch.zeros_like(idx), idx)
-            one_hot0 = torch.zeros_like(weights)
-            one_hot0[:, 0] = 1.0
-            weights = torch.where(old, one_hot0, weights)
-        if gate_target is not None:
-            to_new = (gate_target >= 0).unsqueeze(-1)
-            idx = torch.where(to_new, gate_target.unsqueeze(-1).expand_as(idx), idx)
-            one_hot = torch.zeros_like(weights)
-            one_hot[:, 0] = 1.0
-            weights = torch.where(to_new, one_hot, weights)
+            idx, weights = _send_alone(idx, weights, old, torch.zeros_like(idx[:, 0]))
+        if gate_target is not None:  # tokens of an added language: its expert alone
+            idx, weights = _send_alone(idx, weights, gate_target >= 0, gate_target)
         return RouterDecision(logits, weights.to(h.dtype), idx, cls_logits, "learned", recompute, gate_logits)
 
     @torch.no_grad()

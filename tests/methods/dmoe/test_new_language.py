@@ -199,7 +199,7 @@ def _gated_tiny(tmp_path):
 
 @pytest.mark.parametrize("max_intrusion", [0.0, 0.1])
 def test_calibrated_gate_keeps_every_old_language_under_the_intrusion(tmp_path, max_intrusion):
-    from langmoe.methods.dmoe.new_language import _calibration_part, _gate_margins, calibrate_gates
+    from langmoe.methods.dmoe.new_language import _gate_margins, _half, calibrate_gates
 
     model, tok, corpus, new = _gated_tiny(tmp_path)
     old = pack_corpus(corpus, tok, ["en", "de", "fr"], "train", 16, max_tokens_per_lang=400)
@@ -210,7 +210,7 @@ def test_calibrated_gate_keeps_every_old_language_under_the_intrusion(tmp_path, 
         assert set(r["old_intrusion"]) == {"en", "de", "fr"}
         assert max(r["old_intrusion"].values()) <= max_intrusion + 1e-6  # every language, not the mean
         for i, code in enumerate(old.index.codes):  # independent recount after the shift: margin > 0 = gated
-            m = _gate_margins(model, old, layer, _calibration_part(old.indices_of(i), 1000))
+            m = _gate_margins(model, old, layer, _half(old.indices_of(i), 1000, 1))
             assert float((m > 0).float().mean()) == pytest.approx(r["old_intrusion"][code], abs=1.5 / m.numel())
     if max_intrusion:  # the binding language sits at the bound (within one token)
         assert max(rep[0]["old_intrusion"].values()) > max_intrusion - 0.05

@@ -216,8 +216,7 @@ def fit_gates(model, sources, blocks_per_lang: int = 64, l2: float = 1e-4, iters
         for blocks, class_of in sources:
             for i, code in enumerate(blocks.index.codes):
                 if code in class_of:
-                    picked = spread(blocks.indices_of(i), 2 * blocks_per_lang)[0::2]  # odd ones: calibration
-                    x = _gate_inputs(model, blocks, b.layer_idx, picked)
+                    x = _gate_inputs(model, blocks, b.layer_idx, _half(blocks.indices_of(i), blocks_per_lang, 0))
                     xs.append(x)
                     ys.append(torch.full((x.shape[0],), int(class_of[code]), dtype=torch.long))
         x, y = torch.cat(xs).double(), torch.cat(ys)
@@ -249,15 +248,18 @@ def logistic_fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float =
     c = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, c], max_iter=iters, line_search_fn="strong_wolfe")
 
+    def objective():
+        return torch.nn.functional.cross_entropy(z @ w.T + c, y, weight=class_w) + l2 * w.pow(2).sum()
+
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z @ w.T + c, y, weight=class_w) + l2 * w.pow(2).sum()
+        loss = objective()
         loss.backward()
         return loss
 
     opt.step(closure)
     with torch.no_grad():
-        loss = float(torch.nn.functional.cross_entropy(z @ w.T + c, y, weight=class_w) + l2 * w.pow(2).sum())
+        loss = float(objective())
     w, c = w.detach(), c.detach()
     return w / sd, c - (w / sd) @ mu, loss
 
@@ -276,10 +278,11 @@ def _gate_margins(model, blocks, layer: int, indices, batch_size: int = 8) -> to
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def _calibration_part(indices, n: int) -> list[int]:
-    """The blocks `fit_gates` leaves out (odd positions of the same spread; all of them when there is just one)."""
+def _half(indices, n: int, part: int) -> list[int]:
+    """One half of a `2n`-block spread of `indices`: part 0 (even positions) fits the gate (`fit_gates`), part 1
+    (odd positions) calibrates it (`calibrate_gates`); a language with a single block lends it to both."""
     picked = spread(indices, 2 * n)
-    return picked[1::2] or picked
+    return picked[part::2] or picked
 
 
 @torch.no_grad()
@@ -300,8 +303,7 @@ def calibrate_gates(model, old_blocks, new_blocks, max_intrusion: float, blocks_
         gate = b.router.gate
         if gate is None:
             continue
-        old = {c: _gate_margins(model, old_blocks, b.layer_idx, _calibration_part(old_blocks.indices_of(i),
-                                                                                   blocks_per_lang))
+        old = {c: _gate_margins(model, old_blocks, b.layer_idx, _half(old_blocks.indices_of(i), blocks_per_lang, 1))
                for i, c in enumerate(codes) if c in wanted}
         old = {c: m for c, m in old.items() if m.numel()}
         if not old:
@@ -309,7 +311,7 @@ def calibrate_gates(model, old_blocks, new_blocks, max_intrusion: float, blocks_
 
             raise LangmoeError("gate calibration: the old languages have no text to calibrate on")
         shift = max(float(torch.quantile(m.double(), 1.0 - max_intrusion, interpolation="higher")) for m in old.values())
-        new = _gate_margins(model, new_blocks, b.layer_idx, _calibration_part(range(len(new_blocks)), blocks_per_lang))
+        new = _gate_margins(model, new_blocks, b.layer_idx, _half(range(len(new_blocks)), blocks_per_lang, 1))
         gate.bias[0] += shift
         report[b.layer_idx] = {
             "shift": shift,
