@@ -132,15 +132,19 @@ def expansion() -> str:
     return _table(["system", "Old ppl", "New ppl", "new experts"], rows)
 
 
+def _ppl_cell(a: dict) -> str:
+    """A curve entry's mean ppl, with ± its std when more than one seed ran."""
+    return f"{a['mean_ppl']:.2f}" + (f" ± {a['std_ppl']:.2f}" if a["seeds"] > 1 else "")
+
+
 def dmoe_scaling() -> str:
     """The DMoE scaling curve (dmoe_builtin.json): mean ± std over the seeds each row ran."""
     d = _read(RESULTS / "dmoe_builtin.json")
     rows = []
     for m, systems in d["curve"].items():
         for name, a in systems.items():
-            std = f" ± {a['std_ppl']:.2f}" if a["seeds"] > 1 else ""
             rows.append([f"{m}x", _SYSTEMS.get(name, name), str(a["seeds"]), f"{a['tokens_seen']:,}",
-                         f"{a['mean_ppl']:.2f}{std}", f"{a['mean_bpb']:.4f}", _millions(a["params_total"]),
+                         _ppl_cell(a), f"{a['mean_bpb']:.4f}", _millions(a["params_total"]),
                          _millions(a["params_active"])])
     return _table(["budget", "system", "seeds", "tokens", "mean ppl", "mean bits/byte", "params total",
                    "params active"], rows)
@@ -154,11 +158,7 @@ def dmoe_vs_cpt() -> str:
         if "dmoe" not in systems or "cpt" not in systems:
             continue
         a, c = systems["dmoe"], systems["cpt"]
-
-        def cell(x):
-            return f"{x['mean_ppl']:.2f}" + (f" ± {x['std_ppl']:.2f}" if x["seeds"] > 1 else "")
-
-        rows.append([f"{m}x", f"{a['tokens_seen']:,}", str(min(a["seeds"], c["seeds"])), cell(a), cell(c),
+        rows.append([f"{m}x", f"{a['tokens_seen']:,}", str(min(a["seeds"], c["seeds"])), _ppl_cell(a), _ppl_cell(c),
                      f"{a['mean_ppl'] / c['mean_ppl'] - 1:+.1%}"])
     return _table(["budget", "tokens per system", "seeds", "DMoE", "dense CPT", "DMoE vs CPT"], rows)
 
@@ -168,9 +168,7 @@ def dmoe_baselines() -> str:
     d = _read(RESULTS / "dmoe_builtin.json")
     m, systems = max(((m, s) for m, s in d["curve"].items() if "xelm" in s), key=lambda kv: int(kv[0]))
     ref = systems["dmoe"]
-    rows = [[_SYSTEMS.get(k, k), str(v["seeds"]), f"{v['mean_ppl']:.2f}" + (f" ± {v['std_ppl']:.2f}" if v["seeds"] > 1
-                                                                          else ""),
-             f"{v['mean_ppl'] / ref['mean_ppl'] - 1:+.1%}", _millions(v["params_total"]),
+    rows = [[_SYSTEMS.get(k, k), str(v["seeds"]), _ppl_cell(v), f"{v['mean_ppl'] / ref['mean_ppl'] - 1:+.1%}", _millions(v["params_total"]),
              f"{v['params_total'] / ref['params_total']:.2f}x"] for k, v in systems.items()]
     return f"At {m}x ({ref['tokens_seen']:,} tokens per system):\n\n" + _table(
         ["system", "seeds", "mean ppl", "vs DMoE", "params total", "params vs DMoE"], rows)
