@@ -6,11 +6,11 @@ import json
 import os
 import re
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 import langmoe.data
 from langmoe.data.languages import LANGUAGES, script_share
@@ -21,14 +21,7 @@ BUILTIN = Path(langmoe.data.__file__).parent / "builtin"
 
 def _load_builder():
     """The corpus builder is a build tool in tools/, outside the runtime package."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "tools" / "build_builtin.py"
-    spec = importlib.util.spec_from_file_location("build_builtin", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["build_builtin"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/build_builtin.py")
 
 
 bb = _load_builder()

@@ -2,7 +2,6 @@
 on the same text, the model column is the project's evaluator, the compressor columns are hand-recomputed."""
 
 import bz2
-import importlib.util
 import json
 import lzma
 import sys
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
+from script_loader import load_script
 from tiny_world import make_base, make_corpus  # noqa: E402
 
 from langmoe.data.corpus import open_corpus  # noqa: E402
@@ -20,14 +20,9 @@ from langmoe.eval.perplexity import evaluate_languages, select_texts  # noqa: E4
 from langmoe.eval.unigram import unigram_bpb  # noqa: E402
 from langmoe.models.base import load_model_and_tokenizer  # noqa: E402
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "base_vs_compressors.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("base_vs_compressors", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/base_vs_compressors.py")
 
 
 def test_model_folder_and_corpus_folder(tmp_path):

@@ -4,26 +4,20 @@ issue 12: its mean test bits per byte is below that of `bz2 -9` and `xz -9e` com
 (`benchmarks/base_vs_compressors.py`)."""
 
 import bz2
-import importlib.util
 import lzma
-from pathlib import Path
 
 import pytest
 import torch
+from script_loader import load_script
 
 from langmoe.data.corpus import open_corpus
 from langmoe.eval.perplexity import evaluate_languages, select_texts
 from langmoe.eval.unigram import unigram_bpb
 from langmoe.models.base import load_model_and_tokenizer
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "base_vs_compressors.py"
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("base_vs_compressors", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/base_vs_compressors.py")
 
 
 def test_compressor_bits_per_byte_by_hand():

@@ -1,12 +1,11 @@
 """Builder 2.0 pieces of tools/build_builtin.py: CJK line joins, label lists, holes, English sentences, split rule."""
 
 import gzip
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 from langmoe.errors import LangmoeError
 
@@ -14,12 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_builder():
-    path = ROOT / "tools" / "build_builtin.py"
-    spec = importlib.util.spec_from_file_location("build_builtin", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["build_builtin"] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/build_builtin.py")
 
 
 bb = _load_builder()

@@ -1,18 +1,15 @@
 """tools/results_tables.py: the README's and docs' results tables are exactly what the results files say."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("results_tables", ROOT / "tools" / "results_tables.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/results_tables.py")
 
 
 def test_committed_docs_match_the_results_files(capsys):

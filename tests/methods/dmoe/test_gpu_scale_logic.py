@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from script_loader import load_script
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def _mod():
-    spec = importlib.util.spec_from_file_location("dmoe_scale", ROOT / "benchmarks" / "gpu" / "dmoe_scale.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/gpu/dmoe_scale.py")
 
 
 def test_full_settings_fit_the_design():

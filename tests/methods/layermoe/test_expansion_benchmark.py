@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from expansion_world import fast_config
-
-ROOT = Path(__file__).resolve().parents[3]
+from script_loader import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("expansion_builtin", ROOT / "benchmarks" / "expansion_builtin.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/expansion_builtin.py")
 
 
 @pytest.mark.slow
