@@ -15,6 +15,9 @@ def _install_registration() -> None:
     import sys
 
     def register() -> None:
+        native = sys.modules.get("langmoe.models.native")
+        if native is not None and getattr(getattr(native, "__spec__", None), "_initializing", False):
+            return  # native.py itself is importing transformers: it registers when it finishes
         try:
             from langmoe.models.native import register_with_transformers
 

@@ -89,8 +89,9 @@ def test_gated_model_round_trips_and_refuses_stock_export(tmp_path):
 
     from langmoe.methods.dmoe import build
     from langmoe.models.export import export_stock
+    from langmoe.models.moe_format import moe_structure
     from langmoe.models.moe_io import load_model_any, save_moe_pretrained
-    from langmoe.models.upcycle import has_prefix_gate, moe_structure
+    from langmoe.models.upcycle import has_prefix_gate
 
     base = make_base(tmp_path / "base")
     tok = AutoTokenizer.from_pretrained(str(base))

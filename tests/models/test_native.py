@@ -97,7 +97,7 @@ def test_import_langmoe_registers_with_auto_classes_in_a_fresh_process(tmp_path)
 def test_auto_classes_load_exact_and_generate_with_cache(tmp_path):
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
-    from langmoe.models.native import LangmoeMoEForCausalLM
+    from langmoe.models.moe_format import LangmoeMoEForCausalLM
 
     model = _perturbed()
     save_moe_pretrained(model, None, tmp_path / "m")

@@ -36,13 +36,13 @@ def run(args) -> int:
     check_model_folder(args.model)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    from langmoe.models.base import _parse_dtype, resolve_model_path
+    from langmoe.models.base import parse_dtype, resolve_model_path
     from langmoe.models.moe_io import folder_kind
 
     if folder_kind(resolve_model_path(args.model)) == "dense":
         raise LangmoeError(f"{args.model} is a dense model: upcycle (and train) it before exporting")
     model, tokenizer = load_model_any(args.model)
     arch = export_stock(model, args.out, arch=args.arch, tokenizer=tokenizer, verify=not args.no_verify,
-                        dtype=_parse_dtype(getattr(args, "dtype", None)))
+                        dtype=parse_dtype(getattr(args, "dtype", None)))
     Console().print(f"wrote {args.out} ({arch}){'' if args.no_verify else ', logits verified'}")
     return 0

@@ -113,9 +113,9 @@ def run(args) -> int:
     if cfg.out:
         check_output(cfg.out, "upcycle", inputs=[cfg.model], overwrite=args.overwrite)
     check_model_folder(cfg.model)
-    from langmoe.models.base import _parse_dtype
+    from langmoe.models.base import parse_dtype
 
-    model, tokenizer = load_model_any(cfg.model, dtype=_parse_dtype(getattr(args, "dtype", None)))
+    model, tokenizer = load_model_any(cfg.model, dtype=parse_dtype(getattr(args, "dtype", None)))
     before = parameter_counts(model)
     upcycle(
         model, cfg.layers, cfg.experts, cfg.top_k, renormalize=not cfg.no_renormalize,

@@ -28,10 +28,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from langmoe.data.tokenizer import check_tokenizer_matches
 from langmoe.errors import LangmoeError
+from langmoe.io import write_folder_atomically
 from langmoe.models.adapters import get_adapter
+from langmoe.models.folders import quiet_transformers
 from langmoe.models.moe import moe_blocks
-from langmoe.models.moe_io import write_folder_atomically
 
 __all__ = ["export_stock", "choose_export_arch", "EXPORT_ARCHS", "max_logit_diff", "export_tolerance"]
 
@@ -231,8 +233,6 @@ def export_stock(model: nn.Module, path: str | Path, arch: str = "auto", tokeniz
     """
     from transformers import AutoModelForCausalLM
 
-    from langmoe.models.base import quiet_transformers
-
     get_adapter(model)
     info = _check_common(model)
     if arch == "auto":
@@ -240,8 +240,6 @@ def export_stock(model: nn.Module, path: str | Path, arch: str = "auto", tokeniz
     if arch not in EXPORT_ARCHS:
         raise LangmoeError(f"unknown export arch {arch!r}; choose auto, {', '.join(EXPORT_ARCHS)}")
     if tokenizer is not None:
-        from langmoe.data.tokenizer import check_tokenizer_matches
-
         check_tokenizer_matches(model, tokenizer)
     config = _target_config(model, arch, info)
     src_dtype = next(model.parameters()).dtype

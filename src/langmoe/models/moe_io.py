@@ -1,6 +1,6 @@
 """The one loader/saver of langmoe model folders (dense or MoE), used by every command and the pipeline.
 
-An MoE folder is in the native format (`native.py`: `model_type: langmoe_moe`, the dense config under
+An MoE folder is in the native format (`moe_format.py`: `model_type: langmoe_moe`, the dense config under
 `base_config`, the MoE structure under `langmoe`), so stock transformers refuses it instead of misreading it.
 Loading builds the dense model from the config, re-applies the MoE structure and loads the weights strictly, so
 state dict, dtype, generation_config and logits are exactly those that were saved. Folders of earlier versions
@@ -18,9 +18,25 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from langmoe.data.tokenizer import check_tokenizer_matches
 from langmoe.errors import LangmoeError
 from langmoe.io import write_folder_atomically  # re-export: the safe folder writer lives in langmoe.io
-from langmoe.models.upcycle import MoEStructure, apply_moe_structure, moe_structure
+from langmoe.models.folders import (
+    load_tokenizer,
+    one_line,
+    parse_dtype,
+    quiet_transformers,
+    resolve_model_path,
+)
+from langmoe.models.moe import MoEBlock
+from langmoe.models.moe_format import (
+    NATIVE_MODEL_TYPE,
+    MoEStructure,
+    dense_config_from_dict,
+    make_native,
+    moe_structure,
+)
+from langmoe.models.upcycle import apply_moe_structure, has_prefix_gate
 
 __all__ = [
     "save_moe_pretrained",
@@ -30,6 +46,7 @@ __all__ = [
     "source_dtype",
     "write_folder_atomically",
     "read_safetensors_folder",
+    "tied_keys",
 ]
 
 
@@ -38,18 +55,11 @@ def save_moe_pretrained(model: nn.Module, tokenizer, path: str | Path) -> Path:
 
     A tokenizer whose vocabulary does not fit the model's embeddings is refused (nothing is written).
     """
-    from langmoe.models.base import quiet_transformers
-    from langmoe.models.native import make_native
-
     if moe_structure(model) is None:
         raise LangmoeError("model has no MoE structure in config.langmoe: upcycle it first (or use save_pretrained)")
     if tokenizer is not None:
-        from langmoe.data.tokenizer import check_tokenizer_matches
-
         check_tokenizer_matches(model, tokenizer)
     make_native(model)
-    from langmoe.models.upcycle import has_prefix_gate
-
     if has_prefix_gate(model) and getattr(model, "generation_config", None) is not None:
         model.generation_config.use_cache = False  # the gate reads the whole prefix (stock generate must not cache)
 
@@ -91,8 +101,6 @@ def _read_config(path: Path) -> dict:
 
 def folder_kind(path: str | Path) -> str:
     """'native' (langmoe_moe), 'legacy' (dense model_type + `langmoe` key, written before 0.2) or 'dense'."""
-    from langmoe.models.native import NATIVE_MODEL_TYPE
-
     raw = _read_config(Path(path))
     if raw.get("model_type") == NATIVE_MODEL_TYPE:
         return "native"
@@ -112,8 +120,6 @@ def source_dtype(path: str | Path) -> torch.dtype | None:
 
 def _legacy_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Rename/re-layout the expert tensors of a version-1 folder (`w_gate [E, D, F]` ...) to the stock names."""
-    from langmoe.models.moe import MoEBlock
-
     out = dict(state)
     for name, block in model.named_modules():
         if not isinstance(block, MoEBlock):
@@ -145,10 +151,7 @@ def _legacy_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str,
 def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, dispatch: str = "auto"):
     """Rebuild a model saved by `save_moe_pretrained` (native or legacy folder): dense architecture, MoE structure,
     then the exact weights, in the saved dtype unless `dtype` is given; generation_config as saved."""
-    from transformers import AutoModelForCausalLM
-
-    from langmoe.models.base import quiet_transformers
-    from langmoe.models.native import NATIVE_MODEL_TYPE, dense_config_from_dict
+    from transformers import AutoModelForCausalLM  # not at the top: see `native.py`
 
     path = Path(path)
     raw = _read_config(path)
@@ -175,7 +178,7 @@ def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, disp
         state = _legacy_state(state, model)
     state = _renamed_for(model, state)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = _tied_keys(model)
+    tied = tied_keys(model)
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise LangmoeError(
@@ -207,12 +210,12 @@ def _renamed_for(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, 
 
 def _load_generation_config(model: nn.Module, path: Path) -> None:
     if (path / "generation_config.json").exists():
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig  # not at the top: see `native.py`
 
         model.generation_config = GenerationConfig.from_pretrained(str(path))
 
 
-def _tied_keys(model: nn.Module) -> set[str]:
+def tied_keys(model: nn.Module) -> set[str]:
     """State-dict names that share storage with another (e.g. lm_head.weight tied to the embeddings)."""
     seen: dict[int, str] = {}
     tied: set[str] = set()
@@ -229,24 +232,16 @@ def load_model_any(path: str | Path, dtype: torch.dtype | str | None = None):
     """(model, tokenizer or None) from a dense HF folder, a native MoE folder or a legacy MoE folder: the loader
     every langmoe command uses. `dtype=None` keeps the folder's own dtype. Eval mode. A tokenizer saved there
     must fit the model's vocabulary."""
-    from transformers import AutoModelForCausalLM
-
-    from langmoe.models.base import (
-        _one_line,
-        _parse_dtype,
-        load_tokenizer,
-        quiet_transformers,
-        resolve_model_path,
-    )
+    from transformers import AutoModelForCausalLM  # not at the top: see `native.py`
 
     p = resolve_model_path(path)
-    dtype = _parse_dtype(dtype)
+    dtype = parse_dtype(dtype)
     if folder_kind(p) == "dense":
         try:
             with quiet_transformers():
                 model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype or "auto")
         except Exception as e:  # noqa: BLE001 - transformers raises many types for a broken folder
-            raise LangmoeError(f"cannot load the model in {p} ({type(e).__name__}: {_one_line(e)}): check that "
+            raise LangmoeError(f"cannot load the model in {p} ({type(e).__name__}: {one_line(e)}): check that "
                                "the folder holds a complete causal LM (config.json + weights)") from e
         model.eval()
     else:
@@ -254,7 +249,5 @@ def load_model_any(path: str | Path, dtype: torch.dtype | str | None = None):
     tokenizer = None
     if any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         tokenizer = load_tokenizer(p)
-        from langmoe.data.tokenizer import check_tokenizer_matches
-
         check_tokenizer_matches(model, tokenizer)
     return model, tokenizer

@@ -2,76 +2,36 @@
 
 Right after `upcycle` the model computes the same function as before (with renormalised top-k or hard routing):
 every expert equals the dense FFN and the combine weights sum to 1. The MoE structure is recorded in
-`model.config.langmoe` (a plain dict) and `apply_moe_structure` rebuilds it on a fresh dense model, which is how
-`load_moe_pretrained` works. Both make the model an instance of its native class (`native.make_native`: saves in
-the `langmoe_moe` format) and attach the router recorder that `moe.router_outputs` reads.
+`model.config.langmoe` (a plain dict, schema `moe_format.MoEStructure`) and `apply_moe_structure` rebuilds it on
+a fresh dense model, which is how `load_moe_pretrained` works. Both make the model an instance of its native class
+(`moe_format.make_native`: saves in the `langmoe_moe` format) and attach the router recorder that
+`moe.router_outputs` reads. The surgery layer: it builds on the saved format's schema (`moe_format`) and is what
+the loader (`moe_io`) calls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from torch import nn
 
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import get_adapter
-from langmoe.models.moe import MoEBlock, build_moe_block, moe_blocks
+from langmoe.models.moe import LanguageGate, MoEBlock, build_moe_block, moe_blocks
+from langmoe.models.moe_format import GateSpec, MoELayerSpec, MoEStructure, make_native, moe_structure
+from langmoe.models.router_recorder import attach_router_recorder
 
 __all__ = [
-    "MoELayerSpec",
-    "MoEStructure",
     "upcycle",
     "apply_moe_structure",
-    "moe_structure",
     "add_expert",
     "parameter_counts",
     "is_moe_model",
     "ffn_input_centroids",
 ]
-
-STRUCTURE_VERSION = 2  # 2: native folder, experts named as transformers names them; 1: legacy (w_gate/w_up/w_out)
-
-
-class GateSpec(BaseModel):
-    """A `LanguageGate`: experts >= first_new are the added languages' (num_new of them)."""
-
-    model_config = ConfigDict(extra="forbid")
-    first_new: int = Field(ge=1)
-    num_new: int = Field(ge=1)
-    mode: Literal["prefix", "token"] = "prefix"
-
-
-class MoELayerSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    num_experts: int = Field(ge=1)
-    top_k: int = Field(ge=1)
-    renormalize: bool = True
-    frozen_expert0: bool = False
-    classifier: bool = False
-    classifier_mode: str = "token"
-    language_gate: GateSpec | None = None
-
-
-class MoEStructure(BaseModel):
-    """What `model.config.langmoe` holds: the MoE layers and their settings (keys are layer indices)."""
-
-    model_config = ConfigDict(extra="forbid")
-    version: int = STRUCTURE_VERSION
-    layers: dict[int, MoELayerSpec]
-
-    def to_config(self) -> dict[str, Any]:
-        return {"version": self.version, "layers": {str(k): v.model_dump() for k, v in sorted(self.layers.items())}}
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> MoEStructure:
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise LangmoeError(f"invalid MoE structure in config.langmoe: {first['loc']}: {first['msg']}") from None
 
 
 def _per_layer(value, layers: list[int], what: str) -> dict[int, Any]:
@@ -105,11 +65,6 @@ def _resolve_layers(layers, n_layers: int) -> list[int]:
 
 def is_moe_model(model: nn.Module) -> bool:
     return bool(getattr(model.config, "langmoe", None)) or bool(moe_blocks(model))
-
-
-def moe_structure(model: nn.Module) -> MoEStructure | None:
-    raw = getattr(model.config, "langmoe", None)
-    return MoEStructure.parse(raw) if raw else None
 
 
 def _build_block(model, layer_idx: int, spec: MoELayerSpec, dispatch: str, copy_weights: bool = True) -> MoEBlock:
@@ -148,9 +103,6 @@ def _build_block(model, layer_idx: int, spec: MoELayerSpec, dispatch: str, copy_
 
 def _finish(model: nn.Module, structure: MoEStructure) -> nn.Module:
     """Record the structure, make the model native (saves as `langmoe_moe`) and attach the router recorder."""
-    from langmoe.models.native import make_native
-    from langmoe.models.router_recorder import attach_router_recorder
-
     model.config.langmoe = structure.to_config()
     make_native(model)
     attach_router_recorder(model)
@@ -247,8 +199,6 @@ def add_expert(model: nn.Module, layer: int, source_expert: int, gate_mode: str 
     the first added expert, one class more for each later one) instead of its router row.
     Returns the new expert's index. Create the optimizer afterwards (parameters are replaced).
     """
-    from langmoe.models.moe import LanguageGate
-
     block = _block_at(model, layer)
     if gate_mode is not None and block.classifier is not None:
         raise LangmoeError(f"layer {layer} has an old/new classifier: it cannot also get a language gate")

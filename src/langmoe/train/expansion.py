@@ -314,7 +314,8 @@ def set_classifiers(model, layers: Sequence[int], mode: str = "token", seed: int
     """
     from transformers import AutoModelForCausalLM
 
-    from langmoe.models.upcycle import apply_moe_structure, moe_structure
+    from langmoe.models.moe_format import moe_structure
+    from langmoe.models.upcycle import apply_moe_structure
 
     struct = moe_structure(model)
     if struct is None:
@@ -338,9 +339,9 @@ def set_classifiers(model, layers: Sequence[int], mode: str = "token", seed: int
     apply_moe_structure(fresh, struct)
     state = model.state_dict()
     missing, unexpected = fresh.load_state_dict(state, strict=False)
-    from langmoe.models.moe_io import _tied_keys
+    from langmoe.models.moe_io import tied_keys
 
-    tied = _tied_keys(fresh)
+    tied = tied_keys(fresh)
     missing = [k for k in missing if k not in tied]
     if any("classifier" not in k for k in list(missing) + list(unexpected)):
         raise RuntimeError(f"set_classifiers: unexpected state-dict mismatch {missing[:3]} {unexpected[:3]}")
@@ -456,8 +457,9 @@ class LoadedBase:
 def load_base(path: str) -> LoadedBase:
     """Dense HF model (first expansion) or a model written by a langmoe expansion (lifelong); anything else: error."""
     from langmoe.models.base import resolve_model_path
+    from langmoe.models.moe_format import moe_structure
     from langmoe.models.moe_io import load_model_any
-    from langmoe.models.upcycle import is_moe_model, moe_structure
+    from langmoe.models.upcycle import is_moe_model
 
     p = resolve_model_path(path)
     raw = json.loads((p / "config.json").read_text(encoding="utf-8"))
