@@ -198,14 +198,14 @@ def write_marker(folder: str | Path, command: str, files: Iterable[str] | None =
 
 
 def list_files(folder: str | Path) -> list[str]:
-    """Every file (and symlink) under `folder` as a relative POSIX path, without the marker and the run lock."""
+    """Every file (and symlink) under `folder` as a relative POSIX path, without markers and run locks."""
     root = Path(folder)
     out = []
     for dirpath, dirs, files in os.walk(root):
         rel = Path(dirpath).relative_to(root)
         out += [(rel / f).as_posix() for f in files]
         out += [(rel / d).as_posix() for d in dirs if os.path.islink(os.path.join(dirpath, d))]
-    return sorted(f for f in out if f not in (MARKER, _LOCK_FILE))
+    return sorted(f for f in out if Path(f).name not in (MARKER, _LOCK_FILE))
 
 
 def foreign_files(folder: str | Path) -> list[str]:
@@ -246,7 +246,7 @@ def _unlisted(root: Path, listed: set[str]) -> list[str]:
             if r not in ours:
                 out.append(r + "/")
                 dirs.remove(d)  # a whole foreign folder is named once
-        out += [r for f in files if (r := (rel / f).as_posix()) not in listed and r not in (MARKER, _LOCK_FILE)]
+        out += [r for f in files if (r := (rel / f).as_posix()) not in listed and f not in (MARKER, _LOCK_FILE)]
     return sorted(out)
 
 
