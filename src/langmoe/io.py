@@ -261,7 +261,11 @@ def _replaced_whole(marker: dict[str, Any]) -> bool:
 
 def record_written(path: str | Path) -> None:
     """Add a file (or a folder's files) that langmoe wrote into a folder written whole to that folder's file
-    list, so that a rerun does not take it for a user's file (add-language's JSON beside the model it saved)."""
+    list, so that a rerun does not take it for a user's file (add-language's JSON beside the model it saved).
+
+    A file another command writes there (`eval --json MODEL/eval.json`) goes to `others` instead: that command
+    may replace it, but the folder's own command does not delete it on a rerun without --overwrite.
+    """
     path = Path(path)
     for depth, folder in enumerate(path.parents):
         if depth >= 4:
@@ -276,8 +280,15 @@ def record_written(path: str | Path) -> None:
         if any(part.startswith(".") for part in rel.parts):  # a temp file or folder on its way elsewhere
             return
         new = [(rel / f).as_posix() for f in list_files(path)] if path.is_dir() else [rel.as_posix()]
-        if not set(new) <= set(listed):
-            marker["files"] = sorted({*listed, *new})
+        if _current_command is None or _family(_current_command) == _family(marker["command"]):
+            if not set(new) <= set(listed):
+                marker["files"] = sorted({*listed, *new})
+                write_json(folder / MARKER, marker)
+            return
+        others = marker.get("others") if isinstance(marker.get("others"), dict) else {}
+        added = {f: _current_command for f in new if f not in listed and others.get(f) != _current_command}
+        if added:
+            marker["others"] = dict(sorted({**others, **added}.items()))
             write_json(folder / MARKER, marker)
         return
 
@@ -302,8 +313,10 @@ def _refuse_foreign_files(where: str, folder: Path, marker: dict[str, Any]) -> N
     extra = foreign_files(folder)
     if extra:
         old = "" if isinstance(marker.get("files"), list) else " (changed after langmoe wrote the folder)"
-        raise LangmoeError(f"{where} holds files langmoe did not write{old}: {_names(extra)}: move them out, or "
-                           "pass --overwrite to replace the folder and delete them")
+        by = marker.get("others") if isinstance(marker.get("others"), dict) else {}
+        named = [f"{f} (written by `langmoe {by[f]}`)" if f in by else f for f in extra]
+        raise LangmoeError(f"{where} holds files `langmoe {marker['command']}` did not write{old}: {_names(named)}: "
+                           "move them out, or pass --overwrite to replace the folder and delete them")
 
 
 # ---- the guard -------------------------------------------------------------------------------------------------
@@ -381,7 +394,7 @@ def _langmoe_file(path: Path) -> bool:
     if m is None:
         return False
     listed = m.get("files")
-    return not isinstance(listed, list) or path.name in listed
+    return not isinstance(listed, list) or path.name in listed or path.name in (m.get("others") or {})
 
 
 def claim_output(path: str | Path, command: str) -> Path:

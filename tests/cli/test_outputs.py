@@ -163,12 +163,12 @@ def test_the_marker_lists_what_langmoe_wrote_and_names_what_it_did_not(tmp_path)
     (out / "photos" / "a.jpg").write_bytes(b"1")
     (out / "empty").mkdir()
     assert foreign_files(out) == ["NOTES.txt", "empty/", "photos/", "sub/mine.txt"]
-    with pytest.raises(LangmoeError, match=r"--out .*m holds files langmoe did not write: NOTES.txt, empty/, "
+    with pytest.raises(LangmoeError, match=r"--out .*m holds files `langmoe upcycle` did not write: NOTES.txt, empty/, "
                                            r"photos/, sub/mine.txt: move them out, or pass --overwrite"):
         check_output(out, "upcycle")
     check_output(out, "upcycle", overwrite=True)
     set_command(None)  # the end of that command: its --overwrite permission is gone
-    with pytest.raises(LangmoeError, match="holds files langmoe did not write"):  # the library writer refuses too
+    with pytest.raises(LangmoeError, match="did not write: NOTES.txt"):  # the library writer refuses too
         write_folder_atomically(out, lambda d: None, command="upcycle")
     # one file: replaced when it is langmoe's, refused when it is the user's
     check_output(out / "later.json", "eval", kind="file")
@@ -182,6 +182,30 @@ def test_the_marker_lists_what_langmoe_wrote_and_names_what_it_did_not(tmp_path)
     (run / "NOTES.txt").write_text("mine")
     check_output(run, "train")
     assert list_files(run) == ["NOTES.txt"]
+
+
+def test_a_file_another_command_wrote_into_a_whole_folder_is_kept_on_rerun(tmp_path):
+    """`eval --json MODEL/eval.json` into an upcycled folder: eval may replace its own file, upcycle's rerun names it
+    instead of deleting it, and --overwrite replaces the folder."""
+    from langmoe.io import foreign_files, set_command
+
+    out = write_folder_atomically(tmp_path / "m", lambda d: (d / "w").write_text("1"), command="upcycle")
+    try:
+        set_command("eval")
+        check_output(out / "eval.json", "eval", kind="file")
+        write_json(out / "eval.json", {"ppl": 1.0})
+        check_output(out / "eval.json", "eval", kind="file")  # its own file: may be replaced
+        write_json(out / "eval.json", {"ppl": 2.0})
+        set_command("upcycle")
+        write_json(out / "upcycle.json", {"x": 1})  # the folder's own command: on its list
+    finally:
+        set_command(None)
+    marker = read_marker(out)
+    assert marker["files"] == ["upcycle.json", "w"] and marker["others"] == {"eval.json": "eval"}
+    assert foreign_files(out) == ["eval.json"]
+    with pytest.raises(LangmoeError, match=r"`langmoe upcycle` did not write: eval.json \(written by `langmoe "
+                                           r"eval`\): move them out, or pass --overwrite"):
+        check_output(out, "upcycle")
 
 
 def test_markers_written_before_file_lists(tmp_path):
@@ -201,7 +225,7 @@ def test_markers_written_before_file_lists(tmp_path):
     (old / "NOTES.txt").write_text("mine")
     os.utime(old / "NOTES.txt", (t0 + 3600, t0 + 3600))
     assert foreign_files(old) == ["NOTES.txt"]
-    with pytest.raises(LangmoeError, match=r"holds files langmoe did not write \(changed after langmoe wrote the "
+    with pytest.raises(LangmoeError, match=r"holds files `langmoe upcycle` did not write \(changed after langmoe wrote the "
                                            r"folder\): NOTES.txt"):
         check_output(old, "upcycle")
     train = tmp_path / "train"
