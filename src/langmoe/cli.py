@@ -11,16 +11,43 @@ import argparse
 import importlib
 import os
 import pkgutil
+import re
 import sys
 import warnings
 
 from langmoe.errors import LangmoeError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors (a wrong choice, a missing or unknown option, a bad number) are one line and exit 2,
+    like every other input error: `langmoe <command>: error: ...; see `langmoe <command> --help``, no usage block.
+
+    Subparsers inherit the class (argparse's `add_subparsers` uses `type(self)`), so nested commands get it too.
+    """
+
+    def error(self, message: str):  # type: ignore[override]
+        words = self.prog.split()
+        name = " ".join(words[:2])  # `langmoe corpus stats` reports as `langmoe corpus`, like LangmoeErrors
+        self.exit(2, f"{name}: error: {_argparse_line(message)}; see `{self.prog} --help`\n")
+
+
+_INVALID_CHOICE = re.compile(r"argument (?P<opt>[^:]+): invalid choice: (?P<got>.*?) \(choose from (?P<ok>.*)\)$")
+
+
+def _argparse_line(message: str) -> str:
+    """argparse's message in one line; a wrong choice names the valid ones first (`--mode 'bogus' is not ...`)."""
+    m = _INVALID_CHOICE.match(" ".join(message.split()))
+    if m is None:
+        return _one_line(message)
+    ok = ", ".join(x.strip().strip("'\"") for x in m["ok"].split(","))
+    opt = m["opt"].split("/")[-1]  # `-n/--num` -> `--num`
+    return _one_line(f"{opt} {m['got']} is not a valid choice: choose one of {ok}", 600)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import langmoe.commands as commands
 
-    parser = argparse.ArgumentParser(prog="langmoe", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="langmoe", description=__doc__.splitlines()[0])
     from langmoe import __version__
 
     parser.add_argument("--version", action="version", version=f"langmoe {__version__}")
@@ -34,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the command they were given to (`langmoe group: error: ...`), not `langmoe`
+            _chosen_parsers(parser, args)[-1].error(f"unrecognized arguments: {' '.join(unknown)}")
+    except SystemExit as e:  # --help / --version (0), or a wrong option: one line already printed (2)
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -45,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # our own progress bars and tables say what happens; HF's shard bars are noise
     io.set_command(args.command)
     try:
+        check_empty_values(parser, args)
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning(args.command)
             from langmoe.diagnostics import LangmoeWarning
@@ -67,6 +100,48 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         io.set_command(None)
+
+
+# Options that list languages (codes separated by commas, spaces or, in `--groups`, slashes): when given, they must
+# name at least one (`--langs ''`, `--new ,` are refused, not read as "no language" or "all of them").
+LANGUAGE_LIST_OPTIONS = frozenset({"langs", "lang", "new", "old", "groups", "codes", "child", "parent"})
+
+
+def check_empty_values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, with one line, a text option given as nothing: `--out ''`, `--model ' '`, and a language list that
+    holds only separators. Options left out keep their defaults and are not checked."""
+    for action in _chosen_actions(parser, args):
+        value = getattr(args, action.dest, None)
+        if value is None or value is action.default:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) for v in values):
+            continue
+        name = action.option_strings[-1] if action.option_strings else (action.metavar or action.dest)
+        if action.dest in LANGUAGE_LIST_OPTIONS:
+            if not [x for x in re.split(r"[\s,/]+", " ".join(values)) if x]:
+                raise LangmoeError(f"{name} {' '.join(values)!r} names no language: give language codes, e.g. "
+                                   f"{name} de,fr")
+        elif any(not v.strip() for v in values):
+            raise LangmoeError(f"{name} is empty: give a value")
+
+
+def _chosen_parsers(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[argparse.ArgumentParser]:
+    """The parsers on the way to the (sub)command that was parsed: `langmoe corpus stats` -> [langmoe, corpus,
+    stats]."""
+    chain = [parser]
+    while True:
+        subs = [a for a in chain[-1]._actions if isinstance(a, argparse._SubParsersAction)]
+        nxt = next((a.choices[v] for a in subs if (v := getattr(args, a.dest, None)) in a.choices), None)
+        if nxt is None:
+            return chain
+        chain.append(nxt)
+
+
+def _chosen_actions(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[argparse.Action]:
+    """The options of the (sub)command that was parsed (and of the parsers above it)."""
+    return [a for p in _chosen_parsers(parser, args) for a in p._actions
+            if not isinstance(a, (argparse._SubParsersAction, argparse._HelpAction, argparse._VersionAction))]
 
 
 def _one_line_warning(command: str):

@@ -2,9 +2,15 @@
 
 Files are written to a temp file in the same folder, then renamed over the target (atomic on POSIX). Folders:
 
-* an output folder is **claimed** with a marker file, `.langmoe-output.json` (command, time, version);
+* an output folder is **claimed** with a marker file, `.langmoe-output.json` (command, time, version, layout);
+  a folder written whole (`atomic_dir`) also lists every file langmoe put in it (`files`, kept up to date when
+  langmoe later writes a file into it), a folder filled step by step (`claim_output`: training, runs) says
+  `"layout": "growing"`;
 * a command may write a new folder, an empty one, or one it marked itself earlier (rerun, resume, replace);
-  anything else is refused with one line unless the user passes `--overwrite`;
+  anything else is refused with one line unless the user passes `--overwrite`; so is a folder about to be
+  replaced whole that now holds files langmoe did not write (`foreign_files`: a user's notes are never deleted
+  without `--overwrite`). A marker written before markers listed files (no `layout`): files changed more than a
+  minute after the marker count as someone else's;
 * an output equal to, inside, or containing one of the command's inputs is refused;
 * an existing *file* is never turned into a folder nor renamed away;
 * temp files and folders get permissions that follow the umask (mkstemp/mkdtemp would give 0600/0700).
@@ -30,12 +36,17 @@ import yaml
 from pydantic import BaseModel
 
 from langmoe.errors import LangmoeError
+from langmoe.lock import LOCK_FILE as _LOCK_FILE
 
 MARKER = ".langmoe-output.json"
 # Commands that may take over each other's folders (`demo` runs the `run` pipeline into the same layout).
 _FAMILIES = {"demo": "run"}
 # Errors of the machine, not of the input: a save that fails with one of these says so in one line.
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
+_GROWING_COMMANDS = {"run", "demo", "train", "pretrain", "deviation", "lm-eval-tasks"}  # layout of markers that do not record one
+# A marker without a file list (written before files were listed): how long after it langmoe may still have
+# written files into the folder (a command's closing JSON); anything changed later counts as someone else's.
+_LEGACY_SLACK_S = 60.0
 _current_command: str | None = None  # set by the CLI: folders written during a command are marked with its name
 
 
@@ -86,7 +97,8 @@ def fix_tree_modes(folder: str | Path) -> None:
 
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ""):
-    """Yield a temp path next to `path`; on success rename it over `path` (atomic on POSIX)."""
+    """Yield a temp path next to `path`; on success rename it over `path` (atomic on POSIX), and list it in the
+    file list of the langmoe folder it lands in (`record_written`)."""
     path = Path(path)
     if path.is_dir():
         raise LangmoeError(f"{path} is a folder: give a file path to write")
@@ -101,6 +113,8 @@ def atomic_path(path: str | Path, suffix: str = ""):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if path.name != MARKER:
+        record_written(path)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -172,12 +186,111 @@ def read_marker(folder: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and isinstance(data.get("command"), str) else None
 
 
-def write_marker(folder: str | Path, command: str) -> None:
+def write_marker(folder: str | Path, command: str, files: Iterable[str] | None = None) -> None:
+    """Mark `folder` as `command`'s output: with `files` (its whole content, relative paths) for a folder written
+    in one go, without for one a command fills step by step ("growing")."""
     from langmoe import __version__
 
-    write_json(Path(folder) / MARKER, {
-        "command": command, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "langmoe": __version__,
-    })
+    marker: dict[str, Any] = {"command": command, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                              "langmoe": __version__}
+    marker.update({"layout": "growing"} if files is None else {"layout": "whole", "files": sorted(set(files))})
+    write_json(Path(folder) / MARKER, marker)
+
+
+def list_files(folder: str | Path) -> list[str]:
+    """Every file (and symlink) under `folder` as a relative POSIX path, without markers and run locks."""
+    root = Path(folder)
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        out += [(rel / f).as_posix() for f in files]
+        out += [(rel / d).as_posix() for d in dirs if os.path.islink(os.path.join(dirpath, d))]
+    return sorted(f for f in out if Path(f).name not in (MARKER, _LOCK_FILE))
+
+
+def foreign_files(folder: str | Path) -> list[str]:
+    """What in a langmoe-written folder langmoe did not write (relative paths; a foreign folder ends in '/').
+
+    With a file list in the marker: every file not on it, and every folder holding none of them. With an older
+    marker (no list), or a growing folder: the files changed more than `_LEGACY_SLACK_S` seconds after the marker
+    (langmoe wrote everything else before it, or just after). A folder without a marker: everything in it.
+    """
+    root = Path(folder)
+    marker = read_marker(root)
+    if marker is None:
+        return list_files(root)
+    listed = marker.get("files")
+    if isinstance(listed, list):
+        return _unlisted(root, {str(x) for x in listed})
+    try:
+        since = (root / MARKER).stat().st_mtime + _LEGACY_SLACK_S
+    except OSError:
+        return list_files(root)
+    return [f for f in list_files(root) if _mtime(root / f) > since]
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.lstat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _unlisted(root: Path, listed: set[str]) -> list[str]:
+    ours = {parent.as_posix() for f in listed for parent in Path(f).parents}  # folders holding a listed file
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        for d in list(dirs):
+            r = (rel / d).as_posix()
+            if r not in ours:
+                out.append(r + "/")
+                dirs.remove(d)  # a whole foreign folder is named once
+        out += [r for f in files if (r := (rel / f).as_posix()) not in listed and f not in (MARKER, _LOCK_FILE)]
+    return sorted(out)
+
+
+def _replaced_whole(marker: dict[str, Any]) -> bool:
+    """Whether a rerun replaces the folder whole (and so would delete what else is in it): markers say so; an
+    older marker without a layout is told by its command (training and runs fill their folder step by step)."""
+    layout = marker.get("layout")
+    if layout in ("whole", "growing"):
+        return layout == "whole"
+    return _family(marker["command"]) not in _GROWING_COMMANDS
+
+
+def record_written(path: str | Path) -> None:
+    """Add a file (or a folder's files) that langmoe wrote into a folder written whole to that folder's file
+    list, so that a rerun does not take it for a user's file (add-language's JSON beside the model it saved).
+
+    A file another command writes there (`eval --json MODEL/eval.json`) goes to `others` instead: that command
+    may replace it, but the folder's own command does not delete it on a rerun without --overwrite.
+    """
+    path = Path(path)
+    for depth, folder in enumerate(path.parents):
+        if depth >= 4:
+            return
+        marker = read_marker(folder)
+        if marker is None:
+            continue
+        listed = marker.get("files")
+        if not isinstance(listed, list):
+            return
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):  # a temp file or folder on its way elsewhere
+            return
+        new = [(rel / f).as_posix() for f in list_files(path)] if path.is_dir() else [rel.as_posix()]
+        if _current_command is None or _family(_current_command) == _family(marker["command"]):
+            if not set(new) <= set(listed):
+                marker["files"] = sorted({*listed, *new})
+                write_json(folder / MARKER, marker)
+            return
+        others = marker.get("others") if isinstance(marker.get("others"), dict) else {}
+        added = {f: _current_command for f in new if f not in listed and others.get(f) != _current_command}
+        if added:
+            marker["others"] = dict(sorted({**others, **added}.items()))
+            write_json(folder / MARKER, marker)
+        return
 
 
 def _family(command: str) -> str:
@@ -188,6 +301,22 @@ def written_by(folder: str | Path, command: str | None = None) -> bool:
     """Whether `folder` carries a langmoe marker (of `command`'s family, when given)."""
     m = read_marker(folder)
     return m is not None and (command is None or _family(m["command"]) == _family(command))
+
+
+def _names(files: list[str], limit: int = 5) -> str:
+    more = len(files) - limit
+    return ", ".join(files[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def _refuse_foreign_files(where: str, folder: Path, marker: dict[str, Any]) -> None:
+    """One line when a folder about to be replaced whole holds files langmoe did not write."""
+    extra = foreign_files(folder)
+    if extra:
+        old = "" if isinstance(marker.get("files"), list) else " (changed after langmoe wrote the folder)"
+        by = marker.get("others") if isinstance(marker.get("others"), dict) else {}
+        named = [f"{f} (written by `langmoe {by[f]}`)" if f in by else f for f in extra]
+        raise LangmoeError(f"{where} holds files `langmoe {marker['command']}` did not write{old}: {_names(named)}: "
+                           "move them out, or pass --overwrite to replace the folder and delete them")
 
 
 # ---- the guard -------------------------------------------------------------------------------------------------
@@ -236,7 +365,7 @@ def check_output(
         if _inside(r, real):
             raise LangmoeError(f"{flag} {out} contains the input {inp}: choose a folder that does not hold it")
     if kind == "file":
-        if out.exists() and not overwrite and not written_by(out.parent):
+        if out.exists() and not overwrite and not _langmoe_file(out):
             raise LangmoeError(f"{flag} {out} already exists: choose a new file name, or pass --overwrite to "
                                "replace it")
         return out
@@ -251,9 +380,21 @@ def check_output(
         if _family(m["command"]) != _family(command):
             raise LangmoeError(f"{flag} {out} was written by `langmoe {m['command']}`, not `langmoe {command}`: "
                                "choose a new folder, or pass --overwrite")
+        if _replaced_whole(m):
+            _refuse_foreign_files(f"{flag} {out}", out, m)
     if overwrite and out.exists():
         _permitted.add(real)
     return out
+
+
+def _langmoe_file(path: Path) -> bool:
+    """Whether an existing file may be replaced without --overwrite: it lies in a langmoe folder, and on its file
+    list when the folder has one (a user's note inside a model folder is not langmoe's)."""
+    m = read_marker(path.parent)
+    if m is None:
+        return False
+    listed = m.get("files")
+    return not isinstance(listed, list) or path.name in listed or path.name in (m.get("others") or {})
 
 
 def claim_output(path: str | Path, command: str) -> Path:
@@ -268,7 +409,7 @@ def claim_output(path: str | Path, command: str) -> Path:
 @contextmanager
 def output_folder(path: str | Path, command: str, *, lock: bool = False) -> Iterator[Path]:
     """Claim `path` for `command` (and hold the run lock when `lock`); on failure, a folder this call created
-    and that still holds nothing but the marker (and its lock) is removed again, so bad input leaves no trace."""
+    and that still holds no file but the marker (and its lock) is removed again, so bad input leaves no trace."""
     out = Path(path)
     if int(os.environ.get("RANK", "0") or 0) != 0:  # a multi-process run: the main process claims and locks
         yield out
@@ -292,17 +433,13 @@ def output_folder(path: str | Path, command: str, *, lock: bool = False) -> Iter
             claim_output(out, command)
             yield out
         except BaseException:
-            if created and out.is_dir():
-                from langmoe.lock import LOCK_FILE
+            if created and out.is_dir() and not list_files(out):  # nothing but the marker, lock, empty folders
+                (out / MARKER).unlink(missing_ok=True)
+                if lock:
+                    from langmoe.lock import release
 
-                if {p.name for p in out.iterdir()} <= {MARKER, LOCK_FILE}:
-                    (out / MARKER).unlink(missing_ok=True)
-                    if lock:
-                        from langmoe.lock import release
-
-                        release(out)
-                    with suppress(OSError):
-                        out.rmdir()
+                    release(out)
+                shutil.rmtree(out, ignore_errors=True)
             raise
 
 
@@ -313,9 +450,13 @@ def _check_replaceable(path: Path, overwrite: bool) -> None:
     overwrite = overwrite or _real(path) in _permitted
     if path.exists() and not path.is_dir():
         raise LangmoeError(f"{path} is a file, not a folder: give a new folder path (files are never replaced)")
-    if path.is_dir() and not overwrite and any(path.iterdir()) and read_marker(path) is None:
+    if not path.is_dir() or overwrite or not any(path.iterdir()):
+        return
+    marker = read_marker(path)
+    if marker is None:
         raise LangmoeError(f"{path} already exists and was not written by langmoe: choose a new folder, or pass "
                            "--overwrite to replace it")
+    _refuse_foreign_files(str(path), path, marker)
 
 
 def _swap_in(tmp: Path, path: Path) -> None:
@@ -333,9 +474,10 @@ def write_folder_atomically(path: str | Path, writer: Callable[[Path], Any], com
                             overwrite: bool = False) -> Path:
     """Let `writer(tmp_dir)` fill a temp folder next to `path`, then move it to `path` in one rename.
 
-    `path` may be new, empty, or a folder langmoe wrote (it carries the marker): then it is replaced. A folder
-    with other content is refused unless `overwrite`; a file at `path` is always refused. The new folder gets
-    the marker (`command`, default "save") and umask permissions; on failure nothing at `path` changes.
+    `path` may be new, empty, or a folder langmoe wrote (it carries the marker) holding only what langmoe wrote:
+    then it is replaced. A folder with other content is refused unless `overwrite` (or the CLI's `--overwrite`
+    for it, see `check_output`); a file at `path` is always refused. The new folder gets the marker (`command`,
+    default "save", and its file list) and umask permissions; on failure nothing at `path` changes.
     """
     with atomic_dir(path, command, overwrite) as tmp:
         writer(tmp)
@@ -353,12 +495,13 @@ def atomic_dir(dest: str | Path, command: str | None = None, overwrite: bool = F
     fix_mode(tmp, folder=True)
     try:
         yield tmp
-        write_marker(tmp, command or _current_command or "save")
+        write_marker(tmp, command or _current_command or "save", files=list_files(tmp))
         fix_tree_modes(tmp)
         _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    record_written(dest)  # a whole folder written inside another one is on that one's list
 
 
 def move_files_into(dest: str | Path, save: Callable[[str], Any]) -> None:
@@ -380,6 +523,7 @@ def move_files_into(dest: str | Path, save: Callable[[str], Any]) -> None:
                 if target.is_dir():
                     shutil.rmtree(target)
             os.replace(f, target)
+            record_written(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -22,6 +22,8 @@ def error_line(e: ValidationError, context: str = "", default_loc: str = "", loc
     loc = (f"{loc_prefix}.{loc}" if loc else loc_prefix) if loc_prefix else loc
     loc = loc or default_loc
     msg = " ".join(str(err.get("msg", e)).removeprefix("Value error, ").split())
+    if err.get("type") in ("literal_error", "enum") and isinstance(err.get("input"), str | int | float):
+        msg += f", got {err['input']!r}"  # a wrong name: say which one was given beside the valid ones
     body = f"{loc}: {msg}" if loc else msg
     return f"{context}: {body}" if context else body
 

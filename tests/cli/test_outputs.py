@@ -146,6 +146,96 @@ def test_write_folder_atomically_replaces_only_langmoe_folders(tmp_path):
     assert sorted(p.name for p in user.iterdir()) == [MARKER, "w.txt"]
 
 
+def test_the_marker_lists_what_langmoe_wrote_and_names_what_it_did_not(tmp_path):
+    from langmoe.io import foreign_files, list_files, set_command, write_marker
+
+    out = write_folder_atomically(tmp_path / "m", lambda d: (d / "sub").mkdir() or (d / "sub" / "w").write_text("1"),
+                                  command="upcycle")
+    assert read_marker(out)["files"] == ["sub/w"] and read_marker(out)["layout"] == "whole"
+    write_json(out / "later.json", {"x": 1})  # a langmoe write after the swap: put on the list
+    write_json(out / "deeper" / "x.json", {"x": 1})
+    write_folder_atomically(out / "nested", lambda d: (d / "n.txt").write_text("n"), command="upcycle")
+    assert read_marker(out)["files"] == ["deeper/x.json", "later.json", "nested/n.txt", "sub/w"]
+    assert foreign_files(out) == [] and not [f for f in read_marker(out)["files"] if ".tmp" in f]
+    (out / "NOTES.txt").write_text("mine")
+    (out / "sub" / "mine.txt").write_text("mine")
+    (out / "photos").mkdir()
+    (out / "photos" / "a.jpg").write_bytes(b"1")
+    (out / "empty").mkdir()
+    assert foreign_files(out) == ["NOTES.txt", "empty/", "photos/", "sub/mine.txt"]
+    with pytest.raises(LangmoeError, match=r"--out .*m holds files `langmoe upcycle` did not write: NOTES.txt, empty/, "
+                                           r"photos/, sub/mine.txt: move them out, or pass --overwrite"):
+        check_output(out, "upcycle")
+    check_output(out, "upcycle", overwrite=True)
+    set_command(None)  # the end of that command: its --overwrite permission is gone
+    with pytest.raises(LangmoeError, match="did not write: NOTES.txt"):  # the library writer refuses too
+        write_folder_atomically(out, lambda d: None, command="upcycle")
+    # one file: replaced when it is langmoe's, refused when it is the user's
+    check_output(out / "later.json", "eval", kind="file")
+    with pytest.raises(LangmoeError, match="NOTES.txt already exists"):
+        check_output(out / "NOTES.txt", "eval", kind="file")
+    # a folder filled step by step is never replaced whole: a user's file beside the run does not block a rerun
+    run = tmp_path / "run"
+    run.mkdir()
+    write_marker(run, "train")
+    assert read_marker(run)["layout"] == "growing" and "files" not in read_marker(run)
+    (run / "NOTES.txt").write_text("mine")
+    check_output(run, "train")
+    assert list_files(run) == ["NOTES.txt"]
+
+
+def test_a_file_another_command_wrote_into_a_whole_folder_is_kept_on_rerun(tmp_path):
+    """`eval --json MODEL/eval.json` into an upcycled folder: eval may replace its own file, upcycle's rerun names it
+    instead of deleting it, and --overwrite replaces the folder."""
+    from langmoe.io import foreign_files, set_command
+
+    out = write_folder_atomically(tmp_path / "m", lambda d: (d / "w").write_text("1"), command="upcycle")
+    try:
+        set_command("eval")
+        check_output(out / "eval.json", "eval", kind="file")
+        write_json(out / "eval.json", {"ppl": 1.0})
+        check_output(out / "eval.json", "eval", kind="file")  # its own file: may be replaced
+        write_json(out / "eval.json", {"ppl": 2.0})
+        set_command("upcycle")
+        write_json(out / "upcycle.json", {"x": 1})  # the folder's own command: on its list
+    finally:
+        set_command(None)
+    marker = read_marker(out)
+    assert marker["files"] == ["upcycle.json", "w"] and marker["others"] == {"eval.json": "eval"}
+    assert foreign_files(out) == ["eval.json"]
+    with pytest.raises(LangmoeError, match=r"`langmoe upcycle` did not write: eval.json \(written by `langmoe "
+                                           r"eval`\): move them out, or pass --overwrite"):
+        check_output(out, "upcycle")
+
+
+def test_markers_written_before_file_lists(tmp_path):
+    """A marker without `layout`/`files` (langmoe before this change): a folder its command replaces whole counts
+    files changed more than a minute after the marker as someone else's; a training folder is not checked."""
+    from langmoe.io import foreign_files
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(b"1")
+    (old / "add_language.json").write_text("{}")  # written just after the folder (within the minute)
+    (old / MARKER).write_text(json.dumps({"command": "upcycle", "time": "t", "langmoe": "0.1.0"}))
+    t0 = (old / MARKER).stat().st_mtime
+    os.utime(old / "model.safetensors", (t0 - 5, t0 - 5))
+    os.utime(old / "add_language.json", (t0 + 30, t0 + 30))
+    check_output(old, "upcycle")
+    (old / "NOTES.txt").write_text("mine")
+    os.utime(old / "NOTES.txt", (t0 + 3600, t0 + 3600))
+    assert foreign_files(old) == ["NOTES.txt"]
+    with pytest.raises(LangmoeError, match=r"holds files `langmoe upcycle` did not write \(changed after langmoe wrote the "
+                                           r"folder\): NOTES.txt"):
+        check_output(old, "upcycle")
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / MARKER).write_text(json.dumps({"command": "train", "time": "t"}))
+    (train / "late.txt").write_text("x")
+    os.utime(train / "late.txt", (t0 + 3600, t0 + 3600))
+    check_output(train, "train")  # filled step by step: later files are the run's own
+
+
 def test_outputs_follow_the_umask(tmp_path, umask_027):
     write_json(tmp_path / "a.json", {"x": 1})
     assert _mode(tmp_path / "a.json") == 0o640
@@ -359,3 +449,116 @@ def test_summary_warnings_name_the_system():
     }}
     w = summary_warnings(summary)
     assert len(w) == 2 and all(x.startswith("base: language 'km'") for x in w)
+
+
+def _stat_fields(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_lock_of_a_live_process_whose_memory_and_cpu_time_grow_stays_held(tmp_path):
+    """Staleness is judged by the holder's start time alone: a holder that keeps working (memory, page faults,
+    CPU time all change in /proc/PID/stat) is still the same process, minutes after it took the lock."""
+    from langmoe.lock import acquire, is_stale, read_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from langmoe.io import claim_output; from langmoe.lock import acquire\n"
+        "claim_output(sys.argv[1], 'run'); acquire(sys.argv[1], 'run'); print('locked', flush=True)\n"
+        "sys.stdin.readline(); keep = [b'x' * (64 << 20) for _ in range(3)]\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.3: pass\n"
+        "print('grown', flush=True); sys.stdin.readline()"), str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        lock = read_lock(tmp_path)
+        before = _stat_fields(holder.pid)
+        holder.stdin.write("grow\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "grown"
+        after = _stat_fields(holder.pid)
+        changed = {i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b}
+        # what changed: minflt (7), utime (11), vsize (20), rss (21); the start time (19) did not
+        assert {7, 11, 20, 21} <= changed and 19 not in changed, changed
+        assert int(after[20]) - int(before[20]) >= 150 << 20
+        assert lock["pid"] == holder.pid and not is_stale(lock)
+        with pytest.raises(LangmoeError, match=f"pid {holder.pid}"):
+            acquire(tmp_path, "run")
+        assert read_lock(tmp_path) == lock  # not taken over
+    finally:
+        holder.kill()
+        holder.wait()
+    assert is_stale(lock)  # now it is gone: stale, and the next acquire takes the lock over
+    acquire(tmp_path, "run")
+    assert read_lock(tmp_path)["pid"] == os.getpid()
+
+
+def test_lock_of_another_users_process_is_never_stale(monkeypatch):
+    """Signalling another user's process fails with EPERM: it is alive (not stale); only ESRCH means gone."""
+    import langmoe.lock as lock_mod
+
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "start": lock_mod._start_time(os.getpid()),
+          "command": "run", "time": "t"}
+
+    def kill_with(exc):
+        def kill(pid, sig):
+            raise exc
+        return kill
+
+    monkeypatch.setattr(lock_mod.os, "kill", kill_with(PermissionError(1, "Operation not permitted")))
+    assert not lock_mod.is_stale(me)
+    monkeypatch.setattr(lock_mod.os, "kill", kill_with(ProcessLookupError(3, "No such process")))
+    assert lock_mod.is_stale(me)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self/stat").exists(), reason="POSIX + /proc")
+def test_lock_seen_from_another_user_really(tmp_path):
+    """For real: a lock held by a process of user A, checked by a process of user B, is not stale and not taken.
+    As root the checker is a child dropped to `nobody`; otherwise the holder is a process of another user."""
+    import tempfile
+
+    from langmoe.lock import _start_time, acquire, is_stale, release
+
+    if os.geteuid() != 0:
+        others = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and p.stat().st_uid != os.getuid()]
+        if not others:
+            pytest.skip("no process of another user to hold the lock")
+        pid = others[0]
+        holder = {"pid": pid, "host": socket.gethostname(), "start": _start_time(pid), "command": "run", "time": "t"}
+        assert not is_stale(holder)
+        return
+    folder = Path(tempfile.mkdtemp(prefix="langmoe-lock-"))  # outside pytest's 0700 tmp: `nobody` must reach it
+    try:
+        folder.chmod(0o777)
+        acquire(folder, "run")
+        (folder / ".langmoe.lock").chmod(0o644)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - runs in the forked child
+            code = 1
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                try:
+                    os.kill(os.getppid(), 0)
+                    code = 2  # the drop did not work: the test would prove nothing
+                except PermissionError:
+                    from langmoe.lock import read_lock
+
+                    holder = read_lock(folder)
+                    if holder and holder["pid"] == os.getppid() and not is_stale(holder):
+                        try:
+                            acquire(folder, "run")
+                            code = 3
+                        except LangmoeError as e:
+                            code = 0 if f"pid {os.getppid()}" in str(e) else 4
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert json.loads((folder / ".langmoe.lock").read_text())["pid"] == os.getpid()
+        release(folder)
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)

@@ -68,18 +68,62 @@ def parse_groups(text: str) -> dict[str, int]:
 
 
 def old_languages(model_dir: Path, groups: str | None) -> dict[str, int]:
-    """Each old language's expert: from --groups, else from the model folder's languages file."""
+    """Each old language's expert: from the model folder's languages file, or from --groups (which must then
+    agree with that file when the folder has one: a contradicting --groups would write wrong metadata)."""
     from langmoe.errors import LangmoeError
-    from langmoe.io import read_json
     from langmoe.methods.dmoe.new_language_stage import LANGUAGES_FILE
 
-    if groups:
-        return parse_groups(groups)
     f = model_dir / LANGUAGES_FILE
-    if not f.is_file():
+    recorded = _recorded_languages(f) if f.is_file() else None
+    if groups:
+        given = parse_groups(groups)
+        if recorded is not None and given != recorded:
+            raise LangmoeError(f"--groups {groups!r} contradicts {f} ({_differences(given, recorded)}): leave "
+                               "--groups out to use the model's record")
+        return given
+    if recorded is None:
         raise LangmoeError(f"{model_dir} has no {LANGUAGES_FILE}: give the old languages with --groups "
                            "'en,de/fr,es/...' (expert 0 first)")
-    return {str(k): int(v) for k, v in read_json(f)["expert_of"].items()}
+    return recorded
+
+
+def _recorded_languages(f: Path) -> dict[str, int]:
+    from langmoe.errors import LangmoeError
+    from langmoe.io import read_json
+
+    try:
+        expert_of = read_json(f).get("expert_of")
+    except (ValueError, AttributeError):
+        expert_of = None
+    if not isinstance(expert_of, dict) or not expert_of or not all(
+            isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in expert_of.values()):
+        raise LangmoeError(f"{f} is damaged (it needs \"expert_of\": {{language: expert index}}): restore it, or "
+                           "delete it and give the old languages with --groups")
+    return {str(k): int(v) for k, v in expert_of.items()}
+
+
+def _differences(given: dict[str, int], recorded: dict[str, int]) -> str:
+    """The first few disagreements between --groups and the record, e.g. `de: expert 1, recorded 0`."""
+    out = []
+    for x in sorted({*given, *recorded}):
+        if x not in recorded:
+            out.append(f"{x}: not in the record")
+        elif x not in given:
+            out.append(f"{x}: missing (recorded on expert {recorded[x]})")
+        elif given[x] != recorded[x]:
+            out.append(f"{x}: expert {given[x]}, recorded {recorded[x]}")
+    return "; ".join(out[:3]) + (f"; {len(out) - 3} more" if len(out) > 3 else "")
+
+
+def check_experts_exist(expert_of: dict[str, int], blocks: list[Any], model_dir: Path) -> None:
+    """Every old language's expert index must be an expert of every MoE layer."""
+    from langmoe.errors import LangmoeError
+
+    n = min(b.num_experts for b in blocks)
+    beyond = sorted(x for x, e in expert_of.items() if e >= n)
+    if beyond:
+        raise LangmoeError(f"the old languages' groups name expert {max(expert_of.values())} ({', '.join(beyond)}) "
+                           f"but {model_dir} has {n} experts per MoE layer: give one group per expert")
 
 
 def add_languages(model, tokenizer, corpus, langs: list[str], expert_of: dict[str, int], settings: dict[str, Any],
@@ -133,6 +177,7 @@ def run(args) -> int:
     model, tokenizer = load_model_any(model_dir)
     if not moe_blocks(model):
         raise LangmoeError(f"{model_dir} is not an MoE model: give a DMoE model folder")
+    check_experts_exist(expert_of, moe_blocks(model), Path(model_dir))
     if tokenizer is None:
         raise LangmoeError(f"{model_dir} has no tokenizer files: save the tokenizer with the model")
     base = load_model_any(resolve_model_path(args.base))[0] if args.base else None

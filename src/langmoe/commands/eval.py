@@ -39,10 +39,15 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
-def split_langs(values: list[str] | None) -> list[str] | None:
+def split_langs(values: list[str] | None, flag: str = "--langs") -> list[str] | None:
+    """Codes (or names) given with spaces and/or commas; None when the option was left out, one line when it was
+    given but names nothing (`--tasks ,`)."""
     if not values:
         return None
-    return [x for v in values for x in v.split(",") if x]
+    out = [x.strip() for v in values for x in v.split(",") if x.strip()]
+    if not out:
+        raise LangmoeError(f"{flag} {' '.join(values)!r} names nothing: give one or more, comma separated")
+    return out
 
 
 def eval_settings(args) -> Any:

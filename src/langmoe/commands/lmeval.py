@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--langs", nargs="+", default=None, help="languages of the langmoe_bpb / langmoe_cont groups")
     p.add_argument("--bootstrap-iters", type=int, default=0, help="lm-eval bootstrap iterations for stderr (0: none)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="also write the results as JSON here")
+    p.add_argument("--out", default=None, help="also write the results as JSON here (a new file)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
 
@@ -37,6 +38,11 @@ def run(args) -> int:
     from langmoe.commands.eval import as_command, set_threads, split_langs
     from langmoe.eval.lm_eval_bridge import run_lm_eval
 
+    if args.out:  # before the (long) evaluation: never an input, never a file langmoe did not write
+        from langmoe.io import check_output
+
+        check_output(args.out, "lm-eval", inputs=[args.model, args.corpus, *(args.include_path or [])], kind="file",
+                     overwrite=args.overwrite)
     set_threads(args.threads)
     limit = args.limit
     if limit is not None:
@@ -46,7 +52,7 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise LangmoeError(f"--batch-size must be at least 1, got {args.batch_size}")
     record = run_lm_eval(
-        args.model, split_langs(args.tasks), include_path=args.include_path, limit=limit,
+        args.model, split_langs(args.tasks, "--tasks"), include_path=args.include_path, limit=limit,
         batch_size=args.batch_size, dtype=args.dtype, device=args.device, num_fewshot=args.num_fewshot,
         corpus=args.corpus, langs=split_langs(args.langs), bootstrap_iters=args.bootstrap_iters, seed=args.seed,
     )

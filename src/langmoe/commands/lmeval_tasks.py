@@ -12,7 +12,9 @@ def register(subparsers) -> None:
                     "(pick the true next segment of a document) as lm-evaluation-harness task YAML + JSONL data, "
                     "for `langmoe lm-eval --include-path OUT` or `lm_eval --include_path OUT`.",
     )
-    p.add_argument("--out", required=True, help="folder to write the tasks into")
+    p.add_argument("--out", required=True, help="folder to write the tasks into (new, or written by this command)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing --out folder that langmoe did not write (other files stay)")
     p.add_argument("--corpus", default="builtin", action=CorpusAppend,
         help="'builtin' or a corpus folder" + MIX_HELP)
     p.add_argument("--langs", nargs="+", default=None, help="language codes (default: all of the corpus)")
@@ -28,8 +30,11 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from langmoe.commands.eval import split_langs
     from langmoe.eval.lm_eval_tasks import write_tasks
+    from langmoe.io import check_output, output_folder
 
-    names = write_tasks(args.out, corpus=args.corpus, langs=split_langs(args.langs), split=args.split,
-                        max_docs=args.max_docs, max_chars=args.max_chars, choices=args.choices, seed=args.seed)
+    check_output(args.out, "lm-eval-tasks", inputs=[args.corpus], overwrite=args.overwrite)
+    with output_folder(args.out, "lm-eval-tasks"):  # the task YAMLs name their data by absolute path: written in place
+        names = write_tasks(args.out, corpus=args.corpus, langs=split_langs(args.langs), split=args.split,
+                            max_docs=args.max_docs, max_chars=args.max_chars, choices=args.choices, seed=args.seed)
     print(f"wrote {len(names)} tasks to {args.out} (groups langmoe_bpb, langmoe_cont): {' '.join(names)}")
     return 0

@@ -53,6 +53,17 @@ def langmoe_task_langs(tasks: list[str]) -> tuple[bool, list[str] | None]:
     return own, sorted(langs) if own else []
 
 
+def _device(device: str | None) -> str:
+    """The torch device to run on (default cuda if there is one), refused in one line when torch does not know it."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise LangmoeError(f"--device {device!r} is not a torch device: use cpu, cuda, cuda:1, mps ...") from None
+    return device
+
+
 def run_lm_eval(
     model_path: str | Path,
     tasks: list[str],
@@ -75,6 +86,11 @@ def run_lm_eval(
     """
     if not tasks:
         raise LangmoeError("give at least one task (e.g. --tasks langmoe_bpb_en)")
+    dev = _device(device)
+    own, need = langmoe_task_langs(tasks)
+    if langs and need is not None:  # no group among the tasks: --langs would be ignored without a word
+        raise LangmoeError(f"--langs {' '.join(langs)} chooses the languages of the task groups langmoe_bpb / "
+                           "langmoe_cont, and --tasks names none: drop --langs, or name tasks like langmoe_bpb_de")
     lm_eval, HFLM, TaskManager = import_lm_eval()  # noqa: N806 - lm-eval's class names
     from langmoe.models.moe_io import load_model_any
 
@@ -83,7 +99,6 @@ def run_lm_eval(
         if not p.is_dir():
             raise LangmoeError(f"--include-path {p} is not a folder: give the folder holding the task YAML files")
     with ExitStack() as stack:
-        own, need = langmoe_task_langs(tasks)
         if own and not any(any(p.glob(f"{t}.yaml")) for p in paths for t in tasks):
             from langmoe.eval.lm_eval_tasks import write_tasks
 
@@ -105,7 +120,6 @@ def run_lm_eval(
         model, tokenizer = load_model_any(model_path, dtype=_DTYPES[dtype] if dtype else None)
         if tokenizer is None:
             raise LangmoeError(f"{model_path} has no tokenizer: save one there with tokenizer.save_pretrained")
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(dev).eval()
         lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=batch_size, device=dev)
         try:

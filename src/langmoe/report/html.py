@@ -1,6 +1,7 @@
 """`build_report(run_dir)`: one self-contained `report.html` from the JSON results of a run folder.
 
-Run folder layout read here (every part optional; a missing or unreadable part is skipped with a note):
+Run folder layout read here (every part optional; a missing or unreadable part is skipped with a note, except a
+damaged `summary.json`, which is refused with one line: `langmoe.report.summary`):
 
     config.yaml            resolved recipe (shown verbatim)
     summary.json           {"systems": {name: {mean_ppl, mean_bpb, params_total, params_active, tokens_seen}},
@@ -31,6 +32,7 @@ from typing import Any
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_text
 from langmoe.report import plots
+from langmoe.report.summary import load_summary
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -204,7 +206,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, title: str 
         raise LangmoeError(f"run folder {run_dir} does not exist")
     rep = _Report(run_dir)
     evals = _load_evals(run_dir)
-    summary = _safe_read(rep, run_dir / "summary.json")
+    summary = load_summary(run_dir / "summary.json")  # damaged: one line, no report (the table would be wrong)
     deviation = _safe_read(rep, run_dir / "deviation.json")
     groups = _safe_read(rep, run_dir / "groups.json")
     layers = _safe_read(rep, run_dir / "layers.json")

@@ -610,7 +610,7 @@ def work_dir_for(cfg: ExpansionConfig) -> tuple[Path, bool]:
 
 def save_result(model, tokenizer, out: Path, record: dict[str, Any], work: Path, moe: bool) -> Path:
     """The model folder (native MoE via save_moe_pretrained, or a dense HF folder), expansion.json and the logs."""
-    from langmoe.io import write_json
+    from langmoe.io import write_json, write_with
     from langmoe.models.base import quiet_transformers
     from langmoe.models.moe_io import save_moe_pretrained, write_folder_atomically
 
@@ -628,7 +628,7 @@ def save_result(model, tokenizer, out: Path, record: dict[str, Any], work: Path,
         log = work / stage / "log.jsonl"
         if log.is_file():
             (out / "logs").mkdir(exist_ok=True)
-            shutil.copy(log, out / "logs" / f"{stage}.jsonl")
+            write_with(out / "logs" / f"{stage}.jsonl", lambda dest, log=log: shutil.copy(log, dest))  # listed
     return out
 
 
