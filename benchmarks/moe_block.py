@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from langmoe.models.moe import build_moe_block, routing  # noqa: E402
+from langmoe.models.moe import build_moe_block  # noqa: E402
+from langmoe.models.routing import routing  # noqa: E402
 
 
 def build(D, Fi, E, k, seed=0):

@@ -33,8 +33,8 @@ DEFAULT_LANGS = ["en", "de", "fr", "es", "pt", "gl", "ru", "uk", "da", "sv", "nb
 def measure_overhead(model, tokenizer, corpus, langs, window: int, batch_size: int, tokens: int, repeats: int):
     """Median CPU seconds of plain forwards vs forwards with routing capture + counting, same blocks."""
     from langmoe.data.packing import pack_corpus
-    from langmoe.methods.routing.collect import RoutingCapture
     from langmoe.methods.routing.routers import require_moe
+    from langmoe.models.router_recorder import RouterRecorder
 
     layers = require_moe(model)
     blocks = pack_corpus(corpus, tokenizer, langs, "test", window, max_tokens_per_lang=tokens)
@@ -45,13 +45,13 @@ def measure_overhead(model, tokenizer, corpus, langs, window: int, batch_size: i
         for b in batches:
             model(input_ids=b, use_cache=False)
 
-    def collecting():
-        with RoutingCapture(model, layers) as cap:
+    def collecting():  # what collect_routing does per batch (langmoe.models.routing.iter_routing)
+        with RouterRecorder(model, accumulate=False) as rec:
             for b in batches:
                 model(input_ids=b, use_cache=False)
-                got = cap.take()
+                got = {o.layer: o.topk_idx for o in rec.last_outputs()}
                 for r in layers:
-                    torch.bincount(got[r.layer][1].reshape(-1), minlength=r.num_experts)
+                    torch.bincount(got[r.layer].reshape(-1), minlength=r.num_experts)
 
     times = {"plain": [], "collect": []}
     with torch.no_grad():

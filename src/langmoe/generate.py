@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from langmoe.errors import LangmoeError
+from langmoe.models.moe import needs_full_prefix
 
 __all__ = ["Generation", "build_generation_config", "generate_text", "max_positions", "prompt_from_corpus"]
 
@@ -131,9 +132,7 @@ def generate_text(
         raise LangmoeError(f"--num-samples must be at least 1, got {num_samples}")
     gc = build_generation_config(model, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                  top_k=top_k, greedy=greedy, pad_token_id=tokenizer.pad_token_id)
-    from langmoe.models.upcycle import has_prefix_gate
-
-    if has_prefix_gate(model):  # its gate reads the whole prefix: every step must see the whole sequence
+    if needs_full_prefix(model):  # a router reads the whole prefix: every step must see the whole sequence
         gc.use_cache = False
     ids = encode_prompt(tokenizer, prompt)
     limit = max_positions(model)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 import transformers as tf
 
+from langmoe.models.moe import build_moe_block
+from langmoe.models.router_recorder import RouterRecorder
+
 ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gpt2", "bloom")
 VOCAB = 64
 
@@ -36,3 +39,53 @@ def tiny_model(arch: str, seed: int = 0, **kw):
 def tokens(batch: int = 2, length: int = 7, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, VOCAB, (batch, length), generator=g)
+
+
+# ---- one MoE block on small tensors (tests/models/test_moe.py, tests/models/overrides/)
+
+
+def block(E=4, k=2, gated=True, seed=0, override=None, **kw):
+    """A seeded block (D=8, F=16) with random experts and router; `override`: a factory of its route override."""
+    torch.manual_seed(seed)
+    kw["override"] = override() if override is not None else None
+    b = build_moe_block(8, 16, E, k, gated=gated, bias_in=not gated, bias_out=not gated, **kw)
+    with torch.no_grad():
+        for t in list(b.experts.parameters()) + list(b.experts.buffers()):
+            t.normal_(0, 0.3)
+        b.router.weight.normal_(0, 1.0)
+    return b
+
+
+def ffn_ref(b, x, e):
+    """Expert e computed from its canonical (input-major) weights, independently of the block's code."""
+    f = b.experts.ffn(e)
+    if f.gated:
+        g, u = x @ f.w_gate, x @ f.w_up
+        if f.b_gate is not None:
+            g, u = g + f.b_gate, u + f.b_up
+        h = f.act(g) * u
+    else:
+        h = x @ f.w_in
+        if f.b_in is not None:
+            h = h + f.b_in
+        h = f.act(h)
+    y = h @ f.w_out
+    return y if f.b_out is None else y + f.b_out
+
+
+def recorded(b):
+    """Attach a recorder of the last forward (what `router_outputs` reads on a model)."""
+    b.__dict__["_rec"] = RouterRecorder(b, detach=False, accumulate=False).start()
+    return b
+
+
+def last_output(b):
+    return b.__dict__["_rec"].last_outputs()[0]
+
+
+def reference(b, x, idx, w):
+    out = torch.zeros_like(x)
+    for t in range(x.shape[0]):
+        for j in range(idx.shape[1]):
+            out[t] += w[t, j] * ffn_ref(b, x[t : t + 1], int(idx[t, j]))[0]
+    return out

@@ -17,8 +17,9 @@ import transformers as tf
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import TESTED_MODEL_TYPES, get_adapter, supported_model_types
 from langmoe.models.export import export_stock
-from langmoe.models.moe import MoEBlock, moe_blocks, router_outputs
+from langmoe.models.moe import MoEBlock, moe_blocks
 from langmoe.models.moe_io import load_moe_pretrained, save_moe_pretrained
+from langmoe.models.router_recorder import router_outputs
 from langmoe.models.upcycle import upcycle
 
 torch.set_num_threads(1)

@@ -1,7 +1,13 @@
-"""The MoE block on small tensors: routing modes, dispatch paths, frozen expert 0, classifier, router outputs."""
+"""The MoE block on small tensors: learned routing, dispatch paths, frozen expert 0, router outputs (the route
+overrides: tests/models/overrides/)."""
 
 import pytest
 import torch
+from moe_fixtures import block as _block
+from moe_fixtures import ffn_ref as _ffn_ref
+from moe_fixtures import last_output as _last
+from moe_fixtures import recorded as _recorded
+from moe_fixtures import reference as _reference
 from moe_fixtures import tiny_model, tokens
 
 from langmoe.errors import LangmoeError
@@ -10,61 +16,14 @@ from langmoe.models.moe import (
     GatedExperts,
     LinearExperts,
     MoEBlock,
-    RoutingClassifier,
     TopKRouter,
     build_moe_block,
-    router_outputs,
-    routing,
 )
-from langmoe.models.router_recorder import RouterRecorder
+from langmoe.models.router_recorder import router_outputs
+from langmoe.models.routing import routing
 from langmoe.models.upcycle import upcycle
 
 torch.set_num_threads(1)
-
-
-def _block(E=4, k=2, gated=True, seed=0, **kw):
-    torch.manual_seed(seed)
-    b = build_moe_block(8, 16, E, k, gated=gated, bias_in=not gated, bias_out=not gated, **kw)
-    with torch.no_grad():
-        for t in list(b.experts.parameters()) + list(b.experts.buffers()):
-            t.normal_(0, 0.3)
-        b.router.weight.normal_(0, 1.0)
-    return b
-
-
-def _ffn_ref(b, x, e):
-    """Expert e computed from its canonical (input-major) weights, independently of the block's code."""
-    f = b.experts.ffn(e)
-    if f.gated:
-        g, u = x @ f.w_gate, x @ f.w_up
-        if f.b_gate is not None:
-            g, u = g + f.b_gate, u + f.b_up
-        h = f.act(g) * u
-    else:
-        h = x @ f.w_in
-        if f.b_in is not None:
-            h = h + f.b_in
-        h = f.act(h)
-    y = h @ f.w_out
-    return y if f.b_out is None else y + f.b_out
-
-
-def _recorded(b):
-    """Attach a recorder of the last forward (what `router_outputs` reads on a model)."""
-    b.__dict__["_rec"] = RouterRecorder(b, detach=False, accumulate=False).start()
-    return b
-
-
-def _last(b):
-    return b.__dict__["_rec"].last_outputs()[0]
-
-
-def _reference(b, x, idx, w):
-    out = torch.zeros_like(x)
-    for t in range(x.shape[0]):
-        for j in range(idx.shape[1]):
-            out[t] += w[t, j] * _ffn_ref(b, x[t : t + 1], int(idx[t, j]))[0]
-    return out
 
 
 @pytest.mark.parametrize("gated", [True, False])
@@ -102,38 +61,6 @@ def test_grouped_and_loop_agree_in_value_and_gradient():
         grads.append((x.grad, b.experts.gate_up_proj.grad, b.router.weight.grad))
     for a, c in zip(*grads, strict=True):
         assert torch.allclose(a, c, atol=1e-5)
-
-
-def test_label_routing_one_label_is_one_dense_call_and_mixed_gathers():
-    b = _recorded(_block(E=3, k=2))
-    x = torch.randn(2, 4, 8)
-    calls = []
-    orig = b.experts.expert_forward
-    b.experts.expert_forward = lambda h, e, *a: (calls.append((h.shape[0], e)), orig(h, e, *a))[1]
-    with routing(b, route_labels=torch.full((2, 4), 2)):
-        y = b(x)
-    assert calls == [(8, 2)]
-    assert torch.equal(y, orig(x.reshape(-1, 8), 2).reshape(2, 4, 8))
-    assert torch.allclose(y, _ffn_ref(b, x.reshape(-1, 8), 2).reshape(2, 4, 8), atol=1e-6)
-    calls.clear()
-    labels = torch.tensor([[0, 1, 1, 2], [2, 2, 0, 1]])
-    with routing(b, route_labels=labels):
-        y = b(x)
-    assert sorted(calls) == [(2, 0), (3, 1), (3, 2)]
-    for t, e in enumerate(labels.reshape(-1).tolist()):
-        assert torch.allclose(y.reshape(-1, 8)[t], _ffn_ref(b, x.reshape(-1, 8)[t : t + 1], e)[0], atol=1e-6)
-    assert _last(b).mode == "labels"
-    assert torch.equal(_last(b).topk_idx[:, 0], labels.reshape(-1))
-
-
-def test_label_errors():
-    b = _block(E=3)
-    with routing(b, route_labels=torch.tensor([[0, 3]])), pytest.raises(LangmoeError, match=r"in \[0, 3\)"):
-        b(torch.randn(1, 2, 8))
-    with routing(b, route_labels=torch.tensor([[0, 1, 1]])), pytest.raises(LangmoeError, match="3 entries"):
-        b(torch.randn(1, 2, 8))
-    with pytest.raises(LangmoeError, match="needs route_labels"), routing(b, mode="labels"):
-        pass
 
 
 def test_restricted_routing_never_picks_masked_expert():
@@ -202,32 +129,6 @@ def test_frozen_expert0_preserves_function():
     moe = upcycle(dense, "all", 4, top_k=2, frozen_expert0=True)
     with torch.no_grad():
         assert (moe(x).logits - ref).abs().max() <= 1e-5
-
-
-@pytest.mark.parametrize("mode", ["token", "sequence"])
-def test_classifier_sends_old_tokens_to_expert0(mode):
-    b = _recorded(_block(E=4, k=2, frozen_expert0=True, classifier=True, classifier_mode=mode))
-    x = torch.randn(2, 5, 8)
-    with torch.no_grad():
-        b.classifier.weight.normal_()
-    y = b(x)
-    ro = _last(b)
-    h = x.reshape(-1, 8)
-    if mode == "token":
-        cl = h @ b.classifier.weight.T
-        old = cl.argmax(-1) == 0
-        assert ro.classifier_logits.shape == (10, 2)
-    else:
-        cl = x.mean(1) @ b.classifier.weight.T
-        old = (cl.argmax(-1) == 0).repeat_interleave(5)
-        assert ro.classifier_logits.shape == (2, 2)
-    probs = torch.softmax(h @ b.router.weight.T, -1)
-    w, idx = probs.topk(2, -1)
-    w = w / w.sum(-1, keepdim=True)
-    ref = _reference(b, h, idx, w)
-    ref[old] = _ffn_ref(b, h[old], 0) if old.any() else ref[old]
-    assert torch.allclose(y.reshape(-1, 8), ref, atol=1e-5)
-    assert bool((ro.topk_idx[old] == 0).all())
 
 
 def test_bf16_autocast_grouped_path_runs():
@@ -307,9 +208,8 @@ def test_gated_experts_match_transformers_qwen3_moe_block(k, norm):
 
 def test_parts_compose_like_the_builder():
     torch.manual_seed(0)
-    built = build_moe_block(8, 16, 4, 2, frozen_expert0=True, classifier=True, classifier_mode="sequence")
-    router = TopKRouter(8, 4, 2, classifier=RoutingClassifier(8, "sequence"))
-    composed = MoEBlock(router, FrozenExpert0(GatedExperts(3, 8, 16)))
+    built = build_moe_block(8, 16, 4, 2, frozen_expert0=True)
+    composed = MoEBlock(TopKRouter(8, 4, 2), FrozenExpert0(GatedExperts(3, 8, 16)))
     assert built.state_dict().keys() == composed.state_dict().keys()
     composed.load_state_dict(built.state_dict())
     x = torch.randn(2, 3, 8)

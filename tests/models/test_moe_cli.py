@@ -6,6 +6,7 @@ from moe_fixtures import tiny_model, tokens
 from langmoe.cli import main
 from langmoe.models.moe import moe_blocks
 from langmoe.models.moe_io import load_moe_pretrained
+from langmoe.models.overrides.classifier import RoutingClassifier
 
 torch.set_num_threads(1)
 
@@ -48,4 +49,4 @@ def test_upcycle_per_layer_experts_and_frozen(tmp_path):
     moe = load_moe_pretrained(tmp_path / "m")
     blocks = {b.layer_idx: b for b in moe_blocks(moe)}
     assert blocks[0].num_experts == 2 and blocks[2].num_experts == 5
-    assert blocks[2].classifier is not None and blocks[0].frozen_expert0
+    assert isinstance(blocks[2].override, RoutingClassifier) and blocks[0].frozen_expert0

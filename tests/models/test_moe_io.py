@@ -5,8 +5,9 @@ import torch
 from moe_fixtures import tiny_model, tokens
 
 from langmoe.errors import LangmoeError
-from langmoe.models.moe import moe_blocks, routing
+from langmoe.models.moe import moe_blocks
 from langmoe.models.moe_io import load_moe_pretrained, save_moe_pretrained
+from langmoe.models.routing import routing
 from langmoe.models.upcycle import add_expert, upcycle
 
 torch.set_num_threads(1)

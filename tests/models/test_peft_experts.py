@@ -4,7 +4,8 @@ import pytest
 import torch
 from moe_fixtures import tiny_model, tokens
 
-from langmoe.models.moe import moe_blocks, router_outputs
+from langmoe.models.moe import moe_blocks
+from langmoe.models.router_recorder import router_outputs
 from langmoe.models.upcycle import parameter_counts, upcycle
 
 torch.set_num_threads(1)

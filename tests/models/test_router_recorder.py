@@ -7,8 +7,9 @@ from moe_fixtures import tiny_model, tokens
 
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import get_adapter
-from langmoe.models.moe import moe_blocks, router_outputs, routing
-from langmoe.models.router_recorder import RouterRecorder, find_routers
+from langmoe.models.moe import moe_blocks
+from langmoe.models.router_recorder import RouterRecorder, find_routers, router_outputs
+from langmoe.models.routing import routing
 from langmoe.models.upcycle import upcycle
 
 torch.set_num_threads(1)

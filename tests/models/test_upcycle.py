@@ -8,7 +8,8 @@ from moe_fixtures import ARCHS, tiny_model, tokens
 
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import get_adapter
-from langmoe.models.moe import MoEBlock, moe_blocks, routing
+from langmoe.models.moe import MoEBlock, moe_blocks
+from langmoe.models.routing import routing
 from langmoe.models.upcycle import add_expert, ffn_input_centroids, parameter_counts, upcycle
 
 torch.set_num_threads(1)

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from langmoe.models.moe import routing
 from langmoe.models.moe_io import save_moe_pretrained
+from langmoe.models.routing import routing
 from langmoe.models.upcycle import upcycle
 from langmoe.train.distributed import gathered_model, is_main_process
 from langmoe.train.trainer import TrainConfig, train

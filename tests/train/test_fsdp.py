@@ -14,8 +14,8 @@ import pytest
 import torch
 from launch_fixtures import BIN, FSDP_YAML, run
 
-from langmoe.models.moe import routing
 from langmoe.models.moe_io import load_moe_pretrained
+from langmoe.models.routing import routing
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="gloo launch test on POSIX only"),

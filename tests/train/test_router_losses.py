@@ -108,7 +108,8 @@ def test_loss_terms_read_router_outputs():
     sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
     from moe_fixtures import tiny_model, tokens
 
-    from langmoe.models.moe import router_outputs, routing
+    from langmoe.models.router_recorder import router_outputs
+    from langmoe.models.routing import routing
     from langmoe.models.upcycle import upcycle
 
     torch.manual_seed(0)

@@ -131,15 +131,15 @@ def add_languages(model, tokenizer, corpus, langs: list[str], expert_of: dict[st
                   max_tokens: int | None, base_model=None, log=None) -> list[dict[str, Any]]:
     """Add `langs` one after another to `model` (in place); each language then counts as old for the next."""
     from langmoe.methods.dmoe.config import NewLanguageSettings
-    from langmoe.methods.dmoe.new_language import add_language
+    from langmoe.methods.dmoe.new_language import NewLanguageJob, add_language
 
     results = []
     expert_of = dict(expert_of)
     for i, lang in enumerate(langs):
-        s = NewLanguageSettings(lang=lang, **settings)
-        res = add_language(model, tokenizer, corpus, lang, expert_of, s, {**train_config, "seed":
-                           train_config.get("seed", 0) + i}, work / lang, eval_kwargs, block_len, max_tokens,
-                           base_model=base_model, log=log)
+        job = NewLanguageJob(tokenizer, corpus, lang, dict(expert_of), NewLanguageSettings(lang=lang, **settings),
+                             {**train_config, "seed": train_config.get("seed", 0) + i}, eval_kwargs, block_len,
+                             max_tokens, base_model=base_model, log=log or (lambda _m: None))
+        res = add_language(model, job, work / lang)
         expert_of[lang] = res["new_expert"]
         results.append(res)
     return results

@@ -127,7 +127,7 @@ def run(args) -> int:
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
     table.add_column("ratio", justify="right")
-    for key in ("total", "active_per_token", "experts", "router", "classifier", "frozen_expert0"):
+    for key in ("total", "active_per_token", "experts", "router", "route_override", "frozen_expert0"):
         b, a = before[key], after[key]
         table.add_row(key, _fmt(b), _fmt(a), f"{a / b:.2f}x" if b else "-")
     Console().print(table)

@@ -15,14 +15,18 @@ How a micro-batch is drawn (no state is carried from one call to the next):
 - `HomogeneousSampler`: a stream over units (languages or groups) picks one unit per draw (equal budget: every
   unit exactly the same number of draws per period; else ``∝ size ** tau``), then a per-unit stream over its
   languages (``∝ n_blocks ** tau``) fills the slots. Every micro-batch (all ranks) is one language or one group.
+- `SideBySideSource` puts the rows of several sources next to each other; `ReplayMixSource` swaps an evenly
+  spread share of a source's rows for rows of a replay source.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from langmoe.data.packing import Batch, PackedBlocks, _check_groups
 from langmoe.errors import LangmoeError
@@ -238,3 +242,46 @@ class HomogeneousSampler(_SamplerBase):
         self._check(step, micro, 0, 1)
         (ui,), _ = self._engine.unit_stream.take(step * self.grad_accum + micro, 1)
         return self.unit_names[ui]
+
+
+class SideBySideSource:
+    """Micro-batches made of the rows of several sources side by side (e.g. new-language rows next to a replay of
+    old-language rows); a pure function of (step, micro, rank, world) when every source is."""
+
+    def __init__(self, *sources: BatchSource | None):
+        self.sources = [x for x in sources if x is not None]
+
+    def get(self, step: int, micro: int, rank: int = 0, world: int = 1) -> Batch:
+        parts = [x.get(step, micro, rank, world) for x in self.sources]
+        return {k: torch.cat([p[k] for p in parts]) for k in ("input_ids", "labels", "group_ids")}
+
+
+class ReplayMixSource:
+    """Micro-batches of `new` blocks in which an evenly spread `old_share` of the rows (counted over the global row
+    number, so over steps, micro-batches and ranks) come from the `old` (replay) blocks instead. Each part is drawn
+    by its own `TemperatureSampler` (`tau`; seeds `seed` and `seed + 7`); rows are read from `merged`, `new`'s blocks
+    followed by `old`'s. A pure function of (step, micro, rank, world)."""
+
+    def __init__(self, new: PackedBlocks, old: PackedBlocks | None, merged: PackedBlocks, batch_size: int,
+                 old_share: float, tau: float = 0.3, seed: int = 0, grad_accum: int = 1):
+        if not 0 <= old_share <= 1:
+            raise LangmoeError(f"old-language share of stage 2 must be in [0, 1], got {old_share:.3f}: raise "
+                               "stage2.steps or lower replay_share")
+        if old_share > 0 and old is None:
+            raise LangmoeError("a replay share needs old-language replay blocks")
+        self.merged, self.B, self.share, self.grad_accum = merged, int(batch_size), float(old_share), int(grad_accum)
+        self.new = TemperatureSampler(new, batch_size, tau=tau, seed=seed, grad_accum=grad_accum)
+        self.old = (TemperatureSampler(old, batch_size, tau=tau, seed=seed + 7, grad_accum=grad_accum)
+                    if old is not None and old_share > 0 else None)
+        self.offset = len(new)
+
+    def is_old_row(self, g: int) -> bool:
+        return math.floor((g + 1) * self.share) - math.floor(g * self.share) >= 1
+
+    def get(self, step: int, micro: int, rank: int = 0, world: int = 1) -> Batch:
+        new_idx = self.new.indices(step, micro, rank, world)
+        old_idx = self.old.indices(step, micro, rank, world) if self.old is not None else None
+        base = ((step * self.grad_accum + micro) * world + rank) * self.B
+        idx = [old_idx[j] + self.offset if old_idx is not None and self.is_old_row(base + j) else new_idx[j]
+               for j in range(self.B)]
+        return self.merged.batch(idx)

@@ -35,12 +35,14 @@ import inspect
 import re
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from langmoe.errors import LangmoeError
+from langmoe.models.ffn import FFNWeights, ffn_forward
+from langmoe.models.moe import MoEBlock
 
 __all__ = [
     "FFNWeights",
@@ -69,55 +71,6 @@ _CONFIG_EXPERTS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_
 _MOE_CLASS = re.compile(r"(Moe|MoE|Sparse.*Block|Experts?$)")
 _OUT_HINTS = ("down", "out", "c_proj", "fc2", "4h_to_h", "w2", "wo")
 _TOL = {torch.float32: 1e-4, torch.float64: 1e-8}  # relative; half precisions: 3e-2
-
-
-@dataclass
-class FFNWeights:
-    """One dense FFN in canonical input-major layout. Gated: w_gate, w_up, w_out; non-gated: w_in, w_out.
-
-    gated:      `act(x @ w_gate + b_gate) * (x @ w_up + b_up) @ w_out + b_out`
-    non-gated:  `act(x @ w_in + b_in) @ w_out + b_out`
-    Gated FFNs have both input biases or neither (a missing one is filled with zeros). `extra` records how the
-    weights were read (`layout`: separate / fused-halves / ..., the projection names).
-    """
-
-    gated: bool
-    act: nn.Module | Callable
-    w_out: torch.Tensor  # [F, D]
-    w_gate: torch.Tensor | None = None  # [D, F]
-    w_up: torch.Tensor | None = None  # [D, F]
-    w_in: torch.Tensor | None = None  # [D, F]
-    b_gate: torch.Tensor | None = None
-    b_up: torch.Tensor | None = None
-    b_in: torch.Tensor | None = None
-    b_out: torch.Tensor | None = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.w_out.shape[1]
-
-    @property
-    def intermediate_size(self) -> int:
-        return self.w_out.shape[0]
-
-
-def ffn_forward(ffn: FFNWeights, x: torch.Tensor) -> torch.Tensor:
-    """The canonical FFN formula on `x [..., D]` (what every expert of an upcycled block computes)."""
-    if ffn.gated:
-        g, u = x @ ffn.w_gate, x @ ffn.w_up
-        if ffn.b_gate is not None:
-            g = g + ffn.b_gate
-        if ffn.b_up is not None:
-            u = u + ffn.b_up
-        h = ffn.act(g) * u
-    else:
-        h = x @ ffn.w_in
-        if ffn.b_in is not None:
-            h = h + ffn.b_in
-        h = ffn.act(h)
-    y = h @ ffn.w_out
-    return y if ffn.b_out is None else y + ffn.b_out
 
 
 # ---- projections -------------------------------------------------------------------------------------------------
@@ -436,8 +389,6 @@ def _cfg_int(config, names) -> int | None:
 
 
 def _refuse_moe(model: nn.Module, config) -> None:
-    from langmoe.models.moe import MoEBlock
-
     if getattr(config, "langmoe", None) or any(isinstance(m, MoEBlock) for m in model.modules()):
         return  # langmoe's own MoE: its dense structure is what the adapter describes
     n_exp = next((v for n in _CONFIG_EXPERTS if isinstance(v := getattr(config, n, None), int) and v > 1), None)
@@ -465,8 +416,6 @@ def _find_layers(model: nn.Module, n_layers: int | None) -> str:
 
 
 def _is_moe_block(m: nn.Module) -> bool:
-    from langmoe.models.moe import MoEBlock
-
     return isinstance(m, MoEBlock)
 
 

@@ -49,12 +49,8 @@ def _check_common(model: nn.Module) -> dict:
     cfg = model.config
     b0 = blocks[0]
     for b in blocks:
-        if b.classifier is not None:
-            raise LangmoeError(f"layer {b.layer_idx} has an old/new classifier: stock MoE routers cannot express it")
-        if b.router.gate is not None:
-            raise LangmoeError(f"layer {b.layer_idx} has a language gate (languages added with routing 'gate'): stock "
-                               "MoE routers cannot express it; keep the native folder, or add languages with "
-                               "--routing router")
+        if b.override is not None:
+            raise LangmoeError(f"layer {b.layer_idx} {b.override.export_refusal}")
         if not b.gated or b.has_biases:
             raise LangmoeError(f"layer {b.layer_idx}: only gated FFNs without biases map to stock MoE experts")
         if (b.num_experts, b.top_k, b.renormalize) != (b0.num_experts, b0.top_k, b0.renormalize):

@@ -12,28 +12,19 @@ Parts (each an `nn.Module`, composed by `MoEBlock(router, experts)` or the `buil
   (`trainable.*`). A buffer gets no gradient, no optimizer state and no weight decay, so AdamW cannot move it
   whatever the trainer does; it is still saved in the state dict. Each part runs in its own forward (so peft's
   LoRA on the trainable part applies).
-- `TopKRouter`: bias-free linear router `weight [E, D]` (the stock router's name), learned top-k or hard label
-  routing, optional allowed-expert masks. It returns `(logits, topk_weight, topk_idx, ...)` like the stock
-  routers, which is what `RouterRecorder` reads.
-- `RoutingClassifier`: the old/new classifier (`weight [2, D]`) a router may hold: tokens it classifies as class 0
-  ("old") go to expert 0 with weight 1, the rest use learned top-k. `mode="sequence"` classifies whole sequences
-  from the mean FFN input (the official LayerMoE code; breaks under KV-cached generation, so per-token is default).
-- `LanguageGate`: the gate a DMoE router gets when languages are added (`weight [1 + n, D]`, `bias [1 + n]`):
-  class 0 leaves the token to the learned top-k over the *old* experts (the added ones masked out, so the token's
-  routing and output are exactly what they were before), class j sends it to the j-th added expert with weight 1.
-
-Routing is chosen per call without touching the Hugging Face forward signature: `with routing(model, ...)` sets a
-state on every router (see `routing`). Modes:
-
-- learned (default, needs no labels): softmax over the router logits (masked to the allowed experts if given),
-  top-k, renormalise the k weights (option off). With `renormalize=True` and k=1 the weight is exactly 1, so the
-  LM loss gives the router no gradient: train it with an auxiliary loss (load balance, router CE) in that case.
-- labels: hard routing of token t to expert `route_labels[t]` with weight 1. A micro-batch whose tokens share one
-  label is exactly one dense FFN call; mixed labels are gathered per expert. The router logits are still computed
-  (recorded for the router classification loss) but not used.
+- `TopKRouter`: bias-free linear router `weight [E, D]` (the stock router's name): linear -> softmax -> top-k,
+  renormalised (option off), as transformers' MoE blocks route; optional allowed-expert masks before the softmax.
+  With `renormalize=True` and k=1 the weight is exactly 1, so the LM loss gives the router no gradient: train it
+  with an auxiliary loss (load balance, router CE) in that case. It returns `(logits, topk_weight, topk_idx, ...)`
+  like the stock routers, which is what `RouterRecorder` reads.
+- `RouteOverride`: the router's override slot, for what a method changes about the learned top-k. The types live
+  in `langmoe.models.overrides`, each in its own module: hard routing by labels (per call, `routing.routing`), the
+  LayerMoE old/new classifier, DMoE's language gate. The router asks its override which experts the learned top-k
+  may use and for the final decision; saving and generation ask it what it needs (`needs_full_prefix`).
 
 Router outputs are not kept on the block: `RouterRecorder` (forward hooks on the routers) captures them, and
-`router_outputs(model)` reads the recorder that `attach_router_recorder` installs (upcycle and the loader do).
+`router_recorder.router_outputs(model)` reads the recorder that `attach_router_recorder` installs (upcycle and
+the loader do).
 
 Dispatch: tokens are sorted by expert, then either `torch.nn.functional.grouped_mm` (one kernel per projection)
 or a Python loop over experts runs them. `dispatch="auto"` (measured on CPU, benchmarks/results/moe_block.md)
@@ -42,33 +33,31 @@ uses grouped_mm when E > 4 and the mean group has < 512 token assignments (many 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from langmoe.errors import LangmoeError
+from langmoe.models.ffn import FFNWeights
 
 __all__ = [
     "GatedExperts",
     "LinearExperts",
     "FrozenExpert0",
     "TopKRouter",
-    "RoutingClassifier",
-    "LanguageGate",
+    "RouteOverride",
     "RouterDecision",
+    "RoutingState",
     "MoEBlock",
     "build_moe_block",
-    "RouterOutput",
-    "RoutingState",
-    "routing",
-    "router_outputs",
     "moe_blocks",
+    "needs_full_prefix",
     "is_expert_param",
+    "in_backward",
     "EXPERT_PARAM_NAMES",
     "GROUPED_MM_AVAILABLE",
     "LOOP_MAX_EXPERTS",
@@ -79,7 +68,6 @@ GROUPED_MM_AVAILABLE = hasattr(F, "grouped_mm")
 LOOP_MAX_EXPERTS = 4  # auto dispatch: per-expert loop up to this many experts, grouped_mm above ...
 GROUPED_MAX_TOKENS_PER_EXPERT = 512  # ... while the mean group is smaller than this (bigger groups: loop is faster)
 EXPERT_PARAM_NAMES = ("gate_up_proj", "up_proj", "down_proj", "gate_up_proj_bias", "up_proj_bias", "down_proj_bias")
-_MODES = ("learned", "labels")
 
 
 def is_expert_param(name: str) -> bool:
@@ -87,7 +75,7 @@ def is_expert_param(name: str) -> bool:
     return ".experts." in f".{name}" and name.rsplit(".", 1)[-1] in EXPERT_PARAM_NAMES
 
 
-def _in_backward() -> bool:
+def in_backward() -> bool:
     """True while autograd runs a backward pass (where checkpointing recomputes forwards)."""
     task_id = getattr(torch._C, "_current_graph_task_id", None)
     return task_id is not None and task_id() != -1
@@ -228,14 +216,14 @@ class _FusedExperts(nn.Module):
         out = torch.zeros(N, self.hidden_size, dtype=ys.dtype, device=ys.device)
         return out.index_add(0, sorted_tok, ys)
 
-    # --- weights in the canonical layout of `adapters.FFNWeights`
+    # --- weights in the canonical layout of `ffn.FFNWeights`
     def ffn(self, e: int):
-        """Expert `e` as `adapters.FFNWeights` (input-major **views**: in-place edits change the expert)."""
+        """Expert `e` as `ffn.FFNWeights` (input-major **views**: in-place edits change the expert)."""
         raise NotImplementedError
 
     @torch.no_grad()
     def load_ffn(self, ffn, experts: Iterable[int] | None = None) -> None:
-        """Copy a dense FFN (`adapters.FFNWeights`) into the given experts (default: all)."""
+        """Copy a dense FFN (`ffn.FFNWeights`) into the given experts (default: all)."""
         for e in range(self.num_experts) if experts is None else experts:
             dst = self.ffn(e)
             for name in ("w_gate", "w_up", "w_in", "w_out", "b_gate", "b_up", "b_in", "b_out"):
@@ -286,8 +274,6 @@ class GatedExperts(_FusedExperts):
         return self._activate(h)
 
     def ffn(self, e):
-        from langmoe.models.adapters import FFNWeights
-
         Fi = self.intermediate_size
         gu, d = self.gate_up_proj[e], self.down_proj[e]
         gub = getattr(self, "gate_up_proj_bias", None)
@@ -324,8 +310,6 @@ class LinearExperts(_FusedExperts):
         return self._activate(h)
 
     def ffn(self, e):
-        from langmoe.models.adapters import FFNWeights
-
         ub = getattr(self, "up_proj_bias", None)
         db = getattr(self, "down_proj_bias", None)
         return FFNWeights(
@@ -444,118 +428,76 @@ class RouterDecision(NamedTuple):
     logits: torch.Tensor  # [tokens, E] raw router logits (before any mask)
     topk_weight: torch.Tensor  # [tokens, k] combine weights
     topk_idx: torch.Tensor  # [tokens, k] experts used (labels mode: [tokens, 1])
-    classifier_logits: torch.Tensor | None = None  # [tokens, 2] (sequence mode: [batch, 2])
-    mode: str = "learned"
+    mode: str = "learned"  # "labels": hard routing, the experts' outputs are not weighted
     recompute: bool = False  # a gradient-checkpointing recompute (recorders skip it)
-    gate_logits: torch.Tensor | None = None  # [tokens, 1 + added experts] when the router has a LanguageGate
+    override: str | None = None  # kind of the router's own route override (RouteOverride.kind), if it has one
+    override_logits: torch.Tensor | None = None  # that override's logits (its loss reads them), or None
+
+
+class RouteOverride(nn.Module):
+    """The router's override slot: what a method changes about the learned top-k, in its own module
+    (`langmoe.models.overrides`: label routing, the LayerMoE classifier, DMoE's language gate).
+
+    A router asks its override two things per forward: `allowed()`, the experts the learned top-k may pick (None:
+    all), and `route(hidden_states, decision)`, the final decision from the learned one. Saving and generation
+    ask it what it needs: `kind` and `spec()` (its entry in the saved structure; a per-call override has no kind
+    and is never saved), `needs_full_prefix` (it reads earlier positions, so generation cannot use a KV cache),
+    `export_refusal` (why a stock MoE router cannot express it).
+    """
+
+    kind: ClassVar[str | None] = None
+    decision_mode: ClassVar[str] = "learned"  # the RouterDecision.mode it produces ("labels": hard routing)
+    export_refusal: ClassVar[str] = "has a route override: stock MoE routers cannot express it"
+
+    @property
+    def needs_full_prefix(self) -> bool:
+        return False
+
+    def allowed(self, num_experts: int, device: torch.device) -> torch.Tensor | None:
+        """Bool `[E]` mask of the experts the learned top-k may pick, or None (all)."""
+        return None
+
+    def route(self, hidden_states: torch.Tensor, decision: RouterDecision) -> RouterDecision:
+        """The final decision, given the learned one (weights still float32 here)."""
+        return decision
+
+    def spec(self) -> dict[str, Any]:
+        """This override's entry in the saved MoE structure (`{"kind": ..., ...}`)."""
+        raise LangmoeError(f"{type(self).__name__} is a per-call override: it is not saved with the model")
+
+    def expert_appended(self, expert: int) -> None:
+        """The router got one more expert (`expert`, the last); refuse when this override cannot take it."""
+
+    @staticmethod
+    def send_alone(decision: RouterDecision, rows: torch.Tensor, expert: torch.Tensor) -> RouterDecision:
+        """The top-k slots of the tokens in `rows` (bool `[N]`) all set to `expert[t]` (`[N]`), weight 1 on the first
+        slot and 0 on the others: such a token's output is that one expert's."""
+        idx, weights = decision.topk_idx, decision.topk_weight
+        rows = rows.unsqueeze(-1)
+        one_hot = torch.zeros_like(weights)
+        one_hot[:, 0] = 1.0
+        return decision._replace(topk_idx=torch.where(rows, expert.unsqueeze(-1).expand_as(idx), idx),
+                                 topk_weight=torch.where(rows, one_hot, weights))
 
 
 @dataclass
 class RoutingState:
-    route_labels: torch.Tensor | None = None
+    """Per-call routing (`langmoe.models.routing.routing`): allowed-expert masks and a per-call override."""
+
     allowed: Mapping[int, torch.Tensor] | torch.Tensor | None = None
-    mode: str = "learned"
-
-
-class RoutingClassifier(nn.Module):
-    """Old/new classifier `Linear(D, 2)` without bias: class 0 ("old") tokens go to expert 0 with weight 1."""
-
-    def __init__(self, hidden_size: int, mode: str = "token"):
-        super().__init__()
-        if mode not in ("token", "sequence"):
-            raise LangmoeError(f"classifier_mode must be 'token' or 'sequence', got {mode!r}")
-        self.mode = mode
-        self.weight = nn.Parameter(torch.empty(2, hidden_size))
-        nn.init.normal_(self.weight, std=0.02)
-
-    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(classifier logits, `old [tokens]` bool) for `hidden_states [..., D]`."""
-        D = self.weight.shape[1]
-        if self.mode == "sequence":
-            x3 = hidden_states if hidden_states.dim() == 3 else hidden_states.reshape(1, -1, D)
-            logits = F.linear(x3.mean(dim=1), self.weight)  # [B, 2]
-            return logits, (logits.argmax(-1) == 0).repeat_interleave(x3.shape[1])
-        logits = F.linear(hidden_states.reshape(-1, D), self.weight)
-        return logits, logits.argmax(-1) == 0
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode}"
-
-
-class LanguageGate(nn.Module):
-    """Old language, or which added expert? The gate of a DMoE router after `add-language` (docs/methods.md §1 G).
-
-    `weight [1 + n, D]`, `bias [1 + n]`; class 0 = an old language: learned top-k over experts `< first_new` (the
-    added experts masked out: an old token routed as before gives a bit-identical output); class j = the added
-    expert `first_new + j - 1`, weight 1. Why a gate and not a router row: the new row has to beat each old token's
-    k-th logit on the new language and stay below it on old ones, and at the demo's MoE layer (layer 0) no linear
-    row does both (measured, Irish vs 9 old languages: 2% of Irish tokens reach the new expert once old intrusion
-    is held under 3%), while a separate classifier with its own threshold separates them.
-
-    mode "prefix" (default) classifies the causal running mean of the block input over the sequence so far: a
-    language is a property of the context more than of one token (Irish at 1% old-token false positives: 95%
-    recall from the prefix mean, 70% from the token alone). It reads every earlier position, so it needs the whole
-    sequence in each forward: generation runs without the KV cache (`generation_config.use_cache = False` is
-    saved with such a model). mode "token" classifies each token alone (cache-safe, weaker)."""
-
-    def __init__(self, hidden_size: int, first_new: int, num_new: int = 1, mode: str = "prefix"):
-        super().__init__()
-        if mode not in ("prefix", "token"):
-            raise LangmoeError(f"gate mode must be 'prefix' or 'token', got {mode!r}")
-        if first_new < 1 or num_new < 1:
-            raise LangmoeError(f"a language gate needs >= 1 old and >= 1 added expert, got {first_new}, {num_new}")
-        self.mode, self.first_new = mode, int(first_new)
-        # all-zero: every class ties and argmax takes the first, so an untrained gate keeps every token "old"
-        self.weight = nn.Parameter(torch.zeros(1 + num_new, hidden_size))
-        self.bias = nn.Parameter(torch.zeros(1 + num_new))
+    override: RouteOverride | None = None
 
     @property
-    def num_new(self) -> int:
-        return self.weight.shape[0] - 1
-
-    def features(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """`[tokens, D]` inputs of the classifier: the token's state, or the running mean up to and including it."""
-        D = self.weight.shape[1]
-        if self.mode == "token":
-            return hidden_states.reshape(-1, D)
-        x3 = hidden_states if hidden_states.dim() == 3 else hidden_states.reshape(1, -1, D)
-        steps = torch.arange(1, x3.shape[1] + 1, device=x3.device, dtype=torch.float32).view(1, -1, 1)
-        return (x3.float().cumsum(dim=1) / steps).to(x3.dtype).reshape(-1, D)
-
-    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gate logits `[tokens, 1 + n]`, target expert per token `[tokens]`, -1 = old)."""
-        logits = F.linear(self.features(hidden_states), self.weight, self.bias)
-        cls = logits.argmax(-1)
-        return logits, torch.where(cls > 0, cls + self.first_new - 1, torch.full_like(cls, -1))
-
-    @torch.no_grad()
-    def add_class(self) -> int:
-        """One more added expert (lifelong): a new class, a copy of the old class (it ties with it, and argmax
-        takes the first, so until trained no token goes to it). Returns its expert index."""
-        self.weight = nn.Parameter(torch.cat([self.weight.detach(), self.weight.detach()[:1]]),
-                                   requires_grad=self.weight.requires_grad)
-        self.bias = nn.Parameter(torch.cat([self.bias.detach(), self.bias.detach()[:1]]),
-                                 requires_grad=self.bias.requires_grad)
-        return self.first_new + self.num_new - 1
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode}, first_new={self.first_new}, added={self.num_new}"
-
-
-def _send_alone(idx: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, expert: torch.Tensor):
-    """Top-k slots of the tokens in `rows` (bool `[N]`) all set to `expert[t]` (`[N]`), weight 1 on the first slot
-    and 0 on the others: the token's output is that one expert's."""
-    rows = rows.unsqueeze(-1)
-    one_hot = torch.zeros_like(weights)
-    one_hot[:, 0] = 1.0
-    return torch.where(rows, expert.unsqueeze(-1).expand_as(idx), idx), torch.where(rows, one_hot, weights)
+    def mode(self) -> str:
+        return self.override.decision_mode if self.override is not None else "learned"
 
 
 class TopKRouter(nn.Module):
-    """Bias-free linear router `weight [E, D]` with learned top-k / hard label routing (see module doc)."""
+    """Bias-free linear router `weight [E, D]`: linear -> softmax -> top-k (renormalised), as transformers' MoE
+    routers; an optional allowed-experts mask before the softmax and an optional `override` (see RouteOverride)."""
 
     def __init__(self, hidden_size: int, num_experts: int, top_k: int = 2, *, renormalize: bool = True,
-                 classifier: RoutingClassifier | None = None, layer_idx: int = -1):
+                 override: RouteOverride | None = None, layer_idx: int = -1):
         super().__init__()
         if num_experts < 1:
             raise LangmoeError(f"num_experts must be >= 1, got {num_experts}")
@@ -564,8 +506,7 @@ class TopKRouter(nn.Module):
         self.top_k, self.renormalize, self.layer_idx = top_k, renormalize, layer_idx
         self.weight = nn.Parameter(torch.empty(num_experts, hidden_size))
         nn.init.normal_(self.weight, std=0.02)
-        self.classifier = classifier
-        self.gate: LanguageGate | None = None
+        self.override = override
         self._state: RoutingState | None = None
         self._forward_state: RoutingState | None = None
 
@@ -577,65 +518,53 @@ class TopKRouter(nn.Module):
     def hidden_size(self) -> int:
         return self.weight.shape[1]
 
-    def _allowed_mask(self, state: RoutingState) -> torch.Tensor | None:
-        allowed = state.allowed
-        if isinstance(allowed, Mapping):
-            allowed = allowed.get(self.layer_idx)
-        return allowed
+    @property
+    def needs_full_prefix(self) -> bool:
+        """Whether this router reads earlier positions (its override says so): no KV cache in generation."""
+        return self.override is not None and self.override.needs_full_prefix
 
     def _routing_state(self) -> tuple[RoutingState, bool]:
         """The state for this call. A forward run *inside backward* is gradient checkpointing recomputing the
         layer, usually after the `routing` context has exited: it reuses the state of the original forward so
         the recomputed routing (and thus the gradient) is the same."""
-        in_backward = _in_backward()
-        if in_backward and self._forward_state is not None:
+        recompute = in_backward()
+        if recompute and self._forward_state is not None:
             return self._forward_state, True
         state = self._state or RoutingState()
         self._forward_state = state
-        return state, in_backward
+        return state, recompute
+
+    def _mask(self, state: RoutingState, overrides: list[RouteOverride], device: torch.device) -> torch.Tensor | None:
+        """The allowed experts: the call's mask for this layer and every override's, combined."""
+        mask = state.allowed.get(self.layer_idx) if isinstance(state.allowed, Mapping) else state.allowed
+        mask = None if mask is None else mask.to(device)
+        for o in overrides:
+            own = o.allowed(self.num_experts, device)
+            if own is not None:
+                mask = own if mask is None else (mask & own)
+                if not bool(mask.any()):
+                    raise LangmoeError(f"layer {self.layer_idx}: the allowed experts leave no expert to the "
+                                       f"learned routing under its {type(o).__name__}")
+        return mask
 
     def forward(self, hidden_states: torch.Tensor) -> RouterDecision:
         state, recompute = self._routing_state()
         h = hidden_states.reshape(-1, self.hidden_size)
-        N, E = h.shape[0], self.num_experts
+        overrides = [o for o in (self.override, state.override) if o is not None]  # the router's own, then the call's
         logits = F.linear(h, self.weight)
-        if state.mode == "labels":
-            labels = state.route_labels
-            if labels is None:
-                raise LangmoeError("routing mode 'labels' needs route_labels")
-            labels = labels.reshape(-1).to(h.device)
-            if labels.numel() != N:
-                raise LangmoeError(f"route_labels has {labels.numel()} entries but the batch has {N} tokens "
-                                   f"(shape {list(hidden_states.shape)})")
-            if bool(((labels < 0) | (labels >= E)).any()):
-                raise LangmoeError(f"layer {self.layer_idx}: route_labels must be in [0, {E}) in hard routing")
-            ones = torch.ones(N, 1, dtype=h.dtype, device=h.device)
-            gate_logits = self.gate(hidden_states)[0] if self.gate is not None else None
-            return RouterDecision(logits, ones, labels.unsqueeze(-1), None, "labels", recompute, gate_logits)
         masked, k = logits, self.top_k
-        mask = self._allowed_mask(state)
-        gate_logits = gate_target = None
-        if self.gate is not None:  # the added experts are reached through the gate only
-            gate_logits, gate_target = self.gate(hidden_states)
-            old = torch.arange(E, device=h.device) < self.gate.first_new
-            mask = old if mask is None else (mask.to(h.device) & old)
-            if not bool(mask.any()):
-                raise LangmoeError(f"layer {self.layer_idx}: the allowed experts leave no old expert for the gate")
+        mask = self._mask(state, overrides, h.device)
         if mask is not None:
-            mask = mask.to(h.device)
             masked = logits.masked_fill(~mask, float("-inf"))
             k = min(k, int(mask.sum()))
         probs = torch.softmax(masked.float(), dim=-1)
         weights, idx = probs.topk(k, dim=-1)
         if self.renormalize:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        cls_logits = None
-        if self.classifier is not None:  # "old" tokens: expert 0 alone
-            cls_logits, old = self.classifier(hidden_states)
-            idx, weights = _send_alone(idx, weights, old, torch.zeros_like(idx[:, 0]))
-        if gate_target is not None:  # tokens of an added language: its expert alone
-            idx, weights = _send_alone(idx, weights, gate_target >= 0, gate_target)
-        return RouterDecision(logits, weights.to(h.dtype), idx, cls_logits, "learned", recompute, gate_logits)
+        decision = RouterDecision(logits, weights, idx, recompute=recompute)
+        for o in overrides:
+            decision = o.route(hidden_states, decision)
+        return decision._replace(topk_weight=decision.topk_weight.to(h.dtype))
 
     @torch.no_grad()
     def append_row(self, source_expert: int) -> None:
@@ -700,8 +629,9 @@ class MoEBlock(nn.Module):
         return isinstance(_unwrapped(self.experts), FrozenExpert0)
 
     @property
-    def classifier(self) -> RoutingClassifier | None:
-        return self.router.classifier
+    def override(self) -> RouteOverride | None:
+        """The router's route override (None: plain learned top-k)."""
+        return self.router.override
 
     @property
     def base_experts(self) -> nn.Module:
@@ -781,9 +711,7 @@ def build_moe_block(
     bias_out: bool = False,
     renormalize: bool = True,
     frozen_expert0: bool = False,
-    classifier: bool = False,
-    classifier_mode: str = "token",
-    language_gate: Mapping | None = None,
+    override: RouteOverride | None = None,
     dropout: float = 0.0,
     residual_in_mlp: bool = False,
     layer_idx: int = -1,
@@ -800,15 +728,7 @@ def build_moe_block(
                   dispatch=dispatch)
     if frozen_expert0:
         experts = FrozenExpert0(experts)
-    clf = RoutingClassifier(hidden_size, classifier_mode) if classifier else None
-    router = TopKRouter(hidden_size, num_experts, top_k, renormalize=renormalize, classifier=clf)
-    if language_gate:
-        if clf is not None:
-            raise LangmoeError("a router cannot hold both an old/new classifier and a language gate")
-        g = dict(language_gate)
-        if not (g["first_new"] >= 1 and g["first_new"] + g["num_new"] == num_experts):
-            raise LangmoeError(f"language gate {g} does not match {num_experts} experts")
-        router.gate = LanguageGate(hidden_size, g["first_new"], g["num_new"], g.get("mode", "prefix"))
+    router = TopKRouter(hidden_size, num_experts, top_k, renormalize=renormalize, override=override)
     return MoEBlock(router, experts, layer_idx=layer_idx, dropout=dropout, residual_in_mlp=residual_in_mlp)
 
 
@@ -817,88 +737,7 @@ def moe_blocks(model: nn.Module) -> list[MoEBlock]:
     return sorted((m for m in model.modules() if isinstance(m, MoEBlock)), key=lambda m: m.layer_idx)
 
 
-@dataclass
-class RouterOutput:
-    """What one MoE layer's router did in a forward (tensors keep their graph for the losses)."""
-
-    layer: int
-    logits: torch.Tensor  # [tokens, E] raw router logits (before any mask)
-    classifier_logits: torch.Tensor | None  # [tokens, 2] (sequence mode: [batch, 2]) or None
-    topk_idx: torch.Tensor | None  # [tokens, k] experts used (labels mode: [tokens, 1])
-    topk_weight: torch.Tensor | None  # [tokens, k] combine weights
-    num_experts: int
-    mode: str = "learned"
-    gate_logits: torch.Tensor | None = None  # [tokens, 1 + added experts] (LanguageGate) or None
-
-
-def router_outputs(model: nn.Module) -> list[RouterOutput]:
-    """The router outputs of the last forward, one per MoE layer (layer order), from the model's recorder."""
-    from langmoe.models.router_recorder import attached_recorder
-
-    rec = attached_recorder(model)
-    return rec.last_outputs() if rec is not None else []
-
-
-def _to_mask(spec, num_experts: int, layer: int) -> torch.Tensor:
-    if isinstance(spec, torch.Tensor) and spec.dtype == torch.bool:
-        if spec.numel() != num_experts:
-            raise LangmoeError(f"layer {layer}: allowed-experts mask has {spec.numel()} entries, need {num_experts}")
-        mask = spec.reshape(-1).clone()
-    else:
-        ids = [int(i) for i in (spec.tolist() if isinstance(spec, torch.Tensor) else spec)]
-        bad = [i for i in ids if not 0 <= i < num_experts]
-        if bad:
-            raise LangmoeError(f"layer {layer}: allowed experts {bad} out of range [0, {num_experts})")
-        mask = torch.zeros(num_experts, dtype=torch.bool)
-        mask[ids] = True
-    if not bool(mask.any()):
-        raise LangmoeError(f"layer {layer}: allowed_experts allows no expert")
-    return mask
-
-
-def _routers(model: nn.Module) -> list[TopKRouter]:
-    return [m for m in model.modules() if isinstance(m, TopKRouter)]
-
-
-@contextmanager
-def routing(
-    model: nn.Module,
-    route_labels: torch.Tensor | None = None,
-    allowed_experts=None,
-    mode: str | None = None,
-) -> Iterator[None]:
-    """Set the routing of every MoE router for the forwards inside the `with` (restored on exit, nestable).
-
-    route_labels: LongTensor shaped like input_ids, expert per token (hard routing; implies mode='labels').
-    allowed_experts: experts the learned router may pick; either one spec for all MoE layers or
-        `{layer_idx: spec}` (layers not named are unrestricted). A spec is a list of expert ids or a bool mask [E].
-    mode: 'learned' | 'labels' (default: 'labels' when route_labels is given, else 'learned').
-    """
-    routers = _routers(model)
-    if mode is None:
-        mode = "labels" if route_labels is not None else "learned"
-    if mode not in _MODES:
-        raise LangmoeError(f"routing mode must be one of {', '.join(_MODES)}, got {mode!r}")
-    if mode == "labels" and route_labels is None:
-        raise LangmoeError("routing mode 'labels' needs route_labels")
-    masks: dict[int, torch.Tensor] = {}
-    if allowed_experts is not None:
-        per_layer = isinstance(allowed_experts, Mapping)
-        layer_ids = {r.layer_idx for r in routers}
-        if per_layer:
-            unknown = sorted(set(allowed_experts) - layer_ids)
-            if unknown:
-                raise LangmoeError(f"allowed_experts names layers {unknown} that are not MoE layers {sorted(layer_ids)}")
-        for r in routers:
-            spec = allowed_experts.get(r.layer_idx) if per_layer else allowed_experts
-            if spec is not None:
-                masks[r.layer_idx] = _to_mask(spec, r.num_experts, r.layer_idx)
-    previous = [r._state for r in routers]
-    state = RoutingState(route_labels=route_labels, allowed=masks or None, mode=mode)
-    for r in routers:
-        r._state = state
-    try:
-        yield
-    finally:
-        for r, s in zip(routers, previous, strict=True):
-            r._state = s
+def needs_full_prefix(model: nn.Module) -> bool:
+    """Whether a router of `model` reads earlier positions (its route override says so): generation must then
+    see the whole sequence in each forward (no KV cache)."""
+    return any(b.router.needs_full_prefix for b in moe_blocks(model))

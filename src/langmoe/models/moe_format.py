@@ -4,7 +4,7 @@ A langmoe MoE folder's config.json is
 
     {"model_type": "langmoe_moe", "architectures": ["LangmoeMoEForCausalLM"],
      "base_config": {...the dense model's config, its own model_type...},
-     "langmoe": {"version": 2, "layers": {"3": {"num_experts": 4, ...}, ...}}, ...}
+     "langmoe": {"version": 3, "layers": {"3": {"num_experts": 4, ...}, ...}}, ...}
 
 Its own `model_type` means stock transformers without langmoe refuses the folder instead of loading the dense
 model with random FFNs. `MoEStructure` is the schema of the `langmoe` key (the MoE layers and their settings).
@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from langmoe.errors import LangmoeError
 
@@ -32,9 +32,10 @@ __all__ = [
     "NATIVE_MODEL_TYPE",
     "NATIVE_ARCHITECTURE",
     "STRUCTURE_VERSION",
-    "GateSpec",
     "MoELayerSpec",
     "MoEStructure",
+    "upgraded_structure",
+    "renamed_override_weights",
     "moe_structure",
     "LangmoeMoEForCausalLM",
     "make_native",
@@ -45,30 +46,31 @@ __all__ = [
 
 NATIVE_MODEL_TYPE = "langmoe_moe"
 NATIVE_ARCHITECTURE = "LangmoeMoEForCausalLM"
-STRUCTURE_VERSION = 2  # 2: native folder, experts named as transformers names them; 1: legacy (w_gate/w_up/w_out)
+STRUCTURE_VERSION = 3  # 3: a layer's route override is one entry `route_override: {"kind": ...}`, its weights
+# `router.override.*`; 2: native folder, experts named as transformers names them, the override as `classifier` /
+# `language_gate` fields (weights `router.classifier.*` / `router.gate.*`); 1: legacy (w_gate/w_up/w_out)
 
 
 # ---- the `langmoe` key: MoE layers and their settings ----------------------------------------------------------
 
 
-class GateSpec(BaseModel):
-    """A `LanguageGate`: experts >= first_new are the added languages' (num_new of them)."""
-
-    model_config = ConfigDict(extra="forbid")
-    first_new: int = Field(ge=1)
-    num_new: int = Field(ge=1)
-    mode: Literal["prefix", "token"] = "prefix"
-
-
 class MoELayerSpec(BaseModel):
+    """One MoE layer. `route_override`: the router's override (`{"kind": "classifier" | "language_gate", ...}`,
+    see `langmoe.models.overrides`), None for plain learned top-k."""
+
     model_config = ConfigDict(extra="forbid")
     num_experts: int = Field(ge=1)
     top_k: int = Field(ge=1)
     renormalize: bool = True
     frozen_expert0: bool = False
-    classifier: bool = False
-    classifier_mode: str = "token"
-    language_gate: GateSpec | None = None
+    route_override: dict[str, Any] | None = None
+
+    @field_validator("route_override")
+    @classmethod
+    def _has_kind(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None and not isinstance(v.get("kind"), str):
+            raise ValueError("a route override names its kind (e.g. {'kind': 'classifier', 'mode': 'token'})")
+        return v
 
 
 class MoEStructure(BaseModel):
@@ -83,11 +85,44 @@ class MoEStructure(BaseModel):
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> MoEStructure:
+        """Validate a `langmoe` entry; entries of versions 1-2 are read into today's shape."""
         try:
-            return cls.model_validate(raw)
+            return cls.model_validate(upgraded_structure(raw))
         except ValidationError as e:
             first = e.errors()[0]
             raise LangmoeError(f"invalid MoE structure in config.langmoe: {first['loc']}: {first['msg']}") from None
+
+
+def upgraded_structure(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A `langmoe` entry of any version in today's shape: before version 3 the override was two kinds of fields
+    (`classifier` + `classifier_mode`, `language_gate`), now it is one `route_override` entry."""
+    raw = dict(raw)
+    if int(raw.get("version", 1)) >= STRUCTURE_VERSION or not isinstance(raw.get("layers"), Mapping):
+        return raw
+    layers = {}
+    for key, spec in raw["layers"].items():
+        spec = dict(spec) if isinstance(spec, Mapping) else spec
+        if isinstance(spec, dict):
+            classifier, mode = spec.pop("classifier", False), spec.pop("classifier_mode", "token")
+            gate = spec.pop("language_gate", None)
+            override = None
+            if classifier:
+                override = {"kind": "classifier", "mode": mode}
+            if gate:
+                override = {"kind": "language_gate", **dict(gate)}
+            spec["route_override"] = override
+        layers[key] = spec
+    return {**raw, "version": STRUCTURE_VERSION, "layers": layers}
+
+
+def renamed_override_weights(state: dict[str, Any]) -> dict[str, Any]:
+    """State dict of a version-1/2 folder with its override weights under today's name (`router.override.*`)."""
+    out = {}
+    for k, v in state.items():
+        for old in (".router.classifier.", ".router.gate."):
+            k = k.replace(old, ".router.override.")
+        out[k] = v
+    return out
 
 
 def moe_structure(model) -> MoEStructure | None:

@@ -28,15 +28,17 @@ from langmoe.models.folders import (
     quiet_transformers,
     resolve_model_path,
 )
-from langmoe.models.moe import MoEBlock
+from langmoe.models.moe import MoEBlock, needs_full_prefix
 from langmoe.models.moe_format import (
     NATIVE_MODEL_TYPE,
+    STRUCTURE_VERSION,
     MoEStructure,
     dense_config_from_dict,
     make_native,
     moe_structure,
+    renamed_override_weights,
 )
-from langmoe.models.upcycle import apply_moe_structure, has_prefix_gate
+from langmoe.models.upcycle import apply_moe_structure
 
 __all__ = [
     "save_moe_pretrained",
@@ -60,8 +62,8 @@ def save_moe_pretrained(model: nn.Module, tokenizer, path: str | Path) -> Path:
     if tokenizer is not None:
         check_tokenizer_matches(model, tokenizer)
     make_native(model)
-    if has_prefix_gate(model) and getattr(model, "generation_config", None) is not None:
-        model.generation_config.use_cache = False  # the gate reads the whole prefix (stock generate must not cache)
+    if needs_full_prefix(model) and getattr(model, "generation_config", None) is not None:
+        model.generation_config.use_cache = False  # a router reads the whole prefix (stock generate must not cache)
 
     def writer(tmp: Path) -> None:
         with quiet_transformers():
@@ -165,6 +167,7 @@ def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, disp
         base = raw.get("base_config")
         if not isinstance(base, dict) or "model_type" not in base:
             raise LangmoeError(f"{path}: native MoE config.json lacks 'base_config': the folder is damaged")
+    written = int((raw.get("langmoe") or {}).get("version", 1))
     structure = MoEStructure.parse(raw.get("langmoe") or {})
     config = dense_config_from_dict(base, None)
     state = read_safetensors_folder(path)
@@ -176,6 +179,8 @@ def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, disp
     apply_moe_structure(model, structure, dispatch=dispatch)
     if legacy:
         state = _legacy_state(state, model)
+    if written < STRUCTURE_VERSION:
+        state = renamed_override_weights(state)
     state = _renamed_for(model, state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = tied_keys(model)

@@ -6,54 +6,51 @@
     rec.selected    # {layer: Tensor[tokens, k]}   experts the model actually used
     rec.topk(2)     # {layer: Tensor[tokens, 2]}   top-2 experts by logit
 
-A router is a module named `router` or `gate` whose parent also holds an `experts` module: langmoe's `TopKRouter`
-and the stock routers of Qwen2-MoE, Qwen3-MoE, Mixtral and OLMoE (`(logits, scores, indices) = gate(x)`; a router
-that returns only logits is recorded without indices). The layer is the first integer in the module's path
-(`model.layers.3.mlp.gate` -> 3); langmoe routers carry their own `layer_idx`.
+The routers are those `langmoe.models.routers.iter_router_layers` finds: langmoe's `TopKRouter` and the stock
+routers of transformers MoE models (Qwen2-MoE, Qwen3-MoE, Mixtral, OLMoE, ...: `(logits, scores, indices) =
+gate(x)`; a router that returns only logits is recorded without indices).
 
 Forwards recomputed by gradient checkpointing inside backward are not recorded twice.
 
 `attach_router_recorder(model)` installs a persistent recorder that keeps only the last forward's outputs with
-their graph: `langmoe.models.moe.router_outputs(model)` reads it for the router losses.
+their graph: `router_outputs(model)` reads it for the router losses.
 """
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import nn
 
 from langmoe.errors import LangmoeError
+from langmoe.models.moe import RouterDecision, in_backward
+from langmoe.models.routers import find_routers
 
-__all__ = ["RouterRecorder", "find_routers", "attach_router_recorder", "attached_recorder"]
+__all__ = ["RouterRecorder", "RouterOutput", "router_outputs", "find_routers", "attach_router_recorder",
+           "attached_recorder"]
 
 _ATTR = "_langmoe_router_recorder"
 
 
-def _layer_of(name: str, module: nn.Module) -> int:
-    idx = getattr(module, "layer_idx", None)
-    if isinstance(idx, int) and idx >= 0:
-        return idx
-    for part in name.split("."):
-        if part.isdigit():
-            return int(part)
-    return -1
+@dataclass
+class RouterOutput:
+    """What one MoE layer's router did in a forward (tensors keep their graph for the losses)."""
 
+    layer: int
+    logits: torch.Tensor  # [tokens, E] raw router logits (before any mask)
+    topk_idx: torch.Tensor | None  # [tokens, k] experts used (labels mode: [tokens, 1])
+    topk_weight: torch.Tensor | None  # [tokens, k] combine weights
+    num_experts: int
+    mode: str = "learned"
+    override: str | None = None  # kind of the router's route override (e.g. "classifier", "language_gate")
+    override_logits: torch.Tensor | None = None  # its logits ([tokens, C]; a sequence classifier: [batch, 2])
 
-def find_routers(model: nn.Module) -> dict[int, nn.Module]:
-    """`{layer: router module}` of every MoE layer (langmoe or stock), in layer order."""
-    found: dict[int, nn.Module] = {}
-    for name, module in model.named_modules():
-        for child_name in ("router", "gate"):
-            child = module._modules.get(child_name)
-            if child is None or "experts" not in module._modules:
-                continue
-            layer = _layer_of(f"{name}.{child_name}", child)
-            if layer in found and found[layer] is not child:
-                raise LangmoeError(f"two routers claim layer {layer}: cannot tell their outputs apart")
-            found[layer] = child
-    return dict(sorted(found.items()))
+    def override_logits_of(self, kind: str) -> torch.Tensor | None:
+        """The override's logits when the router's override is of `kind`, else None."""
+        return self.override_logits if self.override == kind else None
 
 
 class RouterRecorder:
@@ -85,8 +82,6 @@ class RouterRecorder:
 
     def __deepcopy__(self, memo):
         # a copied model gets its own recorder (hooks are copied with the modules), without recorded tensors
-        import copy
-
         new = RouterRecorder.__new__(RouterRecorder)
         memo[id(self)] = new
         new.model = copy.deepcopy(self.model, memo)
@@ -104,15 +99,13 @@ class RouterRecorder:
         self._records.clear()
 
     def _hook(self, layer: int, module: nn.Module, args, output) -> None:
-        from langmoe.models.moe import RouterDecision, _in_backward
-
         if isinstance(output, RouterDecision):
             if output.recompute:
                 return
-            rec = (output.logits, output.topk_idx, output.topk_weight, output.classifier_logits, output.mode,
-                   output.gate_logits)
+            rec = (output.logits, output.topk_idx, output.topk_weight, output.mode, output.override,
+                   output.override_logits)
         else:
-            if _in_backward():
+            if in_backward():
                 return
             if isinstance(output, tuple | list):
                 logits = output[0]
@@ -120,7 +113,7 @@ class RouterRecorder:
                 weight = output[1] if len(output) > 2 else None
             else:
                 logits, idx, weight = output, None, None
-            rec = (logits.reshape(-1, logits.shape[-1]), idx, weight, None, "learned", None)
+            rec = (logits.reshape(-1, logits.shape[-1]), idx, weight, "learned", None, None)
         if self.detach:
             rec = tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in rec)
         if self.accumulate:
@@ -156,14 +149,12 @@ class RouterRecorder:
         """`{layer: [tokens, k]}` the k experts with the largest logits (independent of masks and labels)."""
         return {layer: t.topk(k, dim=-1).indices for layer, t in self.logits.items()}
 
-    def last_outputs(self) -> list:
-        """The last recorded forward of every layer as `moe.RouterOutput` (layer order)."""
-        from langmoe.models.moe import RouterOutput
-
+    def last_outputs(self) -> list[RouterOutput]:
+        """The last recorded forward of every layer (layer order)."""
         out = []
         for layer, recs in sorted(self._records.items()):
-            logits, idx, weight, cls, mode, gate = recs[-1]
-            out.append(RouterOutput(layer, logits, cls, idx, weight, int(logits.shape[-1]), mode, gate))
+            logits, idx, weight, mode, kind, override_logits = recs[-1]
+            out.append(RouterOutput(layer, logits, idx, weight, int(logits.shape[-1]), mode, kind, override_logits))
         return out
 
 
@@ -185,3 +176,9 @@ def attached_recorder(model: nn.Module) -> RouterRecorder | None:
         if rec is not None:
             return rec
     return None
+
+
+def router_outputs(model: nn.Module) -> list[RouterOutput]:
+    """The router outputs of the last forward, one per MoE layer (layer order), from the model's recorder."""
+    rec = attached_recorder(model)
+    return rec.last_outputs() if rec is not None else []

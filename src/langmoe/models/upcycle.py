@@ -20,14 +20,17 @@ from torch import nn
 
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import get_adapter
-from langmoe.models.moe import LanguageGate, MoEBlock, build_moe_block, moe_blocks
-from langmoe.models.moe_format import GateSpec, MoELayerSpec, MoEStructure, make_native, moe_structure
+from langmoe.models.moe import MoEBlock, RouteOverride, build_moe_block, moe_blocks
+from langmoe.models.moe_format import MoELayerSpec, MoEStructure, make_native, moe_structure
+from langmoe.models.overrides.kinds import build_override
 from langmoe.models.router_recorder import attach_router_recorder
 
 __all__ = [
     "upcycle",
     "apply_moe_structure",
     "add_expert",
+    "set_route_override",
+    "record_structure",
     "parameter_counts",
     "is_moe_model",
     "ffn_input_centroids",
@@ -86,9 +89,9 @@ def _build_block(model, layer_idx: int, spec: MoELayerSpec, dispatch: str, copy_
         bias_out=ffn.b_out is not None,
         renormalize=spec.renormalize,
         frozen_expert0=spec.frozen_expert0,
-        classifier=spec.classifier,
-        classifier_mode=spec.classifier_mode,
-        language_gate=spec.language_gate.model_dump() if spec.language_gate else None,
+        # built here, before the router: the order in which their weights draw from torch's random state
+        override=build_override(spec.route_override, ffn.hidden_size, spec.num_experts) if spec.route_override
+        else None,
         dropout=adapter.dropout(model.config),
         residual_in_mlp=adapter.residual_in_mlp,
         layer_idx=layer_idx,
@@ -140,7 +143,7 @@ def upcycle(
 
     num_experts / top_k: one value or `{layer: value}`. router_init: "normal" (N(0, 0.02), seeded) or centroids
     (`[E, D]` tensor for every layer, or `{layer: [E, D]}`): rows = normalised mean FFN input of each group.
-    classifier_layers: layers that get the old/new classifier (class 0 = old -> expert 0).
+    classifier_layers: layers that get the old/new classifier as route override (class 0 = old -> expert 0).
     """
     adapter = get_adapter(model)
     n_layers = len(adapter.layers(model))
@@ -158,7 +161,8 @@ def upcycle(
         new_specs = {
             i: MoELayerSpec(
                 num_experts=int(experts[i]), top_k=int(ks[i]), renormalize=renormalize,
-                frozen_expert0=frozen_expert0, classifier=i in cls_layers, classifier_mode=classifier_mode,
+                frozen_expert0=frozen_expert0,
+                route_override={"kind": "classifier", "mode": classifier_mode} if i in cls_layers else None,
             )
             for i in layer_ids
         }
@@ -174,8 +178,8 @@ def upcycle(
             with torch.no_grad():
                 w = torch.randn(block.router.weight.shape, generator=gen) * 0.02
                 block.router.weight.copy_(w)
-                if block.classifier is not None:
-                    block.classifier.weight.copy_(torch.randn(block.classifier.weight.shape, generator=gen) * 0.02)
+                for p in block.override.parameters() if block.override is not None else ():
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
         else:
             cent = router_init.get(i) if isinstance(router_init, Mapping) else router_init
             if cent is None:
@@ -192,42 +196,41 @@ def _block_at(model: nn.Module, layer: int) -> MoEBlock:
     raise LangmoeError(f"layer {layer} is not an MoE layer; MoE layers: {[b.layer_idx for b in moe_blocks(model)]}")
 
 
-def add_expert(model: nn.Module, layer: int, source_expert: int, gate_mode: str | None = None) -> int:
-    """Copy expert `source_expert` of MoE layer `layer` (weights and router row) into a new last expert.
+def add_expert(model: nn.Module, layer: int, source_expert: int) -> int:
+    """Copy expert `source_expert` of MoE layer `layer` (weights and router row) into a new last expert; its index.
 
-    gate_mode ("prefix" | "token"): the new expert is reached through the router's `LanguageGate` (created with
-    the first added expert, one class more for each later one) instead of its router row.
-    Returns the new expert's index. Create the optimizer afterwards (parameters are replaced).
+    The router's route override is told (`RouteOverride.expert_appended`) and may refuse: a language gate owns its
+    added experts (`overrides.gate.add_gated_expert`). Create the optimizer afterwards (parameters are replaced).
     """
     block = _block_at(model, layer)
-    if gate_mode is not None and block.classifier is not None:
-        raise LangmoeError(f"layer {layer} has an old/new classifier: it cannot also get a language gate")
-    gate = block.router.gate
-    if gate is not None and gate_mode is None:
-        raise LangmoeError(f"layer {layer} routes its added experts through a language gate: add this one with "
-                           f"the gate too (gate_mode={gate.mode!r})")
-    if gate is not None and gate.mode != gate_mode:
-        raise LangmoeError(f"layer {layer}'s language gate is {gate.mode!r}, not {gate_mode!r}")
+    if block.override is not None:
+        try:
+            block.override.expert_appended(block.num_experts)
+        except LangmoeError as e:
+            raise LangmoeError(f"layer {layer}: {e}") from None
     new = block.add_expert(source_expert)
-    if gate_mode is not None:
-        w = block.router.weight
-        if gate is None:
-            block.router.gate = LanguageGate(block.hidden_size, new, 1, gate_mode).to(w.device, w.dtype)
-        elif gate.add_class() != new:
-            raise LangmoeError(f"layer {layer}: the gate's added experts are not the last ones")
-    structure = moe_structure(model)
-    if structure is not None and layer in structure.layers:
-        spec = structure.layers[layer]
-        spec.num_experts = block.num_experts
-        g = block.router.gate
-        spec.language_gate = GateSpec(first_new=g.first_new, num_new=g.num_new, mode=g.mode) if g else None
-        model.config.langmoe = structure.to_config()
+    if moe_structure(model) is not None:
+        record_structure(model)
     return new
 
 
-def has_prefix_gate(model: nn.Module) -> bool:
-    """Whether a router reads the whole prefix (a "prefix" `LanguageGate`): such a model cannot use a KV cache."""
-    return any(b.router.gate is not None and b.router.gate.mode == "prefix" for b in moe_blocks(model))
+def set_route_override(model: nn.Module, layer: int, override: RouteOverride | None) -> None:
+    """Put `override` (None: remove it) in MoE layer `layer`'s router and record the structure."""
+    block = _block_at(model, layer)
+    w = block.router.weight
+    block.router.override = None if override is None else override.to(w.device, w.dtype)
+    record_structure(model)
+
+
+def record_structure(model: nn.Module) -> MoEStructure:
+    """Write `model.config.langmoe` from the MoE blocks as they are now (experts added, overrides changed)."""
+    structure = MoEStructure(layers={
+        b.layer_idx: MoELayerSpec(num_experts=b.num_experts, top_k=b.top_k, renormalize=b.renormalize,
+                                  frozen_expert0=b.frozen_expert0,
+                                  route_override=b.override.spec() if b.override is not None else None)
+        for b in moe_blocks(model)})
+    model.config.langmoe = structure.to_config()
+    return structure
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -236,12 +239,12 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     blocks = moe_blocks(model)
     frozen = sum(b.base_experts.frozen_numel for b in blocks if b.frozen_expert0)
-    expert_total = router = classifier = inactive = 0
+    expert_total = router = override = inactive = 0
     for b in blocks:
         per_expert = b.params_per_expert
         expert_total += per_expert * b.num_experts
         router += b.router.weight.numel()
-        classifier += b.classifier.weight.numel() if b.classifier is not None else 0
+        override += sum(p.numel() for p in b.override.parameters()) if b.override is not None else 0
         inactive += per_expert * (b.num_experts - b.top_k)
     total = params + frozen
     return {
@@ -249,7 +252,7 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
         "active_per_token": total - inactive,
         "experts": expert_total,
         "router": router,
-        "classifier": classifier,
+        "route_override": override,
         "frozen_expert0": frozen,
         "trainable": trainable,
         "moe_layers": len(blocks),

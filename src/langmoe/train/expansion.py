@@ -240,7 +240,7 @@ def _router_weight(block) -> torch.nn.Parameter:
 
 def _block_parts(block) -> dict[str, list[torch.nn.Parameter]]:
     """Parameters of one MoE block by role: router, classifier, experts (everything else in the block)."""
-    cls = list(block.classifier.parameters()) if getattr(block, "classifier", None) is not None else []
+    cls = list(block.override.parameters()) if block.override is not None else []
     router = [p for p in block.router.parameters() if all(p is not c for c in cls)]  # the router holds the classifier
     taken = {id(p) for p in router + cls}
     experts = [p for p in block.parameters() if id(p) not in taken]
@@ -324,13 +324,12 @@ def set_classifiers(model, layers: Sequence[int], mode: str = "token", seed: int
     bad = [x for x in layers if x not in struct.layers]
     if bad:
         raise LangmoeError(f"classifier layers {bad} are not MoE layers {sorted(struct.layers)}")
-    if all(struct.layers[i].classifier == (i in layers) and (i not in layers or struct.layers[i].classifier_mode == mode)
-           for i in struct.layers):
+    wanted = {i: {"kind": "classifier", "mode": mode} if i in layers else None for i in struct.layers}
+    if all(struct.layers[i].route_override == wanted[i] for i in struct.layers):
         return model
     struct = struct.model_copy(deep=True)
     for i, spec in struct.layers.items():
-        spec.classifier = i in layers
-        spec.classifier_mode = mode
+        spec.route_override = wanted[i]
     config = copy.deepcopy(model.config)
     config.langmoe = None
     dtype = next(model.parameters()).dtype
@@ -343,7 +342,7 @@ def set_classifiers(model, layers: Sequence[int], mode: str = "token", seed: int
 
     tied = tied_keys(fresh)
     missing = [k for k in missing if k not in tied]
-    if any("classifier" not in k for k in list(missing) + list(unexpected)):
+    if any("router.override." not in k for k in list(missing) + list(unexpected)):
         raise RuntimeError(f"set_classifiers: unexpected state-dict mismatch {missing[:3]} {unexpected[:3]}")
     if tied:
         fresh.tie_weights()
@@ -545,7 +544,7 @@ def routing_report(model, tokenizer, corpus, cfg: ExpansionConfig, langs: Sequen
     over expert-0 languages (`old_to_expert0`), the mean combine weight they put on expert 0, and the old/new
     classifier accuracy (class 0 = an expert-0 language) where the layer has a classifier."""
     from langmoe.data.packing import pack_corpus
-    from langmoe.models.moe import router_outputs
+    from langmoe.models.router_recorder import router_outputs
 
     blocks = pack_corpus(corpus, tokenizer, list(langs), cfg.eval.split, cfg.block_len,
                          max_tokens_per_lang=cfg.eval.routing_tokens_per_lang)
@@ -575,8 +574,8 @@ def routing_report(model, tokenizer, corpus, cfg: ExpansionConfig, langs: Sequen
                 acc = w0.setdefault(L, [0.0, 0.0])
                 acc[0] += float(wt[valid & is_e0].sum())
                 acc[1] += float((valid & is_e0).sum())
-                if o.classifier_logits is not None:
-                    pred_old = o.classifier_logits.argmax(-1) == 0
+                if o.override_logits_of("classifier") is not None:
+                    pred_old = o.override_logits_of("classifier").argmax(-1) == 0
                     c = cls_ok.setdefault(L, [0, 0])
                     if pred_old.numel() == valid.numel():
                         c[0] += int((pred_old == is_e0)[valid].sum())

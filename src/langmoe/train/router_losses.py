@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from langmoe.models.router_recorder import router_outputs
+
 __all__ = [
     "router_classification_loss",
     "load_balancing_loss",
@@ -158,8 +160,6 @@ TermFn = Callable[[torch.nn.Module, dict, object], torch.Tensor]
 
 
 def _outputs(model):
-    from langmoe.models.moe import router_outputs
-
     outs = router_outputs(model)
     if not outs:
         raise ValueError("router loss term: the model has no MoE layer output (upcycle it first)")
@@ -236,12 +236,13 @@ def classifier_term(old_ids: Iterable[int], lang_key: str = "lang_ids") -> TermF
         B = batch[lang_key].shape[0]
         losses = []
         for o in _outputs(model):
-            if o.classifier_logits is None:
+            logits = o.override_logits_of("classifier")
+            if logits is None:
                 continue
             lab = labels
-            if o.classifier_logits.shape[0] == B and labels.numel() != B:
+            if logits.shape[0] == B and labels.numel() != B:
                 lab = labels.reshape(B, -1)[:, 0]
-            losses.append(classifier_loss(o.classifier_logits, lab))
+            losses.append(classifier_loss(logits, lab))
         if not losses:
             raise ValueError("classifier term: no MoE layer has an old/new classifier")
         return torch.stack(losses).mean()

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langmoe.errors import LangmoeError
+from langmoe.models.routing import routing
 
 
 def group_of_map(groups: Sequence[Sequence[str]]) -> dict[str, int]:
@@ -25,8 +26,6 @@ def group_of_map(groups: Sequence[Sequence[str]]) -> dict[str, int]:
 
 def hard_routing(model, batch: Mapping[str, Any]):
     """Route every token to the expert named by its `group_ids` (all MoE layers)."""
-    from langmoe.models.moe import routing
-
     labels = batch.get("group_ids")
     if labels is None or bool((labels < 0).any()):
         raise LangmoeError("hard routing needs group ids for every token: give every language a group")

@@ -5,7 +5,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from langmoe.methods.btx.merge import merge_branches
 from langmoe.models.adapters import get_adapter
-from langmoe.models.moe import moe_blocks, routing
+from langmoe.models.moe import moe_blocks
+from langmoe.models.routing import routing
 
 
 def _tiny(seed):

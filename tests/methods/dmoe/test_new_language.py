@@ -149,7 +149,7 @@ def test_keep_out_term_hand_values():
     """relu(l_new − l_(k) + margin) on old tokens only (group < new), padding ignored, mean over layers."""
     from types import SimpleNamespace
 
-    import langmoe.models.moe as moe_mod
+    import langmoe.methods.dmoe.new_language as nl_mod
     from langmoe.methods.dmoe.new_language import keep_out_term
 
     # 3 tokens, experts 0..2 old, 3 new; top_k 2, margin 1
@@ -161,15 +161,15 @@ def test_keep_out_term_hand_values():
                        [5.0, 5.0, 5.0, 5.0]])   # new token: ignored
     outs = [SimpleNamespace(logits=l1), SimpleNamespace(logits=l2)]
     batch = {"group_ids": torch.tensor([[0, 2, 3]]), "labels": torch.tensor([[1, 1, 1]])}
-    orig = moe_mod.router_outputs
+    orig = nl_mod.router_outputs
     try:
-        moe_mod.router_outputs = lambda _m: outs
+        nl_mod.router_outputs = lambda _m: outs
         batch2 = {"group_ids": torch.tensor([[0, 1, 3]]), "labels": torch.tensor([[1, -100, 1]])}
         v1 = keep_out_term(3, 2, 1.0)(None, batch, None)
         outs[:] = [SimpleNamespace(logits=l2)]
         v2 = keep_out_term(3, 2, 1.0)(None, batch2, None)
     finally:
-        moe_mod.router_outputs = orig
+        nl_mod.router_outputs = orig
     # layer 1: mean(0.5, 0) = 0.25; layer 2 with batch: tokens 0,1 old -> relu(1-1+1)=1, relu(0-0+1)=1 -> 1
     assert float(v1) == pytest.approx((0.25 + 1.0) / 2)
     assert float(v2) == pytest.approx(1.0)  # only token 0 counts (token 1 is padding, token 2 new)
@@ -193,7 +193,7 @@ def _gated_tiny(tmp_path):
     torch.manual_seed(0)
     with torch.no_grad():
         for b in moe_blocks(model):
-            b.router.gate.weight.normal_()
+            b.override.weight.normal_()
     return model, tok, corpus, new
 
 
@@ -242,4 +242,4 @@ def test_gated_training_moves_only_the_new_expert_and_the_fit_only_the_gates(tmp
     rep = fit_gates(model, [(old, {"en": 0, "de": 0}), (blocks, {"es": 1})], blocks_per_lang=8)
     assert set(rep) == {0, 2} and all(r["tokens"] > 0 for r in rep.values())
     for n, p in model.named_parameters():
-        assert torch.equal(p, trained[n]) != ("router.gate." in n), n  # the fit moves the gates and nothing else
+        assert torch.equal(p, trained[n]) != ("router.override." in n), n  # the fit moves the gates and nothing else

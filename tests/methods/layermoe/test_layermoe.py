@@ -14,8 +14,8 @@ from langmoe.data.packing import pack_corpus
 from langmoe.errors import LangmoeError
 from langmoe.methods import layermoe
 from langmoe.methods.layermoe.similarity import ffn_input_mean_units
-from langmoe.models.moe import router_outputs
 from langmoe.models.moe_io import load_moe_pretrained
+from langmoe.models.router_recorder import router_outputs
 from langmoe.train.expansion import expand_model, load_base, set_classifiers
 
 
@@ -62,8 +62,10 @@ def test_set_classifiers_keeps_weights_and_places_classifiers(tmp_path):
     after = new.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     extra = set(after) - set(before)
-    assert extra == {"model.layers.1.mlp.router.classifier.weight"}
-    assert new.config.langmoe["layers"]["1"]["classifier"] and not new.config.langmoe["layers"]["0"]["classifier"]
+    assert extra == {"model.layers.1.mlp.router.override.weight"}
+    layers = new.config.langmoe["layers"]
+    assert layers["1"]["route_override"] == {"kind": "classifier", "mode": "token"}
+    assert layers["0"]["route_override"] is None
     with pytest.raises(LangmoeError, match="not MoE layers"):
         set_classifiers(model, [5])
 
@@ -73,7 +75,7 @@ def test_token_classifier_kv_cached_generation_equals_uncached(tmp_path):
     prompt = torch.tensor([[1, 5, 9, 2, 7, 3, 11, 4]])
     with torch.no_grad():
         model(input_ids=prompt)
-    decisions = torch.cat([o.classifier_logits.argmax(-1) for o in router_outputs(model)])
+    decisions = torch.cat([o.override_logits_of("classifier").argmax(-1) for o in router_outputs(model)])
     assert set(decisions.tolist()) == {0, 1}  # both old- and new-routed tokens occur: the test can fail
     kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=None)
     cached = model.generate(prompt, use_cache=True, **kw)
@@ -88,8 +90,8 @@ def test_sequence_mode_classifier_decides_per_sequence(tmp_path):
     with torch.no_grad():
         model(input_ids=ids)
     out = router_outputs(model)[0]
-    assert out.classifier_logits.shape == (2, 2)
-    old_rows = out.classifier_logits.argmax(-1) == 0
+    assert out.override_logits_of("classifier").shape == (2, 2)
+    old_rows = out.override_logits_of("classifier").argmax(-1) == 0
     first = out.topk_idx[:, 0].reshape(2, 4)
     assert all(bool((first[r] == 0).all()) for r in range(2) if old_rows[r])
 
@@ -119,7 +121,7 @@ def test_layermoe_run_and_lifelong_expansion_keeps_g1_experts(tmp_path):
     g2_model = load_moe_pretrained(tmp_path / "g2")
     s1, s2 = g1_model.state_dict(), g2_model.state_dict()
     for k, v in s1.items():
-        if "router" in k or "classifier" in k:
+        if "router" in k:
             continue
         w = s2[k]
         if w.shape != v.shape:  # experts added on top: the G1 rows are the prefix
@@ -153,7 +155,7 @@ def test_sequence_mode_run_and_ablations(tmp_path):
     assert rec["classifier_layers"] == [0, 1]
     assert all(v["classifier_accuracy"] is not None for v in rec["routing"]["layers"].values())
     model = load_moe_pretrained(tmp_path / "seq")
-    assert all(s["classifier_mode"] == "sequence" for s in model.config.langmoe["layers"].values())
+    assert all(s["route_override"]["mode"] == "sequence" for s in model.config.langmoe["layers"].values())
     rnd = layermoe.run(fast_config(tmp_path, budget=3, top_k_cls=0, allocation="random", evaluate=False),
                        tmp_path / "rnd").record
     assert rnd["classifier_layers"] == [] and rnd["new_experts_total"] == 3 and "delta" not in rnd

@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from langmoe.data.corpus import open_corpus
 from langmoe.methods import moe_lpr
 from langmoe.methods.moe_lpr import MoELPRConfig, uniform_plan
-from langmoe.models.moe import routing
 from langmoe.models.moe_io import load_moe_pretrained
+from langmoe.models.routing import routing
 from langmoe.models.upcycle import upcycle
 from langmoe.train.expansion import (
     ReplayMixSource,

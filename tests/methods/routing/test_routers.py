@@ -9,7 +9,7 @@ from routing_fixtures import STOCK, tiny_langmoe, tiny_moe, tokens
 
 from langmoe.errors import LangmoeError
 from langmoe.methods.routing.routers import iter_router_layers, mask_routing, require_moe, route
-from langmoe.models.moe import router_outputs
+from langmoe.models.router_recorder import router_outputs
 
 torch.set_num_threads(1)
 

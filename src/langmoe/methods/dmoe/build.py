@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from langmoe.errors import LangmoeError
+from langmoe.models.moe import is_expert_param, moe_blocks
+from langmoe.models.overrides.gate import add_gated_expert
+from langmoe.models.upcycle import add_expert, record_structure, upcycle
+
+__all__ = ["build_dmoe", "add_language_expert", "is_expert_param", "is_router_param"]
 
 
 def build_dmoe(model, layers: Sequence[int], num_groups: int, top_k: int = 2, seed: int = 0):
     """Upcycle `layers` of the dense `model` (in place) into `num_groups` experts each, learned top-k routing."""
-    from langmoe.models.upcycle import upcycle
-
     layers = sorted({int(x) for x in layers})
     if not layers:
         raise LangmoeError("no MoE layers selected: lower epsilon or give moe_layers")
@@ -28,19 +31,14 @@ def build_dmoe(model, layers: Sequence[int], num_groups: int, top_k: int = 2, se
 def add_language_expert(model, source_expert: int, gate_mode: str | None = None) -> int:
     """Copy `source_expert` (weights + router row) into a new last expert in every MoE layer; its index.
     `gate_mode`: reach it through a `LanguageGate` ("prefix" | "token") instead of the router row."""
-    from langmoe.models.moe import moe_blocks
-    from langmoe.models.upcycle import add_expert
-
-    new = {add_expert(model, b.layer_idx, source_expert, gate_mode) for b in moe_blocks(model)}
+    if gate_mode is None:
+        new = {add_expert(model, b.layer_idx, source_expert) for b in moe_blocks(model)}
+    else:
+        new = {add_gated_expert(b, source_expert, gate_mode) for b in moe_blocks(model)}
+        record_structure(model)
     if len(new) != 1:
         raise LangmoeError(f"MoE layers have different numbers of experts ({sorted(new)}): cannot add one index")
     return new.pop()
-
-
-def is_expert_param(name: str) -> bool:
-    from langmoe.models.moe import is_expert_param as _is_expert
-
-    return _is_expert(name)
 
 
 def is_router_param(name: str) -> bool:

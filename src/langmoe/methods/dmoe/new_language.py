@@ -23,13 +23,13 @@ perplexity). Three additions to the paper's recipe keep old languages where they
   the demo, 100 steps let the new expert into 80% of old tokens' top-2, +79% old-language ppl).
 
 With `routing: gate` (default) none of that is needed: the new expert is reached through a `LanguageGate` in
-front of each router (see `langmoe.models.moe.LanguageGate`), trained with a cross-entropy on new-language vs
-replayed old-language tokens, then calibrated on the old languages' held-out (valid) text so that at most
+front of each router (a route override, `langmoe.models.overrides.gate`), trained with a cross-entropy on
+new-language vs replayed old-language tokens, then calibrated on the old languages' held-out (valid) text so that at most
 `max_intrusion` of their tokens go to the new expert. Every other old token keeps its old routing and a
 bit-identical output, so the old languages' change is bounded by the intrusion. (At the demo's MoE layer no
-router row both reaches the new language and stays out of old tokens' top-k: measured in the gate's docstring.)
+router row both reaches the new language and stays out of old tokens' top-k: measured in docs/dmoe.md.)
 
-`add_language` runs the whole §G for one language and reports the new language's perplexity before and after,
+`add_language(model, job, out_dir)` runs the whole §G for one language (`NewLanguageJob` holds its inputs) and reports the new language's perplexity before and after,
 every old language's change and the share of old tokens whose top-k holds the new expert (`intrusion`), under
 learned routing and under hard routing by language (each language to its group's expert, the new one to its
 own: old outputs are then unchanged by construction); it is used by the pipeline stage and by
@@ -38,16 +38,34 @@ own: old outputs are then unchanged by construction); it is used by the pipeline
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from langmoe.data.packing import pack_corpus
+from langmoe.data.samplers import SideBySideSource, TemperatureSampler
+from langmoe.errors import LangmoeError
+from langmoe.eval.perplexity import evaluate_languages
+from langmoe.methods.dmoe import build
+from langmoe.methods.dmoe.build import is_expert_param, is_router_param
+from langmoe.methods.dmoe.config import NewLanguageSettings
+from langmoe.methods.dmoe.stages import stage1_terms
+from langmoe.models.moe import moe_blocks
+from langmoe.models.overrides.gate import LanguageGate
+from langmoe.models.router_recorder import router_outputs
+from langmoe.models.routers import freeze_expert_rows, router_weight
+from langmoe.models.routing import iter_routing, routing
+from langmoe.pipeline.summary import mean_metrics
+from langmoe.train.faults import maybe_fail
+from langmoe.train.routing_context import hard_routing
+from langmoe.train.trainer import LossTerm, train
+
 
 def route_all_to(expert: int):
     """A forward context sending every token to `expert` in every MoE layer."""
-    from langmoe.models.moe import routing
 
     def ctx(model, batch):
         return routing(model, route_labels=torch.full_like(batch["input_ids"], int(expert)))
@@ -58,8 +76,6 @@ def route_all_to(expert: int):
 def expert_perplexities(model, tokenizer, corpus, lang: str, num_experts: int, eval_kwargs: Mapping[str, Any]
                         ) -> list[float]:
     """Perplexity of `lang` with all tokens hard-routed to each expert in turn."""
-    from langmoe.eval.perplexity import evaluate_languages
-
     out = []
     for e in range(num_experts):
         s = evaluate_languages(model, tokenizer, corpus, [lang], forward_context=route_all_to(e), **eval_kwargs)
@@ -67,48 +83,26 @@ def expert_perplexities(model, tokenizer, corpus, lang: str, num_experts: int, e
     return out
 
 
-def router_weight(block) -> torch.nn.Parameter:
-    """The router weight `[E, D]` of one MoE block: the one place that knows where the MoE core keeps it."""
-    for attr in ("router", "gate"):
-        mod = getattr(block, attr, None)
-        w = getattr(mod, "weight", None)
-        if isinstance(w, torch.nn.Parameter) and w.dim() == 2 and w.shape[0] == block.num_experts:
-            return w
-    from langmoe.errors import LangmoeError
-
-    raise LangmoeError(f"cannot find the router weight of MoE layer {block.layer_idx}")
-
-
 @torch.no_grad()
 def router_input_centroids(model, blocks, max_blocks: int = 64, batch_size: int = 8) -> dict[int, torch.Tensor]:
     """Mean input of each MoE layer's router (= the MoE block's input) over the non-padding tokens of `blocks`
     (learned routing), `{layer: [D]}`."""
-    from langmoe.models.moe import moe_blocks
-
     sums: dict[int, torch.Tensor] = {}
+    inputs: dict[int, torch.Tensor] = {}
     count = 0
-    mask_box: list[torch.Tensor] = []
 
     def hook(mod, args):
-        x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-        m = mask_box[0].to(x.device)
-        sums[mod.layer_idx] = sums.get(mod.layer_idx, 0) + x[m].sum(0).cpu()
+        inputs[mod.layer_idx] = args[0].detach().reshape(-1, args[0].shape[-1]).double()
 
-    was = model.training
-    model.eval()
     handles = [b.register_forward_pre_hook(hook) for b in moe_blocks(model)]
-    device = next(model.parameters()).device
     try:
-        n = min(len(blocks), max_blocks)
-        for start in range(0, n, batch_size):
-            batch = blocks.batch(list(range(start, min(start + batch_size, n))))
-            mask_box[:] = [(batch["labels"] != -100).reshape(-1)]  # padding excluded
-            count += int(mask_box[0].sum())
-            model(input_ids=batch["input_ids"].to(device))
+        for _batch, valid, _outs in iter_routing(model, blocks, batch_size, range(min(len(blocks), max_blocks))):
+            count += int(valid.sum())  # padding excluded
+            for layer, x in inputs.items():
+                sums[layer] = sums.get(layer, 0) + x[valid.to(x.device)].sum(0).cpu()
     finally:
         for h in handles:
             h.remove()
-        model.train(was)
     return {k: (v / max(count, 1)).float() for k, v in sums.items()}
 
 
@@ -116,8 +110,6 @@ def router_input_centroids(model, blocks, max_blocks: int = 64, batch_size: int 
 def init_new_row(model, new_expert: int, centroids: Mapping[int, torch.Tensor], margin: float) -> None:
     """New row -= `margin · c / |c|²` per layer (c = the old languages' router-input centroid): on the centroid
     its logit is `margin` below its source's instead of tied."""
-    from langmoe.models.moe import moe_blocks
-
     for b in moe_blocks(model):
         c = centroids[b.layer_idx].double()
         w = router_weight(b)
@@ -131,8 +123,6 @@ def keep_out_term(new_expert: int, top_k: int, margin: float):
     below every old token's top-k, the condition under which old outputs do not change (module docstring)."""
 
     def fn(model, batch, outputs) -> torch.Tensor:
-        from langmoe.models.moe import router_outputs
-
         g = batch["group_ids"].reshape(-1)
         valid = (batch["labels"].reshape(-1) != -100) & (g >= 0) & (g < new_expert)
         losses = []
@@ -151,8 +141,6 @@ def keep_out_term(new_expert: int, top_k: int, margin: float):
 
 def is_expert_or_router(name: str, param=None) -> bool:
     """The `trainable` selector of new-language training: expert weights and router weights only."""
-    from langmoe.methods.dmoe.build import is_expert_param, is_router_param
-
     return is_expert_param(name) or is_router_param(name)
 
 
@@ -165,34 +153,21 @@ def spread(indices, n: int) -> list[int]:
     return [idx[round(i * (len(idx) - 1) / (n - 1))] for i in range(n)] if n > 1 else idx[:1]
 
 
-def _forward_batches(model, blocks, indices, batch_size: int = 8):
-    """Eval-mode forwards of `blocks[indices]`, `batch_size` blocks at a time; yields each batch's mask of real
-    (non-padding) tokens, flattened, after its forward (hooks and recorders hold the rest)."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    indices = list(indices)
-    try:
-        for start in range(0, len(indices), batch_size):
-            batch = blocks.batch(indices[start:start + batch_size])
-            model(input_ids=batch["input_ids"].to(device))
-            yield (batch["labels"] != -100).reshape(-1)
-    finally:
-        model.train(was)
+def _gates(model) -> list[tuple[int, LanguageGate]]:
+    """`(layer, gate)` of every MoE layer whose router has a language gate."""
+    return [(b.layer_idx, b.override) for b in moe_blocks(model) if isinstance(b.override, LanguageGate)]
 
 
 @torch.no_grad()
 def _gate_inputs(model, blocks, layer: int, indices, batch_size: int = 8) -> torch.Tensor:
     """`[tokens, D]` gate features (`LanguageGate.features`) of MoE layer `layer` on `blocks[indices]`, learned
     routing (earlier layers' gates as they are), padding left out."""
-    from langmoe.models.moe import moe_blocks
-
     block = next(b for b in moe_blocks(model) if b.layer_idx == layer)
     box: list[torch.Tensor] = []
-    handle = block.register_forward_pre_hook(lambda mod, args: box.append(block.router.gate.features(args[0])))
+    handle = block.register_forward_pre_hook(lambda mod, args: box.append(block.override.features(args[0])))
     out = []
     try:
-        for valid in _forward_batches(model, blocks, indices, batch_size):
+        for _batch, valid, _outs in iter_routing(model, blocks, batch_size, indices):
             out.append(box.pop().float().cpu()[valid])
     finally:
         handle.remove()
@@ -205,33 +180,26 @@ def fit_gates(model, sources, blocks_per_lang: int = 64, l2: float = 1e-4, iters
     its features; layers in order, since a gate changes the next layer's input. `sources`: `(blocks, {lang:
     class})` pairs (class 0 = an old language, j = the j-th added expert). The features of a layer do not depend
     on its own gate, so this is an exact convex fit, not a few SGD steps on a loss shared with the LM."""
-    from langmoe.models.moe import moe_blocks
-
     report: dict[int, dict[str, float]] = {}
-    for b in moe_blocks(model):
-        gate = b.router.gate
-        if gate is None:
-            continue
+    for layer, gate in _gates(model):
         xs, ys = [], []
         for blocks, class_of in sources:
             for i, code in enumerate(blocks.index.codes):
                 if code in class_of:
-                    x = _gate_inputs(model, blocks, b.layer_idx, _half(blocks.indices_of(i), blocks_per_lang, 0))
+                    x = _gate_inputs(model, blocks, layer, _half(blocks.indices_of(i), blocks_per_lang, 0))
                     xs.append(x)
                     ys.append(torch.full((x.shape[0],), int(class_of[code]), dtype=torch.long))
         x, y = torch.cat(xs).double(), torch.cat(ys)
         C = gate.weight.shape[0]
         counts = torch.bincount(y, minlength=C)
         if bool((counts == 0).any()):
-            from langmoe.errors import LangmoeError
-
-            raise LangmoeError(f"gate of layer {b.layer_idx}: no text for classes {(counts == 0).nonzero().flatten().tolist()}")
+            raise LangmoeError(f"gate of layer {layer}: no text for classes {(counts == 0).nonzero().flatten().tolist()}")
         weight, bias, loss = logistic_fit(x, y, C, l2, iters)
         with torch.no_grad():
             gate.weight.copy_(weight.to(gate.weight.dtype))
             gate.bias.copy_(bias.to(gate.bias.dtype))
         acc = float(((x @ weight.T + bias).argmax(-1) == y).double().mean())
-        report[b.layer_idx] = {"loss": loss, "train_accuracy": acc, "tokens": int(y.numel())}
+        report[layer] = {"loss": loss, "train_accuracy": acc, "tokens": int(y.numel())}
     return report
 
 
@@ -267,13 +235,11 @@ def logistic_fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float =
 @torch.no_grad()
 def _gate_margins(model, blocks, layer: int, indices, batch_size: int = 8) -> torch.Tensor:
     """Per token of `blocks[indices]`: the best added expert's gate logit minus the old class's (learned routing)."""
-    from langmoe.models.moe import router_outputs
-
     out = []
-    for valid in _forward_batches(model, blocks, indices, batch_size):
-        for o in router_outputs(model):
+    for _batch, valid, outs in iter_routing(model, blocks, batch_size, indices):
+        for o in outs:
             if o.layer == layer:
-                gl = o.gate_logits.float().cpu()[valid]
+                gl = o.override_logits_of("language_gate").float().cpu()[valid]
                 out.append(gl[:, 1:].max(dim=-1).values - gl[:, 0])
     return torch.cat(out) if out else torch.zeros(0)
 
@@ -294,59 +260,24 @@ def calibrate_gates(model, old_blocks, new_blocks, max_intrusion: float, blocks_
     `blocks_per_lang` blocks per language, spread over its text; `langs`: the old languages among `old_blocks`'
     (default all; languages added earlier are not "old" for the gate). Per layer: the shift, each old language's
     intrusion and the share of `new_blocks`' tokens (the new language) sent to an added expert, after the shift."""
-    from langmoe.models.moe import moe_blocks
-
     codes = list(old_blocks.index.codes)
     wanted = set(codes if langs is None else langs)
     report: dict[int, dict[str, Any]] = {}
-    for b in moe_blocks(model):
-        gate = b.router.gate
-        if gate is None:
-            continue
-        old = {c: _gate_margins(model, old_blocks, b.layer_idx, _half(old_blocks.indices_of(i), blocks_per_lang, 1))
+    for layer, gate in _gates(model):
+        old = {c: _gate_margins(model, old_blocks, layer, _half(old_blocks.indices_of(i), blocks_per_lang, 1))
                for i, c in enumerate(codes) if c in wanted}
         old = {c: m for c, m in old.items() if m.numel()}
         if not old:
-            from langmoe.errors import LangmoeError
-
             raise LangmoeError("gate calibration: the old languages have no text to calibrate on")
         shift = max(float(torch.quantile(m.double(), 1.0 - max_intrusion, interpolation="higher")) for m in old.values())
-        new = _gate_margins(model, new_blocks, b.layer_idx, _half(range(len(new_blocks)), blocks_per_lang, 1))
+        new = _gate_margins(model, new_blocks, layer, _half(range(len(new_blocks)), blocks_per_lang, 1))
         gate.bias[0] += shift
-        report[b.layer_idx] = {
+        report[layer] = {
             "shift": shift,
             "old_intrusion": {c: float((m > shift).float().mean()) for c, m in old.items()},
             "new_recall": float((new > shift).float().mean()) if new.numel() else float("nan"),
         }
     return report
-
-
-class MixedSource:
-    """Rows of two batch sources side by side (both pure functions of the step, so resume stays exact)."""
-
-    def __init__(self, *sources):
-        self.sources = [x for x in sources if x is not None]
-
-    def get(self, step: int, micro: int, rank: int = 0, world: int = 1):
-        parts = [x.get(step, micro, rank, world) for x in self.sources]
-        return {k: torch.cat([p[k] for p in parts]) for k in ("input_ids", "labels", "group_ids")}
-
-
-def _freeze_old_experts(model, num_old: int, router_rows: bool = False) -> list:
-    """Gradient hooks zeroing the rows of experts < num_old in every fused expert tensor (and, with `router_rows`,
-    in every router weight): exact, since with zero gradients and no weight decay AdamW leaves them untouched."""
-    from langmoe.methods.dmoe.build import is_expert_param
-    from langmoe.models.moe import moe_blocks
-
-    params = [p for name, p in model.named_parameters() if is_expert_param(name)]
-    if router_rows:
-        params += [router_weight(b) for b in moe_blocks(model)]
-    handles = []
-    for p in params:
-        mask = torch.ones(p.shape[0], *([1] * (p.dim() - 1)), dtype=p.dtype)
-        mask[:num_old] = 0
-        handles.append(p.register_hook(lambda g, m=mask: g * m.to(g.device, g.dtype)))
-    return handles
 
 
 def train_new_language(model, blocks, lang: str, new_expert: int, train_config: Mapping[str, Any], out_dir: Path,
@@ -364,17 +295,9 @@ def train_new_language(model, blocks, lang: str, new_expert: int, train_config: 
     hold language gates, fitted afterwards by `fit_gates`): the loss is `L_CLM` alone and only the new expert
     trains (replayed old text would train nothing, so none is mixed in).
     """
-    from langmoe.data.samplers import TemperatureSampler
-    from langmoe.methods.dmoe.stages import stage1_terms
-    from langmoe.train.faults import maybe_fail
-    from langmoe.train.routing_context import hard_routing
-    from langmoe.train.trainer import train
-
     rows = int(train_config["micro_batch_size"])
     replay_rows = int(replay_rows) if replay_blocks is not None else 0
     if not 0 <= replay_rows < rows:
-        from langmoe.errors import LangmoeError
-
         raise LangmoeError(f"replay rows must be in [0, micro_batch_size={rows}), got {replay_rows}")
     if gated:
         replay_rows = 0
@@ -383,21 +306,18 @@ def train_new_language(model, blocks, lang: str, new_expert: int, train_config: 
                                 group_of={c: int(new_expert) for c in blocks.index.codes})
     if replay_rows:
         old = TemperatureSampler(replay_blocks, replay_rows, tau=0.3, seed=seed + 1, group_of=dict(group_of or {}))
-        source = MixedSource(source, old)
+        source = SideBySideSource(source, old)
     source = maybe_fail(source, fail_at)
     cfg = {**dict(train_config), "weight_decay": 0.0}
-    handles = _freeze_old_experts(model, int(new_expert), router_rows=freeze_old_rows and not gated)
+    # the old experts' rows (and, with freeze_old_rows, their router rows) get zero gradient: with weight decay 0
+    # AdamW leaves them exactly as they were
+    handles = freeze_expert_rows(model, int(new_expert), router_rows=freeze_old_rows and not gated)
     try:
         if gated:
-            from langmoe.methods.dmoe.build import is_expert_param
-
             return train(model, source, cfg, out_dir, loss_terms=[], forward_context=hard_routing,
                          trainable=lambda name, p=None: is_expert_param(name))
         terms = stage1_terms(alpha)
         if keep_out > 0 and replay_rows:
-            from langmoe.models.moe import moe_blocks
-            from langmoe.train.trainer import LossTerm
-
             top_k = moe_blocks(model)[0].top_k
             terms.append(LossTerm("keep_out", keep_out, keep_out_term(int(new_expert), top_k, margin)))
         return train(model, source, cfg, out_dir, loss_terms=terms, forward_context=hard_routing,
@@ -411,108 +331,151 @@ def train_new_language(model, blocks, lang: str, new_expert: int, train_config: 
 def intrusion(model, blocks, new_expert: int, batch_size: int = 8, max_blocks: int = 64) -> float:
     """Share of (token, MoE layer) pairs of `blocks` (old languages) whose learned top-k holds `new_expert`:
     only those can change an old language's output (see the module docstring)."""
-    from langmoe.models.moe import router_outputs
-
     hit = total = 0
     picked = spread(range(len(blocks)), max_blocks)  # across every language, not the first ones only
-    for valid in _forward_batches(model, blocks, picked, batch_size):
-        for out in router_outputs(model):
+    for _batch, valid, outs in iter_routing(model, blocks, batch_size, picked):
+        for out in outs:
             top = out.topk_idx.reshape(valid.numel(), -1).cpu()[valid]
             hit += int((top == new_expert).any(dim=1).sum())
             total += int(valid.sum())
     return hit / total if total else 0.0
 
 
-def add_language(model, tokenizer, corpus, lang: str, expert_of: Mapping[str, int], settings, train_config:
-                 Mapping[str, Any], out_dir: Path, eval_kwargs: Mapping[str, Any], block_len: int,
-                 max_train_tokens: int | None = None, base_model=None, old_before: Mapping[str, Any] | None = None,
-                 fail_at: int | None = None, log=None) -> dict[str, Any]:
+@dataclass
+class NewLanguageJob:
+    """What `add_language` needs besides the model: the text, the language and its settings, and how to train and
+    evaluate. `expert_of`: each old language's expert (its group); `base_model` (optional) scores the new language
+    as the dense base did; `old_before`: the old languages' scores when already known (else measured)."""
+
+    tokenizer: Any
+    corpus: Any
+    lang: str
+    expert_of: Mapping[str, int]
+    settings: NewLanguageSettings
+    train_config: Mapping[str, Any]
+    eval_kwargs: Mapping[str, Any]
+    block_len: int
+    max_train_tokens: int | None = None
+    base_model: Any = None
+    old_before: Mapping[str, Any] | None = None
+    fail_at: int | None = None
+    log: Callable[[str], None] = field(default=lambda _m: None)
+
+    def scores(self, model, langs, **kw) -> dict[str, dict[str, Any]]:
+        """Held-out scores of `langs` under this job's evaluation settings."""
+        return {x: s.model_dump() for x, s in evaluate_languages(model, self.tokenizer, self.corpus, list(langs),
+                                                                 **dict(self.eval_kwargs), **kw).items()}
+
+    def pack(self, langs) -> Any:
+        return pack_corpus(self.corpus, self.tokenizer, list(langs), "train", self.block_len,
+                           max_tokens_per_lang=self.max_train_tokens)
+
+
+def add_language(model, job: NewLanguageJob, out_dir: Path) -> dict[str, Any]:
     """§G for one language on `model` (in place): pick the source expert, add the new one (row init per
-    `settings.init`), train it, and measure. `expert_of`: each old language's expert (its group). Returns the
-    result record (new language before/after and under `base_model`, old languages before/after, intrusion)."""
-    from langmoe.data.packing import pack_corpus
-    from langmoe.eval.perplexity import evaluate_languages
-    from langmoe.methods.dmoe import build
-    from langmoe.models.moe import moe_blocks
-    from langmoe.pipeline.summary import mean_metrics
-
-    log = log or (lambda _m: None)
-    old = list(expert_of)
-    k = moe_blocks(model)[0].num_experts
-    ekw = dict(eval_kwargs)
-    if old_before is None:
-        old_before = {x: s.model_dump() for x, s in evaluate_languages(model, tokenizer, corpus, old, **ekw).items()}
-    before_new = evaluate_languages(model, tokenizer, corpus, [lang], **ekw)[lang].model_dump()
-    base_new = (evaluate_languages(base_model, tokenizer, corpus, [lang], **ekw)[lang].model_dump()
-                if base_model is not None else None)
-    from langmoe.train.routing_context import hard_routing
-
-    old_before_hard = {x: sc.model_dump() for x, sc in evaluate_languages(
-        model, tokenizer, corpus, old, forward_context=hard_routing, group_of=dict(expert_of), **ekw).items()}
-    per_expert = expert_perplexities(model, tokenizer, corpus, lang, k, ekw)
-    source = min(range(k), key=lambda i: per_expert[i])
-    log(f"add-language {lang}: ppl {before_new['ppl']:.2f}; per expert {[round(p, 1) for p in per_expert]}; "
-        f"copying expert {source}")
-    old_blocks = pack_corpus(corpus, tokenizer, old, "train", block_len, max_tokens_per_lang=max_train_tokens)
-    new_blocks = pack_corpus(corpus, tokenizer, [lang], "train", block_len, max_tokens_per_lang=max_train_tokens)
-    gated = settings.routing == "gate"
-    centroids = router_input_centroids(model, old_blocks) if settings.init == "margin" and not gated else None
-    new_expert = build.add_language_expert(model, source, settings.gate_mode if gated else None)
-    if centroids is not None:
-        init_new_row(model, new_expert, centroids, settings.margin)
+    `settings.init`), train it, and measure. Returns the result record (new language before/after and under the
+    base model, old languages before/after, intrusion)."""
+    before = _measure_before(model, job)
+    old_blocks, new_blocks = job.pack(list(job.expert_of)), job.pack([job.lang])
+    new_expert = _add_expert(model, job, before["source_expert"], old_blocks)
     intrusion_start = intrusion(model, old_blocks, new_expert)
-    replay_rows = int(round(settings.replay * int(train_config["micro_batch_size"])))
-    res = train_new_language(model, new_blocks, lang, new_expert, {**dict(train_config), "lr": settings.lr,
-                                                                    "steps": settings.steps},
-                             Path(out_dir), alpha=settings.alpha, fail_at=fail_at,
-                             replay_blocks=old_blocks if replay_rows else None, group_of=dict(expert_of),
-                             replay_rows=replay_rows, freeze_old_rows=settings.freeze_old_rows,
-                             keep_out=settings.keep_out, margin=settings.margin,
-                             gated=gated)
-    gate_report = None
-    if gated:  # fitted and thresholded on training text (never test): each old language's intrusion <= max
-        first_new = moe_blocks(model)[0].router.gate.first_new
-        class_of = {x: (0 if e < first_new else e - first_new + 1) for x, e in expert_of.items()}
-        fit = fit_gates(model, [(old_blocks, class_of), (new_blocks, {lang: new_expert - first_new + 1})],
-                        blocks_per_lang=64)
-        old_codes = [x for x, e in expert_of.items() if e < first_new]
-        gate_report = calibrate_gates(model, old_blocks, new_blocks, settings.max_intrusion, langs=old_codes)
-        for k, v in fit.items():
-            gate_report[k]["fit"] = v
-        log(f"add-language {lang}: gate threshold: " + "; ".join(
-            f"layer {k}: old tokens to the new expert <= {max(v['old_intrusion'].values()):.2%} per language, "
-            f"{lang} tokens {v['new_recall']:.1%}" for k, v in gate_report.items()))
-    after = {x: s.model_dump() for x, s in evaluate_languages(model, tokenizer, corpus, [lang, *old], **ekw).items()}
-    old_after = {x: after[x] for x in old}
-    hard = {x: sc.model_dump() for x, sc in evaluate_languages(
-        model, tokenizer, corpus, [lang, *old], forward_context=hard_routing,
-        group_of={**dict(expert_of), lang: new_expert}, **ekw).items()}
-    out = {
-        "lang": lang,
-        "per_expert_ppl": per_expert,
-        "source_expert": source,
-        "source_group": sorted(x for x, e in expert_of.items() if e == source),
-        "new_expert": new_expert,
-        "base": base_new,
-        "before": before_new,
-        "after": after[lang],
-        "old_before": {x: old_before[x] for x in old},
-        "old_after": old_after,
+    res, replay_rows = _train(model, job, new_expert, old_blocks, new_blocks, out_dir)
+    gate_report = _fit_gate(model, job, new_expert, old_blocks, new_blocks) if job.settings.routing == "gate" else None
+    out = {**before, **_measure_after(model, job, new_expert, before), "intrusion_start": intrusion_start,
+           "intrusion_end": intrusion(model, old_blocks, new_expert), "gate": gate_report,
+           "tokens_seen": int(res.tokens_seen),
+           "replay_rows_per_micro_batch": 0 if gate_report is not None else replay_rows,  # the gated run mixes none
+           "settings": job.settings.model_dump()}
+    lang, b, a = job.lang, out["before"], out["after"]
+    job.log(f"add-language {lang}: ppl {b['ppl']:.2f} -> {a['ppl']:.2f}"
+            + (f" (base {out['base']['ppl']:.2f})" if out["base"] else "")
+            + f"; old languages' mean ppl {out['old_mean_ppl_change']:+.2%}; with hard routing by language "
+            f"{lang} {out['after_hard']['ppl']:.2f}, old {out['old_mean_ppl_change_hard']:+.2%}")
+    return _ordered(out)
+
+
+def _measure_before(model, job: NewLanguageJob) -> dict[str, Any]:
+    """The new language's and the old languages' scores before anything changes, and the source expert."""
+    old = list(job.expert_of)
+    old_before = job.old_before if job.old_before is not None else job.scores(model, old)
+    before_new = job.scores(model, [job.lang])[job.lang]
+    base_new = job.scores(job.base_model, [job.lang])[job.lang] if job.base_model is not None else None
+    old_before_hard = job.scores(model, old, forward_context=hard_routing, group_of=dict(job.expert_of))
+    k = moe_blocks(model)[0].num_experts
+    per_expert = expert_perplexities(model, job.tokenizer, job.corpus, job.lang, k, job.eval_kwargs)
+    source = min(range(k), key=lambda i: per_expert[i])
+    job.log(f"add-language {job.lang}: ppl {before_new['ppl']:.2f}; per expert {[round(p, 1) for p in per_expert]}; "
+            f"copying expert {source}")
+    return {"lang": job.lang, "per_expert_ppl": per_expert, "source_expert": source,
+            "source_group": sorted(x for x, e in job.expert_of.items() if e == source), "base": base_new,
+            "before": before_new, "old_before": {x: old_before[x] for x in old}, "_old_before_hard": old_before_hard}
+
+
+def _add_expert(model, job: NewLanguageJob, source: int, old_blocks) -> int:
+    """The new expert (a copy of `source`), behind a language gate or as a router row (initialised per
+    `settings.init`)."""
+    s = job.settings
+    gated = s.routing == "gate"
+    centroids = router_input_centroids(model, old_blocks) if s.init == "margin" and not gated else None
+    new_expert = build.add_language_expert(model, source, s.gate_mode if gated else None)
+    if centroids is not None:
+        init_new_row(model, new_expert, centroids, s.margin)
+    return new_expert
+
+
+def _train(model, job: NewLanguageJob, new_expert: int, old_blocks, new_blocks, out_dir: Path):
+    s = job.settings
+    replay_rows = int(round(s.replay * int(job.train_config["micro_batch_size"])))
+    res = train_new_language(model, new_blocks, job.lang, new_expert,
+                             {**dict(job.train_config), "lr": s.lr, "steps": s.steps}, Path(out_dir),
+                             alpha=s.alpha, fail_at=job.fail_at, replay_blocks=old_blocks if replay_rows else None,
+                             group_of=dict(job.expert_of), replay_rows=replay_rows,
+                             freeze_old_rows=s.freeze_old_rows, keep_out=s.keep_out, margin=s.margin,
+                             gated=s.routing == "gate")
+    return res, replay_rows
+
+
+def _fit_gate(model, job: NewLanguageJob, new_expert: int, old_blocks, new_blocks) -> dict[int, Any]:
+    """Fit and threshold the gates on training text (never test): each old language's intrusion <= the maximum."""
+    first_new = _gates(model)[0][1].first_new
+    class_of = {x: (0 if e < first_new else e - first_new + 1) for x, e in job.expert_of.items()}
+    fit = fit_gates(model, [(old_blocks, class_of), (new_blocks, {job.lang: new_expert - first_new + 1})],
+                    blocks_per_lang=64)
+    old_codes = [x for x, e in job.expert_of.items() if e < first_new]
+    report = calibrate_gates(model, old_blocks, new_blocks, job.settings.max_intrusion, langs=old_codes)
+    for k, v in fit.items():
+        report[k]["fit"] = v
+    job.log(f"add-language {job.lang}: gate threshold: " + "; ".join(
+        f"layer {k}: old tokens to the new expert <= {max(v['old_intrusion'].values()):.2%} per language, "
+        f"{job.lang} tokens {v['new_recall']:.1%}" for k, v in report.items()))
+    return report
+
+
+def _measure_after(model, job: NewLanguageJob, new_expert: int, before: Mapping[str, Any]) -> dict[str, Any]:
+    """Scores after training, learned routing and hard routing by language, and the old languages' changes."""
+    old, lang = list(job.expert_of), job.lang
+    after = job.scores(model, [lang, *old])
+    old_before, old_after = before["old_before"], {x: after[x] for x in old}
+    hard = job.scores(model, [lang, *old], forward_context=hard_routing,
+                      group_of={**dict(job.expert_of), lang: new_expert})
+    old_before_hard = before["_old_before_hard"]
+    return {
+        "new_expert": new_expert, "after": after[lang], "old_after": old_after,
         "old_ppl_change": {x: old_after[x]["ppl"] / old_before[x]["ppl"] - 1 for x in old},
         "old_mean_ppl_change": mean_metrics(old_after)["ppl"] / mean_metrics(dict(old_before))["ppl"] - 1,
         "after_hard": hard[lang],
         "old_ppl_change_hard": {x: hard[x]["ppl"] / old_before_hard[x]["ppl"] - 1 for x in old},
         "old_mean_ppl_change_hard": mean_metrics({x: hard[x] for x in old})["ppl"]
         / mean_metrics(old_before_hard)["ppl"] - 1,
-        "intrusion_start": intrusion_start,
-        "intrusion_end": intrusion(model, old_blocks, new_expert),
-        "gate": gate_report,
-        "tokens_seen": int(res.tokens_seen),
-        "replay_rows_per_micro_batch": 0 if gated else replay_rows,  # the gated training mixes none in
-        "settings": settings.model_dump(),
     }
-    log(f"add-language {lang}: ppl {before_new['ppl']:.2f} -> {after[lang]['ppl']:.2f}"
-        + (f" (base {base_new['ppl']:.2f})" if base_new else "")
-        + f"; old languages' mean ppl {out['old_mean_ppl_change']:+.2%}; with hard routing by language "
-        f"{lang} {hard[lang]['ppl']:.2f}, old {out['old_mean_ppl_change_hard']:+.2%}")
-    return out
+
+
+_RECORD_ORDER = ("lang", "per_expert_ppl", "source_expert", "source_group", "new_expert", "base", "before", "after",
+                 "old_before", "old_after", "old_ppl_change", "old_mean_ppl_change", "after_hard",
+                 "old_ppl_change_hard", "old_mean_ppl_change_hard", "intrusion_start", "intrusion_end", "gate",
+                 "tokens_seen", "replay_rows_per_micro_batch", "settings")
+
+
+def _ordered(out: Mapping[str, Any]) -> dict[str, Any]:
+    """The record in its documented field order (new_language.json reads top-down)."""
+    return {k: out[k] for k in _RECORD_ORDER}

@@ -20,7 +20,7 @@ def write_languages_file(dest: Path, expert_of: dict[str, int]) -> None:
 
 
 def run_new_language(run, settings, stage2: str, groups: list[list[str]], layers: list[int]) -> dict[str, Any]:
-    from langmoe.methods.dmoe.new_language import add_language
+    from langmoe.methods.dmoe.new_language import NewLanguageJob, add_language
     from langmoe.pipeline.models import load_moe, moe_params, save_moe
     from langmoe.pipeline.runner import atomic_dir
     from langmoe.train.routing_context import group_of_map
@@ -37,10 +37,11 @@ def run_new_language(run, settings, stage2: str, groups: list[list[str]], layers
         model = load_moe(run.model_dir(stage2))
         old_before = read_json(run.run_dir / "eval" / "dmoe.json")["langs"]
         expert_of = group_of_map(groups)
-        out = add_language(model, run.tokenizer, run.corpus, nl.lang, expert_of, nl, cfg, d / "train", ekw,
-                           r.data.block_len, r.data.max_train_tokens_per_lang, base_model=run.base(),
-                           old_before={x: old_before[x] for x in r.languages}, fail_at=run.fail_at.get(name),
-                           log=run.log)
+        job = NewLanguageJob(run.tokenizer, run.corpus, nl.lang, expert_of, nl, cfg, ekw, r.data.block_len,
+                             r.data.max_train_tokens_per_lang, base_model=run.base(),
+                             old_before={x: old_before[x] for x in r.languages}, fail_at=run.fail_at.get(name),
+                             log=run.log)
+        out = add_language(model, job, d / "train")
         with atomic_dir(d / "model") as tmp:
             save_moe(run.tokenizer)(model, tmp)
             write_languages_file(tmp, {**expert_of, nl.lang: out["new_expert"]})

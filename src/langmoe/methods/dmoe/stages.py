@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from langmoe.models.routing import iter_routing
 from langmoe.train.faults import maybe_fail
 from langmoe.train.routing_context import hard_routing
 
@@ -115,35 +116,23 @@ def routing_statistics(model, blocks, group_of: Mapping[str, int], batch_size: i
     Returns `accuracy[layer]` = share of tokens whose top-1 expert is their group's expert, and
     `counts[lang][layer][expert]` = tokens whose top-1 expert is `expert` (the routing table of the report).
     """
-    from langmoe.models.moe import router_outputs
-
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     codes = blocks.index.codes
     correct: dict[int, int] = {}
     total: dict[int, int] = {}
     counts: dict[str, dict[int, list[int]]] = {c: {} for c in codes}
-    try:
-        for start in range(0, len(blocks), batch_size):
-            idx = list(range(start, min(start + batch_size, len(blocks))))
-            batch = blocks.batch(idx, group_of=dict(group_of))
-            model(input_ids=batch["input_ids"].to(device))
-            valid = (batch["labels"] != -100).reshape(-1)
-            groups = batch["group_ids"].reshape(-1)[valid]
-            langs = batch["lang_ids"].reshape(-1)[valid]
-            for out in router_outputs(model):
-                layer = int(out.layer)
-                top1 = out.topk_idx[:, 0].reshape(-1).cpu()[valid]
-                n_exp = int(out.logits.shape[-1])
-                correct[layer] = correct.get(layer, 0) + int((top1 == groups).sum())
-                total[layer] = total.get(layer, 0) + int(valid.sum())
-                for li in langs.unique().tolist():
-                    c = torch.bincount(top1[langs == li], minlength=n_exp).tolist()
-                    row = counts[codes[li]].setdefault(layer, [0] * n_exp)
-                    counts[codes[li]][layer] = [a + b for a, b in zip(row, c, strict=True)]
-    finally:
-        model.train(was_training)
+    for batch, valid, outs in iter_routing(model, blocks, batch_size, group_of=group_of):
+        groups = batch["group_ids"].reshape(-1)[valid]
+        langs = batch["lang_ids"].reshape(-1)[valid]
+        for out in outs:
+            layer = int(out.layer)
+            top1 = out.topk_idx[:, 0].reshape(-1).cpu()[valid]
+            n_exp = int(out.logits.shape[-1])
+            correct[layer] = correct.get(layer, 0) + int((top1 == groups).sum())
+            total[layer] = total.get(layer, 0) + int(valid.sum())
+            for li in langs.unique().tolist():
+                c = torch.bincount(top1[langs == li], minlength=n_exp).tolist()
+                row = counts[codes[li]].setdefault(layer, [0] * n_exp)
+                counts[codes[li]][layer] = [a + b for a, b in zip(row, c, strict=True)]
     accuracy = {str(k): correct[k] / total[k] for k in sorted(total) if total[k]}
     return {
         "accuracy": accuracy,

@@ -32,7 +32,8 @@ from langmoe.errors import LangmoeError
 from langmoe.methods.routing import metrics as M
 from langmoe.methods.routing.analysis import default_alpha
 from langmoe.methods.routing.collect import RoutingCounts
-from langmoe.methods.routing.routers import FAMILIES, RouterLayer, mask_routing, require_moe
+from langmoe.methods.routing.routers import mask_routing
+from langmoe.models.routers import FAMILIES, RouterLayer, freeze_rows, require_moe
 
 __all__ = [
     "MODES",
@@ -234,8 +235,7 @@ class SliceFreezer:
             frozen = ~rows.to(p.device)
             self._frozen[name] = frozen
             self._saved[name] = p.detach()[frozen].clone()
-            keep = rows.to(p.device).view(-1, *([1] * (p.ndim - 1)))
-            self._handles.append(p.register_hook(lambda g, keep=keep: torch.where(keep, g, torch.zeros_like(g))))
+            self._handles.append(freeze_rows(p, frozen))
         if self.partial:
             from torch.optim.optimizer import register_optimizer_step_post_hook
 

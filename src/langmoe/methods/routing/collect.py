@@ -1,6 +1,6 @@
 """Collect routing statistics: per language, MoE layer and expert, how often the model's own top-k picked it.
 
-Hooks sit on the router modules (`routers.iter_router_layers`), so the counts are the experts the model really
+Hooks sit on the router modules (`langmoe.models.routing.iter_routing` records them), so the counts are the experts the model really
 used, with its own top-k rule (group-limited for deepseek_v3, sparsemixer for phimoe, router bias for gpt_oss).
 Text streams through `pack_corpus` one language at a time, up to a token budget; only real tokens count (the
 padding of a last partial block does not). `soft=True` sums the routers' probabilities instead of top-k hits.
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -20,11 +19,14 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from langmoe.data.corpus import choose_languages
+from langmoe.data.packing import pack_corpus
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_json
 from langmoe.methods.routing.routers import RouterLayer, require_moe, route_scores
+from langmoe.models.routing import iter_routing
 
-__all__ = ["RoutingCounts", "RoutingCapture", "collect_routing", "min_stable_tokens"]
+__all__ = ["RoutingCounts", "collect_routing", "min_stable_tokens"]
 
 
 class RoutingCounts(BaseModel):
@@ -62,41 +64,16 @@ def min_stable_tokens(num_experts: int, top_k: int, per_expert: int = 20) -> int
     return math.ceil(per_expert * num_experts / max(top_k, 1))
 
 
-class RoutingCapture:
-    """Forward hooks that keep each MoE layer's (router logits [T, E], chosen experts [T, k]) of the last forward."""
-
-    def __init__(self, model: nn.Module, layers: Sequence[RouterLayer] | None = None):
-        self.layers = list(layers) if layers is not None else require_moe(model, "routing statistics")
-        self.last: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._handles: list = []
-
-    def _hook(self, r: RouterLayer):
-        # langmoe's TopKRouter returns a RouterDecision whose first three fields are the stock routers'
-        # (logits, scores, indices): one hook serves both.
-        def hook(module, args, output):
-            if (not isinstance(output, (tuple, list)) or len(output) < 3 or not torch.is_tensor(output[2])
-                    or output[2].is_floating_point()):
-                raise LangmoeError(f"router {r.name} does not return (logits, weights, indices): unsupported "
-                                   "MoE router")
-            self.last[r.layer] = (output[0].detach(), output[2].detach())
-        return hook
-
-    def __enter__(self) -> RoutingCapture:
-        for r in self.layers:
-            self._handles.append(r.router.register_forward_hook(self._hook(r)))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def take(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        out, self.last = self.last, {}
-        missing = [r.layer for r in self.layers if r.layer not in out]
-        if missing:
-            raise LangmoeError(f"MoE layers {missing} did not run in the forward: unsupported MoE layout")
-        return out
+def _by_layer(outs, layers: Sequence[RouterLayer]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """`{layer: (router logits, chosen experts)}` of one forward; every MoE layer must have run."""
+    got = {o.layer: (o.logits, o.topk_idx) for o in outs}
+    missing = [r.layer for r in layers if r.layer not in got]
+    if missing:
+        raise LangmoeError(f"MoE layers {missing} did not run in the forward: unsupported MoE layout")
+    bad = [r.name for r in layers if got[r.layer][1] is None or got[r.layer][1].is_floating_point()]
+    if bad:
+        raise LangmoeError(f"router {bad[0]} does not return (logits, weights, indices): unsupported MoE router")
+    return got
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -104,17 +81,6 @@ def _model_device(model: nn.Module) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:  # pragma: no cover
         return torch.device("cpu")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was)
 
 
 def collect_routing(
@@ -134,8 +100,6 @@ def collect_routing(
     A language with fewer tokens than `min_tokens` (default: `min_stable_tokens`) gets a warning with its count;
     one with none is an error (nothing is returned).
     """
-    from langmoe.data.packing import pack_corpus
-
     layers = require_moe(model, "routing statistics")
     langs = list(dict.fromkeys(langs))
     if not langs:
@@ -148,8 +112,6 @@ def collect_routing(
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:
         raise LangmoeError(f"the tokenizer has {len(tokenizer)} tokens but the model only {vocab}: wrong tokenizer")
-    from langmoe.data.corpus import choose_languages
-
     choose_languages(corpus, langs)
     E_max = max(r.num_experts for r in layers)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -158,39 +120,36 @@ def collect_routing(
     tokens: dict[str, int] = {}
     token_ids: dict[str, list[int]] = {}
     notes: list[str] = []
-    with _eval_mode(model), RoutingCapture(model, layers) as cap:
-        for li, lang in enumerate(langs):
-            try:
-                blocks = pack_corpus(corpus, tokenizer, [lang], split, window, max_tokens_per_lang=tokens_per_lang)
-            except LangmoeError as e:
-                raise LangmoeError(f"language {lang!r}: {e}") from None
-            acc = torch.zeros(len(layers), E_max, dtype=torch.float64, device=device)
-            valid_all = torch.arange(blocks.block_len)[None, :] < blocks.lengths[:, None]
-            for start in range(0, len(blocks), batch_size):
-                ids = blocks.tokens[start : start + batch_size]
-                valid = valid_all[start : start + batch_size].reshape(-1).to(device)
-                model(input_ids=ids.to(device), use_cache=False)
-                got = cap.take()
-                for j, r in enumerate(layers):
-                    logits, idx = got[r.layer]
-                    if soft:
-                        p = route_scores(r, logits.reshape(-1, logits.shape[-1]))[valid]
-                        acc[j, : r.num_experts] += p.sum(0).double()
-                    else:
-                        sel = idx.reshape(valid.numel(), -1)[valid].reshape(-1)
-                        acc[j, : r.num_experts] += torch.bincount(sel, minlength=r.num_experts).double()
-            counts[li] = acc.cpu().numpy()
-            n = int(blocks.lengths.sum())
-            tokens[lang] = n
-            used = np.unique(blocks.tokens[valid_all].numpy())
-            token_ids[lang] = [int(t) for t in used if int(t) not in special]
-            need = min_tokens if min_tokens is not None else max(min_stable_tokens(r.num_experts, r.top_k)
-                                                                 for r in layers)
-            if n < need:
-                msg = (f"language {lang!r} has only {n} {split} tokens (< {need} for stable statistics over "
-                       f"{E_max} experts): its routing statistics are noisy")
-                notes.append(msg)
-                warnings.warn(msg, stacklevel=2)
+    for li, lang in enumerate(langs):
+        try:
+            blocks = pack_corpus(corpus, tokenizer, [lang], split, window, max_tokens_per_lang=tokens_per_lang)
+        except LangmoeError as e:
+            raise LangmoeError(f"language {lang!r}: {e}") from None
+        acc = torch.zeros(len(layers), E_max, dtype=torch.float64, device=device)
+        for _batch, valid, outs in iter_routing(model, blocks, batch_size):
+            valid = valid.to(device)
+            got = _by_layer(outs, layers)
+            for j, r in enumerate(layers):
+                logits, idx = got[r.layer]
+                if soft:
+                    p = route_scores(r, logits.reshape(-1, logits.shape[-1]))[valid]
+                    acc[j, : r.num_experts] += p.sum(0).double()
+                else:
+                    sel = idx.reshape(valid.numel(), -1)[valid].reshape(-1)
+                    acc[j, : r.num_experts] += torch.bincount(sel, minlength=r.num_experts).double()
+        counts[li] = acc.cpu().numpy()
+        valid_all = torch.arange(blocks.block_len)[None, :] < blocks.lengths[:, None]
+        n = int(blocks.lengths.sum())
+        tokens[lang] = n
+        used = np.unique(blocks.tokens[valid_all].numpy())
+        token_ids[lang] = [int(t) for t in used if int(t) not in special]
+        need = min_tokens if min_tokens is not None else max(min_stable_tokens(r.num_experts, r.top_k)
+                                                             for r in layers)
+        if n < need:
+            msg = (f"language {lang!r} has only {n} {split} tokens (< {need} for stable statistics over "
+                   f"{E_max} experts): its routing statistics are noisy")
+            notes.append(msg)
+            warnings.warn(msg, stacklevel=2)
     return RoutingCounts(
         model_type=str(getattr(getattr(model, "config", None), "model_type", "")),
         kind="soft" if soft else "topk",

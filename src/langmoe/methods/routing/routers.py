@@ -1,10 +1,8 @@
-"""Where an MoE causal LM keeps its routers and experts, and how each router family picks its top-k.
+"""How each router family picks its top-k, and masking the routing of any MoE model to allowed experts.
 
-`iter_router_layers(model)` is the one interface the rest of this package uses: one `RouterLayer` per MoE layer
-(decoder-layer index, router module, the fused expert parameters with the expert axis first, E, top-k, family).
-It finds langmoe's own `MoEBlock`s, or the router class a transformers MoE model declares for
-`output_router_logits` (`_can_record_outputs["router_logits"]`), so hooks on those modules see exactly the logits
-and the top-k the model itself uses.
+The routers themselves are found by `langmoe.models.routers.iter_router_layers` (one `RouterLayer` per MoE
+layer: decoder-layer index, router module, the fused expert parameters with the expert axis first, E, top-k,
+family), re-exported here for this package.
 
 Router families (transformers 5.24; each router returns `(logits [T, E], weights [T, k], indices [T, k])`):
 
@@ -12,7 +10,7 @@ Router families (transformers 5.24; each router returns `(logits [T, E], weights
 - `topk_softmax` (granitemoe, gpt_oss with its router bias): top-k logits, softmax over those k;
 - `sigmoid_group` (deepseek_v3): sigmoid scores + correction bias, group-limited top-k, renormalise, scale;
 - `sparsemixer` (phimoe): the model's own `sparsemixer` (always 2 experts);
-- `langmoe`: `langmoe.models.moe.MoEBlock` (masking goes through `langmoe.models.moe.routing`).
+- `langmoe`: `langmoe.models.moe.MoEBlock` (masking goes through `langmoe.models.routing.routing`).
 
 `route(layer, logits, allowed)` recomputes a family's (weights, indices) from logits masked to the allowed
 experts; with every expert allowed it reproduces the router's own output (tested against transformers' modules).
@@ -20,135 +18,17 @@ experts; with every expert allowed it reproduces the router's own output (tested
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from langmoe.errors import LangmoeError
+from langmoe.models.routers import FAMILIES, RouterLayer, iter_router_layers, require_moe
+from langmoe.models.routing import routing
 
 __all__ = ["RouterLayer", "FAMILIES", "iter_router_layers", "require_moe", "route", "route_scores", "mask_routing"]
-
-FAMILIES: dict[str, str] = {
-    "olmoe": "softmax_topk",
-    "qwen2_moe": "softmax_topk",
-    "qwen3_moe": "softmax_topk",
-    "mixtral": "softmax_topk",
-    "granitemoe": "topk_softmax",
-    "gpt_oss": "topk_softmax",
-    "deepseek_v3": "sigmoid_group",
-    "phimoe": "sparsemixer",
-}
-_EXPERT_ATTRS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks)\.(\d+)\.")
-
-
-@dataclass
-class RouterLayer:
-    """One MoE layer: its router, its experts (fused parameters, expert axis 0) and how it routes."""
-
-    layer: int  # decoder-layer index
-    name: str  # qualified name of the router module
-    router: nn.Module
-    block: nn.Module  # the MoE block holding router and experts
-    num_experts: int
-    top_k: int
-    family: str
-    expert_params: dict[str, nn.Parameter] = field(default_factory=dict)  # qualified name -> [E', ...]
-    expert_offset: int = 0  # expert e lives at row e - offset (langmoe frozen expert 0: offset 1, e=0 a buffer)
-    router_params: dict[str, nn.Parameter] = field(default_factory=dict)  # qualified name -> [E, ...] (rows)
-
-
-def _router_class(model: nn.Module):
-    rec = getattr(model, "_can_record_outputs", None) or {}
-    spec = rec.get("router_logits") if isinstance(rec, Mapping) else None
-    if spec is None:
-        return None
-    target = getattr(spec, "target_class", spec)
-    return target if isinstance(target, type) else None
-
-
-def _langmoe_expert_params(block, prefix: str) -> dict[str, nn.Parameter]:
-    """The fused trainable expert tensors of a langmoe block (expert axis first), by qualified name. With a frozen
-    expert 0 they hold experts 1..E-1 (expert 0 is a buffer), hence `expert_offset` 1."""
-    if block.frozen_expert0:
-        sub, part = block.base_experts.trainable, f"{prefix}.experts.trainable"
-    else:
-        sub, part = block.experts, f"{prefix}.experts"
-    return {f"{part}.{n}": p for n, p in sub.named_parameters() if "." not in n}
-
-
-def iter_router_layers(model: nn.Module) -> list[RouterLayer]:
-    """Every MoE layer of `model` in layer order (empty for a dense model)."""
-    from langmoe.models.moe import MoEBlock
-
-    names = {id(m): n for n, m in model.named_modules()}
-    out: list[RouterLayer] = []
-    blocks = sorted((m for m in model.modules() if isinstance(m, MoEBlock)), key=lambda m: m.layer_idx)
-    for b in blocks:
-        prefix = names[id(b)]
-        params = _langmoe_expert_params(b, prefix)
-        out.append(RouterLayer(b.layer_idx, f"{prefix}.router", b.router, b, b.num_experts, b.top_k, "langmoe",
-                               params, 1 if b.frozen_expert0 else 0, {f"{prefix}.router.weight": b.router.weight}))
-    if out:
-        return out
-    cls = _router_class(model)
-    if cls is None:
-        return []
-    model_type = getattr(getattr(model, "config", None), "model_type", "")
-    family = FAMILIES.get(model_type, "generic")
-    parents = {}
-    for pname, parent in model.named_modules():
-        for cname, child in parent.named_children():
-            parents[id(child)] = (pname, parent, cname)
-    for name, mod in model.named_modules():
-        if not isinstance(mod, cls):
-            continue
-        m = _LAYER_RE.search("." + name + ".")
-        if m is None:
-            raise LangmoeError(f"cannot tell the decoder layer of router {name}: unsupported MoE layout")
-        pname, parent, _ = parents[id(mod)]
-        weight = getattr(mod, "weight", None)
-        E = int(getattr(mod, "num_experts", 0) or (weight.shape[0] if weight is not None else 0))
-        k = int(getattr(mod, "top_k", 0) or 0)
-        if family == "sparsemixer":
-            k = 2
-        if E < 1 or k < 1:
-            raise LangmoeError(f"router {name} does not say its number of experts / top-k: unsupported MoE layout")
-        experts = getattr(parent, "experts", None)
-        params = {}
-        if experts is not None:
-            eprefix = names[id(experts)]
-            params = {f"{eprefix}.{n}": p for n, p in experts.named_parameters(recurse=False)
-                      if p.ndim >= 2 and p.shape[0] == E}
-        rparams = {f"{name}.{n}": p for n, p in mod.named_parameters(recurse=False) if p.shape[0] == E}
-        out.append(RouterLayer(int(m.group(1)), name, mod, parent, E, k, family, params, 0, rparams))
-    out.sort(key=lambda r: r.layer)
-    return out
-
-
-def require_moe(model: nn.Module, what: str = "this command") -> list[RouterLayer]:
-    """The MoE layers, or a one-line refusal for a dense / unsupported model."""
-    layers = iter_router_layers(model)
-    if not layers:
-        cfg = getattr(model, "config", None)
-        mt = getattr(cfg, "model_type", type(model).__name__)
-        n_exp = max((int(getattr(cfg, a, 0) or 0) for a in _EXPERT_ATTRS), default=0)
-        if n_exp > 1:
-            raise LangmoeError(
-                f"model type {mt!r} has {n_exp} experts but its routers cannot be found: unsupported MoE layout "
-                f"(supported: langmoe MoE blocks, {', '.join(sorted(FAMILIES))} and other transformers MoE models "
-                "that record router_logits)"
-            )
-        raise LangmoeError(
-            f"the model ({mt}) has no MoE router: {what} needs an MoE model (a transformers MoE such as olmoe/"
-            "qwen3_moe/mixtral, or one made by `langmoe upcycle`)"
-        )
-    return layers
-
 
 # ------------------------------------------------------------------------------------------------- routing math
 
@@ -272,7 +152,7 @@ def mask_routing(model: nn.Module, allowed: Mapping[int, Sequence[int]]) -> Iter
     """Inside the `with`, the routers of the named layers may pick only `allowed[layer]` (others' logits = -inf).
 
     Stock routers get a forward hook that recomputes weights and indices from the masked logits (and returns the
-    masked logits, so an auxiliary loss sees the same distribution); langmoe blocks use `routing(...)`.
+    masked logits, so an auxiliary loss sees the same distribution); langmoe blocks use `models.routing.routing`.
     """
     layers = iter_router_layers(model)
     masks = _masks(layers, allowed)
@@ -281,8 +161,6 @@ def mask_routing(model: nn.Module, allowed: Mapping[int, Sequence[int]]) -> Iter
         return
     with ExitStack() as stack:
         if layers[0].family == "langmoe":
-            from langmoe.models.moe import routing
-
             stack.enter_context(routing(model, allowed_experts=masks))
         else:
             for r in layers:

@@ -1,6 +1,7 @@
-"""LanguageGate: old tokens keep their routing bit for bit, gated tokens go to the added expert alone, the prefix
-features are causal running means, an untrained class sends nothing, and a gated model round-trips through the
-native folder (and refuses a stock export)."""
+"""The language gate as a route override: old tokens keep their routing bit for bit, gated tokens go to the added
+expert alone, the prefix features are causal running means, an untrained class sends nothing, a gated model
+round-trips exactly through the native folder (and refuses a stock export), and generation asks the gate whether
+it needs the whole prefix (prefix mode does, token mode does not)."""
 
 import copy
 import sys
@@ -10,7 +11,9 @@ import pytest
 import torch
 
 from langmoe.errors import LangmoeError
-from langmoe.models.moe import LanguageGate, build_moe_block, moe_blocks
+from langmoe.models.moe import build_moe_block, moe_blocks, needs_full_prefix
+from langmoe.models.overrides.gate import LanguageGate, add_gated_expert
+from langmoe.models.upcycle import add_expert
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
 
@@ -25,16 +28,16 @@ def _gated_block(seed: int = 0, mode: str = "prefix"):
     b = build_moe_block(16, 32, 3, 2)
     x = torch.randn(2, 7, 16)
     before = b(x)
-    b.add_expert(1)
-    b.router.gate = LanguageGate(16, 3, 1, mode)
+    assert add_gated_expert(b, 1, mode) == 3
+    assert isinstance(b.override, LanguageGate) and (b.override.first_new, b.override.num_new) == (3, 1)
     return b, x, before
 
 
 def test_old_class_keeps_the_old_routing_bit_for_bit():
     b, x, before = _gated_block()
     with torch.no_grad():  # a trained-looking gate whose old class always wins
-        b.router.gate.weight.normal_()
-        b.router.gate.bias[0] = 1e3
+        b.router.override.weight.normal_()
+        b.router.override.bias[0] = 1e3
     assert torch.equal(b(x), before)
 
 
@@ -42,8 +45,8 @@ def test_old_class_keeps_the_old_routing_bit_for_bit():
 def test_gated_tokens_use_the_added_expert_alone_and_the_others_are_unchanged(mode):
     b, x, before = _gated_block(1, mode)
     with torch.no_grad():
-        b.router.gate.weight.normal_()
-    logits, target = b.router.gate(x)
+        b.router.override.weight.normal_()
+    logits, target = b.router.override.classify(x)
     gated = target >= 0
     assert 0 < int(gated.sum()) < gated.numel()  # some of each, so both paths are checked
     assert set(target[gated].tolist()) == {3}
@@ -67,12 +70,12 @@ def test_prefix_features_are_causal_running_means():
 def test_untrained_gate_and_a_new_class_send_nothing_to_the_added_experts():
     g = LanguageGate(16, 3, 1)
     x = torch.randn(3, 5, 16)
-    assert bool((g(x)[1] == -1).all())  # all-zero: classes tie, argmax takes class 0
+    assert bool((g.classify(x)[1] == -1).all())  # all-zero: classes tie, argmax takes class 0
     with torch.no_grad():
         g.weight.normal_()
-    trained = g(x)[1]
+    trained = g.classify(x)[1]
     assert g.add_class() == 4 and g.num_new == 2 and g.weight.shape == (3, 16)
-    after = g(x)[1]
+    after = g.classify(x)[1]
     assert bool((after != 4).all()) and torch.equal(after, trained)  # the copied class ties with "old"
 
 
@@ -80,7 +83,10 @@ def test_gate_settings_are_checked():
     with pytest.raises(LangmoeError, match="prefix"):
         LanguageGate(16, 3, 1, "sequence")
     with pytest.raises(LangmoeError, match="does not match"):
-        build_moe_block(16, 32, 3, 2, language_gate={"first_new": 3, "num_new": 2})
+        LanguageGate.from_spec({"kind": "language_gate", "first_new": 3, "num_new": 2}, 16, 3)
+    b = build_moe_block(16, 32, 3, 2, override=LanguageGate(16, 2, 1))
+    with pytest.raises(LangmoeError, match="token"):
+        add_gated_expert(b, 0, "token")  # the gate is "prefix"
 
 
 def test_gated_model_round_trips_and_refuses_stock_export(tmp_path):
@@ -91,7 +97,6 @@ def test_gated_model_round_trips_and_refuses_stock_export(tmp_path):
     from langmoe.models.export import export_stock
     from langmoe.models.moe_format import moe_structure
     from langmoe.models.moe_io import load_model_any, save_moe_pretrained
-    from langmoe.models.upcycle import has_prefix_gate
 
     base = make_base(tmp_path / "base")
     tok = AutoTokenizer.from_pretrained(str(base))
@@ -104,9 +109,12 @@ def test_gated_model_round_trips_and_refuses_stock_export(tmp_path):
     torch.manual_seed(0)
     with torch.no_grad():
         for b in moe_blocks(model):
-            b.router.gate.weight.normal_()
-    spec = moe_structure(model).layers[0].language_gate
-    assert (spec.first_new, spec.num_new, spec.mode) == (2, 2, "prefix") and has_prefix_gate(model)
+            b.router.override.weight.normal_()
+    spec = moe_structure(model).layers[0].route_override
+    assert spec == {"kind": "language_gate", "first_new": 2, "num_new": 2, "mode": "prefix"}
+    assert needs_full_prefix(model)
+    with pytest.raises(LangmoeError, match="through the gate"):
+        add_expert(model, 0, 0)  # upcycle's add_expert asks the override, which owns its added experts
     ids = torch.randint(0, model.config.vocab_size, (2, 24))
     model.eval()
     with torch.no_grad():
@@ -114,10 +122,12 @@ def test_gated_model_round_trips_and_refuses_stock_export(tmp_path):
     save_moe_pretrained(model, tok, tmp_path / "gated")
     loaded, _ = load_model_any(tmp_path / "gated")
     loaded.eval()
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
     with torch.no_grad():
         assert torch.equal(loaded(input_ids=ids).logits, ref)
     assert loaded.generation_config.use_cache is False  # the gate reads the whole prefix
-    assert [b.router.gate.num_new for b in moe_blocks(loaded)] == [2, 2]
+    assert [b.override.num_new for b in moe_blocks(loaded)] == [2, 2]
     with pytest.raises(LangmoeError, match="language gate"):
         export_stock(loaded, tmp_path / "stock", "qwen2_moe", tokenizer=tok)
     assert not (tmp_path / "stock").exists()
@@ -135,3 +145,20 @@ def test_gated_model_round_trips_and_refuses_stock_export(tmp_path):
         for _ in range(len(out.token_ids)):
             ids = torch.cat([ids, loaded(input_ids=ids).logits[:, -1:].argmax(-1)], dim=1)
     assert out.token_ids == ids[0, -len(out.token_ids):].tolist() and len(out.token_ids) > 0
+
+
+def test_token_gate_keeps_the_kv_cache(tmp_path):
+    from override_fixtures import generation_cache_flags, round_trip, tiny_base
+
+    from langmoe.methods.dmoe import build
+
+    dense, tok = tiny_base(tmp_path)
+    model = build.build_dmoe(dense, [0, 2], 2, 2)
+    build.add_language_expert(model, 1, "token")
+    with torch.no_grad():
+        for b in moe_blocks(model):
+            b.override.weight.normal_()
+    loaded, ref, got = round_trip(model, tok, tmp_path / "m")
+    assert torch.equal(got, ref) and not needs_full_prefix(loaded)
+    assert loaded.generation_config.use_cache is not False
+    assert generation_cache_flags(loaded, tok) == [True]
