@@ -24,15 +24,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from langmoe.data.corpus import open_corpus  # noqa: E402
+from langmoe.methods.expansion.data import build_data  # noqa: E402
+from langmoe.methods.expansion.inputs import read_input  # noqa: E402
+from langmoe.methods.expansion.oneshot import one_system_recipe  # noqa: E402
+from langmoe.methods.expansion.stages import train_stage1  # noqa: E402
+from langmoe.methods.expansion.surgery import expand_model  # noqa: E402
 from langmoe.methods.layermoe import LayerMoEConfig, measure_similarity, solve_delta  # noqa: E402
-from langmoe.train.expansion import build_data, expand_model, load_base, train_stage1  # noqa: E402
+from langmoe.models.folders import resolve_model_path  # noqa: E402
+from langmoe.pipeline.context import RecipeRun  # noqa: E402
 
 
-def one_run(cfg: LayerMoEConfig, new_experts: dict[int, int], corpus, data, work: Path) -> float:
-    base = load_base(cfg.model)
-    model = base.model
-    model.train()
+def one_run(cfg: LayerMoEConfig, new_experts: dict[int, int], run: RecipeRun, data, work: Path) -> float:
+    model = run.base()
     expand_model(model, new_experts, cfg.top_k, cfg.seed)
     res = train_stage1(model, cfg, data, work)
     return res.tokens_per_s
@@ -57,11 +60,15 @@ def main(argv=None) -> int:
                          micro_batch_size=a.micro_batch_size, max_train_tokens_per_lang=200_000,
                          stage1={"steps": a.steps, "warmup_ratio": 0.0}, stage2={"steps": 0}, replay_share=0.0,
                          evaluate=False)
-    corpus = open_corpus(cfg.corpus)
-    base = load_base(cfg.model)
-    n_layers = base.model.config.num_hidden_layers
-    data = build_data(cfg, corpus, base.tokenizer, cfg.old)
-    S = measure_similarity(base.model, base.tokenizer, corpus, cfg, cfg.old)["S"]
+    work = Path(tempfile.mkdtemp(prefix="expansion-speed-"))
+    langs = list(dict.fromkeys(read_input(resolve_model_path(cfg.model)).known_langs + cfg.old + cfg.new))
+    run = RecipeRun(one_system_recipe(cfg, "layermoe", langs), work / "run")
+    run.setup()
+    base = run.base()
+    n_layers = base.config.num_hidden_layers
+    data = build_data(run, cfg, cfg.old)
+    sim_blocks = run.blocks(cfg.new + cfg.old, "train", max_tokens_per_lang=cfg.similarity_tokens_per_lang)
+    S = measure_similarity(base, sim_blocks, cfg, cfg.old)["S"]
     budget = (a.experts - 1) * n_layers
     _, alloc = solve_delta(S, budget)
     plans = {"layermoe": dict(enumerate(alloc)), "moe_lpr": dict.fromkeys(range(n_layers), a.experts - 1)}
@@ -72,7 +79,7 @@ def main(argv=None) -> int:
         for r in range(a.runs):
             order = list(plans) if r % 2 == 0 else list(reversed(plans))
             for name in order:
-                tps = one_run(cfg, plans[name], corpus, data, Path(tmp) / f"{name}-{r}")
+                tps = one_run(cfg, plans[name], run, data, Path(tmp) / f"{name}-{r}")
                 speeds[name].append(tps)
                 print(f"run {r} {name}: {tps:,.0f} tokens/s", flush=True)
     med = {k: statistics.median(v) for k, v in speeds.items()}

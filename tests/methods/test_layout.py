@@ -88,15 +88,29 @@ def test_no_import_circles():
             visit(m)
 
 
+def _registered(folder: str | None) -> bool:
+    """A registered method's folder (the registry imports it); the other folders under methods/ are shared wings
+    beside the methods that use them (methods/expansion: MoE-LPR and LayerMoE)."""
+    from langmoe.methods.registry import METHOD_PACKAGES
+
+    return folder in METHOD_PACKAGES
+
+
 @pytest.mark.parametrize("mod", sorted(MODULES))
 def test_only_the_registry_loader_imports_method_folders(mod):
     """Outside methods/ only CLI commands of a method (langmoe.commands.*) may import a method folder; a method
-    folder imports no other method folder (shared pieces live in train/, models/, pipeline/)."""
+    folder imports no other registered method's folder (shared pieces live in models/, train/, pipeline/ or in a
+    shared wing under methods/), and a shared wing imports no registered method."""
     own = _folder(mod)
-    bad = sorted(d for d in GRAPH[mod] if _folder(d) is not None and _folder(d) != own)
+    bad = sorted(d for d in GRAPH[mod] if _folder(d) is not None and _folder(d) != own
+                 and (_registered(_folder(d)) or own is None))
     if mod.startswith("langmoe.commands."):
         return
     assert not bad, f"{mod} imports method folders {bad}"
+
+
+def test_expand_finds_its_methods_through_the_registry():
+    assert not any(_folder(d) for d in GRAPH["langmoe.commands.expand"])
 
 
 def test_run_machinery_functions_are_short():

@@ -31,8 +31,8 @@ def run(tmp_path_factory):
 
 
 def test_stages_split_the_budget_and_the_final_folder_is_expandable(run):
+    from langmoe.methods.expansion.inputs import CONFIG_KEY
     from langmoe.models.moe_io import load_model_any
-    from langmoe.train.expansion import CONFIG_KEY
 
     recipe, run_dir, summary = run
     s1 = read_json(run_dir / "stages" / "moe_lpr" / "stage1" / "stage.json")["result"]

@@ -6,8 +6,6 @@ from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 
-METHODS = ("moe_lpr", "layermoe")
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,7 +15,8 @@ def register(subparsers) -> None:
                     "folder and expansion.json (similarity, allocation, routing, Old/New ppl before/after). "
                     "Give a model written by `langmoe expand` to expand it again (lifelong).",
     )
-    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--method", required=True,
+                   help="a method registered for expansion: moe_lpr, layermoe (langmoe.methods.registry)")
     p.add_argument("--model", required=True, help="dense HF folder, 'builtin', or a folder written by langmoe expand")
     p.add_argument("--new", required=True, help="comma-separated new languages, e.g. el,hu,tr")
     p.add_argument("--old", required=True, help="comma-separated old languages (replay, LPR), e.g. en,zh,es")
@@ -51,23 +50,31 @@ def register(subparsers) -> None:
     p.add_argument("--eval-stride", type=int, default=None, help="perplexity stride (default 64)")
     p.add_argument("--eval-max-chars", type=int, default=None, help="held-out characters per language")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after perplexity and routing report")
+    p.add_argument("--work-dir", default=None,
+                   help="keep the run folder here (stages, checkpoints, logs): a rerun resumes; default: a temporary "
+                        "folder, removed at the end")
     p.set_defaults(func=run)
 
 
-def config_from_args(args) -> dict[str, Any]:
+# method settings with a flag of their own; which of them a method takes is read from its config class
+METHOD_FLAGS = {"variant": "variant", "num_experts": "experts", "budget": "budget",
+                "budget_fraction": "budget_fraction", "uniform_experts": "uniform_experts", "delta": "delta",
+                "allocation": "allocation", "top_k_cls": "top_k_cls", "classifier_mode": "classifier_mode"}
+
+
+def config_from_args(args, config_cls: type) -> dict[str, Any]:
+    """The method's flat config from the flags; a method-specific flag the method does not take is one line."""
+    from langmoe.errors import LangmoeError
+
     cfg: dict[str, Any] = {"model": args.model, "new": args.new, "old": args.old, "corpus": args.corpus}
     flat = {
         "block_len": args.block_len, "micro_batch_size": args.micro_batch_size,
         "max_train_tokens_per_lang": args.max_train_tokens, "replay_share": args.replay_share, "seed": args.seed,
-        "threads": args.threads,
+        "threads": args.threads, "work_dir": args.work_dir,
     }
     cfg.update({k: v for k, v in flat.items() if v is not None})
     for stage, steps, lr in (("stage1", args.stage1_steps, args.lr), ("stage2", args.stage2_steps, args.stage2_lr)):
-        s: dict[str, Any] = {}
-        if steps is not None:
-            s["steps"] = steps
-        if lr is not None:
-            s["lr"] = lr
+        s = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
         if s:
             cfg[stage] = s
     if args.no_eval:
@@ -75,20 +82,13 @@ def config_from_args(args) -> dict[str, Any]:
     ev = {"window": args.eval_window, "stride": args.eval_stride, "max_chars_per_lang": args.eval_max_chars}
     if any(v is not None for v in ev.values()):
         cfg["eval"] = {k: v for k, v in ev.items() if v is not None}
-    lpr_only = {"variant": args.variant, "num_experts": args.experts}
-    lm_only = {"budget": args.budget, "budget_fraction": args.budget_fraction, "uniform_experts": args.uniform_experts,
-               "delta": args.delta, "allocation": args.allocation, "top_k_cls": args.top_k_cls,
-               "classifier_mode": args.classifier_mode}
-    own, other = (lpr_only, lm_only) if args.method == "moe_lpr" else (lm_only, lpr_only)
-    from langmoe.errors import LangmoeError
-
-    wrong = [k for k, v in other.items() if v is not None]
+    given = {field: getattr(args, flag) for field, flag in METHOD_FLAGS.items() if getattr(args, flag) is not None}
+    wrong = [f for f in given if f not in config_cls.model_fields]
     if wrong:
-        flag = {"num_experts": "experts"}.get(wrong[0], wrong[0]).replace("_", "-")
-        raise LangmoeError(f"--{flag} does not apply to --method {args.method}")
+        raise LangmoeError(f"--{METHOD_FLAGS[wrong[0]].replace('_', '-')} does not apply to --method {args.method}")
     if args.budget is not None and args.budget_fraction is not None:
         raise LangmoeError("give --budget or --budget-fraction, not both")
-    cfg.update({k: v for k, v in own.items() if v is not None})
+    cfg.update(given)
     return cfg
 
 
@@ -97,11 +97,14 @@ def run(args) -> int:
 
     check_output(args.out, "expand", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
     from langmoe.console import console as Console
-    from langmoe.methods import layermoe, moe_lpr
+    from langmoe.errors import LangmoeError
+    from langmoe.methods import registry
 
-    cfg = config_from_args(args)
-    module = moe_lpr if args.method == "moe_lpr" else layermoe
-    res = module.run(cfg, args.out)
+    methods = {m.name: m for m in registry.expanding_methods()}
+    if args.method not in methods:
+        raise LangmoeError(f"--method {args.method!r} cannot expand a model: choose {', '.join(methods)}")
+    method = methods[args.method]
+    res = method.expand(config_from_args(args, method.expand_config_cls), args.out)
     rec = res.record
     console = Console()
     before, after = rec.get("before"), rec.get("after")

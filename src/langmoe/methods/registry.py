@@ -11,7 +11,7 @@ This module imports nothing from langmoe (and nothing heavy), so config parsing 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,12 @@ class MethodRegistryError(Exception):
 @dataclass(frozen=True)
 class Method:
     """One registered system. `row_labels` labels extra summary rows, keyed by the row-name suffix
-    (e.g. {"_hard": "hard routing"} makes row "dmoe_hard" read "DMoE (hard routing)")."""
+    (e.g. {"_hard": "hard routing"} makes row "dmoe_hard" read "DMoE (hard routing)").
+
+    Optional hooks: `expand` (`expand(config, out)`, the method as `langmoe expand --method <name>` runs it: one
+    system, written to one model folder; `expand_config_cls` validates its config) and `report_sections`
+    (`[(title, shows, write)]`: the method's part of the HTML report, `write(page)`, where `shows(page)` finds its
+    results in the run; `page` is the report being written, see `langmoe.report.html`)."""
 
     name: str
     config_cls: type
@@ -43,6 +48,9 @@ class Method:
     label: str
     order: float
     row_labels: Mapping[str, str] = field(default_factory=dict)
+    expand: Callable[[Any, Any], Any] | None = None
+    expand_config_cls: type | None = None
+    report_sections: tuple[tuple[str, Callable[[Any], bool], Callable[[Any], None]], ...] = ()
 
     def row_display(self, row: str) -> dict[str, Any]:
         """Label and sort order of one summary row of this method."""
@@ -62,14 +70,19 @@ _LOADED = False
 
 
 def register_method(name: str, config_cls: type, run: Callable[[Any, Any], Mapping[str, Any]], label: str,
-                    order: float, row_labels: Mapping[str, str] | None = None) -> Method:
-    """Register system `name`. Re-registering the same name from the same place (a module reload) replaces it."""
+                    order: float, row_labels: Mapping[str, str] | None = None, *,
+                    expand: Callable[[Any, Any], Any] | None = None, expand_config_cls: type | None = None,
+                    report_sections: Sequence[tuple[str, Callable[[Any], bool], Callable[[Any], None]]] = ()
+                    ) -> Method:
+    """Register system `name` (hooks: see `Method`). Re-registering the same name from the same place (a module
+    reload) replaces it."""
     if not name or not name.replace("_", "").isalnum() or not name[0].isalpha() or name != name.lower():
         raise MethodRegistryError(f"method name {name!r}: use lower-case letters, digits and _")
     old = _METHODS.get(name)
     if old is not None and getattr(old.run, "__module__", None) != getattr(run, "__module__", None):
         raise MethodRegistryError(f"method {name!r} is already registered by {old.run.__module__}")
-    m = Method(name, config_cls, run, label, float(order), dict(row_labels or {}))
+    m = Method(name, config_cls, run, label, float(order), dict(row_labels or {}), expand, expand_config_cls,
+               tuple(report_sections))
     _METHODS[name] = m
     return m
 
@@ -88,6 +101,11 @@ def load_methods() -> None:
     for pkg in METHOD_PACKAGES:
         importlib.import_module(f"langmoe.methods.{pkg}")
     _LOADED = True
+
+
+def expanding_methods() -> list[Method]:
+    """The methods `langmoe expand` can run (those registered with an `expand` hook), in display order."""
+    return [m for m in list_methods() if m.expand is not None]
 
 
 def method_names() -> list[str]:

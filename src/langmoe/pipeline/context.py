@@ -87,16 +87,19 @@ class RecipeRun:
         model.train()
         return model
 
-    def blocks(self, langs: list[str] | None = None, split: str = "train"):
-        """Packed blocks of `langs` (default: the recipe's languages), cached in the run folder."""
+    def blocks(self, langs: list[str] | None = None, split: str = "train", max_tokens_per_lang: int | None = 0):
+        """Packed blocks of `langs` (default: the recipe's languages), cached in the run folder. Tokens per language:
+        the recipe's train cap (train split) or its routing-statistics size (held-out splits), unless
+        `max_tokens_per_lang` is given (None: all)."""
         from langmoe.data.packing import check_block_len, pack_corpus
 
         r = self.recipe
         check_block_len(self._model_config(), r.data.block_len)
+        if max_tokens_per_lang == 0:
+            max_tokens_per_lang = (r.data.max_train_tokens_per_lang if split == "train"
+                                   else r.eval.routing_tokens_per_lang)
         return pack_corpus(self.corpus, self.tokenizer, langs or r.languages, split, r.data.block_len,
-                           max_tokens_per_lang=(r.data.max_train_tokens_per_lang if split == "train"
-                                                else r.eval.routing_tokens_per_lang),
-                           cache_dir=self.run_dir / "cache")
+                           max_tokens_per_lang=max_tokens_per_lang, cache_dir=self.run_dir / "cache")
 
     def provide(self, artifact: str) -> Any:
         """A shared artifact some method registered (e.g. "language_groups"), computed as cached stages."""

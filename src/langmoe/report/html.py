@@ -31,6 +31,7 @@ from typing import Any
 
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_text
+from langmoe.methods import registry
 from langmoe.report import plots
 from langmoe.report.summary import load_summary
 
@@ -46,12 +47,29 @@ img{max-width:100%;border:1px solid #eee;margin:.4em 0}pre{background:#f7f7f7;pa
 
 
 class _Report:
-    def __init__(self, run_dir: Path):
+    """The page being written, and what a method's report section (`Method.report_sections`) reads and calls:
+    `run_dir`, `evals` (`eval/<system>.json` by system), `label(name)` / `order(names)` (the registry's display),
+    `pct(v, signed)`, and the writers `h2`, `p`, `table`, `image`, `note`."""
+
+    def __init__(self, run_dir: Path, evals: Mapping[str, Mapping] | None = None,
+                 display: Mapping[str, Mapping[str, Any]] | None = None):
         self.run_dir = run_dir
         self.plot_dir = run_dir / "plots"
+        self.evals = dict(evals or {})
+        self.display = dict(display or {})
         self.parts: list[str] = []
         self.notes: list[str] = []
         self.sections: list[tuple[str, str]] = []
+
+    def label(self, name: str) -> str:
+        return _label(name, self.display)
+
+    def order(self, names: list[str]) -> list[str]:
+        return _system_order(names, self.display)
+
+    @staticmethod
+    def pct(v: Any, signed: bool = False) -> Pct | None:
+        return pct(v, signed)
 
     def h2(self, text: str) -> None:
         anchor = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
@@ -178,21 +196,17 @@ def _display(summary: Mapping | None) -> dict[str, dict[str, Any]]:
 
 
 def _system_order(names: list[str], display: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
-    from langmoe.methods.registry import row_display
-
     display = display or {}
 
     def key(n: str):
-        d = display.get(n) or row_display(n)
+        d = display.get(n) or registry.row_display(n)
         return (float(d.get("order", 1e9)), n)
 
     return sorted(names, key=key)
 
 
 def _label(name: str, display: Mapping[str, Mapping[str, Any]]) -> str:
-    from langmoe.methods.registry import row_display
-
-    d = display.get(name) or row_display(name)
+    d = display.get(name) or registry.row_display(name)
     label = str(d.get("label") or name)
     return name if label == name else f"{name} — {label}"
 
@@ -204,22 +218,26 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, title: str 
         raise LangmoeError(f"{run_dir} is a file: give the run folder (as written by `langmoe run`)")
     if not run_dir.is_dir():
         raise LangmoeError(f"run folder {run_dir} does not exist")
-    rep = _Report(run_dir)
     evals = _load_evals(run_dir)
+    rep = _Report(run_dir, evals)
     summary = load_summary(run_dir / "summary.json")  # damaged: one line, no report (the table would be wrong)
     deviation = _safe_read(rep, run_dir / "deviation.json")
     groups = _safe_read(rep, run_dir / "groups.json")
     layers = _safe_read(rep, run_dir / "layers.json")
     routing = _safe_read(rep, run_dir / "routing.json")
 
-    display = _display(summary)
+    display = rep.display = _display(summary)
     rep.section("Systems", lambda: _systems(rep, summary, evals, display))
     rep.section("Per-language scores", lambda: _per_language(rep, evals, display))
     rep.section("Parameter deviation and MoE layers", lambda: _deviation(rep, deviation, layers))
     rep.section("Language groups", lambda: _groups(rep, groups, deviation, run_dir))
     rep.section("Routing", lambda: _routing(rep, routing, run_dir))
-    if any(isinstance(e.get("expansion"), Mapping) for e in evals.values()):
-        rep.section("Expansion to new languages", lambda: _expansion(rep, evals, display))
+    shown: set = set()
+    for method in registry.list_methods():  # each method's own part, where the run holds its results
+        for title, shows, write in method.report_sections:
+            if write not in shown and shows(rep):  # a section methods share (expansion) is written once
+                shown.add(write)
+                rep.section(title, lambda write=write: write(rep))
     nl = _safe_read(rep, run_dir / "new_language.json")
     if nl is not None:
         rep.section("New language", lambda: _new_language(rep, nl))
@@ -548,43 +566,6 @@ def _new_language(rep: _Report, nl: Any) -> None:
     extra = {k: v for k, v in nl.items() if k in ("train", "params", "replay_rows_per_micro_batch")}
     if extra:
         rep.table(["setting", "value"], [[k, v] for k, v in extra.items()], left_cols=2)
-
-
-def _expansion(rep: _Report, evals: Mapping[str, Mapping], display: Mapping[str, Mapping[str, Any]]) -> None:
-    """MoE-LPR / LayerMoE systems: Old/New means against the base, then per layer the experts, the plan's
-    similarity S, the old-language share routed first to the frozen expert 0 and the classifier accuracy."""
-    systems = {n: e["expansion"] for n, e in evals.items() if isinstance(e.get("expansion"), Mapping)}
-    first = next(iter(systems.values()))
-    old, new = list(first.get("old", [])), list(first.get("new", []))
-
-    def mean(e: Mapping, langs: list[str]) -> float | None:
-        vals = [e["langs"][x]["ppl"] for x in langs if x in e.get("langs", {})]
-        return sum(vals) / len(vals) if vals else None
-
-    base = evals.get("base")
-    bo, bw = (mean(base, old), mean(base, new)) if base else (None, None)
-    rows = []
-    for n in _system_order(list(evals), display):
-        o, w = mean(evals[n], old), mean(evals[n], new)
-        rows.append([_label(n, display), o, pct(o / bo - 1, signed=True) if o and bo else None, w,
-                     pct(w / bw - 1, signed=True) if w and bw else None,
-                     systems[n].get("new_experts_total") if n in systems else None])
-    rep.p(f"Old languages: {', '.join(old)} · new languages: {', '.join(new)} · no forgetting = Old within +1% "
-          "of the base")
-    rep.table(["system", "Old mean ppl", "Old vs base", "New mean ppl", "New vs base", "new experts"], rows)
-    for n, x in systems.items():
-        rep.p(f"{_label(n, display)}, per layer:")
-        sim = x.get("similarity") or []
-        routing = x.get("routing") or {}
-        layer_rows = []
-        for layer, experts in sorted(x.get("experts_per_layer", {}).items(), key=lambda kv: int(kv[0])):
-            r = routing.get(str(layer), {})
-            i = int(layer)
-            layer_rows.append([layer, experts, x.get("new_experts", {}).get(str(layer), 0),
-                               sim[i] if i < len(sim) else None, pct(r.get("old_to_expert0")),
-                               pct(r.get("classifier_accuracy"))])
-        rep.table(["layer", "experts", "new experts", "similarity S", "old tokens to expert 0 (top-1)",
-                   "classifier accuracy"], layer_rows)
 
 
 def _generic(rep: _Report, obj: Any) -> None:

@@ -7,23 +7,23 @@ import json
 import pytest
 import torch
 from expansion_world import fast_config
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langmoe.data.corpus import open_corpus
 from langmoe.data.packing import pack_corpus
 from langmoe.errors import LangmoeError
 from langmoe.methods import layermoe
+from langmoe.methods.expansion.surgery import expand_model, set_classifiers
 from langmoe.methods.layermoe.similarity import ffn_input_mean_units
 from langmoe.models.moe_io import load_moe_pretrained
 from langmoe.models.router_recorder import router_outputs
-from langmoe.train.expansion import expand_model, load_base, set_classifiers
 
 
 def test_ffn_input_units_match_post_attention_norm_outputs(tmp_path):
     cfg = fast_config(tmp_path)
-    base = load_base(cfg["model"])
-    model = base.model
-    blocks = pack_corpus(open_corpus(cfg["corpus"]), base.tokenizer, ["en", "es"], "train", 16, max_tokens_per_lang=100)
+    model = AutoModelForCausalLM.from_pretrained(cfg["model"])
+    tokenizer = AutoTokenizer.from_pretrained(cfg["model"])
+    blocks = pack_corpus(open_corpus(cfg["corpus"]), tokenizer, ["en", "es"], "train", 16, max_tokens_per_lang=100)
     got = ffn_input_mean_units(model, blocks, batch_size=3)
     # independent: capture the Llama post-attention RMSNorm outputs (= the MLP inputs) with forward hooks
     seen = {}
@@ -46,28 +46,11 @@ def test_ffn_input_units_match_post_attention_norm_outputs(tmp_path):
 
 def _expanded_with_classifier(tmp_path, mode="token"):
     cfg = fast_config(tmp_path)
-    model = load_base(cfg["model"]).model
+    model = AutoModelForCausalLM.from_pretrained(cfg["model"])
     expand_model(model, {0: 2, 1: 1}, 2, seed=0)
     model = set_classifiers(model, [0, 1], mode=mode, seed=5)
     model.eval()
     return model
-
-
-def test_set_classifiers_keeps_weights_and_places_classifiers(tmp_path):
-    cfg = fast_config(tmp_path)
-    model = load_base(cfg["model"]).model
-    expand_model(model, {0: 2, 1: 1}, 2, seed=0)
-    before = model.state_dict()
-    new = set_classifiers(model, [1], seed=1)
-    after = new.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    extra = set(after) - set(before)
-    assert extra == {"model.layers.1.mlp.router.override.weight"}
-    layers = new.config.langmoe["layers"]
-    assert layers["1"]["route_override"] == {"kind": "classifier", "mode": "token"}
-    assert layers["0"]["route_override"] is None
-    with pytest.raises(LangmoeError, match="not MoE layers"):
-        set_classifiers(model, [5])
 
 
 def test_token_classifier_kv_cached_generation_equals_uncached(tmp_path):
@@ -144,7 +127,7 @@ def test_dense_input_must_not_be_foreign_moe(tmp_path):
     upcycle(model, "all", 2, 1)
     from langmoe.models.moe_io import save_moe_pretrained
 
-    save_moe_pretrained(model, load_base(cfg["model"]).tokenizer, tmp_path / "foreign")
+    save_moe_pretrained(model, AutoTokenizer.from_pretrained(cfg["model"]), tmp_path / "foreign")
     with pytest.raises(LangmoeError, match="no langmoe expansion wrote"):
         layermoe.run(fast_config(tmp_path, model=str(tmp_path / "foreign"), budget=2), tmp_path / "x")
     assert not (tmp_path / "x").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from langmoe.config import load_recipe
-from langmoe.pipeline.expansion import stage_steps
+from langmoe.methods.expansion.config import stage_steps
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -1,9 +1,11 @@
 """LayerMoE: layer-wise expert allocation by cross-lingual similarity, with old/new routing classifiers (§3)."""
 
+from langmoe.methods.expansion.report import REPORT_SECTIONS
 from langmoe.methods.layermoe.allocation import allocate, random_allocation, solve_delta, top_k_layers
-from langmoe.methods.layermoe.method import LayerMoEConfig, budget_of, make_plan, measure_similarity, run
+from langmoe.methods.layermoe.config import LayerMoEConfig, LayerMoESettings
+from langmoe.methods.layermoe.plan import budget_of, make_plan, measure_similarity
 from langmoe.methods.layermoe.similarity import ffn_input_mean_units, layer_similarity, mean_pair_cosine
-from langmoe.methods.layermoe.system import LayerMoESettings, run_layermoe
+from langmoe.methods.layermoe.system import run, run_layermoe
 from langmoe.methods.registry import register_method
 
 NAME = "layermoe"
@@ -15,4 +17,5 @@ __all__ = [
     "NAME", "LABEL",
 ]
 
-register_method(NAME, LayerMoESettings, run_layermoe, label=LABEL, order=61)
+register_method(NAME, LayerMoESettings, run_layermoe, label=LABEL, order=61, expand=run,
+                expand_config_cls=LayerMoEConfig, report_sections=REPORT_SECTIONS)

@@ -42,3 +42,18 @@ def fast_config(tmp: Path, **over) -> dict:
     }
     cfg.update(over)
     return cfg
+
+
+def expansion_run(tmp: Path, config_cls=None, name: str = "moe_lpr", **over):
+    """(a set-up `RecipeRun` in `tmp/run` for one expansion, the method's config) on the tiny world."""
+    from langmoe.methods.expansion.inputs import read_input
+    from langmoe.methods.expansion.oneshot import one_system_recipe
+    from langmoe.methods.moe_lpr import MoELPRConfig
+    from langmoe.models.folders import resolve_model_path
+    from langmoe.pipeline.context import RecipeRun
+
+    cfg = (config_cls or MoELPRConfig)(**fast_config(tmp, **over))
+    langs = list(dict.fromkeys(read_input(resolve_model_path(cfg.model)).known_langs + cfg.old + cfg.new))
+    run = RecipeRun(one_system_recipe(cfg, name, langs), tmp / "run")
+    run.setup()
+    return run, cfg
