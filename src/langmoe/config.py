@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import (
@@ -31,11 +31,12 @@ from pydantic import (
 )
 
 from langmoe.errors import LangmoeError
+from langmoe.eval.settings import RECIPE_EVAL, EvalSettings, RecipeEval, default_for
 from langmoe.methods import registry
 from langmoe.train.optim import OptimSettings, StageOptim
 from langmoe.validation import error_line
 
-__all__ = ["DataSettings", "EvalConfig", "MethodConfig", "OptimSettings", "Recipe", "StageOptim", "SystemEntry",
+__all__ = ["DataSettings", "EvalSettings", "MethodConfig", "OptimSettings", "Recipe", "StageOptim", "SystemEntry",
            "builtin_recipe_path", "load_recipe", "parse_recipe"]
 
 
@@ -84,18 +85,6 @@ class DataSettings(_Strict):
     )
 
 
-class EvalConfig(_Strict):
-    """Held-out scoring (sliding window) shared by every system."""
-
-    split: Literal["valid", "test"] = "test"
-    window: int = Field(128, ge=2, description="= data.block_len by default: score at the training length "
-                        "(`langmoe eval` defaults to 256, the shipped base's pretraining block length)")
-    stride: int = Field(64, ge=1)
-    max_chars_per_lang: int | None = Field(6000, gt=0)
-    batch_size: int = Field(8, gt=0)
-    routing_tokens_per_lang: int = Field(4096, gt=0, description="held-out tokens per language for routing stats")
-
-
 @dataclass(frozen=True)
 class SystemEntry:
     """One validated entry of `Recipe.systems`: the method name and its settings object."""
@@ -121,7 +110,7 @@ class Recipe(_Strict):
     data: DataSettings = DataSettings()
     budget_steps: int = Field(100, gt=0, description="optimizer steps every trained system gets (equal budget)")
     optim: OptimSettings = Field(OptimSettings(), description="shared optimiser settings; a system may override")
-    eval: EvalConfig = EvalConfig()
+    eval: RecipeEval = default_for(RECIPE_EVAL)  # the one EvalSettings class, this context's defaults
     seed: int = 0
     systems: list[Any] = Field(default_factory=lambda: ["base", "dmoe", "cpt"],
                                description="method names or {name: <method>, <settings>}")
@@ -154,6 +143,11 @@ class Recipe(_Strict):
             raise ValueError("languages: list each language once")
         if self.eval.stride >= self.eval.window:
             raise ValueError("eval.stride must be smaller than eval.window")
+        if self.eval.split == "train":
+            raise ValueError("eval.split: a recipe scores held-out text: valid or test")
+        if self.eval.unigram:
+            raise ValueError("eval.unigram: a recipe does not score the unigram baseline (langmoe eval does): "
+                             "drop it")
         self.systems = _resolve_systems(self)
         names = [s.name for s in self.systems]
         if len(set(names)) != len(names) or not names:

@@ -16,47 +16,18 @@ How text is scored (one choice, used everywhere so numbers compare):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from langmoe.errors import LangmoeError
-
-LN2 = math.log(2.0)
+from langmoe.eval.settings import EvalSettings
+from langmoe.eval.texts import LangScore, select_texts, tokenize
+from langmoe.eval.unigram import unigram_bpb
 
 ForwardContext = Callable[[Any, dict[str, Any]], AbstractContextManager]
-
-
-class LangScore(BaseModel):
-    """Scores of one language on one split."""
-
-    lang: str
-    nll_sum: float  # nats, summed over scored tokens
-    tokens: int  # scored tokens
-    bytes: int  # UTF-8 bytes of the scored text
-    chars: int
-    docs: int
-    ppl: float
-    bits_per_byte: float
-
-    @classmethod
-    def from_sums(cls, lang: str, nll_sum: float, tokens: int, nbytes: int, chars: int, docs: int) -> LangScore:
-        if tokens == 0 or nbytes == 0:
-            raise LangmoeError(f"language {lang!r} has no text to score in this split: add documents or drop it")
-        return cls(
-            lang=lang,
-            nll_sum=nll_sum,
-            tokens=tokens,
-            bytes=nbytes,
-            chars=chars,
-            docs=docs,
-            ppl=math.exp(min(nll_sum / tokens, 700.0)),
-            bits_per_byte=nll_sum / LN2 / nbytes,
-        )
 
 
 def mean_scores(scores: Mapping[str, LangScore]) -> dict[str, float]:
@@ -68,32 +39,6 @@ def mean_scores(scores: Mapping[str, LangScore]) -> dict[str, float]:
         "ppl": sum(s.ppl for s in scores.values()) / n,
         "bits_per_byte": sum(s.bits_per_byte for s in scores.values()) / n,
     }
-
-
-def select_texts(corpus, lang: str, split: str, max_chars: int | None = None) -> list[str]:
-    """Non-empty documents of `lang`/`split` in corpus order, cut at `max_chars` characters in total."""
-    if max_chars is not None and max_chars <= 0:
-        raise LangmoeError(f"max_chars_per_lang must be positive, got {max_chars}")
-    texts: list[str] = []
-    used = 0
-    for doc in corpus.iter_documents(lang, split):
-        text = doc.text
-        if not text:
-            continue
-        if max_chars is not None:
-            room = max_chars - used
-            if room <= 0:
-                break
-            text = text[:room]
-        texts.append(text)
-        used += len(text)
-    return texts
-
-
-def _tokenize(tokenizer, texts: Sequence[str]) -> list[list[int]]:
-    if not texts:
-        return []
-    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
 def build_streams(
@@ -259,7 +204,7 @@ def evaluate_languages(
             texts = select_texts(corpus, lang, split, max_chars_per_lang)
             if skip_empty and not texts:
                 continue
-            streams = build_streams(_tokenize(tokenizer, texts), sep, per_document=per_document)
+            streams = build_streams(tokenize(tokenizer, texts), sep, per_document=per_document)
             extra = {"lang_ids": ids_of.get(lang, -1), "group_ids": (group_of or {}).get(lang, -1)}
             nll, count = score_streams(model, streams, window, stride, batch_size, forward_context, extra)
             nbytes = sum(len(t.encode("utf-8")) for t in texts)
@@ -273,20 +218,6 @@ def evaluate_languages(
 
 
 # ---- the evaluation table of `langmoe eval` / `langmoe pretrain` ----
-
-
-class EvalSettings(BaseModel):
-    """How a held-out evaluation is run (`langmoe eval`, and after `langmoe pretrain`)."""
-
-    model_config = ConfigDict(extra="forbid")
-    split: str = "test"
-    window: int = Field(256, ge=2)
-    stride: int = Field(128, ge=1)
-    max_chars_per_lang: int | None = Field(20_000, ge=1)
-    batch_size: int = Field(8, ge=1)
-    per_document: bool = False
-    unigram: bool = True  # also score the add-one unigram baseline (estimated on the train split)
-    unigram_train_chars_per_lang: int | None = Field(None, ge=1)
 
 
 def run_eval(
@@ -303,8 +234,6 @@ def run_eval(
         raise LangmoeError(f"no language has text in the {settings.split!r} split: choose another split or corpus")
     uni: dict[str, LangScore] = {}
     if settings.unigram:
-        from langmoe.eval.unigram import unigram_bpb
-
         uni = unigram_bpb(tokenizer, corpus, list(scores), split=settings.split,
                           max_chars_per_lang=settings.max_chars_per_lang,
                           max_train_chars_per_lang=settings.unigram_train_chars_per_lang,

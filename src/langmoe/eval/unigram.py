@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from langmoe.errors import LangmoeError
-from langmoe.eval.perplexity import LangScore, _tokenize, select_texts
+from langmoe.eval.texts import LangScore, select_texts, tokenize
 
 
 def unigram_log_probs(token_lists: Sequence[Sequence[int]], vocab_size: int) -> torch.Tensor:
@@ -43,10 +43,10 @@ def unigram_bpb(
     vocab = int(vocab_size or len(tokenizer))
     scores: dict[str, LangScore] = {}
     for lang in langs:
-        train_ids = _tokenize(tokenizer, select_texts(corpus, lang, train_split, max_train_chars_per_lang))
+        train_ids = tokenize(tokenizer, select_texts(corpus, lang, train_split, max_train_chars_per_lang))
         logp = unigram_log_probs(train_ids, vocab)
         texts = select_texts(corpus, lang, split, max_chars_per_lang)
-        test_ids = [i for ids in _tokenize(tokenizer, texts) for i in ids]
+        test_ids = [i for ids in tokenize(tokenizer, texts) for i in ids]
         if any(i >= vocab for i in test_ids):
             raise LangmoeError(f"token id out of range for a vocabulary of {vocab}: use the matching tokenizer")
         nll = -float(logp[torch.as_tensor(test_ids, dtype=torch.long)].sum()) if test_ids else 0.0

@@ -144,6 +144,7 @@ class RecipeRun:
         scores = evaluate_languages(model, self.tokenizer, self.corpus, langs, split=e.split, window=e.window,
                                     stride=e.stride, max_chars_per_lang=e.max_chars_per_lang,
                                     forward_context=forward_context, batch_size=e.batch_size,
+                                    per_document=e.per_document,
                                     group_of=dict(group_of) if group_of else None, progress="bar")
         per_lang = {k: v.model_dump() for k, v in scores.items()}
         result = {

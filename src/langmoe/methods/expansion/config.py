@@ -10,11 +10,10 @@ experts are frozen and their text is part of the replay.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -23,11 +22,11 @@ from pydantic import (
     model_validator,
 )
 
-from langmoe.config import EvalConfig, MethodConfig
+from langmoe.config import MethodConfig
+from langmoe.eval.settings import EXPAND_EVAL, ExpandEval, default_for
 from langmoe.validation import validate
 
-__all__ = ["StageSettings", "Stage1Settings", "Stage2Settings", "ExpansionConfig", "EXPAND_EVAL_DEFAULTS",
-           "lang_list", "parse_config", "recipe_settings_class", "stage_steps", "stage_tokens", "replay_tokens",
+__all__ = ["StageSettings", "Stage1Settings", "Stage2Settings", "ExpansionConfig", "lang_list", "parse_config", "recipe_settings_class", "stage_steps", "stage_tokens", "replay_tokens",
            "STAGE2_ONLY", "RECIPE_OWNED"]
 
 
@@ -62,15 +61,6 @@ def lang_list(v: Any) -> list[str]:
     return [str(x).strip() for x in v if str(x).strip()]
 
 
-# `langmoe expand` scores more text per language than a recipe does by default (the one evaluation class,
-# `langmoe.config.EvalConfig`, with these defaults for what a user leaves out)
-EXPAND_EVAL_DEFAULTS = {"window": 128, "stride": 64, "max_chars_per_lang": 20_000}
-
-
-def _eval_with_expand_defaults(v: Any) -> Any:
-    return {**EXPAND_EVAL_DEFAULTS, **v} if isinstance(v, Mapping) else v
-
-
 class ExpansionConfig(BaseModel):
     """Settings both methods share. Defaults are sized for the built-in tiny base on 2 CPU cores (docs/expansion.md)."""
 
@@ -92,8 +82,7 @@ class ExpansionConfig(BaseModel):
     lpr_weight: float = Field(0.1, ge=0, description="stage 2: + lpr_weight * L_LPR")
     seed: int = 0
     threads: int | None = Field(None, ge=1)
-    eval: Annotated[EvalConfig, BeforeValidator(_eval_with_expand_defaults)] = Field(
-        default_factory=lambda: EvalConfig(**EXPAND_EVAL_DEFAULTS))
+    eval: ExpandEval = default_for(EXPAND_EVAL)  # the one EvalSettings class, this context's defaults
     evaluate: bool = True
     work_dir: str | None = Field(None, description="the run folder (stages, logs, checkpoints: a rerun resumes); "
                                  "default: a temporary folder, removed at the end (logs copied)")
