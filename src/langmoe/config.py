@@ -6,7 +6,7 @@ in) is written into every run folder as `config.yaml`, so a run says exactly wha
 Shared settings stay at the top level (model, corpus, languages, data, eval, seed, threads, save_every, the token
 budget `budget_steps` and the shared optimiser settings `optim`); each entry of `systems` is a registered method's
 name or `{name: <method>, <its settings>}`, validated by that method's settings class (see
-`langmoe.methods.registry`). Every training stage shares one micro-batch size and block length, so a token budget
+`langmoe.registry`). Every training stage shares one micro-batch size and block length, so a token budget
 is a number of optimizer steps: every trained system gets `budget_steps` steps (see `Recipe.budget_tokens`).
 
 Recipes written before the registry (DMoE's knobs such as `epsilon` or `stage1` at the top level) are translated
@@ -30,9 +30,9 @@ from pydantic import (
     model_validator,
 )
 
+from langmoe import registry
 from langmoe.errors import LangmoeError
 from langmoe.eval.settings import RECIPE_EVAL, EvalSettings, RecipeEval, default_for
-from langmoe.methods import registry
 from langmoe.train.optim import OptimSettings, StageOptim
 from langmoe.validation import error_line
 

@@ -15,9 +15,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipeline"))
 from tiny_world import DMOE, tiny_recipe  # noqa: E402
 
+from langmoe import registry  # noqa: E402
 from langmoe.config import load_recipe, parse_recipe  # noqa: E402
 from langmoe.io import read_json  # noqa: E402
-from langmoe.methods import registry  # noqa: E402
 from langmoe.pipeline.run import run_recipe  # noqa: E402
 from langmoe.train.faults import InjectedFault  # noqa: E402
 

@@ -91,7 +91,7 @@ def test_no_import_circles():
 def _registered(folder: str | None) -> bool:
     """A registered method's folder (the registry imports it); the other folders under methods/ are shared wings
     beside the methods that use them (methods/expansion: MoE-LPR and LayerMoE)."""
-    from langmoe.methods.registry import METHOD_PACKAGES
+    from langmoe.registry import METHOD_PACKAGES
 
     return folder in METHOD_PACKAGES
 

@@ -16,7 +16,7 @@ def register(subparsers) -> None:
                     "Give a model written by `langmoe expand` to expand it again (lifelong).",
     )
     p.add_argument("--method", required=True,
-                   help="a method registered for expansion: moe_lpr, layermoe (langmoe.methods.registry)")
+                   help="a method registered for expansion: moe_lpr, layermoe (langmoe.registry)")
     p.add_argument("--model", required=True, help="dense HF folder, 'builtin', or a folder written by langmoe expand")
     p.add_argument("--new", required=True, help="comma-separated new languages, e.g. el,hu,tr")
     p.add_argument("--old", required=True, help="comma-separated old languages (replay, LPR), e.g. en,zh,es")
@@ -96,9 +96,9 @@ def run(args) -> int:
     from langmoe.io import check_output
 
     check_output(args.out, "expand", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
+    from langmoe import registry
     from langmoe.console import console as Console
     from langmoe.errors import LangmoeError
-    from langmoe.methods import registry
 
     methods = {m.name: m for m in registry.expanding_methods()}
     if args.method not in methods:

@@ -103,7 +103,7 @@ class RecipeRun:
 
     def provide(self, artifact: str) -> Any:
         """A shared artifact some method registered (e.g. "language_groups"), computed as cached stages."""
-        from langmoe.methods.registry import get_provider
+        from langmoe.registry import get_provider
 
         return get_provider(artifact)(self)
 

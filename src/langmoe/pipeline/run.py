@@ -10,7 +10,7 @@ Run folder (what `langmoe.report` reads)::
     stages/<name>/             work folders (checkpoints, models) and `stage.json` records
     ...                        method files (DMoE: deviation/groups/layers/routing/new_language .json)
 
-Each system is a registered method (`langmoe.methods.registry`); its `run(run, settings)` returns its summary
+Each system is a registered method (`langmoe.registry`); its `run(run, settings)` returns its summary
 rows. Every trained system gets the recipe's `budget_steps` optimizer steps with the same micro-batch size and block
 length, so the token budgets are equal by construction; the summary records the tokens each system actually saw.
 """
@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from langmoe import registry
 from langmoe.config import Recipe
 from langmoe.io import write_json
-from langmoe.methods import registry
 from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.summary import SUMMARY_NOTE, mean_metrics, summary_row
 

@@ -29,9 +29,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from langmoe import registry
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_text
-from langmoe.methods import registry
 from langmoe.report import plots
 from langmoe.report.summary import load_summary
 

@@ -2,7 +2,7 @@
 
 from langmoe.config import MethodConfig
 from langmoe.methods.base.system import run_base
-from langmoe.methods.registry import register_method
+from langmoe.registry import register_method
 
 
 class BaseSettings(MethodConfig):

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from langmoe.config import MethodConfig
 from langmoe.methods.btx.system import run_btx
-from langmoe.methods.registry import register_method
+from langmoe.registry import register_method
 from langmoe.train.optim import OptimSettings
 
 

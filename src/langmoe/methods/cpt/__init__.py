@@ -4,7 +4,7 @@ from pydantic import Field
 
 from langmoe.config import MethodConfig
 from langmoe.methods.cpt.system import run_cpt
-from langmoe.methods.registry import register_method
+from langmoe.registry import register_method
 from langmoe.train.optim import OptimSettings
 
 

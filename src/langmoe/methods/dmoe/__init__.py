@@ -9,7 +9,7 @@ systems. See docs/dmoe.md and docs/dmoe-analysis.md.
 from langmoe.methods.dmoe.analysis import ensure_groups
 from langmoe.methods.dmoe.config import DmoeSettings
 from langmoe.methods.dmoe.system import run_dmoe, run_dmoe_random
-from langmoe.methods.registry import register_method, register_provider
+from langmoe.registry import register_method, register_provider
 
 register_method("dmoe", DmoeSettings, run_dmoe, label="DMoE", order=20, row_labels={"_hard": "hard routing"})
 register_method("dmoe_random", DmoeSettings, run_dmoe_random, label="DMoE, random groups", order=30,

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from langmoe import registry
 from langmoe.io import read_json, write_folder_atomically, write_json
-from langmoe.methods import registry
 from langmoe.methods.expansion.baselines import DenseBaselineFlow
 from langmoe.methods.expansion.config import RECIPE_OWNED, parse_config
 from langmoe.methods.expansion.inputs import EXPANSION_FILE, read_input

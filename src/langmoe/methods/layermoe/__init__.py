@@ -6,7 +6,7 @@ from langmoe.methods.layermoe.config import LayerMoEConfig, LayerMoESettings
 from langmoe.methods.layermoe.plan import budget_of, make_plan, measure_similarity
 from langmoe.methods.layermoe.similarity import ffn_input_mean_units, layer_similarity, mean_pair_cosine
 from langmoe.methods.layermoe.system import run, run_layermoe
-from langmoe.methods.registry import register_method
+from langmoe.registry import register_method
 
 NAME = "layermoe"
 LABEL = "LayerMoE"

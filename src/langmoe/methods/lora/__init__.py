@@ -4,6 +4,6 @@ Walkthrough of how this folder was added: docs/adding-a-method.md."""
 
 from langmoe.methods.lora.config import LoraSettings
 from langmoe.methods.lora.system import run_lora
-from langmoe.methods.registry import register_method
+from langmoe.registry import register_method
 
 register_method("lora", LoraSettings, run_lora, label="LoRA (attention + FFN)", order=12)

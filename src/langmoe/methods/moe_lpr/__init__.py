@@ -3,7 +3,7 @@
 from langmoe.methods.expansion.report import REPORT_SECTIONS
 from langmoe.methods.moe_lpr.config import MoELPRConfig, MoELPRSettings
 from langmoe.methods.moe_lpr.system import run, run_moe_lpr, uniform_plan
-from langmoe.methods.registry import register_method
+from langmoe.registry import register_method
 
 NAME = "moe_lpr"
 LABEL = "MoE-LPR"

@@ -6,8 +6,8 @@ from typing import Literal
 from pydantic import Field
 
 from langmoe.config import MethodConfig
-from langmoe.methods.registry import register_method
 from langmoe.methods.xelm.system import run_xelm
+from langmoe.registry import register_method
 from langmoe.train.optim import OptimSettings
 
 
