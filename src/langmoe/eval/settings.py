@@ -6,18 +6,21 @@ scores at the training length on less text per language (it evaluates many syste
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 __all__ = ["EvalSettings", "RECIPE_EVAL", "EXPAND_EVAL", "RecipeEval", "ExpandEval", "with_defaults", "default_for"]
+
+
+SPLITS = ("train", "valid", "test")
 
 
 class EvalSettings(BaseModel):
     """Sliding-window scoring of held-out text; defaults are `langmoe eval`'s (see `eval_field` for the others)."""
 
     model_config = ConfigDict(extra="forbid")
-    split: Literal["train", "valid", "test"] = "test"
+    split: str = Field("test", description="the corpus split scored: train, valid or test")
     window: int = Field(256, ge=2, description="tokens a scored window sees")
     stride: int = Field(128, ge=1)
     max_chars_per_lang: int | None = Field(20_000, gt=0)
@@ -26,6 +29,13 @@ class EvalSettings(BaseModel):
     routing_tokens_per_lang: int = Field(4096, gt=0, description="held-out tokens per language for routing stats")
     unigram: bool = Field(True, description="also score the add-one unigram baseline (estimated on the train split)")
     unigram_train_chars_per_lang: int | None = Field(None, ge=1)
+
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, v: str) -> str:
+        if v not in SPLITS:
+            raise ValueError(f"unknown split {v!r}: choose {', '.join(SPLITS)}")
+        return v
 
 
 # A recipe: at the training length (data.block_len's default), less text (many systems), no unigram column.

@@ -202,6 +202,7 @@ class ExpansionFlow:
     def _load2(self, stage1: str):
         model = load_moe(self.run.model_dir(stage1))
         plan = self.plan()
+        self._prepared.pop("base", None)  # stage 1 was cached: the input model was loaded for the plan only
         if plan.classifier_layers:
             model = set_classifiers(model, plan.classifier_layers, plan.classifier_mode, seed=self.cfg.seed + 3)
         return model
