@@ -77,8 +77,12 @@ def test_full_report(tmp_path):
 
 def test_empty_and_broken_parts_become_notes(tmp_path):
     doc = build_report(tmp_path).read_text()
-    for part in ("nothing evaluated", "deviation.json missing", "groups.json missing", "routing.json missing",
-                 "config.yaml missing"):
+    for part in ("nothing evaluated", "config.yaml missing"):
+        assert part in doc
+    assert "Language groups" not in doc  # no DMoE results: DMoE's sections (a registry hook) stay out
+    _w(tmp_path / "routing_dmoe_random.json", {"note": "an ablation's file, no accuracy"})  # a DMoE run ...
+    doc = build_report(tmp_path).read_text()
+    for part in ("deviation.json missing", "groups.json missing", "routing.json missing"):  # ... missing its parts
         assert part in doc
     _w(tmp_path / "groups.json", {"method": "x"})  # no "groups": malformed
     (tmp_path / "routing.json").write_text("{not json")
