@@ -858,7 +858,9 @@ def test_argparse_errors_are_one_line(capsys):
     """A missing option, an unknown one, a wrong choice, a bad number: one line (no usage block), exit 2."""
     fails(capsys, ["group"], "the following arguments are required: --deviation", "langmoe group --help")
     fails(capsys, ["group", "--deviation", "d.json", "--groups", "2", "--no-such-option"], "unrecognized arguments")
-    fails(capsys, ["expand", "--method", "bogus"], "--method 'bogus' is not a valid choice", "moe_lpr, layermoe")
+    # expand finds its methods through the registry: a method it cannot run is one line naming those it can
+    fails(capsys, ["expand", "--method", "bogus", "--model", "builtin", "--new", "el", "--old", "en", "--out",
+                   "/nonexistent-dir/x"], "--method 'bogus' cannot expand a model", "moe_lpr, layermoe")
     fails(capsys, ["adapt", "--mode", "bogus"], "--mode 'bogus'", "seft, ssft, aeft, lastn, full, lora")
     fails(capsys, ["corpus", "show", "-n", "x"], "invalid int value: 'x'", "langmoe corpus show --help")
     line = fails(capsys, ["corpus", "bogus"], "'bogus' is not a valid choice", "stats, show")

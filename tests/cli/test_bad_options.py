@@ -47,6 +47,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("eval", "--split"): NAME, ("eval", "--json"): OUT_FILE,
     ("expand", "--model"): IN_MODEL, ("expand", "--new"): LANGS, ("expand", "--old"): LANGS,
     ("expand", "--corpus"): IN_CORPUS, ("expand", "--out"): OUT_WHOLE, ("expand", "--variant"): NAME,
+    ("expand", "--method"): NAME, ("expand", "--work-dir"): OUT_GROWING,
     ("export", "--model"): IN_MODEL, ("export", "--out"): OUT_WHOLE,
     ("generate", "--model"): IN_MODEL, ("generate", "--prompt"): TEXT, ("generate", "--lang"): LANGS,
     ("generate", "--corpus"): IN_CORPUS,

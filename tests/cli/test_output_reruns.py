@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods" / "moe_lpr"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "methods" / "expansion"))
 from expansion_world import make_base, make_corpus  # noqa: E402
 
 from langmoe.cli import main  # noqa: E402

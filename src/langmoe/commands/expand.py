@@ -96,6 +96,11 @@ def run(args) -> int:
     from langmoe.io import check_output
 
     check_output(args.out, "expand", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
+    if args.work_dir is not None:  # the run folder: one langmoe fills (stages, checkpoints), never an input
+        check_output(args.work_dir, "expand", inputs=[args.model, args.corpus, args.out], overwrite=args.overwrite,
+                     flag="--work-dir")
+    from contextlib import nullcontext
+
     from langmoe import registry
     from langmoe.console import console as Console
     from langmoe.errors import LangmoeError
@@ -104,7 +109,12 @@ def run(args) -> int:
     if args.method not in methods:
         raise LangmoeError(f"--method {args.method!r} cannot expand a model: choose {', '.join(methods)}")
     method = methods[args.method]
-    res = method.expand(config_from_args(args, method.expand_config_cls), args.out)
+    cfg = config_from_args(args, method.expand_config_cls)
+    from langmoe.io import output_folder
+
+    # one process per run folder (a rerun resumes it); bad input leaves no folder
+    with output_folder(args.work_dir, "expand", lock=True) if args.work_dir else nullcontext():
+        res = method.expand(cfg, args.out)
     rec = res.record
     console = Console()
     before, after = rec.get("before"), rec.get("after")

@@ -41,7 +41,7 @@ def _one_error(capsys, match: str):
 @pytest.mark.parametrize("method,new,old,extra,match", [
     ("layermoe", "es,en", "en,de", [], "also old languages"),
     ("moe_lpr", "es", "en,en", [], "twice"),
-    ("layermoe", "es,xx", "en", [], "xx are not in corpus"),
+    ("layermoe", "es,xx", "en", [], "not in the corpus"),
     ("layermoe", "es,it", "en,de", ["--budget", "1"], "smaller than one per MoE layer"),
     ("layermoe", "es,it", "en,de", ["--delta", "0.5"], "allocates no new expert"),
     ("layermoe", "es,it", "en,de", ["--top-k-cls", "3"], "larger than the model's 2 layers"),

@@ -20,10 +20,11 @@ from typing import Any
 import torch
 
 from langmoe import registry
+from langmoe.data.corpus import open_corpus
 from langmoe.io import read_json, write_folder_atomically, write_json
 from langmoe.methods.expansion.baselines import DenseBaselineFlow
 from langmoe.methods.expansion.config import RECIPE_OWNED, parse_config
-from langmoe.methods.expansion.inputs import EXPANSION_FILE, read_input
+from langmoe.methods.expansion.inputs import EXPANSION_FILE, check_languages, read_input
 from langmoe.methods.expansion.report import evaluate_expansion, old_new_means
 from langmoe.methods.expansion.stages import ExpansionFlow, PlanFn
 from langmoe.models.folders import resolve_model_path
@@ -53,10 +54,18 @@ def one_system_recipe(cfg, name: str, languages: list[str]) -> dict[str, Any]:
         "name": f"expand-{name}", "model": cfg.model, "corpus": cfg.corpus, "languages": languages,
         "data": {"block_len": cfg.block_len, "micro_batch_size": cfg.micro_batch_size, "tau": cfg.tau,
                  "max_train_tokens_per_lang": cfg.max_train_tokens_per_lang},
-        "budget_steps": max(s1 + s2, 1), "eval": cfg.eval.model_dump(), "seed": cfg.seed,
+        "budget_steps": max(s1 + s2, 1), "eval": _eval(cfg), "seed": cfg.seed,
         "threads": cfg.threads or torch.get_num_threads(), "save_every": 20 if cfg.work_dir else 0,
         "systems": [{"name": name, **own, "stage2_share": s2 / (s1 + s2) if s1 + s2 else 0.0}],
     }
+
+
+def _eval(cfg) -> dict[str, Any]:
+    """The recipe's evaluation settings; without evaluation (`evaluate: false`) nothing is scored, so the scoring
+    window follows the training length and the model check does not refuse a setting no step uses."""
+    if cfg.evaluate:
+        return cfg.eval.model_dump()
+    return {**cfg.eval.model_dump(), "window": cfg.block_len, "stride": max(1, cfg.block_len // 2)}
 
 
 def expand(config_cls: type, config: Mapping[str, Any] | Any, out: str | Path, name: str, plan_fn: PlanFn
@@ -65,8 +74,9 @@ def expand(config_cls: type, config: Mapping[str, Any] | Any, out: str | Path, n
     write the model folder + expansion.json to `out`. `cfg.variant` "full_ft" / "lora" (where the config has it)
     runs the dense baseline on the same data instead."""
     cfg = parse_config(config_cls, config)
-    path = resolve_model_path(cfg.model)
-    langs = list(dict.fromkeys(read_input(path).known_langs + cfg.old + cfg.new))
+    model_in = read_input(resolve_model_path(cfg.model))
+    check_languages(cfg.new, cfg.old, open_corpus(cfg.corpus), model_in)  # before the model checks, as always
+    langs = list(dict.fromkeys(model_in.known_langs + cfg.old + cfg.new))
     run_dir = Path(cfg.work_dir) if cfg.work_dir else Path(tempfile.mkdtemp(prefix="langmoe-expand-"))
     try:
         run = RecipeRun(one_system_recipe(cfg, name, langs), run_dir)
