@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._options import add_precision_options
 from langmoe.errors import LangmoeError
 
 
@@ -43,6 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="write into an existing --out folder that langmoe did not write")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_precision_options(p, record="adapt.json")
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._options import add_precision_options
 
 METHODS = ("moe_lpr", "layermoe")
 
@@ -51,6 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--eval-stride", type=int, default=None, help="perplexity stride (default 64)")
     p.add_argument("--eval-max-chars", type=int, default=None, help="held-out characters per language")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after perplexity and routing report")
+    add_precision_options(p, record="expansion.json")
     p.set_defaults(func=run)
 
 

@@ -22,6 +22,7 @@ from langmoe.models.folders import (
     resolve_model_path,
 )
 from langmoe.models.moe_io import load_model_any
+from langmoe.precision import load_dtype
 
 __all__ = ["BUILTIN_NAME", "BUILTIN_MODELS", "builtin_base_path", "resolve_model_path", "parse_dtype",
            "load_tokenizer", "load_model_and_tokenizer", "quiet_transformers"]
@@ -34,7 +35,7 @@ def load_model_and_tokenizer(
     the one loader `moe_io.load_model_any`; LangmoeError on a missing or corrupt folder, a missing tokenizer and a
     tokenizer whose vocabulary does not fit the model."""
     p = resolve_model_path(path)
-    model, tokenizer = load_model_any(p, dtype=parse_dtype(dtype) or torch.float32)
+    model, tokenizer = load_model_any(p, dtype=parse_dtype(dtype) or load_dtype(torch.float32))
     if tokenizer is None:
         tokenizer = load_tokenizer(p)  # raises the one-line "cannot load a tokenizer" error
     return model, tokenizer

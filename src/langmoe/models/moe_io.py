@@ -37,6 +37,7 @@ from langmoe.models.moe_format import (
     moe_structure,
 )
 from langmoe.models.upcycle import apply_moe_structure, has_prefix_gate
+from langmoe.precision import load_dtype
 
 __all__ = [
     "save_moe_pretrained",
@@ -235,7 +236,7 @@ def load_model_any(path: str | Path, dtype: torch.dtype | str | None = None):
     from transformers import AutoModelForCausalLM  # not at the top: see `native.py`
 
     p = resolve_model_path(path)
-    dtype = parse_dtype(dtype)
+    dtype = parse_dtype(dtype) or load_dtype(None)  # a training command's --dtype, else the folder's own
     if folder_kind(p) == "dense":
         try:
             with quiet_transformers():
