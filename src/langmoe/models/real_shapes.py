@@ -17,7 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from langmoe.errors import LangmoeError
-from langmoe.models.base import builtin_base_path, quiet_transformers
+from langmoe.models.folders import builtin_base_path, quiet_transformers
 
 REAL_SHAPES: dict[str, dict[str, Any]] = {
     # Qwen2.5-0.5B's body: 24 x (attention 1.84M + MLP 13.07M) + 4096 x 896 tied embeddings = 362M parameters.
