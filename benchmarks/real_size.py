@@ -4,10 +4,12 @@
         [--shape qwen2-362m] [--rows upcycle,eval,...] [--src OTHER/src] [--results benchmarks/results/real_size]
 
 The model is generated on the fly (`langmoe.models.real_shapes`: Qwen2.5-0.5B's body with the built-in 4096-token
-vocabulary, random weights, saved in bfloat16). Each command runs alone in a fresh `python -m langmoe` process, one
-after the other; its wall time and peak resident set (the kernel's `ru_maxrss` of that process) are recorded, and
-bytes per parameter = peak resident / the base model's parameters. `--src` runs the commands from another source
-tree (e.g. `git archive` of an older commit) so "before" and "after" use the same model and arguments.
+vocabulary, random weights, saved in bfloat16) by a separate process. Each command runs alone in a fresh
+`python -m langmoe` process, one after the other; its wall time and peak resident set (the kernel's `ru_maxrss` of
+that process) are recorded, and bytes per parameter = peak resident / the base model's parameters. This script
+itself imports neither torch nor the model (a child's `ru_maxrss` starts at its parent's resident size at exec, so
+the parent must stay small). `--src` runs the commands from another source tree (e.g. `git archive` of an older
+commit) so "before" and "after" use the same model and arguments.
 
 The results JSON keeps one entry per `--label` (rerunning some rows under a label replaces just those rows); the
 markdown table is rewritten from all of them.
@@ -27,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
 ROOT = Path(__file__).resolve().parents[1]
+# layers of the shapes in langmoe.models.real_shapes (this script does not import langmoe: see the docstring)
+LAYERS = {"qwen2-362m": 24, "qwen2-30m": 18, "qwen2-tiny": 4}
 
 
 def _layers(n: int) -> str:
@@ -80,24 +82,42 @@ def run_one(argv: list[str], env: dict[str, str], log: Path) -> dict[str, float]
     return {"wall_s": round(wall, 1), "peak_rss_bytes": int(usage.ru_maxrss) * scale}
 
 
+_GENERATE = """
+import pathlib, sys, torch, transformers
+from langmoe.models.real_shapes import write_real_shaped_model
+if not (pathlib.Path(sys.argv[2]) / "config.json").is_file():
+    write_real_shaped_model(sys.argv[1], sys.argv[2], dtype=torch.bfloat16)
+print(torch.__version__, transformers.__version__)
+"""
+
+
+def generate_model(shape: str, out: Path) -> dict[str, str]:
+    """The bf16 folder of `shape` (written by a child process, with this checkout's langmoe); library versions."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", _GENERATE, shape, str(out)], env=env, capture_output=True,
+                         text=True, check=True)
+    torch_v, tf_v = run.stdout.split()[-2:]
+    return {"torch": torch_v, "transformers": tf_v}
+
+
+def count_parameters(folder: Path) -> int:
+    """Parameters stored in a folder's safetensors files (read from their JSON headers)."""
+    total = 0
+    for f in folder.glob("*.safetensors"):
+        with open(f, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return total
+
+
 def measure(shape: str, rows: list[str], work: Path, src: str | None, threads: int) -> dict:
-    import torch
-
-    from langmoe.models.real_shapes import REAL_SHAPES, write_real_shaped_model
-
     model = work / f"{shape}-bf16"
-    if not (model / "config.json").is_file():
-        write_real_shaped_model(shape, model, dtype=torch.bfloat16)
-    from safetensors import safe_open
-
-    params = 0
-    for f in model.glob("*.safetensors"):
-        with safe_open(str(f), "pt") as st:
-            params += sum(math.prod(st.get_slice(k).get_shape()) for k in st.keys())  # noqa: SIM118
+    versions = generate_model(shape, model)
+    params = count_parameters(model)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
            "MPLBACKEND": "Agg", "PYTHONPATH": str(Path(src).resolve()) if src else str(ROOT / "src")}
-    fill = {"model": str(model), "work": str(work), "layers": _layers(REAL_SHAPES[shape]["num_hidden_layers"])}
-    out: dict = {"shape": shape, "parameters": params, "rows": {}}
+    fill = {"model": str(model), "work": str(work), "layers": _layers(LAYERS[shape])}
+    out: dict = {"shape": shape, "parameters": params, "rows": {}, "versions": versions}
     for name in rows:
         argv = [a.format(**fill) for a in ROWS[name][0]]
         argv += ["--threads", str(threads)]
@@ -105,12 +125,22 @@ def measure(shape: str, rows: list[str], work: Path, src: str | None, threads: i
             shutil.rmtree(argv[argv.index("--out") + 1], ignore_errors=True)
         res = run_one(argv, env, work / f"{name}.log")
         res["bytes_per_param"] = round(res["peak_rss_bytes"] / params, 1)
+        reported = _reported_peak(work / f"{name}.log")
+        if reported is not None:  # the command's own last line (commands with the precision options)
+            res["reported_peak_gb"] = reported
         res["command"] = "langmoe " + shlex.join(a.replace(str(work), "WORK") for a in argv)
         res["note"] = ROWS[name][1]
         out["rows"][name] = res
         print(f"{name:16s} {res['wall_s']:7.1f} s  {res['peak_rss_bytes'] / 1e9:6.2f} GB  "
               f"{res['bytes_per_param']:5.1f} B/param", flush=True)
     return out
+
+
+def _reported_peak(log: Path) -> float | None:
+    for line in reversed(log.read_text(encoding="utf-8", errors="replace").splitlines()):
+        if line.startswith("peak memory: ") and "GB resident" in line:
+            return float(line.split()[2])
+    return None
 
 
 def markdown(results: dict) -> str:
@@ -127,10 +157,12 @@ def markdown(results: dict) -> str:
                   f"{entry['shape']} ({entry['parameters'] / 1e6:.0f}M parameters), source {entry.get('source', '?')}, "
                   f"{env.get('threads', '?')} threads, torch {env.get('torch', '?')}, "
                   f"transformers {env.get('transformers', '?')}, {env.get('date', '')}", "",
-                  "| command | wall | peak resident | bytes/param | note |", "|---|---|---|---|---|"]
+                  "| command | wall | peak resident | bytes/param | the command's own figure | note |",
+                  "|---|---|---|---|---|---|"]
         for name, r in entry["rows"].items():
+            own = f"{r['reported_peak_gb']:.2f} GB" if "reported_peak_gb" in r else "-"
             lines.append(f"| `{name}` | {r['wall_s']:.1f} s | {r['peak_rss_bytes'] / 1e9:.2f} GB | "
-                         f"{r['bytes_per_param']:.1f} | {r['note']} |")
+                         f"{r['bytes_per_param']:.1f} | {own} | {r['note']} |")
         lines += ["", "<details><summary>commands</summary>", ""]
         lines += [f"- `{name}`: `{r['command']}`" for name, r in entry["rows"].items()]
         lines += ["", "</details>", ""]
@@ -156,12 +188,8 @@ def main(argv=None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     entry = measure(a.shape, rows, work, a.src, a.threads)
-    import torch
-    import transformers
-
     entry["source"] = a.source_name or (a.src or "this checkout")
-    entry["environment"] = {"threads": a.threads, "torch": torch.__version__,
-                            "transformers": transformers.__version__, "python": platform.python_version(),
+    entry["environment"] = {"threads": a.threads, **entry.pop("versions"), "python": platform.python_version(),
                             "date": time.strftime("%Y-%m-%d")}
     res_json = Path(a.results).with_suffix(".json")
     results = json.loads(res_json.read_text(encoding="utf-8")) if res_json.is_file() else {}

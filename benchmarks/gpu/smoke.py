@@ -47,12 +47,13 @@ def settings(dry_run: bool) -> dict[str, Any]:
     if dry_run:
         return {"shape": "qwen2-tiny", "moe_layers": [0, 3], "langs": ["en", "de", "fr", "es"], "block_len": 32,
                 "micro": 2, "probe_steps": 1, "stage_steps": (2, 2), "expand_steps": (1, 1), "max_tokens": 2000,
-                "eval_chars": 300, "precision": [], "dtype": "float32",
+                "eval_chars": 200, "routing_tokens": 128, "precision": [], "dtype": "float32",
                 "moe_block": ["--tokens", "256", "--hidden", "64", "--inter", "128", "--experts", "2", "4",
                               "--repeats", "2"]}
     return {"shape": "qwen2-362m", "moe_layers": [0, 6, 12, 18, 23], "langs": ["en", "de", "fr", "es"],
             "block_len": 512, "micro": 8, "probe_steps": 4, "stage_steps": (20, 60), "expand_steps": (20, 20),
-            "max_tokens": 200_000, "eval_chars": 20_000, "precision": ["--mixed-precision", "bf16"],
+            "max_tokens": 200_000, "eval_chars": 20_000, "routing_tokens": 4096,
+            "precision": ["--mixed-precision", "bf16"],
             "dtype": "bfloat16",
             "moe_block": ["--tokens", "16384", "--hidden", "896", "--inter", "4864", "--experts", "4", "8",
                           "--repeats", "10", "--dtype", "bfloat16"]}
@@ -67,7 +68,7 @@ def recipe(s: dict[str, Any], base: Path) -> dict[str, Any]:
                  "max_train_tokens_per_lang": s["max_tokens"]},
         "budget_steps": s1 + s2, "optim": {"lr": 1e-4, "warmup_ratio": 0.0},
         "eval": {"window": s["block_len"], "stride": s["block_len"] // 2, "max_chars_per_lang": s["eval_chars"],
-                 "batch_size": 8},
+                 "batch_size": 8, "routing_tokens_per_lang": s["routing_tokens"]},
         "seed": 0, "save_every": s1 + s2,
         "systems": [{"name": "dmoe", "num_groups": 2, "moe_layers": s["moe_layers"], "top_k": 2,
                      "deviation": {"steps": s["probe_steps"], "grad_accum": 1, "stability": False},
@@ -103,11 +104,13 @@ def commands(s: dict[str, Any], base: Path, work: Path) -> list[tuple[str, list[
 
 
 def json_figures(folder: Path | None) -> dict[str, Any]:
-    """From every JSON under `folder`: the CUDA peak a command recorded and the trainer's tokens/s of each part."""
+    """The CUDA peak a command recorded in its JSON, and the trainer's tokens/s of each trained part: from each
+    finished stage of a run folder (`stages/**/stage.json`), else from the command's own JSON files."""
     out: dict[str, Any] = {"cuda_max_allocated_bytes": None, "throughput": {}}
     if folder is None or not folder.is_dir():
         return out
-    for f in sorted(folder.rglob("*.json")):
+    stages = sorted((folder / "stages").rglob("stage.json")) if (folder / "stages").is_dir() else []
+    for f in stages or sorted(folder.glob("*.json")):
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -115,9 +118,22 @@ def json_figures(folder: Path | None) -> dict[str, Any]:
         peak = (data.get("peak_memory") or {}).get("cuda_max_allocated_bytes") if isinstance(data, dict) else None
         if peak is not None:
             out["cuda_max_allocated_bytes"] = max(peak, out["cuda_max_allocated_bytes"] or 0)
-        for where, tps in _tokens_per_s(data, str(f.relative_to(folder))):
+        label = str(f.parent.relative_to(folder / "stages")) if stages else f.name
+        if stages and isinstance(data, dict):
+            data = data.get("result", {})  # the stage's own figures, not the ones it copies from earlier stages
+            data = {k: v for k, v in data.items() if k != "stages"} if isinstance(data, dict) else data
+        for where, tps in _tokens_per_s(data, label):
             out["throughput"][where] = tps
+    if stages:  # the run's own record (summary.json) holds the command's peak
+        out["cuda_max_allocated_bytes"] = json_figures_peak(folder / "summary.json")
     return out
+
+
+def json_figures_peak(path: Path) -> int | None:
+    try:
+        return (json.loads(path.read_text(encoding="utf-8")).get("peak_memory") or {}).get("cuda_max_allocated_bytes")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _tokens_per_s(data: Any, where: str):
@@ -170,14 +186,14 @@ def main(argv=None) -> int:
         raise SystemExit("no CUDA device: run on a GPU, or pass --cpu-dry-run")
     real_size = _load("benchmarks/real_size.py", "real_size_bench")
     from langmoe.io import write_json, write_text, write_yaml
-    from langmoe.models.real_shapes import write_real_shaped_model
 
     s = settings(dry)
     out = Path(a.out)
     work = out / "work"
     (out / "logs").mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
-    base = write_real_shaped_model(s["shape"], work / "base", dtype=torch.bfloat16)
+    base = work / "base"
+    real_size.generate_model(s["shape"], base)  # in a child: this process stays small (see real_size.py)
     write_yaml(work / "recipe.yaml", recipe(s, base))
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
            "PYTHONPATH": str(ROOT / "src")}

@@ -1,7 +1,9 @@
 """Peak memory of this process: the figure every training command prints last and stores in its JSON.
 
-Resident memory is the kernel's high-water mark of the process (`ru_maxrss`: everything, including the Python
-interpreter and libraries); on a GPU the CUDA caching allocator's maximum allocated bytes are added (tensors only).
+Resident memory is the kernel's high-water mark of the process (Linux `VmHWM`, else `ru_maxrss`: everything,
+including the Python interpreter and libraries); on a GPU the CUDA caching allocator's maximum allocated bytes are
+added (tensors only). `ru_maxrss` is not used on Linux: a process spawned by a big parent (a benchmark, a test run)
+inherits the parent's resident size at exec as its starting maximum.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ __all__ = ["peak_memory", "peak_memory_line", "reset_cuda_peak"]
 
 
 def _peak_rss_bytes() -> int | None:
-    try:
+    try:  # Linux: this process's own high-water mark (VmHWM starts afresh at exec)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:  # elsewhere: getrusage (on Linux it would also count the parent's memory when it spawned us)
         import resource
     except ImportError:  # Windows: psutil's peak working set, when installed
         try:
@@ -25,7 +34,7 @@ def _peak_rss_bytes() -> int | None:
         except ImportError:
             return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss) * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
+    return int(rss) * (1 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB elsewhere
 
 
 def reset_cuda_peak() -> None:

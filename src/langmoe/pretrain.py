@@ -19,6 +19,7 @@ from langmoe import __version__
 from langmoe.errors import LangmoeError
 from langmoe.eval.perplexity import EvalSettings, run_eval
 from langmoe.io import read_json, write_json
+from langmoe.models.moe_io import MAX_SHARD_SIZE
 from langmoe.models.presets import (
     DEFAULT_MAX_POSITIONS,
     PRESET_VOCAB,
@@ -212,11 +213,13 @@ def _save_atomic_dir(dest: Path, save: Any) -> None:
 
 
 def save_hf_folder(model, tokenizer, out: Path) -> None:
-    """A standard HF folder (safetensors, fp32 as trained) that `AutoModelForCausalLM.from_pretrained` loads."""
+    """A standard HF folder (safetensors, sharded over `MAX_SHARD_SIZE`) that `AutoModelForCausalLM.from_pretrained`
+    loads."""
     from langmoe.models.base import quiet_transformers
 
     with quiet_transformers():
-        _save_atomic_dir(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+        _save_atomic_dir(out, lambda d: (model.save_pretrained(d, max_shard_size=MAX_SHARD_SIZE),
+                                         tokenizer.save_pretrained(d)))
 
 
 def _fingerprint(corpus, langs: list[str]) -> str | None:

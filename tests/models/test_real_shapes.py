@@ -80,7 +80,7 @@ def test_the_whole_path_on_a_30m_real_shape(tmp_path, monkeypatch):
     assert model.config.num_key_value_heads == 2 and len(model.model.layers) == 18
     assert main(["add-language", "--model", str(dmoe), "--lang", "it", "--steps", "1", "--micro-batch-size", "2",
                  "--block-len", "32", "--max-tokens", "2000", "--max-chars", "200", "--window", "32",
-                 "--stride", "16", "--routing", "router", "--out", str(al), *t]) == 0
+                 "--stride", "16", "--routing", "router", "--init", "copy", "--out", str(al), *t]) == 0
     assert main(["expand", "--method", "moe_lpr", "--model", str(base), "--new", "el", "--old", "en",
                  "--experts", "2", "--stage1-steps", "1", "--stage2-steps", "1", "--block-len", "32",
                  "--micro-batch-size", "2", "--max-train-tokens", "2000",

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from langmoe.models.moe_io import MAX_SHARD_SIZE
 from langmoe.precision import load_dtype
 
 
@@ -15,7 +16,7 @@ def save_dense(tokenizer) -> Callable[[Any, Path], None]:
     """`save(model, dest)`: a plain Hugging Face folder (safetensors + tokenizer)."""
 
     def save(m, dest: Path) -> None:
-        m.save_pretrained(str(dest))
+        m.save_pretrained(str(dest), max_shard_size=MAX_SHARD_SIZE)
         tokenizer.save_pretrained(str(dest))
 
     return save
