@@ -52,7 +52,7 @@ ROWS: dict[str, tuple[list[str], str]] = {
                   ""),
     "expand": (["expand", "--method", "layermoe", "--model", "{model}", "--new", "el,hu", "--old", "en,de",
                 "--stage1-steps", "2", "--stage2-steps", "2", "--micro-batch-size", "2", "--block-len", "64",
-                "--eval-max-chars", "2000", "--out", "{work}/expanded"], "2+2 steps"),
+                "--no-eval", "--out", "{work}/expanded"], "2+2 steps, no before/after eval"),
     "train": (["train", "--model", "{model}", "--langs", "en", "de", "--steps", "2", "--batch-size", "2",
                "--block-len", "64", "--save-every", "0", "--out", "{work}/trained"], "2 steps, fp32"),
     "train-bf16-ckpt": (["train", "--model", "{model}", "--langs", "en", "de", "--steps", "2", "--batch-size", "2",
