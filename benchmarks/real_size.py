@@ -144,14 +144,16 @@ def _reported_peak(log: Path) -> float | None:
 
 
 def markdown(results: dict) -> str:
-    """One table per label, in the order the labels were recorded."""
+    """One table per label: "before" first, then "after", then the others in the order they were recorded."""
     lines = ["# Commands on a real-shaped model: wall time and peak resident memory", "",
              "Written by `benchmarks/real_size.py` (see its docstring); model generated on the fly, random weights, "
              "saved in bfloat16, the built-in tokenizer. Peak resident = the kernel's `ru_maxrss` of the command's "
              "process; bytes/param = peak resident / the base model's parameters. One command at a time, "
              "`--threads` as given; the 2-core machine was shared with other jobs, so walls are noisy (memory is "
              "not).", ""]
-    for label, entry in results.items():
+    order = sorted(results, key=lambda label: {"before": 0, "after": 1}.get(label, 2))
+    for label in order:
+        entry = results[label]
         env = entry.get("environment", {})
         lines += [f"## {label}", "",
                   f"{entry['shape']} ({entry['parameters'] / 1e6:.0f}M parameters), source {entry.get('source', '?')}, "
