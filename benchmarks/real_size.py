@@ -12,7 +12,7 @@ the parent must stay small). `--src` runs the commands from another source tree 
 commit) so "before" and "after" use the same model and arguments.
 
 The results JSON keeps one entry per `--label` (rerunning some rows under a label replaces just those rows); the
-markdown table is rewritten from all of them.
+markdown is rewritten from all of them, followed by `<results>.notes.md` (the reading, written by hand) if present.
 """
 
 from __future__ import annotations
@@ -200,7 +200,9 @@ def main(argv=None) -> int:
     results[a.label] = entry
     res_json.parent.mkdir(parents=True, exist_ok=True)
     res_json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    Path(a.results).with_suffix(".md").write_text(markdown(results), encoding="utf-8")
+    notes = Path(a.results).with_name(Path(a.results).name + ".notes.md")  # the hand-written reading, kept
+    extra = "\n" + notes.read_text(encoding="utf-8") if notes.is_file() else ""
+    Path(a.results).with_suffix(".md").write_text(markdown(results) + extra, encoding="utf-8")
     print(f"wrote {res_json} and {Path(a.results).with_suffix('.md')}")
     return 0
 
