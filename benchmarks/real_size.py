@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from langmoe.io import write_json, write_text  # noqa: E402 - stdlib only: this process stays small
 # layers of the shapes in langmoe.models.real_shapes (this script does not import langmoe: see the docstring)
 LAYERS = {"qwen2-362m": 24, "qwen2-30m": 18, "qwen2-tiny": 4}
 
@@ -175,14 +178,23 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="qwen2-362m")
     ap.add_argument("--rows", default=",".join(ISSUE_ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
-    ap.add_argument("--work", required=True, help="scratch folder (the model and the outputs)")
-    ap.add_argument("--label", required=True, help="name of this measurement (e.g. before, after)")
+    ap.add_argument("--work", default=None, help="scratch folder (the model and the outputs)")
+    ap.add_argument("--label", default=None, help="name of this measurement (e.g. before, after)")
     ap.add_argument("--src", default=None, help="run the commands from this source tree instead of ours")
     ap.add_argument("--source-name", default=None, help="what --src is (a commit), written in the table")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "real_size"),
                     help="results path without suffix (.json and .md are written)")
+    ap.add_argument("--render", action="store_true", help="only rewrite the markdown from the results JSON (+ notes)")
     a = ap.parse_args(argv)
+    res_json, res_md = Path(a.results).with_suffix(".json"), Path(a.results).with_suffix(".md")
+    notes = Path(a.results).with_name(Path(a.results).name + ".notes.md")  # the hand-written reading, kept
+    if a.render:
+        extra = "\n" + notes.read_text(encoding="utf-8") if notes.is_file() else ""
+        write_text(res_md, markdown(json.loads(res_json.read_text(encoding="utf-8"))) + extra)
+        return 0
+    if not a.work or not a.label:
+        ap.error("--work and --label are needed to measure")
     rows = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -193,17 +205,14 @@ def main(argv=None) -> int:
     entry["source"] = a.source_name or (a.src or "this checkout")
     entry["environment"] = {"threads": a.threads, **entry.pop("versions"), "python": platform.python_version(),
                             "date": time.strftime("%Y-%m-%d")}
-    res_json = Path(a.results).with_suffix(".json")
     results = json.loads(res_json.read_text(encoding="utf-8")) if res_json.is_file() else {}
     if a.label in results and results[a.label].get("shape") == entry["shape"]:  # a subset of rows rerun
         entry["rows"] = {**results[a.label]["rows"], **entry["rows"]}
     results[a.label] = entry
-    res_json.parent.mkdir(parents=True, exist_ok=True)
-    res_json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    notes = Path(a.results).with_name(Path(a.results).name + ".notes.md")  # the hand-written reading, kept
+    write_json(res_json, results)
     extra = "\n" + notes.read_text(encoding="utf-8") if notes.is_file() else ""
-    Path(a.results).with_suffix(".md").write_text(markdown(results) + extra, encoding="utf-8")
-    print(f"wrote {res_json} and {Path(a.results).with_suffix('.md')}")
+    write_text(res_md, markdown(results) + extra)
+    print(f"wrote {res_json} and {res_md}")
     return 0
 
 
