@@ -7,7 +7,7 @@ The model is generated on the fly (`langmoe.models.real_shapes`: Qwen2.5-0.5B's 
 vocabulary, random weights, saved in bfloat16) by a separate process. Each command runs alone in a fresh
 `python -m langmoe` process, one after the other; its wall time and peak resident set (the kernel's `ru_maxrss` of
 that process) are recorded, and bytes per parameter = peak resident / the base model's parameters. This script
-itself imports neither torch nor the model (a child's `ru_maxrss` starts at its parent's resident size at exec, so
+itself imports neither torch nor the model, only `langmoe.io` (a child's `ru_maxrss` starts at its parent's resident size at exec, so
 the parent must stay small). `--src` runs the commands from another source tree (e.g. `git archive` of an older
 commit) so "before" and "after" use the same model and arguments.
 
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from langmoe.io import write_json, write_text  # noqa: E402 - stdlib only: this process stays small
-# layers of the shapes in langmoe.models.real_shapes (this script does not import langmoe: see the docstring)
+
+# layers of the shapes in langmoe.models.real_shapes (not imported here: see the docstring)
 LAYERS = {"qwen2-362m": 24, "qwen2-30m": 18, "qwen2-tiny": 4}
 
 
