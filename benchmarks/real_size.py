@@ -7,8 +7,8 @@ The model is generated on the fly (`langmoe.models.real_shapes`: Qwen2.5-0.5B's 
 vocabulary, random weights, saved in bfloat16) by a separate process. Each command runs alone in a fresh
 `python -m langmoe` process, one after the other; its wall time and peak resident set (the kernel's `ru_maxrss` of
 that process) are recorded, and bytes per parameter = peak resident / the base model's parameters. This script
-itself imports neither torch nor the model, only `langmoe.io` (a child's `ru_maxrss` starts at its parent's resident size at exec, so
-the parent must stay small). `--src` runs the commands from another source tree (e.g. `git archive` of an older
+imports neither torch nor the model, only `langmoe.io` (stdlib): a child's `ru_maxrss` starts at its parent's
+resident size at exec, so the parent must stay small. `--src` runs the commands from another source tree (e.g. `git archive` of an older
 commit) so "before" and "after" use the same model and arguments.
 
 The results JSON keeps one entry per `--label` (rerunning some rows under a label replaces just those rows); the
