@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             from langmoe.diagnostics import LangmoeWarning
 
             warnings.simplefilter("always", LangmoeWarning)
-            return int(args.func(args) or 0)
+            from langmoe.commands._options import command_scope
+
+            with command_scope(args):  # a training command's precision settings and peak-memory line
+                return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"langmoe {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ from langmoe import __version__
 from langmoe.errors import LangmoeError
 from langmoe.eval.perplexity import EvalSettings, run_eval
 from langmoe.io import read_json, write_json
+from langmoe.models.moe_io import MAX_SHARD_SIZE
 from langmoe.models.presets import (
     DEFAULT_MAX_POSITIONS,
     PRESET_VOCAB,
@@ -27,6 +28,7 @@ from langmoe.models.presets import (
     count_parameters,
     create_model,
 )
+from langmoe.precision import load_dtype
 from langmoe.train.optim import OptimSettings as _SharedOptim
 from langmoe.validation import validate
 
@@ -211,11 +213,13 @@ def _save_atomic_dir(dest: Path, save: Any) -> None:
 
 
 def save_hf_folder(model, tokenizer, out: Path) -> None:
-    """A standard HF folder (safetensors, fp32 as trained) that `AutoModelForCausalLM.from_pretrained` loads."""
+    """A standard HF folder (safetensors, sharded over `MAX_SHARD_SIZE`) that `AutoModelForCausalLM.from_pretrained`
+    loads."""
     from langmoe.models.base import quiet_transformers
 
     with quiet_transformers():
-        _save_atomic_dir(out, lambda d: (model.save_pretrained(d), tokenizer.save_pretrained(d)))
+        _save_atomic_dir(out, lambda d: (model.save_pretrained(d, max_shard_size=MAX_SHARD_SIZE),
+                                         tokenizer.save_pretrained(d)))
 
 
 def _fingerprint(corpus, langs: list[str]) -> str | None:
@@ -296,9 +300,10 @@ def pretrain(cfg: PretrainConfig, command: str | None = None, log=None) -> dict[
     eos = tok.eos_token_id
 
     def new_model():
-        return create_model(cfg.preset, len(tok), cfg.max_positions, cfg.seed,
-                            bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else eos, eos_token_id=eos,
-                            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos)
+        model = create_model(cfg.preset, len(tok), cfg.max_positions, cfg.seed,
+                             bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else eos, eos_token_id=eos,
+                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else eos)
+        return model.to(load_dtype(torch.float32))  # initialised in fp32 (same weights), held as --dtype says
 
     model = new_model()
     result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work, log=log)
@@ -384,8 +389,8 @@ def _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out: P
             log(f"evaluating {len(langs)} languages ({cfg.eval.split} split)")
         record["eval"] = run_eval(model, tok, corpus, langs, cfg.eval, progress="lines" if log else "off")
     model.to(torch.device("cpu"))
-    if saved_dtype is not None and saved_dtype != torch.float32:
-        model.to(saved_dtype)
+    if saved_dtype is not None and saved_dtype != next(model.parameters()).dtype:
+        model.to(saved_dtype)  # trained in fp32 (or --dtype), saved in the source folder's dtype
     save_hf_folder(model, tok, out)
     write_json(out / "train.json", record)
     return record

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._options import add_precision_options
 from langmoe.errors import LangmoeError
 
 
@@ -43,6 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="write into an existing --out folder that langmoe did not write")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_precision_options(p, record="adapt.json")
     p.set_defaults(func=run)
 
 
@@ -58,7 +60,12 @@ def run(args) -> int:
     from langmoe.methods.routing.adapt import AdaptConfig, prepare_adaptation, run_adaptation
     from langmoe.methods.routing.collect import RoutingCounts, collect_routing
     from langmoe.methods.routing.routers import require_moe
-    from langmoe.models.moe_io import load_model_any, save_moe_pretrained, write_folder_atomically
+    from langmoe.models.moe_io import (
+        MAX_SHARD_SIZE,
+        load_model_any,
+        save_moe_pretrained,
+        write_folder_atomically,
+    )
     from langmoe.pretrain import build_config
 
     set_threads(args.threads)
@@ -104,7 +111,7 @@ def run(args) -> int:
         if getattr(getattr(adapted, "config", None), "langmoe", None):
             save_moe_pretrained(adapted, tok, tmp / "model")
         else:
-            adapted.save_pretrained(tmp / "model")
+            adapted.save_pretrained(tmp / "model", max_shard_size=MAX_SHARD_SIZE)
             tok.save_pretrained(tmp / "model")
         if counts is not None:
             counts.save(tmp / "routing_counts.json")

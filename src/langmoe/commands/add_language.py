@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._options import add_precision_options
 
 
 def register(subparsers) -> None:
@@ -48,6 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-chars", type=int, default=6000, help="test characters per language (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_precision_options(p, record="add_language.json")
     p.set_defaults(func=run)
 
 

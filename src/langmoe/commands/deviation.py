@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._options import add_precision_options
 
 
 def register(subparsers) -> None:
@@ -36,6 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
+    add_precision_options(p, record="deviation.json")
     p.set_defaults(func=run)
 
 

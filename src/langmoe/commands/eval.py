@@ -8,6 +8,11 @@ from typing import Any
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.errors import LangmoeError
 
+# `--device-map` of eval and generate: where the weights go (transformers' device_map; docs/base-and-eval.md)
+DEVICE_MAPS = ["auto", "balanced", "sequential", "cpu", "cuda"]
+DEVICE_MAP_HELP = ("place the model over the GPUs and the CPU (auto/balanced/sequential, as transformers' "
+                   "device_map), or all on cpu / cuda; default: the GPU if there is one")
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,7 +22,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", required=True, help="HF model folder, or 'builtin' for the shipped tiny base")
     add_eval_arguments(p)
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="load dtype (default fp32)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "auto"], default=None,
+                   help="dtype the model computes in (default fp32; auto: the folder's own, e.g. a bf16 folder in bf16)")
+    p.add_argument("--device-map", choices=DEVICE_MAPS, default=None, help=DEVICE_MAP_HELP)
     p.add_argument("--json", dest="json_out", default=None, help="also write the table as JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
@@ -133,7 +140,7 @@ def run(args) -> int:
     check_corpus(args.corpus, split_langs(args.langs))
     set_threads(args.threads)
     table = evaluate_folder(args.model, args.corpus, split_langs(args.langs), eval_settings(args), dtype=args.dtype,
-                            progress="lines")
+                            progress="lines", device_map=args.device_map)
     label = " + ".join(args.corpus) if isinstance(args.corpus, list) else args.corpus
     print_eval_table(table, f"{args.model} on {label}/{args.split}")
     table["warnings"] = report_warnings(eval_warnings(table))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._options import add_precision_options
 
 
 def register(subparsers) -> None:
@@ -53,6 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--work-dir", default=None,
                    help="keep the run folder here (stages, checkpoints, logs): a rerun resumes; default: a temporary "
                         "folder, removed at the end")
+    add_precision_options(p, record="expansion.json")
     p.set_defaults(func=run)
 
 

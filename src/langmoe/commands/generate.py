@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands.eval import DEVICE_MAP_HELP, DEVICE_MAPS
 
 
 def register(subparsers) -> None:
@@ -29,6 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--device-map", choices=DEVICE_MAPS, default=None, help=DEVICE_MAP_HELP)
     p.set_defaults(func=run)
 
 
@@ -46,7 +48,7 @@ def run(args) -> int:
         from langmoe.data.corpus import open_corpus
 
         prompt = prompt_from_corpus(open_corpus(args.corpus), args.lang, seed=args.seed, max_chars=args.prompt_chars)
-    model, tokenizer = load_model_any(args.model)
+    model, tokenizer = load_model_any(args.model, device_map=args.device_map)
     gens = generate_text(model, tokenizer, prompt, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, greedy=args.greedy,
                          seed=args.seed, num_samples=args.num_samples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._options import add_precision_options
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
 
 
@@ -36,7 +37,6 @@ def register(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--grad-clip", type=float, default=1.0, help="max global grad norm, 0 = off (default 1.0)")
     p.add_argument("--tau", type=float, default=0.3, help="language sampling temperature p ∝ size^tau")
-    p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
     p.add_argument("--save-every", type=int, default=200,
                    help="checkpoint every N steps (default 200; 0 = off: only at the end)")
     p.add_argument("--compile", action="store_true",
@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--eval-stride", type=int, default=128)
     p.add_argument("--eval-max-chars", type=int, default=20_000, help="test characters per language, 0 = all")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_precision_options(p, record="pretrain.json")
     p.set_defaults(func=run)
 
 
@@ -67,7 +68,7 @@ def run(args) -> int:
     optim = build_config(
         OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size,
-        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, save_every=save_every,
+        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision or "no", save_every=save_every,
         log_every=args.log_every, tau=args.tau,
         keep_checkpoints=args.keep_checkpoints, compile=args.compile,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from langmoe.commands._options import add_precision_options
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,7 +19,16 @@ def register(subparsers) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
     p.add_argument("--overwrite", action="store_true",
                    help="write into an existing run folder that langmoe did not write")
+    add_precision_options(p, record=_summary_json)
     p.set_defaults(func=run)
+
+
+def _summary_json(args) -> Path:
+    """The run's summary.json (where the peak memory is recorded)."""
+    from langmoe.commands._checks import run_name_folder
+    from langmoe.config import load_recipe
+
+    return (Path(args.run_dir) if args.run_dir else run_name_folder(load_recipe(args.recipe).name)) / "summary.json"
 
 
 def run(args) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._options import add_precision_options
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
 from langmoe.commands.pretrain import _stage_line
 
@@ -31,12 +32,12 @@ def register(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--tau", type=float, default=0.3)
-    p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
     p.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps (0 = off: only at the end)")
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval", action="store_true", help="evaluate per-language test bpb after training")
     p.add_argument("--threads", type=int, default=None)
+    add_precision_options(p, record="train.json")
     p.set_defaults(func=run)
 
 
@@ -60,7 +61,7 @@ def run(args) -> int:
     optim = build_config(
         OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size,
-        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision, save_every=save_every,
+        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision or "no", save_every=save_every,
         log_every=args.log_every, tau=args.tau,
     )
     cfg = build_config(

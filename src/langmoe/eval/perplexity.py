@@ -262,18 +262,21 @@ def eval_table(scores: dict[str, LangScore], uni: dict[str, LangScore], settings
 def evaluate_folder(
     model_path: str, corpus: str | list[str] | None = "builtin", langs: Sequence[str] | None = None,
     settings: EvalSettings | None = None, dtype: str | None = None, progress: str = "off",
+    device_map: str | dict | None = None,
 ) -> dict[str, Any]:
-    """`langmoe eval`: load an HF folder ('builtin' = the shipped tiny base) and evaluate it on a corpus."""
+    """`langmoe eval`: load an HF folder ('builtin' = the shipped tiny base) and evaluate it on a corpus, in fp32
+    unless `dtype` ("auto": the folder's own), on the GPU when there is one or where `device_map` places it."""
     from langmoe.data.corpus import choose_languages, open_corpus
     from langmoe.models.base import load_model_and_tokenizer
 
     settings = settings or EvalSettings()
-    model, tokenizer = load_model_and_tokenizer(model_path, dtype=dtype)
-    if torch.cuda.is_available():
+    model, tokenizer = load_model_and_tokenizer(model_path, dtype=dtype, device_map=device_map)
+    if torch.cuda.is_available() and device_map is None:
         model.to("cuda")
     opened = open_corpus(corpus)
     chosen = choose_languages(opened, langs)
     table = run_eval(model, tokenizer, opened, chosen, settings, progress=progress)
     table["model"] = str(model_path)
+    table["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")  # what the scores were computed in
     table["corpus"] = [str(c) for c in corpus] if isinstance(corpus, (list, tuple)) else str(corpus)
     return table

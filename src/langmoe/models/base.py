@@ -21,20 +21,23 @@ from langmoe.models.folders import (
     quiet_transformers,
     resolve_model_path,
 )
-from langmoe.models.moe_io import load_model_any
+from langmoe.models.moe_io import load_model_any, source_dtype
+from langmoe.precision import load_dtype
 
 __all__ = ["BUILTIN_NAME", "BUILTIN_MODELS", "builtin_base_path", "resolve_model_path", "parse_dtype",
            "load_tokenizer", "load_model_and_tokenizer", "quiet_transformers"]
 
 
 def load_model_and_tokenizer(
-    path: str | Path, dtype: str | torch.dtype | None = None
+    path: str | Path, dtype: str | torch.dtype | None = None, device_map: str | dict | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (eval mode, fp32 unless `dtype`) and its tokenizer, dense or MoE (native or legacy folder), through
-    the one loader `moe_io.load_model_any`; LangmoeError on a missing or corrupt folder, a missing tokenizer and a
-    tokenizer whose vocabulary does not fit the model."""
+    """Model (eval mode, fp32 unless `dtype`; "auto": the folder's own dtype) and its tokenizer, dense or MoE
+    (native or legacy folder), through the one loader `moe_io.load_model_any` (`device_map` as there); LangmoeError
+    on a missing or corrupt folder, a missing tokenizer and a tokenizer whose vocabulary does not fit the model."""
     p = resolve_model_path(path)
-    model, tokenizer = load_model_any(p, dtype=parse_dtype(dtype) or torch.float32)
+    if dtype == "auto":
+        dtype = source_dtype(p) or torch.float32
+    model, tokenizer = load_model_any(p, dtype=parse_dtype(dtype) or load_dtype(torch.float32), device_map=device_map)
     if tokenizer is None:
         tokenizer = load_tokenizer(p)  # raises the one-line "cannot load a tokenizer" error
     return model, tokenizer

@@ -34,6 +34,7 @@ from langmoe.io import write_folder_atomically
 from langmoe.models.adapters import get_adapter
 from langmoe.models.folders import quiet_transformers
 from langmoe.models.moe import moe_blocks
+from langmoe.models.moe_io import MAX_SHARD_SIZE
 
 __all__ = ["export_stock", "choose_export_arch", "EXPORT_ARCHS", "max_logit_diff", "export_tolerance"]
 
@@ -260,7 +261,7 @@ def export_stock(model: nn.Module, path: str | Path, arch: str = "auto", tokeniz
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".export", dir=path.parent))
     try:
         with quiet_transformers():
-            target.save_pretrained(tmp, safe_serialization=True)
+            target.save_pretrained(tmp, safe_serialization=True, max_shard_size=MAX_SHARD_SIZE)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
         if verify:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from langmoe.data.tokenizer import check_tokenizer_matches
@@ -39,6 +38,7 @@ from langmoe.models.moe_format import (
     renamed_override_weights,
 )
 from langmoe.models.upcycle import apply_moe_structure
+from langmoe.precision import load_dtype
 
 __all__ = [
     "save_moe_pretrained",
@@ -48,12 +48,20 @@ __all__ = [
     "source_dtype",
     "write_folder_atomically",
     "read_safetensors_folder",
+    "dispatch_by_map",
     "tied_keys",
 ]
 
 
-def save_moe_pretrained(model: nn.Module, tokenizer, path: str | Path) -> Path:
-    """Write model (safetensors), native config, generation_config and tokenizer (if given) to `path`, atomically.
+# Weights are split into safetensors shards of at most this size (plus model.safetensors.index.json), as the Hub
+# recommends; transformers 5 writes one file up to 50GB. Every langmoe save of a model folder uses it.
+MAX_SHARD_SIZE = "5GB"
+
+
+def save_moe_pretrained(model: nn.Module, tokenizer, path: str | Path, max_shard_size: int | str = MAX_SHARD_SIZE
+                        ) -> Path:
+    """Write model (safetensors, sharded over `max_shard_size`), native config, generation_config and tokenizer
+    (if given) to `path`, atomically.
 
     A tokenizer whose vocabulary does not fit the model's embeddings is refused (nothing is written).
     """
@@ -67,7 +75,7 @@ def save_moe_pretrained(model: nn.Module, tokenizer, path: str | Path) -> Path:
 
     def writer(tmp: Path) -> None:
         with quiet_transformers():
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
 
@@ -75,6 +83,8 @@ def save_moe_pretrained(model: nn.Module, tokenizer, path: str | Path) -> Path:
 
 
 def read_safetensors_folder(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a folder's safetensors file(s) (one file or an index of shards), each in its own freshly
+    allocated tensor (`_read_safetensors`): one copy of the weights in memory, no file mapping."""
     index = path / "model.safetensors.index.json"
     if index.exists():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -85,11 +95,38 @@ def read_safetensors_folder(path: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for f in files:
         try:
-            state.update(load_file(str(path / f)))
-        except (OSError, SafetensorError) as e:  # truncated/corrupt file: say which one
+            state.update(_read_safetensors(path / f))
+        except (OSError, ValueError, KeyError, SafetensorError) as e:  # truncated/corrupt file: say which one
             raise LangmoeError(f"cannot read weights {path / f} ({' '.join(str(e).split())[:150]}): the file is "
                                "corrupt or truncated; re-save the model") from None
     return state
+
+
+_ST_DTYPES = {"BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
+              "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
+              "F64": torch.float64, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file read tensor by tensor into fresh (64-byte aligned) tensors. safetensors' own loader maps
+    the file (its pages then count as resident on top of the copy a model keeps) and gives 8-byte aligned buffers,
+    which take other SIMD paths than a model's own tensors: the last bits of the logits would differ."""
+    out: dict[str, torch.Tensor] = {}
+    with open(file, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        for name, meta in header.items():
+            if name == "__metadata__":
+                continue
+            t = torch.empty(meta["shape"], dtype=_ST_DTYPES[meta["dtype"]])
+            start, end = meta["data_offsets"]
+            if end - start != t.numel() * t.element_size():
+                raise ValueError(f"{name}: {end - start} bytes for a {meta['dtype']} tensor of shape {meta['shape']}")
+            f.seek(8 + n + start)
+            if t.numel() and f.readinto(t.reshape(-1).view(torch.uint8).numpy()) != end - start:
+                raise ValueError(f"{name}: the file ends inside the tensor")
+            out[name] = t
+    return out
 
 
 def _read_config(path: Path) -> dict:
@@ -152,7 +189,11 @@ def _legacy_state(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str,
 
 def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, dispatch: str = "auto"):
     """Rebuild a model saved by `save_moe_pretrained` (native or legacy folder): dense architecture, MoE structure,
-    then the exact weights, in the saved dtype unless `dtype` is given; generation_config as saved."""
+    then the exact weights, in the saved dtype unless `dtype` is given; generation_config as saved.
+
+    The architecture is built on the meta device (no random init, no second copy) and the read tensors become the
+    parameters (`assign`): peak memory is one copy of the weights."""
+    from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM  # not at the top: see `native.py`
 
     path = Path(path)
@@ -171,8 +212,9 @@ def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, disp
     structure = MoEStructure.parse(raw.get("langmoe") or {})
     config = dense_config_from_dict(base, None)
     state = read_safetensors_folder(path)
-    with quiet_transformers():
+    with quiet_transformers(), init_empty_weights(include_buffers=False):  # buffers (rotary tables) stay real
         model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # on the meta device transformers leaves tied weights apart until asked
     saved = next((t.dtype for t in state.values() if t.is_floating_point()), None)
     if saved is not None and saved != next(model.parameters()).dtype:
         model = model.to(saved)  # load in the saved precision so the state dict is bit-identical
@@ -181,9 +223,10 @@ def load_moe_pretrained(path: str | Path, dtype: torch.dtype | None = None, disp
         state = _legacy_state(state, model)
     if written < STRUCTURE_VERSION:
         state = renamed_override_weights(state)
-    state = _renamed_for(model, state)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = tied_keys(model)
+    state = {k: v.to(saved) if v.is_floating_point() else v for k, v in _renamed_for(model, state).items()}
+    seen: set[int] = set()  # tied parameters are one object (meta tensors have no storage to compare)
+    tied = {n for n, t in model.state_dict(keep_vars=True).items() if id(t) in seen or seen.add(id(t))}
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise LangmoeError(
@@ -233,26 +276,52 @@ def tied_keys(model: nn.Module) -> set[str]:
     return tied
 
 
-def load_model_any(path: str | Path, dtype: torch.dtype | str | None = None):
+def load_model_any(path: str | Path, dtype: torch.dtype | str | None = None,
+                   device_map: str | dict | None = None):
     """(model, tokenizer or None) from a dense HF folder, a native MoE folder or a legacy MoE folder: the loader
     every langmoe command uses. `dtype=None` keeps the folder's own dtype. Eval mode. A tokenizer saved there
-    must fit the model's vocabulary."""
+    must fit the model's vocabulary. `device_map` places the model as transformers' does ("auto", "balanced",
+    "sequential": accelerate spreads the layers over the GPUs and the CPU; a device name or an explicit map)."""
     from transformers import AutoModelForCausalLM  # not at the top: see `native.py`
 
     p = resolve_model_path(path)
-    dtype = parse_dtype(dtype)
+    dtype = parse_dtype(dtype) or load_dtype(None)  # a training command's --dtype, else the folder's own
     if folder_kind(p) == "dense":
         try:
             with quiet_transformers():
-                model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype or "auto")
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(p), dtype=dtype or "auto", **({"device_map": device_map} if device_map is not None else {}))
         except Exception as e:  # noqa: BLE001 - transformers raises many types for a broken folder
             raise LangmoeError(f"cannot load the model in {p} ({type(e).__name__}: {one_line(e)}): check that "
                                "the folder holds a complete causal LM (config.json + weights)") from e
         model.eval()
     else:
         model = load_moe_pretrained(p, dtype=dtype)
+        if device_map is not None:
+            model = dispatch_by_map(model, device_map)
     tokenizer = None
     if any((p / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         tokenizer = load_tokenizer(p)
         check_tokenizer_matches(model, tokenizer)
     return model, tokenizer
+
+
+def dispatch_by_map(model: nn.Module, device_map: str | dict) -> nn.Module:
+    """Place a loaded model as `from_pretrained(device_map=...)` would: "auto" / "balanced" / "balanced_low_0" /
+    "sequential" are planned by accelerate over the GPUs and the CPU (a decoder layer, MoE block included, is never
+    split), a device name puts everything there, a dict is used as given."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    plans = ("auto", "balanced", "balanced_low_0", "sequential")
+    if isinstance(device_map, str) and device_map in plans:
+        no_split = list(getattr(model, "_no_split_modules", None) or [])
+        memory = None if device_map == "sequential" else get_balanced_memory(
+            model, no_split_module_classes=no_split, low_zero=device_map == "balanced_low_0")
+        device_map = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
+    elif not isinstance(device_map, dict):
+        device_map = {"": str(device_map)}
+    if "disk" in device_map.values():
+        raise LangmoeError("the model does not fit in GPU and CPU memory (device_map would offload to disk): use a "
+                           "machine with more memory or a smaller dtype (--dtype bfloat16)")
+    return dispatch_model(model, device_map=device_map)

@@ -18,6 +18,7 @@ from langmoe.errors import LangmoeError
 from langmoe.io import write_json, write_yaml
 from langmoe.pipeline.runner import StageRunner, atomic_dir
 from langmoe.pipeline.summary import mean_metrics
+from langmoe.precision import load_dtype
 
 
 class RecipeRun:
@@ -79,11 +80,11 @@ class RecipeRun:
                           "languages": corpus_sources(self.corpus, langs)})
 
     def base(self):
-        """A fresh fp32 copy of the dense base (each system starts from it)."""
+        """A fresh copy of the dense base (each system starts from it), fp32 unless the command's --dtype says."""
         from langmoe.models.moe_io import load_model_any
 
         torch.manual_seed(self.recipe.seed)
-        model, _ = load_model_any(self.model_path, dtype=torch.float32)  # langmoe's one loader
+        model, _ = load_model_any(self.model_path, dtype=load_dtype(torch.float32))  # langmoe's one loader
         model.train()
         return model
 

@@ -8,12 +8,15 @@ from typing import Any
 
 import torch
 
+from langmoe.models.moe_io import MAX_SHARD_SIZE
+from langmoe.precision import load_dtype
+
 
 def save_dense(tokenizer) -> Callable[[Any, Path], None]:
     """`save(model, dest)`: a plain Hugging Face folder (safetensors + tokenizer)."""
 
     def save(m, dest: Path) -> None:
-        m.save_pretrained(str(dest))
+        m.save_pretrained(str(dest), max_shard_size=MAX_SHARD_SIZE)
         tokenizer.save_pretrained(str(dest))
 
     return save
@@ -22,7 +25,7 @@ def save_dense(tokenizer) -> Callable[[Any, Path], None]:
 def load_dense(path: Path):
     from langmoe.models.moe_io import load_model_any
 
-    return load_model_any(path, dtype=torch.float32)[0]  # langmoe's one loader
+    return load_model_any(path, dtype=load_dtype(torch.float32))[0]  # langmoe's one loader
 
 
 def save_moe(tokenizer) -> Callable[[Any, Path], None]:
@@ -39,7 +42,7 @@ def load_moe(path: str | Path):
     """The MoE model saved by `save_moe`, exact weights, in training mode (stages continue training it)."""
     from langmoe.models.moe_io import load_moe_pretrained
 
-    model = load_moe_pretrained(path, dtype=torch.float32)
+    model = load_moe_pretrained(path, dtype=load_dtype(torch.float32))
     model.train()
     return model
 

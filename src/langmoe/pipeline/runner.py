@@ -23,6 +23,7 @@ from typing import Any
 
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_json, write_text
+from langmoe.precision import cache_fields
 
 STAGE_FILE = "stage.json"
 KEY_FILE = "KEY"
@@ -30,9 +31,13 @@ RUNNER_VERSION = "1"
 
 
 def stage_key(name: str, config: Any, deps: Sequence[str] = ()) -> str:
-    """sha256 over (runner version, name, canonical JSON of config, upstream keys), 20 hex chars."""
+    """sha256 over (runner version, name, canonical JSON of config, upstream keys), 20 hex chars. A command's
+    `--dtype` / `--mixed-precision` / `--attn-implementation` enter the key when set (they change results)."""
+    keyed = {"v": RUNNER_VERSION, "name": name, "config": config, "deps": list(deps)}
+    if precision := cache_fields():
+        keyed["precision"] = precision
     blob = json.dumps(
-        {"v": RUNNER_VERSION, "name": name, "config": config, "deps": list(deps)},
+        keyed,
         sort_keys=True,
         ensure_ascii=True,
         default=str,

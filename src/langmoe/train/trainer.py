@@ -19,13 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import Field, field_validator, model_validator
 
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_json, write_text
+from langmoe.precision import apply_to_config, prepare_model
 from langmoe.train.optim import OptimSettings
 from langmoe.train.schedule import continued_warmup_cosine_scheduler
 from langmoe.validation import validate
@@ -48,7 +49,7 @@ _MANIFEST = "manifest.json"  # sha256 of every file, written last: resume verifi
 _CKPT_RE = re.compile(r"^step-(\d+)$")
 _RESERVED = {"step", "loss", "clm", "lr", "grad_norm", "tokens", "tokens_per_s"}
 # Fields that may change between an interrupted run and its resume without changing the result.
-_RESUME_FREE = {"progress", "log_every", "eval_every", "save_every", "keep_checkpoints"}
+_RESUME_FREE = {"progress", "log_every", "eval_every", "save_every", "keep_checkpoints", "gradient_checkpointing"}
 
 
 class BatchSource(Protocol):
@@ -78,6 +79,11 @@ class TrainConfig(OptimSettings):
     compile: bool = Field(False, description="run the forward through torch.compile (inductor); costs seconds to "
                           "minutes once, 1.13-1.18x tokens/s on CPU for the tiny presets "
                           "(benchmarks/results/pretrain_throughput.md)")
+    gradient_checkpointing: bool = Field(False, description="recompute each decoder layer's activations in backward "
+                                         "(non-reentrant): activation memory of one layer instead of all, ~30% "
+                                         "more compute, the same result")
+    attn_implementation: Literal["sdpa", "eager"] | None = Field(
+        None, description="attention kernel while training; None keeps the model's (transformers' default: SDPA)")
     # One LR schedule over several `train` calls (e.g. DMoE stage 1 then stage 2): local step s runs at global step
     # `schedule_offset + s` of a warmup-cosine over `schedule_total` steps (None: this call's `steps`, offset 0).
     schedule_offset: int = Field(0, ge=0, description="global step of this call's first step (continued schedule)")
@@ -495,6 +501,217 @@ def _is_every(done: int, every: int, total: int) -> bool:
     return done == total or (every > 0 and done % every == 0)
 
 
+def _check_terms(loss_terms: Sequence[LossTerm]) -> tuple[LossTerm, ...]:
+    terms = tuple(loss_terms)
+    for t in terms:
+        if not isinstance(t, LossTerm):
+            raise LangmoeError(f"loss_terms must be LossTerm objects, got {type(t).__name__}")
+    if len({t.name for t in terms}) != len(terms):
+        raise LangmoeError(f"loss term names must be unique: {[t.name for t in terms]}")
+    return terms
+
+
+@dataclass
+class _Session:
+    """What one `train` call set up: the Accelerator, the prepared model, its optimizer and LR schedule."""
+
+    config: TrainConfig
+    terms: tuple[LossTerm, ...]
+    acc: Any
+    prepared: torch.nn.Module
+    inner: torch.nn.Module  # the unwrapped model (loss terms and forward contexts see this one)
+    forward: Callable[..., Any]  # `prepared`, or its torch.compile wrapper (same parameters)
+    optimizer: Any
+    scheduler: Any
+    clip_params: list[torch.nn.Parameter]
+    ctx_fn: Callable[[torch.nn.Module, dict[str, Any]], AbstractContextManager]
+    use_cache: dict[str, bool]
+    restore_model: Callable[[], None]  # undoes gradient checkpointing / the attention switch
+
+
+@dataclass
+class _Window:
+    """Running totals between two log rows (and over the whole call)."""
+
+    tokens_seen: int
+    tokens_at_start: int
+    t0: float = field(default_factory=time.perf_counter)
+    window_t0: float = 0.0
+    window_tokens: int = 0
+    pending: list[torch.Tensor] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.window_t0 = self.t0
+
+    def add(self, stats: torch.Tensor, tokens: int) -> None:
+        self.tokens_seen += tokens
+        self.window_tokens += tokens
+        self.pending.append(stats)
+
+
+def _check_accelerator(acc, config: TrainConfig, given: bool) -> None:
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        if acc.gradient_accumulation_steps != config.grad_accum:
+            raise LangmoeError(
+                f"DeepSpeed config has gradient_accumulation_steps={acc.gradient_accumulation_steps}"
+                f" but grad_accum is {config.grad_accum}; make them agree"
+            )
+    else:
+        acc.gradient_accumulation_steps = config.grad_accum
+    if given and acc.mixed_precision != config.mixed_precision:
+        raise LangmoeError(
+            f"the given Accelerator uses mixed_precision={acc.mixed_precision!r} but the config says "
+            f"{config.mixed_precision!r}; make them agree"
+        )
+
+
+def _setup(model, config: TrainConfig, terms, accelerator, trainable, init_optimizer_state,
+           forward_context) -> _Session:
+    """Accelerator, seed, AdamW over the trainable parameters, the LR schedule, `accelerate.prepare`."""
+    from accelerate.utils import set_seed
+
+    acc = accelerator if accelerator is not None else _make_accelerator(config)
+    _check_accelerator(acc, config, accelerator is not None)
+    set_seed(config.seed)
+    groups = param_groups(model, config.weight_decay, trainable)
+    optimizer = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "names"} for g in groups],
+        lr=config.lr,
+        betas=config.adam_betas,
+        eps=config.adam_eps,
+    )
+    # The scheduler is not handed to `prepare`: Accelerate's wrapper steps it once per process per call, which
+    # would advance the schedule `world` times too fast. We step it exactly once per optimizer step.
+    scheduler = continued_warmup_cosine_scheduler(
+        optimizer, config.schedule_total or config.steps, config.warmup_ratio, config.min_lr_ratio,
+        config.schedule_offset,
+    )
+    if init_optimizer_state:
+        _seed_optimizer_state(acc, model, optimizer, init_optimizer_state)
+    restore_model = prepare_model(model, config.gradient_checkpointing, config.attn_implementation)
+    prepared, optimizer = acc.prepare(model, optimizer)
+    inner = acc.unwrap_model(prepared)
+    use_cache = {"use_cache": False} if hasattr(getattr(inner, "config", None), "use_cache") else {}
+    # the compiled wrapper shares the prepared model's parameters: optimizer, clipping and checkpoints use `prepared`
+    forward = torch.compile(prepared) if config.compile else prepared
+    return _Session(
+        config, terms, acc, prepared, inner, forward, optimizer, scheduler,
+        # All parameters (frozen ones have no grad and are ignored): Accelerate then uses FSDP's own clipping.
+        clip_params=list(prepared.parameters()),
+        ctx_fn=forward_context or (lambda _m, _b: nullcontext()), use_cache=use_cache, restore_model=restore_model,
+    )
+
+
+def _resume(s: _Session, out_dir: Path) -> tuple[int, int]:
+    """(step, tokens seen) of the newest intact checkpoint, restored into the session; (0, 0) without one."""
+    if s.acc.is_main_process and (out_dir / "checkpoints").is_dir():
+        for stale in (out_dir / "checkpoints").glob(".tmp-step-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    ckpts = find_checkpoints(out_dir)
+    if not ckpts:
+        return 0, 0
+    return _load_checkpoint(s.acc, ckpts[-1][1], s.scheduler, s.config)
+
+
+def _loss(s: _Session, batch: dict[str, Any]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Total loss of one micro-batch (CLM + weighted terms) and its unweighted parts, under autocast."""
+    with s.acc.autocast(), s.ctx_fn(s.inner, batch):
+        outputs = s.forward(input_ids=batch["input_ids"], labels=batch["labels"], **s.use_cache)
+        clm = outputs.loss
+        if clm is None:
+            raise LangmoeError("the model returned no loss for `labels`; use a causal LM head model")
+        total = clm
+        parts = [clm.detach().float()]
+        for t in s.terms:
+            value = t.fn(s.inner, batch, outputs)
+            if not torch.is_tensor(value) or value.ndim != 0:
+                raise LangmoeError(f"loss term {t.name!r} must return a scalar tensor")
+            total = total + t.weight * value
+            parts.append(value.detach().float())
+    return total, parts
+
+
+def _accumulate(s: _Session, source: BatchSource, step: int, check: bool) -> tuple[torch.Tensor, int]:
+    """Forward and backward over the step's micro-batches: summed [total, clm, terms...] and this rank's tokens."""
+    acc, config = s.acc, s.config
+    stats = torch.zeros(2 + len(s.terms), device=acc.device)
+    local_tokens = 0
+    for micro in range(config.grad_accum):
+        batch = source.get(step, micro, acc.process_index, acc.num_processes)
+        if check and micro == 0:
+            _check_batch(batch, config)
+        local_tokens += batch["input_ids"].numel()
+        batch = _to_device(batch, acc.device)
+        with acc.accumulate(s.prepared):
+            total, parts = _loss(s, batch)
+            acc.backward(total)  # divides by grad_accum (except DeepSpeed, which scales itself)
+        stats += torch.stack([total.detach().float(), *parts])
+    if not acc.sync_gradients:
+        raise LangmoeError("gradient accumulation went out of step; pass a fresh Accelerator to train()")
+    return stats, local_tokens
+
+
+def _optimizer_step(s: _Session, need_norm: bool) -> tuple[float, torch.Tensor | None]:
+    """Clip (or only measure, for the log), step optimizer and schedule; the LR used and the grad norm."""
+    grad_norm = None
+    if s.config.grad_clip > 0:
+        grad_norm = s.acc.clip_grad_norm_(s.clip_params, s.config.grad_clip)
+    elif need_norm:
+        grad_norm = s.acc.clip_grad_norm_(s.clip_params, float("inf"))
+    lr = s.scheduler.get_last_lr()[0]
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    return lr, grad_norm
+
+
+def _evaluate(s: _Session, eval_fn: Callable[[torch.nn.Module], dict[str, float]]) -> dict[str, float]:
+    s.prepared.eval()
+    metrics = eval_fn(s.inner)
+    s.prepared.train()
+    if not isinstance(metrics, dict):
+        raise LangmoeError(f"eval_fn must return dict[str, float], got {type(metrics).__name__}")
+    return {str(k): float(v) for k, v in metrics.items()}
+
+
+def _log_window(s: _Session, log: _Logger, w: _Window, result: TrainResult, done: int, lr: float,
+                grad_norm: torch.Tensor | None, with_eval: bool) -> None:
+    """One log row: the mean of the steps since the last row (over all ranks), LR, norm, throughput, eval."""
+    hist = torch.stack(w.pending)
+    if s.acc.num_processes > 1:
+        hist = s.acc.reduce(hist, reduction="mean")
+    rows = hist.tolist()
+    w.pending.clear()
+    result.losses.extend(r[0] for r in rows)
+    now = time.perf_counter()
+    mean = [sum(col) / len(rows) for col in zip(*rows, strict=True)]
+    row: dict[str, Any] = {"step": done, "loss": mean[0], "clm": mean[1]}
+    row.update({t.name: mean[2 + i] for i, t in enumerate(s.terms)})
+    row.update({"lr": lr, "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": w.tokens_seen,
+                "tokens_per_s": w.window_tokens / max(now - w.window_t0, 1e-9)})
+    if with_eval:
+        row.update({f"eval/{k}": v for k, v in result.eval.items()})
+    log.row(row)
+    w.window_t0, w.window_tokens = now, 0
+    if not all(math.isfinite(r[0]) for r in rows):
+        raise LangmoeError(f"loss is not finite at step {done}; lower lr or check the data")
+
+
+def _release(s: _Session) -> None:
+    """Give the caller back a plain model: no autocast wrapper from `prepare` (bf16), no checkpointing."""
+    s.acc.unwrap_model(s.prepared, keep_fp32_wrapper=False)
+    s.restore_model()
+
+
+def _finish(s: _Session, result: TrainResult, return_optimizer_state: bool) -> TrainResult:
+    result.state_dict = _gather_if_sharded(s.acc, s.prepared)
+    if return_optimizer_state:
+        result.optimizer_state = optimizer_state_by_name(s.inner, s.optimizer)
+    return result
+
+
 def train(
     model: torch.nn.Module,
     source: BatchSource,
@@ -514,189 +731,51 @@ def train(
     `labels` reach the model; the whole batch (with `lang_ids`, `group_ids`) goes to loss terms and to
     `forward_context(model, batch)`, which wraps every forward (e.g. hard routing by group). Pass `accelerator`
     to reuse a configured `accelerate.Accelerator` (one per `train` call: it registers model and optimizer).
+    The active command's precision settings (`langmoe.precision`) override the config's.
 
     Hand-off between calls (one optimiser across stages): `init_optimizer_state` (AdamW state by parameter name,
     e.g. the previous call's `TrainResult.optimizer_state`) seeds the moments of the parameters it names when the
     run starts fresh (a checkpoint, when there is one, wins); other parameters start with fresh state.
     """
-    config = TrainConfig.parse(config)
-    terms = tuple(loss_terms)
-    for t in terms:
-        if not isinstance(t, LossTerm):
-            raise LangmoeError(f"loss_terms must be LossTerm objects, got {type(t).__name__}")
-    if len({t.name for t in terms}) != len(terms):
-        raise LangmoeError(f"loss term names must be unique: {[t.name for t in terms]}")
+    config = apply_to_config(TrainConfig.parse(config))
     out_dir = Path(out_dir)
-
-    from accelerate.utils import DistributedType, set_seed
-
-    acc = accelerator if accelerator is not None else _make_accelerator(config)
-    if acc.distributed_type == DistributedType.DEEPSPEED:
-        if acc.gradient_accumulation_steps != config.grad_accum:
-            raise LangmoeError(
-                f"DeepSpeed config has gradient_accumulation_steps={acc.gradient_accumulation_steps}"
-                f" but grad_accum is {config.grad_accum}; make them agree"
-            )
-    else:
-        acc.gradient_accumulation_steps = config.grad_accum
-    if accelerator is not None and acc.mixed_precision != config.mixed_precision:
-        raise LangmoeError(
-            f"the given Accelerator uses mixed_precision={acc.mixed_precision!r} but the config says "
-            f"{config.mixed_precision!r}; make them agree"
-        )
-
-    set_seed(config.seed)
-    groups = param_groups(model, config.weight_decay, trainable)
-    optimizer = torch.optim.AdamW(
-        [{k: v for k, v in g.items() if k != "names"} for g in groups],
-        lr=config.lr,
-        betas=config.adam_betas,
-        eps=config.adam_eps,
-    )
-    # The scheduler is not handed to `prepare`: Accelerate's wrapper steps it once per process per call, which
-    # would advance the schedule `world` times too fast. We step it exactly once per optimizer step.
-    scheduler = continued_warmup_cosine_scheduler(
-        optimizer, config.schedule_total or config.steps, config.warmup_ratio, config.min_lr_ratio,
-        config.schedule_offset,
-    )
-    if init_optimizer_state:
-        _seed_optimizer_state(acc, model, optimizer, init_optimizer_state)
-    prepared, optimizer = acc.prepare(model, optimizer)
-    inner = acc.unwrap_model(prepared)
-    # All parameters (frozen ones have no grad and are ignored): Accelerate then uses FSDP's own clipping.
-    clip_params = list(prepared.parameters())
-
-    start_step, tokens_seen = 0, 0
-    if acc.is_main_process and (out_dir / "checkpoints").is_dir():
-        for stale in (out_dir / "checkpoints").glob(".tmp-step-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-    ckpts = find_checkpoints(out_dir)
-    if ckpts:
-        start_step, tokens_seen = _load_checkpoint(acc, ckpts[-1][1], scheduler, config)
-    result = TrainResult(
-        final_step=start_step, start_step=start_step, tokens_seen=tokens_seen, out_dir=out_dir
-    )
+    s = _setup(model, config, _check_terms(loss_terms), accelerator, trainable, init_optimizer_state,
+               forward_context)
+    start_step, tokens_seen = _resume(s, out_dir)
+    result = TrainResult(final_step=start_step, start_step=start_step, tokens_seen=tokens_seen, out_dir=out_dir)
     if start_step >= config.steps:
         if start_step > config.steps:
-            warnings.warn(
-                f"checkpoint step {start_step} is past steps={config.steps}; nothing to do", stacklevel=2
-            )
-        result.state_dict = _gather_if_sharded(acc, prepared)
-        if return_optimizer_state:
-            result.optimizer_state = optimizer_state_by_name(inner, optimizer)
-        return result
+            warnings.warn(f"checkpoint step {start_step} is past steps={config.steps}; nothing to do", stacklevel=2)
+        _release(s)
+        return _finish(s, result, return_optimizer_state)
 
-    world, rank, device = acc.num_processes, acc.process_index, acc.device
-    show = config.progress and sys.stdout.isatty()
-    log = _Logger(out_dir, acc.is_main_process, start_step, config.steps, show)
-    use_cache = {"use_cache": False} if hasattr(getattr(inner, "config", None), "use_cache") else {}
-    ctx_fn = forward_context or (lambda _m, _b: nullcontext())
-    n_stats = 2 + len(terms)  # total, clm, each term (unweighted)
-    pending: list[torch.Tensor] = []
-    grad_norm: torch.Tensor | None = None
-    acc.step = 0  # Accelerate's accumulation counter: align it with our optimizer steps
-    prepared.train()
-    # the compiled wrapper shares the prepared model's parameters: optimizer, clipping and checkpoints use `prepared`
-    forward = torch.compile(prepared) if config.compile else prepared
-    tokens_at_start = tokens_seen
-    t0 = window_t0 = time.perf_counter()
-    window_tokens = 0
+    log = _Logger(out_dir, s.acc.is_main_process, start_step, config.steps, config.progress and sys.stdout.isatty())
+    s.acc.step = 0  # Accelerate's accumulation counter: align it with our optimizer steps
+    s.prepared.train()
+    w = _Window(tokens_seen=tokens_seen, tokens_at_start=tokens_seen)
     try:
         for step in range(start_step, config.steps):
             done = step + 1
-            do_log = _is_every(done, config.log_every, config.steps)
             do_eval = eval_fn is not None and _is_every(done, config.eval_every, config.steps)
-            do_log = do_log or do_eval
-            stats = torch.zeros(n_stats, device=device)
-            local_tokens = 0
-            for micro in range(config.grad_accum):
-                batch = source.get(step, micro, rank, world)
-                if step == start_step and micro == 0:
-                    _check_batch(batch, config)
-                local_tokens += batch["input_ids"].numel()
-                batch = _to_device(batch, device)
-                with acc.accumulate(prepared):
-                    with acc.autocast(), ctx_fn(inner, batch):
-                        outputs = forward(input_ids=batch["input_ids"], labels=batch["labels"], **use_cache)
-                        clm = outputs.loss
-                        if clm is None:
-                            raise LangmoeError(
-                                "the model returned no loss for `labels`; use a causal LM head model"
-                            )
-                        total = clm
-                        parts = [clm.detach().float()]
-                        for t in terms:
-                            value = t.fn(inner, batch, outputs)
-                            if not torch.is_tensor(value) or value.ndim != 0:
-                                raise LangmoeError(f"loss term {t.name!r} must return a scalar tensor")
-                            total = total + t.weight * value
-                            parts.append(value.detach().float())
-                    acc.backward(total)  # divides by grad_accum (except DeepSpeed, which scales itself)
-                stats += torch.stack([total.detach().float(), *parts])
-            if not acc.sync_gradients:
-                raise LangmoeError(
-                    "gradient accumulation went out of step; pass a fresh Accelerator to train()"
-                )
-            if config.grad_clip > 0:
-                grad_norm = acc.clip_grad_norm_(clip_params, config.grad_clip)
-            elif do_log:
-                grad_norm = acc.clip_grad_norm_(clip_params, float("inf"))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
-            tokens = local_tokens * world
-            tokens_seen += tokens
-            window_tokens += tokens
-            pending.append(stats / config.grad_accum)
+            do_log = do_eval or _is_every(done, config.log_every, config.steps)
+            stats, local_tokens = _accumulate(s, source, step, check=step == start_step)
+            lr, grad_norm = _optimizer_step(s, need_norm=do_log)
+            w.add(stats / config.grad_accum, local_tokens * s.acc.num_processes)
             if do_eval:
-                prepared.eval()
-                metrics = eval_fn(inner)
-                prepared.train()
-                if not isinstance(metrics, dict):
-                    raise LangmoeError(f"eval_fn must return dict[str, float], got {type(metrics).__name__}")
-                result.eval = {str(k): float(v) for k, v in metrics.items()}
+                result.eval = _evaluate(s, eval_fn)
             if do_log:
-                hist = torch.stack(pending)
-                if world > 1:
-                    hist = acc.reduce(hist, reduction="mean")
-                rows = hist.tolist()
-                pending.clear()
-                result.losses.extend(r[0] for r in rows)
-                now = time.perf_counter()
-                mean = [sum(col) / len(rows) for col in zip(*rows, strict=True)]
-                row: dict[str, Any] = {"step": done, "loss": mean[0], "clm": mean[1]}
-                row.update({t.name: mean[2 + i] for i, t in enumerate(terms)})
-                row.update(
-                    {
-                        "lr": lr,
-                        "grad_norm": None if grad_norm is None else float(grad_norm),
-                        "tokens": tokens_seen,
-                        "tokens_per_s": window_tokens / max(now - window_t0, 1e-9),
-                    }
-                )
-                if do_eval:
-                    row.update({f"eval/{k}": v for k, v in result.eval.items()})
-                log.row(row)
-                window_t0, window_tokens = now, 0
-                if not all(math.isfinite(r[0]) for r in rows):
-                    raise LangmoeError(f"loss is not finite at step {done}; lower lr or check the data")
+                _log_window(s, log, w, result, done, lr, grad_norm, with_eval=do_eval)
             log.advance()
             result.final_step = done
             if config.save_every > 0 and _is_every(done, config.save_every, config.steps):
-                _save_checkpoint(acc, out_dir, done, scheduler, config, tokens_seen)
+                _save_checkpoint(s.acc, out_dir, done, s.scheduler, config, w.tokens_seen)
     finally:
         log.close()
-        # `prepare` wrapped the model's forward in autocast for bf16; give the caller back a plain model.
-        acc.unwrap_model(prepared, keep_fp32_wrapper=False)
-    result.state_dict = _gather_if_sharded(acc, prepared)
-    result.elapsed_s = time.perf_counter() - t0
-    result.tokens_seen = tokens_seen
-    result.tokens_per_s = (tokens_seen - tokens_at_start) / max(result.elapsed_s, 1e-9)
-    if return_optimizer_state:
-        result.optimizer_state = optimizer_state_by_name(inner, optimizer)
-    return result
+        _release(s)
+    result.elapsed_s = time.perf_counter() - w.t0
+    result.tokens_seen = w.tokens_seen
+    result.tokens_per_s = (w.tokens_seen - w.tokens_at_start) / max(result.elapsed_s, 1e-9)
+    return _finish(s, result, return_optimizer_state)
 
 
 # ---------------------------------------------------------------------------------------------------------------
