@@ -787,7 +787,15 @@ class MixedCorpus(Corpus):
 
 
 def _source_label(spec: str | Path) -> str:
-    return "builtin" if str(spec) == "builtin" else str(Path(spec).expanduser().resolve())
+    if str(spec) == "builtin" or str(spec).startswith("hf:"):
+        return str(spec)
+    return str(Path(spec).expanduser().resolve())
+
+
+def _hf_corpus(spec: str, declared_languages, valid_frac, test_frac, seed) -> Corpus:
+    from langmoe.data.hf_stream import HFStreamCorpus  # hf_stream builds on this module: imported here
+
+    return HFStreamCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed)
 
 
 def corpus_sources(corpus: Any, langs: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
@@ -795,7 +803,8 @@ def corpus_sources(corpus: Any, langs: list[str] | None = None) -> dict[str, lis
     if isinstance(corpus, MixedCorpus):
         return corpus.sources(langs)
     label = ("builtin" if isinstance(corpus, BuiltinCorpus) else
-             str(corpus.root.resolve()) if isinstance(corpus, FolderCorpus) else type(corpus).__name__)
+             str(corpus.root.resolve()) if isinstance(corpus, FolderCorpus) else
+             getattr(corpus, "spec", None) or type(corpus).__name__)
     return {lang: [{"source": label, "chars": {s: st.chars for s, st in corpus.split_stats(lang).items()}}]
             for lang in (langs or corpus.languages())}
 
@@ -825,6 +834,8 @@ def _open_source(spec, declared_languages, valid_frac, test_frac, seed) -> Corpu
     """One entry of a list of sources: 'builtin', a folder, or (only here) a single `<lang>.*` file."""
     if str(spec) == "builtin":
         return BuiltinCorpus()
+    if str(spec).startswith("hf:"):
+        return _hf_corpus(str(spec), declared_languages, valid_frac, test_frac, seed)
     return FolderCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed, file_ok=True)
 
 
@@ -835,8 +846,9 @@ def open_corpus(
     test_frac: float | None = None,
     seed: int | None = None,
 ) -> Corpus:
-    """'builtin' (or None) for the shipped corpus, else a folder path (see FolderCorpus); a list mixes sources
-    ('builtin', folders, single `<lang>.*` files; see MixedCorpus), a one-entry list is that entry alone."""
+    """'builtin' (or None) for the shipped corpus, `hf:<dataset>?...` for a streamed Hugging Face dataset (see
+    `langmoe.data.hf_stream`), else a folder path (see FolderCorpus); a list mixes sources ('builtin', hf: specs,
+    folders, single `<lang>.*` files; see MixedCorpus), a one-entry list is that entry alone."""
     if isinstance(spec, Corpus):
         return spec
     if isinstance(spec, (list, tuple)):
@@ -852,6 +864,8 @@ def open_corpus(
                             for label, x in zip(labels, spec, strict=True)])
     if spec is None or str(spec) == "builtin":
         return BuiltinCorpus()
+    if str(spec).startswith("hf:"):
+        return _hf_corpus(str(spec), declared_languages, valid_frac, test_frac, seed)
     return FolderCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed)
 
 
@@ -932,7 +946,7 @@ def corpus_fingerprint(corpus: Any, langs: list[str] | None = None, split: str |
     fp = getattr(corpus, "fingerprint", None)
     if isinstance(corpus, BuiltinCorpus):
         return corpus.fingerprint(langs)
-    if callable(fp) and isinstance(corpus, (FolderCorpus, MixedCorpus)):
+    if callable(fp) and isinstance(corpus, (_FileCorpus, MixedCorpus)):
         return fp()
     h = hashlib.sha256()
     for lang in langs or corpus.languages():
