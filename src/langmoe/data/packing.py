@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from langmoe.data.corpus import choose_languages
-from langmoe.data.token_store import Request, TokenStore, tokenizer_fingerprint
+from langmoe.data.token_store import Request, TokenStore, default_token_store, tokenizer_fingerprint
 from langmoe.errors import LangmoeError
 from langmoe.io import write_with
 
@@ -372,8 +372,11 @@ def train_tokens_needed(max_tokens_per_lang: int | None, budget_tokens: int | No
 
 
 def open_token_store(token_store: Any, tokenizer, cache_dir: str | Path | None = None, progress: str = "auto"):
-    """The store `pack_corpus` reads: a given TokenStore, a folder the user named (`--token-store`: checked, never
-    replaced), a langmoe-owned one under `cache_dir/tokens`, or a temporary one."""
+    """The store `pack_corpus` reads: a given TokenStore, a folder the user named (`--token-store`, directly or via
+    `using_token_store`: checked, never replaced), a langmoe-owned one under `cache_dir/tokens`, or a temporary
+    one."""
+    if token_store is None:
+        token_store = default_token_store()
     if isinstance(token_store, TokenStore):
         if token_store.fingerprint != tokenizer_fingerprint(tokenizer):
             raise LangmoeError(f"token store {token_store.root} was opened for another tokenizer than the one packing "
@@ -402,7 +405,8 @@ def pack_corpus(
     `max_tokens_per_lang` tokens of it (all when None).
 
     The streams come from a token store (`langmoe.data.token_store`): `token_store` (a TokenStore or a folder),
-    else a store langmoe keeps under `cache_dir/tokens`, else a temporary one. Only what is asked for is
+    else the one set by `using_token_store` (the CLI's `--token-store`), else a store langmoe keeps under
+    `cache_dir/tokens`, else a temporary one. Only what is asked for is
     tokenised (and only once per store); blocks read the store's memory maps on demand.
     """
     langs = list(langs)

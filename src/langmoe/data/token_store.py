@@ -109,6 +109,29 @@ class Request:
         return (self.tokens is None or st.tokens >= self.tokens) and (self.chars is None or st.chars >= self.chars)
 
 
+# ---- the store a command uses -------------------------------------------------------------------------------------
+
+_DEFAULT: list[str | Path] = []
+
+
+@contextmanager
+def using_token_store(path: str | Path | None) -> Iterator[None]:
+    """Within the block, packing and evaluation that are not given a store use the one at `path` (the CLI's
+    `--token-store`; None changes nothing). Library code deep inside a method then needs no store argument."""
+    if path is None:
+        yield
+        return
+    _DEFAULT.append(path)
+    try:
+        yield
+    finally:
+        _DEFAULT.pop()
+
+
+def default_token_store() -> str | Path | None:
+    return _DEFAULT[-1] if _DEFAULT else None
+
+
 # ---- reading ----------------------------------------------------------------------------------------------------
 
 
@@ -579,5 +602,5 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-__all__ = ["DOC_FIELDS", "Request", "SHARD_TOKENS", "StreamState", "TokenStore", "TokenStream", "token_dtype",
-           "tokenizer_fingerprint"]
+__all__ = ["DOC_FIELDS", "Request", "SHARD_TOKENS", "StreamState", "TokenStore", "TokenStream", "default_token_store",
+           "token_dtype", "tokenizer_fingerprint", "using_token_store"]

@@ -16,14 +16,18 @@ How text is scored (one choice, used everywhere so numbers compare):
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from langmoe.data.packing import open_token_store
+from langmoe.data.token_store import Request, default_token_store
 from langmoe.errors import LangmoeError
 
 LN2 = math.log(2.0)
@@ -94,6 +98,37 @@ def _tokenize(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     if not texts:
         return []
     return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def document_tokens(tokenizer, corpus, lang: str, split: str, max_chars: int | None = None,
+                    token_store: Any = None) -> tuple[list[list[int]], int, int, int]:
+    """(token ids of each document, UTF-8 bytes, characters, documents) of `select_texts(corpus, lang, split,
+    max_chars)`, tokenised without special tokens.
+
+    With a token store (given, or set by `using_token_store`), whole documents come from the store (tokenised
+    once for every evaluation, up to `max_chars` characters); only a document cut by `max_chars` is tokenised
+    here, from its first characters, exactly as without a store."""
+    if max_chars is not None and max_chars <= 0:
+        raise LangmoeError(f"max_chars_per_lang must be positive, got {max_chars}")
+    if token_store is None and default_token_store() is None:
+        texts = select_texts(corpus, lang, split, max_chars)
+        return (_tokenize(tokenizer, texts), sum(len(t.encode("utf-8")) for t in texts), sum(map(len, texts)),
+                len(texts))
+    store = open_token_store(token_store, tokenizer, progress="off")
+    st = store.ensure(corpus, [Request(lang, split, chars=max_chars)])[(lang, split)]
+    docs = st.docs()
+    whole, room = len(docs), 0
+    if max_chars is not None:
+        ends = np.cumsum(docs[:, 2])
+        whole = int(np.searchsorted(ends, max_chars, side="right"))
+        room = max_chars - (int(ends[whole - 1]) if whole else 0) if whole < len(docs) else 0
+    lists = [st.read(int(o) + 1, int(o) + int(t)).tolist() for o, t in docs[:whole, :2]]
+    nbytes, chars = int(docs[:whole, 3].sum()), int(docs[:whole, 2].sum())
+    if room > 0:  # the document the cap cuts: its first `room` characters, tokenised on their own
+        text = next(itertools.islice(corpus.iter_documents(lang, split), whole, None)).text[:room]
+        lists += _tokenize(tokenizer, [text])
+        nbytes, chars = nbytes + len(text.encode("utf-8")), chars + len(text)
+    return lists, nbytes, chars, len(lists)
 
 
 def build_streams(
@@ -222,6 +257,7 @@ def evaluate_languages(
     group_of: Mapping[str, int] | None = None,
     skip_empty: bool = False,
     progress: str = "off",
+    token_store: Any = None,
 ) -> dict[str, LangScore]:
     """Per-language scores of `model` on `split` (see the module docstring for the exact scheme).
 
@@ -231,7 +267,8 @@ def evaluate_languages(
     (from `lang_ids`, default: position in `langs`) and `group_ids` (from `group_of`, default -1).
 
     `progress`: "off", "bar" (a transient bar when stderr is a terminal) or "lines" (the bar, or one plain line
-    per language on stderr when it is not a terminal)."""
+    per language on stderr when it is not a terminal). `token_store`: read the documents' tokens from a store (see
+    `document_tokens`; the scores are the same)."""
     langs = list(langs) if langs is not None else list(corpus.languages())
     if not langs:
         raise LangmoeError("no languages to evaluate: pass --langs or a corpus with languages")
@@ -256,14 +293,14 @@ def evaluate_languages(
         for lang in langs:
             if lang not in known:
                 raise LangmoeError(f"language {lang!r} is not in the corpus (it has: {', '.join(sorted(known))})")
-            texts = select_texts(corpus, lang, split, max_chars_per_lang)
-            if skip_empty and not texts:
+            token_lists, nbytes, chars, ndocs = document_tokens(tokenizer, corpus, lang, split, max_chars_per_lang,
+                                                                token_store)
+            if skip_empty and not ndocs:
                 continue
-            streams = build_streams(_tokenize(tokenizer, texts), sep, per_document=per_document)
+            streams = build_streams(token_lists, sep, per_document=per_document)
             extra = {"lang_ids": ids_of.get(lang, -1), "group_ids": (group_of or {}).get(lang, -1)}
             nll, count = score_streams(model, streams, window, stride, batch_size, forward_context, extra)
-            nbytes = sum(len(t.encode("utf-8")) for t in texts)
-            scores[lang] = LangScore.from_sums(lang, nll, count, nbytes, sum(map(len, texts)), len(texts))
+            scores[lang] = LangScore.from_sums(lang, nll, count, nbytes, chars, ndocs)
             bar.advance(f"{lang}: ppl {scores[lang].ppl:.2f}")
     finally:
         stack.close()
@@ -286,18 +323,21 @@ class EvalSettings(BaseModel):
     batch_size: int = Field(8, ge=1)
     per_document: bool = False
     unigram: bool = True  # also score the add-one unigram baseline (estimated on the train split)
-    unigram_train_chars_per_lang: int | None = Field(None, ge=1)
+    # train characters per language the unigram is estimated on: more than any built-in language has (1.1M), and
+    # a bound on the cost for a large corpus (None: the whole train split)
+    unigram_train_chars_per_lang: int | None = Field(10_000_000, ge=1)
 
 
 def run_eval(
     model, tokenizer, corpus, langs: list[str], settings: EvalSettings, forward_context: ForwardContext | None = None,
-    progress: str = "off",
+    progress: str = "off", token_store: Any = None,
 ) -> dict[str, Any]:
     """Held-out per-language ppl/bpb (and the unigram baseline) as a JSON-ready table."""
     scores = evaluate_languages(
         model, tokenizer, corpus, langs, split=settings.split, window=settings.window, stride=settings.stride,
         max_chars_per_lang=settings.max_chars_per_lang, batch_size=settings.batch_size,
         per_document=settings.per_document, forward_context=forward_context, skip_empty=True, progress=progress,
+        token_store=token_store,
     )
     if not scores:
         raise LangmoeError(f"no language has text in the {settings.split!r} split: choose another split or corpus")
@@ -308,7 +348,7 @@ def run_eval(
         uni = unigram_bpb(tokenizer, corpus, list(scores), split=settings.split,
                           max_chars_per_lang=settings.max_chars_per_lang,
                           max_train_chars_per_lang=settings.unigram_train_chars_per_lang,
-                          vocab_size=model.config.vocab_size)
+                          vocab_size=model.config.vocab_size, token_store=token_store)
     table = eval_table(scores, uni, settings)
     table["skipped"] = [x for x in langs if x not in scores]  # no text in this split
     return table
