@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._token_store_arg import add_token_store_option
 from langmoe.errors import LangmoeError
 
 
@@ -44,6 +45,7 @@ def register(subparsers) -> None:
                    help="write into an existing --out folder that langmoe did not write")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def run(args) -> int:

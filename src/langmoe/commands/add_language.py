@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._token_store_arg import add_token_store_option
 
 
 def register(subparsers) -> None:
@@ -49,6 +50,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def parse_groups(text: str) -> dict[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._token_store_arg import add_token_store_option
 
 
 def register(subparsers) -> None:
@@ -37,6 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def build_deviation_config(args):

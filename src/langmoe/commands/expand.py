@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._token_store_arg import add_token_store_option
 
 METHODS = ("moe_lpr", "layermoe")
 
@@ -52,6 +53,7 @@ def register(subparsers) -> None:
     p.add_argument("--eval-max-chars", type=int, default=None, help="held-out characters per language")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after perplexity and routing report")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def config_from_args(args) -> dict[str, Any]:

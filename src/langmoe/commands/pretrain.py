@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._token_store_arg import add_token_store_option
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
 
 
@@ -50,6 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("--eval-max-chars", type=int, default=20_000, help="test characters per language, 0 = all")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def run(args) -> int:

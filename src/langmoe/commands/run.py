@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from langmoe.commands._token_store_arg import add_token_store_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -18,6 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="write into an existing run folder that langmoe did not write")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def run(args) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._token_store_arg import add_token_store_option
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
 from langmoe.commands.pretrain import _stage_line
 
@@ -38,6 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--eval", action="store_true", help="evaluate per-language test bpb after training")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def run(args) -> int:

@@ -54,6 +54,7 @@ STORE_VERSION = 1
 MANIFEST = "manifest.json"
 STATE = "state.json"
 SHARD_TOKENS = 1 << 24  # 16M tokens: 32 MB a shard as uint16
+SUMMARY_AFTER_S = 2.0  # a summary line on stderr for tokenising that took longer (shorter work stays quiet)
 DOC_FIELDS = ("offset", "tokens", "chars", "bytes")
 
 
@@ -375,11 +376,13 @@ class TokenStore:
             for r, st in todo:
                 progress.start(f"{r.split}/{r.lang}")
                 self._extend(corpus, r, st, encoder, progress)
-        finally:
-            done = (f"{len(todo)} stream(s) of {', '.join(splits)} into {self.root}: {progress.tokens:,} tokens "
-                    f"from {progress.nbytes / 1e6:.1f} MB of text in {progress.elapsed():.1f} s "
-                    f"({progress.nbytes / 1e6 / max(progress.elapsed(), 1e-9):.2f} MB/s)")
-            progress.close(done if progress.tokens else None)
+        except BaseException:
+            progress.close()
+            raise
+        done = (f"{len(todo)} stream(s) of {', '.join(splits)} into {self.root}: {progress.tokens:,} tokens "
+                f"from {progress.nbytes / 1e6:.1f} MB of text in {progress.elapsed():.1f} s "
+                f"({progress.nbytes / 1e6 / max(progress.elapsed(), 1e-9):.2f} MB/s)")
+        progress.close(done if progress.elapsed() >= SUMMARY_AFTER_S else None)
 
     def _extend(self, corpus, r: Request, st: StreamState, encoder: DocumentEncoder,
                 progress: TokenizeProgress) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from langmoe.config import Recipe, parse_recipe
+from langmoe.data.packing import check_block_len, open_token_store, pack_corpus, train_tokens_needed
 from langmoe.errors import LangmoeError
 from langmoe.io import write_json, write_yaml
 from langmoe.pipeline.runner import StageRunner, atomic_dir
@@ -60,6 +61,8 @@ class RecipeRun:
         self.input_key = {"model": str(self.model_path), "model_sha": folder_fingerprint(self.model_path),
                           "corpus": r.corpus, "corpus_sha": corpus_sha,
                           "languages": r.languages, "data": r.data.model_dump(), "seed": r.seed}
+        # the run's token store: `--token-store` when given, else `tokens/` in the run folder (kept and reused)
+        self.store = open_token_store(None, self.tokenizer, cache_dir=self.run_dir)
 
     def _write_corpus_sources(self, langs: list[str], corpus_sha: str) -> None:
         """`corpus_sources.json`: which source(s) gave each language its documents, and how many characters per
@@ -88,15 +91,14 @@ class RecipeRun:
         return model
 
     def blocks(self, langs: list[str] | None = None, split: str = "train"):
-        """Packed blocks of `langs` (default: the recipe's languages), cached in the run folder."""
-        from langmoe.data.packing import check_block_len, pack_corpus
-
+        """Packed blocks of `langs` (default: the recipe's languages) from the run's token store. Train blocks hold
+        `data.max_train_tokens_per_lang` tokens per language, or the whole budget when that is null."""
         r = self.recipe
         check_block_len(self._model_config(), r.data.block_len)
+        cap = (train_tokens_needed(r.data.max_train_tokens_per_lang, r.budget_tokens) if split == "train"
+               else r.eval.routing_tokens_per_lang)
         return pack_corpus(self.corpus, self.tokenizer, langs or r.languages, split, r.data.block_len,
-                           max_tokens_per_lang=(r.data.max_train_tokens_per_lang if split == "train"
-                                                else r.eval.routing_tokens_per_lang),
-                           cache_dir=self.run_dir / "cache")
+                           max_tokens_per_lang=cap, token_store=self.store)
 
     def provide(self, artifact: str) -> Any:
         """A shared artifact some method registered (e.g. "language_groups"), computed as cached stages."""
@@ -106,8 +108,6 @@ class RecipeRun:
 
     def _check_model_fits(self) -> None:
         """Fail before any work on a recipe the model cannot take (block/window length, tokenizer size)."""
-        from langmoe.data.packing import check_block_len
-
         r, cfg = self.recipe, self._model_config()
         check_block_len(cfg, r.data.block_len)
         max_pos = getattr(cfg, "max_position_embeddings", None)
@@ -141,7 +141,8 @@ class RecipeRun:
         scores = evaluate_languages(model, self.tokenizer, self.corpus, langs, split=e.split, window=e.window,
                                     stride=e.stride, max_chars_per_lang=e.max_chars_per_lang,
                                     forward_context=forward_context, batch_size=e.batch_size,
-                                    group_of=dict(group_of) if group_of else None, progress="bar")
+                                    group_of=dict(group_of) if group_of else None, progress="bar",
+                                    token_store=self.store)
         per_lang = {k: v.model_dump() for k, v in scores.items()}
         result = {
             "system": system,

@@ -156,13 +156,9 @@ class ExpansionData:
 
 def merge_blocks(a, b):
     """One PackedBlocks holding a's blocks then b's (b's language ids shifted past a's)."""
-    from langmoe.data.packing import LanguageIndex, PackedBlocks
+    from langmoe.data.packing import PackedBlocks
 
-    if a.block_len != b.block_len:
-        raise LangmoeError("cannot merge blocks of different lengths")
-    index = LanguageIndex(a.index.codes + b.index.codes)
-    return PackedBlocks(tokens=torch.cat([a.tokens, b.tokens]), lang=torch.cat([a.lang, b.lang + len(a.index)]),
-                        index=index, lengths=torch.cat([a.lengths, b.lengths]))
+    return PackedBlocks.concat(a, b)
 
 
 def _check_every_lang(blocks, split: str) -> None:

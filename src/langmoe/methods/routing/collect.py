@@ -166,8 +166,10 @@ def collect_routing(
                 raise LangmoeError(f"language {lang!r}: {e}") from None
             acc = torch.zeros(len(layers), E_max, dtype=torch.float64, device=device)
             valid_all = torch.arange(blocks.block_len)[None, :] < blocks.lengths[:, None]
+            seen: set[int] = set()
             for start in range(0, len(blocks), batch_size):
-                ids = blocks.tokens[start : start + batch_size]
+                ids = blocks.rows(range(start, min(start + batch_size, len(blocks))))
+                seen.update(ids[valid_all[start : start + batch_size]].unique().tolist())
                 valid = valid_all[start : start + batch_size].reshape(-1).to(device)
                 model(input_ids=ids.to(device), use_cache=False)
                 got = cap.take()
@@ -182,8 +184,7 @@ def collect_routing(
             counts[li] = acc.cpu().numpy()
             n = int(blocks.lengths.sum())
             tokens[lang] = n
-            used = np.unique(blocks.tokens[valid_all].numpy())
-            token_ids[lang] = [int(t) for t in used if int(t) not in special]
+            token_ids[lang] = [t for t in sorted(seen) if t not in special]
             need = min_tokens if min_tokens is not None else max(min_stable_tokens(r.num_experts, r.top_k)
                                                                  for r in layers)
             if n < need:
