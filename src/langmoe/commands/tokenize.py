@@ -48,8 +48,8 @@ def run(args) -> int:
     bad = [s for s in splits if s not in SPLITS]
     if bad or not splits:
         raise LangmoeError(f"--splits {args.splits!r}: use train, valid and/or test, comma separated")
-    if args.max_tokens_per_lang is not None:
-        at_least("--max-tokens-per-lang", args.max_tokens_per_lang, 1)
+    at_least("--max-tokens-per-lang", args.max_tokens_per_lang, 1)
+    at_least("--shard-tokens", args.shard_tokens, 1)
     out = Path(args.out).expanduser().resolve()
     for inp in corpus_paths(args.corpus):
         p = Path(inp).expanduser()
@@ -59,7 +59,7 @@ def run(args) -> int:
     corpus = open_corpus(args.corpus)
     langs = choose_languages(corpus, split_langs(args.langs))
     tok = load_tokenizer(resolve_model_path(args.model) if args.model else Path(args.tokenizer))
-    store = TokenStore(out, tok, shard_tokens=args.shard_tokens or SHARD_TOKENS)
+    store = TokenStore(out, tok, shard_tokens=SHARD_TOKENS if args.shard_tokens is None else args.shard_tokens)
     store.ensure(corpus, [Request(lang, s, tokens=args.max_tokens_per_lang) for s in splits for lang in langs])
     digest = store.content_hash(verify=args.verify)
     rows = [r for r in store.summary() if r["lang"] in langs and r["split"] in splits]
