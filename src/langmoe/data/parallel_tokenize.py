@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from langmoe.errors import LangmoeError
@@ -115,6 +115,8 @@ def read_ahead(docs: Iterator[Any], text_of=lambda d: d.text, first_chars: int =
         limit, batch, chars = first_chars, [], 0
         try:
             for d in docs:
+                if stop.is_set():  # the caller has what it needs: stop reading at once
+                    return
                 batch.append(d)
                 chars += len(text_of(d))
                 if chars >= limit:
@@ -147,6 +149,9 @@ def read_ahead(docs: Iterator[Any], text_of=lambda d: d.text, first_chars: int =
         yield batches()
     finally:
         stop.set()
+        while thread.is_alive():  # empty the queue so a reader waiting to put sees `stop` at once
+            with suppress(queue.Empty):
+                q.get(timeout=0.01)
         thread.join()
 
 

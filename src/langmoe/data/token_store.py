@@ -590,13 +590,12 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename: a shard file is whole or absent."""
+    """Temp file, then rename: after a kill a shard file is whole or absent. (No fsync: a crash of the machine
+    that leaves a listed shard short is caught by the size check and the shard is tokenised again.)"""
     tmp = path.parent / f".{path.name}.tmp"
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         fix_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
