@@ -241,3 +241,17 @@ def test_read_ahead_stops_the_reader_and_raises_its_errors():
             pass
     with parallel_tokenize.read_ahead(iter(["a"] * 10**6), text_of=str, first_chars=10) as batches:
         assert next(batches) == ["a"] * 10  # leaving early stops the thread (the test would hang otherwise)
+
+
+def test_progress_lines_when_piped(corpus, tmp_path, monkeypatch, capsys):
+    """Piped stderr: a plain line per interval with tokens, MB/s and the ETA, and a summary line."""
+    monkeypatch.setattr(parallel_tokenize, "PLAIN_EVERY_S", 0.0)
+    monkeypatch.setattr(token_store, "SUMMARY_AFTER_S", 0.0)
+    store = TokenStore(tmp_path / "s", char_tokenizer(), progress="lines")
+    store.ensure(corpus, [Request("en", "train", tokens=12), Request("ru", "train", tokens=4)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("tokenize train/en: ") and "MB/s, ETA" in err[0]
+    assert err[-1].startswith("tokenize: 2 stream(s) of train into") and "tokens from" in err[-1]
+    p = parallel_tokenize.TokenizeProgress("x", mode="lines", total_bytes=100)
+    p.add(5, 50)
+    assert "ETA" in p.status()

@@ -181,13 +181,15 @@ def _fmt_count(n: float) -> str:
 class TokenizeProgress:
     """Progress of one tokenising job over several streams: `start(name)`, `add(tokens, nbytes)`, `close()`.
 
-    `mode`: "auto" (a bar on a terminal, plain lines when piped), "lines" (always plain lines), "off". `total_tokens`
-    (when every stream has a target) gives the ETA."""
+    `mode`: "auto" (a bar on a terminal, plain lines when piped), "lines" (always plain lines), "off". The ETA comes
+    from `total_tokens` (when every stream has a token target), else from `total_bytes` (text bytes expected)."""
 
-    def __init__(self, label: str, total_tokens: int | None = None, mode: str = "auto", stream=None):
+    def __init__(self, label: str, total_tokens: int | None = None, mode: str = "auto", stream=None,
+                 total_bytes: int | None = None):
         if mode not in ("auto", "lines", "off"):
             raise LangmoeError(f"progress must be auto, lines or off, got {mode!r}")
-        self.label, self.total = label, total_tokens
+        self.label = label
+        self.total, self._by_bytes = (total_tokens, False) if total_tokens else (total_bytes, bool(total_bytes))
         self.stream = stream or sys.stderr
         self.tokens = self.nbytes = 0
         self.name = ""
@@ -217,9 +219,9 @@ class TokenizeProgress:
         rate = self.nbytes / dt
         text = (f"{self.name}: {_fmt_count(self.tokens)} tokens, {self.nbytes / 1e6:.1f} MB read, "
                 f"{rate / 1e6:.2f} MB/s")
-        if self.total and self.tokens:
-            left = (self.total - self.tokens) * dt / self.tokens
-            text += f", ETA {_fmt_duration(left)}"
+        done = self.nbytes if self._by_bytes else self.tokens
+        if self.total and done:
+            text += f", ETA {_fmt_duration(max(self.total - done, 0) * dt / done)}"
         return text
 
     def add(self, tokens: int, nbytes: int) -> None:
@@ -228,7 +230,8 @@ class TokenizeProgress:
         if self._off:
             return
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.tokens if self.total else None, description=self.status())
+            done = self.nbytes if self._by_bytes else self.tokens
+            self._bar.update(self._task, completed=done if self.total else None, description=self.status())
         elif self._plain and time.perf_counter() - self._last_line >= PLAIN_EVERY_S:
             self._last_line = time.perf_counter()
             print(f"{self.label} {self.status()}", file=self.stream, flush=True)

@@ -369,8 +369,10 @@ class TokenStore:
     def _tokenize(self, corpus, todo: list[tuple[Request, StreamState]]) -> None:
         targets = [r.tokens for r, _ in todo]
         total = sum(targets) - sum(st.tokens for _, st in todo) if all(t is not None for t in targets) else None
+        sizes = [expected_text_bytes(corpus, r.lang, r.split) for r, _ in todo]
+        nbytes = sum(sizes) - sum(st.bytes for _, st in todo) if all(b is not None for b in sizes) else None
         splits = sorted({r.split for r, _ in todo})
-        progress = TokenizeProgress("tokenize", total_tokens=total, mode=self.progress)
+        progress = TokenizeProgress("tokenize", total_tokens=total, mode=self.progress, total_bytes=nbytes)
         encoder = DocumentEncoder(self.tokenizer, parallel=self.parallel)
         try:
             for r, st in todo:
@@ -450,6 +452,25 @@ class TokenStore:
                         "text_bytes": st.bytes, "disk_bytes": disk, "shards": len(st.shards),
                         "exhausted": st.exhausted})
         return out
+
+
+def expected_text_bytes(corpus, lang: str, split: str) -> int | None:
+    """UTF-8 bytes of a split's text when they are known without reading it (the built-in manifest), or can be
+    estimated from plain files (sizes times the split's share; JSON quoting makes it an overestimate), for the ETA."""
+    from langmoe.data.corpus import BuiltinCorpus, FolderCorpus
+
+    if isinstance(corpus, BuiltinCorpus):
+        splits = corpus._manifest.get("languages", {}).get(lang, {}).get("splits", {})
+        return splits.get(split, {}).get("bytes")
+    if isinstance(corpus, FolderCorpus) and lang in corpus.languages():
+        kind, p = corpus._sources[lang]
+        files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
+        if kind.startswith("datasets") or any(f.name.endswith((".gz", ".zst", ".parquet")) for f in files):
+            return None
+        share = {"train": 1 - corpus.valid_frac - corpus.test_frac, "valid": corpus.valid_frac,
+                 "test": corpus.test_frac}[split]
+        return int(sum(f.stat().st_size for f in files) * share)
+    return None
 
 
 def _state_of(corpus_fp: str, shards: list[ShardInfo], exhausted: bool) -> StreamState:
