@@ -146,6 +146,8 @@ def test_cut_shard_is_dropped_and_tokenised_again(corpus, tmp_path):
     store = store_at(tmp_path, name="s", shard_tokens=4)
     with pytest.raises(LangmoeError, match="missing or cut short"):
         store.verify_stream("en", "train")
+    with pytest.raises(LangmoeError, match="00001.tokens is missing or cut short: rerun the command"):
+        store.stream("en", "train")
     with pytest.warns(UserWarning, match=r"00001.tokens is missing or cut short: dropping it and the \d+ shard"):
         store.ensure(corpus, [Request("en", "train"), Request("ru", "train", tokens=4)])
     assert store.content_hash(verify=True) == expected

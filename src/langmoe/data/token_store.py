@@ -313,8 +313,12 @@ class TokenStore:
         if st is None:
             raise LangmoeError(f"token store {self.root} holds no {split} tokens of {lang!r}: tokenise it first "
                                f"(`langmoe tokenize --langs {lang} --out {self.root}`)")
-        self._check_shards(self.folder(lang, split), st)
-        return TokenStream(self.folder(lang, split), st, self.dtype, owner=self._owner)
+        folder = self.folder(lang, split)
+        bad = self._check_shards(folder, st)
+        if bad < len(st.shards):
+            raise LangmoeError(f"token store: {folder / st.shards[bad].name}.tokens is missing or cut short: rerun "
+                               "the command (it tokenises that shard again)")
+        return TokenStream(folder, st, self.dtype, owner=self._owner)
 
     def streams(self) -> list[tuple[str, str]]:
         """(split, lang) of every stored stream."""
