@@ -110,3 +110,18 @@ def test_language_fingerprint_follows_only_that_language(tmp_path):
     mixed = open_corpus([str(tmp_path), "builtin"])
     assert language_fingerprint(mixed, "de") != language_fingerprint(open_corpus("builtin"), "de")
     assert language_fingerprint(mixed, "ga") != language_fingerprint(open_corpus("builtin"), "ga")
+
+
+def test_corpus_sources_counts_only_small_sources_when_limited(tmp_path):
+    """A run records its sources' characters per split, but does not stream a source larger than the limit."""
+    from langmoe.data.corpus import corpus_sources
+
+    write_txt(tmp_path / "de.txt", ["eins zwei", "drei"])
+    c = FolderCorpus(tmp_path, valid_frac=0.0, test_frac=0.0)
+    size = (tmp_path / "de.txt").stat().st_size
+    assert corpus_sources(c, ["de"], count_limit=size)["de"][0]["chars"] == {"train": 13, "valid": 0, "test": 0}
+    big = corpus_sources(c, ["de"], count_limit=size - 1)["de"][0]
+    assert big["chars"] is None and big["bytes_on_disk"] == size
+    mixed = open_corpus(["builtin", str(tmp_path)])
+    entries = corpus_sources(mixed, ["de"], count_limit=1)["de"]
+    assert entries[0]["chars"]["test"] > 0 and entries[1]["chars"] is None  # the built-in manifest costs nothing

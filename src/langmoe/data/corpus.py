@@ -25,6 +25,7 @@ from langmoe.data.languages import Language, get_language
 from langmoe.errors import LangmoeError
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+COUNT_LIMIT_BYTES = 256_000_000  # runs count a source's characters per split only up to this size on disk
 _SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
@@ -761,13 +762,13 @@ class MixedCorpus(Corpus):
                 out[s].bytes += st.bytes
         return out
 
-    def sources(self, langs: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-        """Per language, the sources that gave it documents, in order, with their characters per split."""
+    def sources(self, langs: list[str] | None = None, count_limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Per language, the sources that gave it documents, in order, with their characters per split (see
+        `corpus_sources` for `count_limit`)."""
         out: dict[str, list[dict[str, Any]]] = {}
         for lang in langs or self.languages():
             self._check_lang(lang)
-            out[lang] = [{"source": self.parts[i][0],
-                          "chars": {s: st.chars for s, st in self.parts[i][1].split_stats(lang).items()}}
+            out[lang] = [_source_entry(self.parts[i][0], self.parts[i][1], lang, count_limit)
                          for i in self._by_lang[lang]]
         return out
 
@@ -798,15 +799,36 @@ def _hf_corpus(spec: str, declared_languages, valid_frac, test_frac, seed) -> Co
     return HFStreamCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed)
 
 
-def corpus_sources(corpus: Any, langs: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Per language, which sources gave it documents and how many characters per split (recorded in runs)."""
+def source_bytes(corpus: Any, lang: str) -> int | None:
+    """Bytes on disk of a language's files (None when unknown: a streamed dataset, a duck-typed corpus)."""
+    if isinstance(corpus, BuiltinCorpus):
+        return corpus._files[lang].stat().st_size
+    if isinstance(corpus, FolderCorpus):
+        p = corpus._sources[lang][1]
+        return sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    return None
+
+
+def _source_entry(label: str, corpus: Any, lang: str, count_limit: int | None) -> dict[str, Any]:
+    """{"source", "chars" per split}; above `count_limit` bytes (or of unknown size) the characters are not
+    counted (a pass over a large corpus would cost minutes to hours): "chars" is None, "bytes_on_disk" says why."""
+    size = source_bytes(corpus, lang)
+    cheap = isinstance(corpus, BuiltinCorpus) or not isinstance(corpus, (_FileCorpus, MixedCorpus))
+    if count_limit is None or cheap or (size is not None and size <= count_limit):
+        return {"source": label, "chars": {s: st.chars for s, st in corpus.split_stats(lang).items()}}
+    return {"source": label, "chars": None, "bytes_on_disk": size}
+
+
+def corpus_sources(corpus: Any, langs: list[str] | None = None,
+                   count_limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per language, which sources gave it documents and how many characters per split (recorded in runs).
+    `count_limit`: count only sources of at most that many bytes on disk (runs pass `COUNT_LIMIT_BYTES`)."""
     if isinstance(corpus, MixedCorpus):
-        return corpus.sources(langs)
+        return corpus.sources(langs, count_limit)
     label = ("builtin" if isinstance(corpus, BuiltinCorpus) else
              str(corpus.root.resolve()) if isinstance(corpus, FolderCorpus) else
              getattr(corpus, "spec", None) or type(corpus).__name__)
-    return {lang: [{"source": label, "chars": {s: st.chars for s, st in corpus.split_stats(lang).items()}}]
-            for lang in (langs or corpus.languages())}
+    return {lang: [_source_entry(label, corpus, lang, count_limit)] for lang in (langs or corpus.languages())}
 
 
 def corpus_spec(value: Any) -> str | list[str]:

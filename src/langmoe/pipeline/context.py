@@ -66,8 +66,9 @@ class RecipeRun:
 
     def _write_corpus_sources(self, langs: list[str], corpus_sha: str) -> None:
         """`corpus_sources.json`: which source(s) gave each language its documents, and how many characters per
-        split. Counting streams folder sources once, so a rerun on the same corpus keeps the file it wrote."""
-        from langmoe.data.corpus import corpus_sources
+        split. Counting streams folder sources once (those over COUNT_LIMIT_BYTES, or streamed datasets, are not
+        counted: their size on disk is recorded), so a rerun on the same corpus keeps the file it wrote."""
+        from langmoe.data.corpus import COUNT_LIMIT_BYTES, corpus_sources
         from langmoe.io import read_json
 
         path = self.run_dir / "corpus_sources.json"
@@ -79,7 +80,7 @@ class RecipeRun:
             if old.get("corpus_sha") == corpus_sha and list(old.get("languages", {})) == langs:
                 return
         write_json(path, {"corpus": self.recipe.corpus, "corpus_sha": corpus_sha,
-                          "languages": corpus_sources(self.corpus, langs)})
+                          "languages": corpus_sources(self.corpus, langs, count_limit=COUNT_LIMIT_BYTES)})
 
     def base(self):
         """A fresh fp32 copy of the dense base (each system starts from it)."""
