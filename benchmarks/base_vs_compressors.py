@@ -4,7 +4,7 @@ Why: a base that does not beat `bz2 -9` on the very text it is scored on (a comp
 text) has learned little; every method compared on top of it then measures under-training.
 
 Exactly the same text for every column: per language, the documents of the test split in corpus order, cut at
-`--max-chars` characters in total (`langmoe.eval.perplexity.select_texts`, as `langmoe eval` does). The model
+`--max-chars` characters in total (`langmoe.eval.texts.select_texts`, as `langmoe eval` does). The model
 scores them with the project's evaluator (`evaluate_languages`, window 256, stride 128 by default: how the shipped
 base was measured); each compressor compresses the documents concatenated (`"".join`, so the bytes compressed are
 exactly the bytes scored) in one call. Every column is `bits / UTF-8 bytes of that text`:
@@ -98,7 +98,8 @@ def measure(
 ) -> dict:
     """Per-language bits per byte of the model, each compressor and the unigram model, plus means and win counts."""
     from langmoe.data.corpus import choose_languages, open_corpus
-    from langmoe.eval.perplexity import evaluate_languages, select_texts
+    from langmoe.eval.perplexity import evaluate_languages
+    from langmoe.eval.texts import select_texts
     from langmoe.eval.unigram import unigram_bpb
     from langmoe.models.base import load_model_and_tokenizer
 

@@ -4,6 +4,7 @@
     datasets     -> langmoe[hf-datasets]  (`datasets.save_to_disk` corpora)
     tensorboard  -> langmoe[tensorboard]  (TensorBoard logs; JSONL logs need nothing)
     scipy        -> langmoe[scipy]        (dendrogram plots)
+    zstandard    -> langmoe[zstd]         (.zst corpus files)
 
 `require` imports one and, when it is missing, raises a LangmoeError whose one line names the extra to install.
 """
@@ -21,7 +22,8 @@ __all__ = ["EXTRAS", "available", "install_hint", "require", "warn_missing_once"
 # top-level distribution module -> (extra, what it is needed for)
 EXTRAS: dict[str, tuple[str, str]] = {
     "pyarrow": ("parquet", "reading .parquet corpus files"),
-    "datasets": ("hf-datasets", "reading `datasets.save_to_disk` corpus folders"),
+    "datasets": ("hf-datasets", "reading `datasets.save_to_disk` corpus folders and Hugging Face datasets"),
+    "zstandard": ("zstd", "reading .zst corpus files"),
     "tensorboard": ("tensorboard", "TensorBoard logs"),
     "scipy": ("scipy", "the dendrogram plot"),
 }

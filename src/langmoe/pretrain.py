@@ -2,7 +2,8 @@
 
 Both produce a standard Hugging Face folder (safetensors model + tokenizer) that `from_pretrained` loads without
 langmoe, plus a JSON record (exact command, seed, config, per-language eval table) inside it. Training state lives in
-`OUT/train/` (trainer checkpoints, logs, the tokenizer and packed blocks): rerunning the same command resumes.
+`OUT/train/` (trainer checkpoints, logs, the tokenizer and the token store `tokens/` unless `--token-store` names
+another): rerunning the same command resumes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from langmoe import __version__
+from langmoe.data.packing import open_token_store, pack_corpus, train_tokens_needed
 from langmoe.errors import LangmoeError
 from langmoe.eval.perplexity import EvalSettings, run_eval
 from langmoe.io import read_json, write_json
@@ -195,11 +197,13 @@ def _tokenizer_for(cfg: PretrainConfig, corpus, langs: list[str], work: Path):
     return tok
 
 
-def _pack(corpus, tokenizer, langs: list[str], block_len: int, max_tokens: int | None, work: Path):
-    from langmoe.data.packing import pack_corpus
-
-    blocks = pack_corpus(corpus, tokenizer, langs, "train", block_len, max_tokens_per_lang=max_tokens,
-                         cache_dir=work / "blocks")
+def _pack(corpus, tokenizer, langs: list[str], block_len: int, max_tokens: int | None, optim: TrainSettings,
+          store):
+    """Train blocks from the token store: `max_tokens` per language when set, else the run's whole budget (a
+    language can never supply more), so a short run on a huge corpus tokenises only what it can use."""
+    budget = optim.steps * optim.micro_batch_size * optim.grad_accum * _world_size() * block_len
+    blocks = pack_corpus(corpus, tokenizer, langs, "train", block_len,
+                         max_tokens_per_lang=train_tokens_needed(max_tokens, budget), token_store=store)
     if len(blocks) == 0:
         raise LangmoeError(f"no training blocks of {block_len} tokens: the train split is too small, lower --block-len")
     return blocks
@@ -296,7 +300,8 @@ def pretrain(cfg: PretrainConfig, command: str | None = None, log=None) -> dict[
         log(f"tokenizer ({len(langs)} languages)")
         tok = _tokenizer_for(cfg, corpus, langs, work)
         log("packing the train split")
-        blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
+        store = open_token_store(None, tok, cache_dir=work)  # --token-store, else OUT/train/tokens
+        blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, cfg.optim, store)
     eos = tok.eos_token_id
 
     def new_model():
@@ -311,7 +316,7 @@ def pretrain(cfg: PretrainConfig, command: str | None = None, log=None) -> dict[
         if not main:
             return {}
         model = gathered_model(model, result.state_dict, new_model)
-        return _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out, log)
+        return _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out, log, store)
 
 
 def _steps_history(out: Path) -> dict[str, Any]:
@@ -319,10 +324,11 @@ def _steps_history(out: Path) -> dict[str, Any]:
     return {"steps_history": read_json(path)} if path.is_file() else {}
 
 
-def _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out: Path, log) -> dict[str, Any]:
+def _finish_pretrain(cfg, command, model, tok, corpus, langs, blocks, train_info, out: Path, log,
+                     store=None) -> dict[str, Any]:
     model.to(_device()).eval()
     log(f"evaluating {len(langs)} languages ({cfg.eval.split} split)")
-    table = run_eval(model, tok, corpus, langs, cfg.eval, progress="lines")
+    table = run_eval(model, tok, corpus, langs, cfg.eval, progress="lines", token_store=store)
     model.to(torch.device("cpu"))
     if getattr(model.config, "output_router_logits", False):
         model.config.output_router_logits = False  # an MoE preset trained with its balancing loss; users opt back in
@@ -365,17 +371,18 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None, log=Non
         _lock_config(work, cfg)
         corpus = open_corpus(cfg.corpus)
         langs = _resolve_langs(corpus, cfg.langs)
-        blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, work)
+        store = open_token_store(None, tok, cache_dir=work)  # --token-store, else OUT/train/tokens
+        blocks = _pack(corpus, tok, langs, cfg.block_len, cfg.max_train_tokens_per_lang, cfg.optim, store)
     result, train_info = _train(model, blocks, cfg.optim, cfg.seed, work, log=log)
     with only_main_process() as main:  # one process evaluates and writes; the others wait, then return {}
         if not main:
             return {}
         model = gathered_model(model, result.state_dict, lambda: load_model_and_tokenizer(cfg.model)[0])
-        return _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out, saved_dtype, log)
+        return _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out, saved_dtype, log, store)
 
 
 def _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out: Path, saved_dtype=None,
-                     log=None) -> dict[str, Any]:
+                     log=None, store=None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "command": command or "langmoe train (library call)",
         "seed": cfg.seed,
@@ -387,7 +394,8 @@ def _finish_continue(cfg, command, model, tok, corpus, langs, train_info, out: P
         model.to(_device()).eval()
         if log is not None:
             log(f"evaluating {len(langs)} languages ({cfg.eval.split} split)")
-        record["eval"] = run_eval(model, tok, corpus, langs, cfg.eval, progress="lines" if log else "off")
+        record["eval"] = run_eval(model, tok, corpus, langs, cfg.eval, progress="lines" if log else "off",
+                                  token_store=store)
     model.to(torch.device("cpu"))
     if saved_dtype is not None and saved_dtype != next(model.parameters()).dtype:
         model.to(saved_dtype)  # trained in fp32 (or --dtype), saved in the source folder's dtype

@@ -919,6 +919,7 @@ def test_every_subcommand_has_bad_input_cases():
                "routing", "adapt", "add-language"}  # routing/adapt: tests/methods/routing/test_routing_cli.py
     covered |= {"generate", "languages", "recipes"}  # in tests/cli/test_{generate,languages_cmd,recipes_cmd}.py
     covered |= {"expand"}  # cases in tests/methods/layermoe/test_expand_cli.py
+    covered |= {"tokenize"}  # cases in tests/cli/test_tokenize_cli.py
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) <= covered, f"no bad-input tests for: {sorted(set(sub.choices) - covered)}"
 

@@ -3,7 +3,7 @@ import torch
 from data_fixtures import char_tokenizer, write_txt
 from transformers import GPT2Config, LlamaConfig
 
-import langmoe.data.packing as packing
+import langmoe.data.parallel_tokenize as parallel_tokenize
 from langmoe.data.corpus import FolderCorpus
 from langmoe.data.packing import (
     IGNORE_INDEX,
@@ -11,7 +11,6 @@ from langmoe.data.packing import (
     PackedBlocks,
     check_block_len,
     pack_corpus,
-    packing_cache_key,
 )
 from langmoe.data.tokenizer import train_tokenizer
 from langmoe.errors import LangmoeError
@@ -78,21 +77,39 @@ def test_save_load(corpus, tmp_path, name):
         PackedBlocks.load(tmp_path / "bad.pt")
 
 
-def test_cache_packs_once(corpus, tmp_path, monkeypatch):
+def test_cache_tokenises_once(corpus, tmp_path, monkeypatch):
+    """With cache_dir the streams live in a token store under cache_dir/tokens: packing again (another block
+    length, another grouping) reads it and tokenises nothing."""
     tok = char_tokenizer()
     a = pack_corpus(corpus, tok, ["en", "ru"], "train", 3, cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert (tmp_path / "cache" / "tokens" / "manifest.json").is_file()
 
     def boom(*a, **k):
-        raise AssertionError("should load from the cache")
+        raise AssertionError("should read the store")
 
-    monkeypatch.setattr(packing, "_lang_stream", boom)
+    monkeypatch.setattr(parallel_tokenize.DocumentEncoder, "encode", boom)
     b = pack_corpus(corpus, tok, ["en", "ru"], "train", 3, cache_dir=tmp_path / "cache", group_of={"en": 1, "ru": 0})
     assert torch.equal(a.tokens, b.tokens) and b.index.group_of == {"en": 1, "ru": 0}
     assert pack_corpus(corpus, tok, ["en", "ru"], "train", 3, cache_dir=tmp_path / "cache").index.group_of is None
-    k = packing_cache_key(corpus, tok, ["en", "ru"], "train", 3)
-    assert k != packing_cache_key(corpus, tok, ["en", "ru"], "train", 4)
-    assert k != packing_cache_key(corpus, tok, ["en"], "train", 3)
+    c = pack_corpus(corpus, tok, ["ru"], "train", 4, cache_dir=tmp_path / "cache")
+    assert c.tokens.tolist() == [[0, 1, 2, 3], [4, 1, 2, 0], [6, 6, 0, 0]] and c.lengths.tolist() == [4, 4, 2]
+
+
+def test_views_read_only_what_they_are_asked(corpus):
+    """subset / only / language / concat keep reading from the store; rows equal the materialised tokens."""
+    b = pack_corpus(corpus, char_tokenizer(), ["en", "ru"], "train", 3)
+    assert b.rows([4, 0]).tolist() == [b.tokens[4].tolist(), b.tokens[0].tolist()]
+    sub = b.subset([1, 3])
+    assert sub.tokens.tolist() == [[0, 3, 0], [3, 4, 1]] and sub.lang.tolist() == [0, 1] and sub.index == b.index
+    ru = b.language("ru")
+    assert ru.index.codes == ["ru"] and ru.lang.tolist() == [0, 0, 0] and torch.equal(ru.tokens, b.tokens[2:])
+    assert torch.equal(b.only(["ru"]).lang, torch.tensor([1, 1, 1]))
+    both = PackedBlocks.concat(b.language("en"), ru)
+    assert both.index.codes == ["en", "ru"] and torch.equal(both.tokens, b.tokens)
+    assert torch.equal(both.lang, b.lang) and torch.equal(both.lengths, b.lengths)
+    mixed = PackedBlocks.concat(b.language("en"), PackedBlocks(tokens=ru.tokens, lang=ru.lang, index=ru.index,
+                                                               lengths=ru.lengths))
+    assert torch.equal(mixed.tokens, b.tokens)
 
 
 def test_errors(corpus):

@@ -16,7 +16,8 @@ from tiny_world import make_base, make_corpus  # noqa: E402
 
 from langmoe.data.corpus import open_corpus  # noqa: E402
 from langmoe.errors import LangmoeError  # noqa: E402
-from langmoe.eval.perplexity import evaluate_languages, select_texts  # noqa: E402
+from langmoe.eval.perplexity import evaluate_languages
+from langmoe.eval.texts import select_texts  # noqa: E402
 from langmoe.eval.unigram import unigram_bpb  # noqa: E402
 from langmoe.models.base import load_model_and_tokenizer  # noqa: E402
 

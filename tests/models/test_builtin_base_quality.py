@@ -11,7 +11,8 @@ import torch
 from script_loader import load_script
 
 from langmoe.data.corpus import open_corpus
-from langmoe.eval.perplexity import evaluate_languages, select_texts
+from langmoe.eval.perplexity import evaluate_languages
+from langmoe.eval.texts import select_texts
 from langmoe.eval.unigram import unigram_bpb
 from langmoe.models.base import load_model_and_tokenizer
 

@@ -6,6 +6,7 @@ import sys
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.commands._options import add_precision_options
+from langmoe.commands._token_store_arg import add_token_store_option
 from langmoe.errors import LangmoeError
 
 
@@ -46,6 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     add_precision_options(p, record="adapt.json")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def run(args) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.commands._options import add_precision_options
+from langmoe.commands._token_store_arg import add_token_store_option
 
 
 def register(subparsers) -> None:
@@ -51,6 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     add_precision_options(p, record="add_language.json")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def parse_groups(text: str) -> dict[str, int]:

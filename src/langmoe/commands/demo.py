@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from langmoe.commands._token_store_arg import add_token_store_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -22,6 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--recipe", default=None, help="use this recipe YAML instead of the built-in demo recipe")
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def run(args) -> int:

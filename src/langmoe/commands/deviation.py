@@ -6,6 +6,7 @@ from pathlib import Path
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.commands._options import add_precision_options
+from langmoe.commands._token_store_arg import add_token_store_option
 
 
 def register(subparsers) -> None:
@@ -39,6 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into an existing --out that langmoe did not write")
     add_precision_options(p, record="deviation.json")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def build_deviation_config(args):

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._token_store_arg import add_token_store_option
 from langmoe.errors import LangmoeError
 
 # `--device-map` of eval and generate: where the weights go (transformers' device_map; docs/base-and-eval.md)
@@ -28,6 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", dest="json_out", default=None, help="also write the table as JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:

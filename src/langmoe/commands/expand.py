@@ -6,6 +6,7 @@ from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.commands._options import add_precision_options
+from langmoe.commands._token_store_arg import add_token_store_option
 
 
 def register(subparsers) -> None:
@@ -56,6 +57,7 @@ def register(subparsers) -> None:
                         "folder, removed at the end")
     add_precision_options(p, record="expansion.json")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 # method settings with a flag of their own; which of them a method takes is read from its config class

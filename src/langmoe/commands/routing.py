@@ -6,6 +6,7 @@ import math
 import sys
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
+from langmoe.commands._token_store_arg import add_token_store_option
 from langmoe.errors import LangmoeError
 
 
@@ -38,6 +39,7 @@ def register(subparsers) -> None:
                    help="warn below this many tokens per language (default 20 expected hits per expert)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def parse_base(value: str) -> float:

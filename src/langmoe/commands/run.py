@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langmoe.commands._options import add_precision_options
+from langmoe.commands._token_store_arg import add_token_store_option
 
 
 def register(subparsers) -> None:
@@ -21,6 +22,7 @@ def register(subparsers) -> None:
                    help="write into an existing run folder that langmoe did not write")
     add_precision_options(p, record=_summary_json)
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def _summary_json(args) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.commands._options import add_precision_options
+from langmoe.commands._token_store_arg import add_token_store_option
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
 from langmoe.commands.pretrain import _stage_line
 
@@ -39,6 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None)
     add_precision_options(p, record="train.json")
     p.set_defaults(func=run)
+    add_token_store_option(p)
 
 
 def run(args) -> int:

@@ -25,6 +25,7 @@ from langmoe.data.languages import Language, get_language
 from langmoe.errors import LangmoeError
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+COUNT_LIMIT_BYTES = 256_000_000  # runs count a source's characters per split only up to this size on disk
 _SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid", "test": "test"}
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
@@ -125,11 +126,52 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
+def _is_compressed(path: Path) -> bool:
+    return path.name.endswith((".gz", ".zst"))
+
+
 def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, decoded line) without loading the file; non-UTF-8 bytes raise with their byte offset, a
-    broken or truncated .gz says so."""
+    broken or truncated .gz / .zst says so."""
+    if path.name.endswith(".zst"):
+        with open(path, "rb") as f:
+            yield from _decode_lines(path, _zstd_lines(path, f))
+        return
     with _open_binary(path) as f:
         yield from _decode_lines(path, _raw_lines(path, f))
+
+
+def _zstd_lines(path: Path, f, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Lines (ending in b"\n", as binary file iteration gives them) of a zstd file of one or more frames.
+
+    zstandard's stream reader ends quietly at a cut frame, so frames are decoded one by one here and a file that
+    ends inside a frame is reported as truncated."""
+    zstd = _optional("zstandard")
+    dec = zstd.ZstdDecompressor()
+    obj, in_frame, rest = dec.decompressobj(), False, b""
+    while True:
+        data = f.read(chunk)
+        if not data:
+            break
+        while data:
+            try:
+                out = obj.decompress(data)
+            except zstd.ZstdError as e:
+                raise LangmoeError(f"{path} is not a valid zstd file ({' '.join(str(e).split())[:80]}): re-compress "
+                                   "it with zstd, or drop the .zst suffix if it is plain text") from None
+            in_frame = not obj.eof
+            data = obj.unused_data if obj.eof else b""
+            if obj.eof:
+                obj = dec.decompressobj()
+            if out:
+                *lines, rest = (rest + out).split(b"\n")
+                for line in lines:
+                    yield line + b"\n"
+    if in_frame:
+        raise LangmoeError(f"{path} is truncated (it ends inside a zstd frame): compress it again or download it "
+                           "again")
+    if rest:
+        yield rest
 
 
 def _raw_lines(path: Path, f) -> Iterator[bytes]:
@@ -149,7 +191,7 @@ def _decode_lines(path: Path, lines: Iterator[bytes]) -> Iterator[tuple[int, str
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            where = "of the decompressed text " if path.name.endswith(".gz") else ""
+            where = "of the decompressed text " if _is_compressed(path) else ""
             raise LangmoeError(
                 f"{path} is not UTF-8: invalid byte at offset {offset + e.start} {where}(line {i}); "
                 "re-encode the file as UTF-8"
@@ -401,6 +443,10 @@ class BuiltinCorpus(_FileCorpus):
             return {s: SplitStats(**splits[s]) for s in SPLITS}
         return super().split_stats(lang)
 
+    def language_fingerprint(self, lang: str) -> str:
+        self._check_lang(lang)
+        return self.fingerprint([lang])
+
     def fingerprint(self, langs: list[str] | None = None) -> str:
         """A hash of the bytes of `langs`' files (default: every language). By content, not size and mtime: a
         fresh clone or checkout keeps its caches, and a rebuild that changes other languages does not touch them."""
@@ -416,7 +462,9 @@ class BuiltinCorpus(_FileCorpus):
 
 # --- a user's folder -----------------------------------------------------------------------------------------
 
-_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".txt.gz": "txt", ".parquet": "parquet"}
+_FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".txt.gz": "txt", ".jsonl.zst": "jsonl",
+            ".txt.zst": "txt", ".parquet": "parquet"}
+_FORMAT_NAMES = "<lang>.txt, <lang>.jsonl (each also .gz or .zst) or <lang>.parquet"
 _IGNORED_SUFFIXES = (".md", ".yaml", ".yml", ".lock")
 _IGNORED_PREFIXES = ("readme", "license", "licence", "sources", "manifest", ".", "_")
 
@@ -426,6 +474,40 @@ def _split_name(name: str) -> tuple[str, str | None]:
         if name.endswith(ext):
             return name[: -len(ext)], _FORMATS[ext]
     return name, None
+
+
+_READERS = {"txt": lambda p: _iter_txt(p), "jsonl": lambda p: _iter_jsonl(p), "parquet": lambda p: _iter_parquet(p)}
+
+
+def _shard_files(folder: Path) -> list[tuple[Path, str]]:
+    """The files of a language given as a folder (`de/part-00001.jsonl.zst`, `de/0000.parquet` ...), in name
+    order (sub-folders included), with their format; anything else in it is an error."""
+    files = sorted((f for f in folder.rglob("*") if f.is_file()), key=lambda f: f.relative_to(folder).as_posix())
+    out = []
+    for f in files:
+        low = f.name.lower()
+        if low.startswith(_IGNORED_PREFIXES) or low.endswith(_IGNORED_SUFFIXES):
+            continue
+        kind = _split_name(f.name)[1]
+        if kind is None:
+            raise LangmoeError(f"{f}: unsupported file in the language folder {folder.name}/; its files must be "
+                               ".txt, .jsonl (each also .gz or .zst) or .parquet")
+        if f.stat().st_size == 0:
+            raise LangmoeError(f"{f} is empty: add text or remove the file")
+        out.append((f, kind))
+    if not out:
+        raise LangmoeError(f"{folder} is a folder without .txt/.jsonl/.parquet files (nor a `datasets.save_to_disk` "
+                           "folder): put the language's files in it or remove it")
+    return out
+
+
+def _iter_shards(folder: Path) -> Iterator[tuple[str, str, str | None, bool]]:
+    """The records of every file of a language folder, one file after the other. An id the file gives is kept
+    (it is also what the hash split uses); a line or row number becomes `<file>:<n>` so ids stay unique."""
+    for f, kind in _shard_files(folder):
+        rel = f.relative_to(folder).as_posix()
+        for did, text, split, has_id in _READERS[kind](f):
+            yield (did if has_id else f"{rel}:{did}"), text, split, has_id
 
 
 def _read_yaml(path: Path) -> Any:
@@ -552,15 +634,14 @@ class FolderCorpus(_FileCorpus):
             if low.startswith(_IGNORED_PREFIXES) or low.endswith(_IGNORED_SUFFIXES):
                 continue
             if p.is_dir():
-                if not _is_dataset_dir(p):
-                    raise LangmoeError(f"{p} is a folder but not a `datasets.save_to_disk` folder: remove it or "
-                                       "re-save it with save_to_disk")
-                code, kind = name, "datasets"
+                code, kind = name, "datasets" if _is_dataset_dir(p) else "files"
+                if kind == "files":
+                    _shard_files(p)  # checks the folder now: one line naming what is wrong in it
             else:
                 code, kind = _split_name(name)
                 if kind is None:
-                    raise LangmoeError(f"{p}: unsupported file; name files <lang>.txt, <lang>.jsonl, "
-                                       "<lang>.jsonl.gz or <lang>.parquet")
+                    raise LangmoeError(f"{p}: unsupported file; name files {_FORMAT_NAMES}, or give a language a "
+                                       "folder <lang>/ of such files")
                 if p.stat().st_size == 0:
                     raise LangmoeError(f"{p} is empty: add text or remove the file")
             if code in self._sources:
@@ -568,8 +649,8 @@ class FolderCorpus(_FileCorpus):
                                    "keep one file per language")
             self._sources[code] = (kind, p)
         if not self._sources:
-            raise LangmoeError(f"{root} holds no <lang>.txt/.jsonl/.parquet files or <lang>/ datasets folders: "
-                               "add one file per language named by its ISO 639 code, e.g. de.txt")
+            raise LangmoeError(f"{root} holds no <lang>.txt/.jsonl/.parquet files or <lang>/ folders: add one file "
+                               "(or folder of files) per language named by its ISO 639 code, e.g. de.txt")
 
     def languages(self) -> list[str]:
         return sorted(self._sources)
@@ -579,12 +660,10 @@ class FolderCorpus(_FileCorpus):
 
     def _records(self, lang):
         kind, p = self._sources[lang]
-        if kind == "txt":
-            return _iter_txt(p)
-        if kind == "jsonl":
-            return _iter_jsonl(p)
-        if kind == "parquet":
-            return _iter_parquet(p)
+        if kind in _READERS:
+            return _READERS[kind](p)
+        if kind == "files":
+            return _iter_shards(p)
         if kind == "datasets":
             return _iter_dataset(_dataset_parts(_load_dataset(p), p), p, None)
         return _iter_dataset(self._whole, p, lang)
@@ -592,6 +671,20 @@ class FolderCorpus(_FileCorpus):
     def _source_name(self, lang: str) -> str:
         kind, p = self._sources[lang]
         return p.name if kind != "datasets-lang" else f"{p.name}[lang={lang}]"
+
+    def language_fingerprint(self, lang: str) -> str:
+        """The documents of one language: its files (names, sizes, mtimes), the split settings and its declared
+        metadata; not the folder's path or other languages (a store survives adding a language or moving it)."""
+        self._check_lang(lang)
+        kind, p = self._sources[lang]
+        h = hashlib.sha256(f"{kind}|{self.valid_frac}|{self.test_frac}|{self.seed}|{lang}".encode())
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+        for f in files:
+            st = f.stat()
+            h.update(f"|{f.relative_to(p.parent)}:{st.st_size}:{st.st_mtime_ns}".encode())
+        if lang in self.declared:
+            h.update(self.declared[lang].model_dump_json().encode())
+        return "folder-lang:" + h.hexdigest()[:32]
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(f"{self.root.resolve()}|{self.valid_frac}|{self.test_frac}|{self.seed}".encode())
@@ -669,15 +762,23 @@ class MixedCorpus(Corpus):
                 out[s].bytes += st.bytes
         return out
 
-    def sources(self, langs: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-        """Per language, the sources that gave it documents, in order, with their characters per split."""
+    def sources(self, langs: list[str] | None = None, count_limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
+        """Per language, the sources that gave it documents, in order, with their characters per split (see
+        `corpus_sources` for `count_limit`)."""
         out: dict[str, list[dict[str, Any]]] = {}
         for lang in langs or self.languages():
             self._check_lang(lang)
-            out[lang] = [{"source": self.parts[i][0],
-                          "chars": {s: st.chars for s, st in self.parts[i][1].split_stats(lang).items()}}
+            out[lang] = [_source_entry(self.parts[i][0], self.parts[i][1], lang, count_limit)
                          for i in self._by_lang[lang]]
         return out
+
+    def language_fingerprint(self, lang: str) -> str:
+        """The sources that give `lang` documents, in order (their own per-language fingerprints)."""
+        self._check_lang(lang)
+        h = hashlib.sha256(f"mixed-lang|{lang}|{len(self._by_lang[lang])}".encode())
+        for i in self._by_lang[lang]:
+            h.update(f"|{i}:{language_fingerprint(self.parts[i][1], lang)}".encode())
+        return "mixed-lang:" + h.hexdigest()[:32]
 
     def fingerprint(self) -> str:
         h = hashlib.sha256(b"mixed")
@@ -687,17 +788,47 @@ class MixedCorpus(Corpus):
 
 
 def _source_label(spec: str | Path) -> str:
-    return "builtin" if str(spec) == "builtin" else str(Path(spec).expanduser().resolve())
+    if str(spec) == "builtin" or str(spec).startswith("hf:"):
+        return str(spec)
+    return str(Path(spec).expanduser().resolve())
 
 
-def corpus_sources(corpus: Any, langs: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Per language, which sources gave it documents and how many characters per split (recorded in runs)."""
+def _hf_corpus(spec: str, declared_languages, valid_frac, test_frac, seed) -> Corpus:
+    from langmoe.data.hf_stream import HFStreamCorpus  # hf_stream builds on this module: imported here
+
+    return HFStreamCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed)
+
+
+def source_bytes(corpus: Any, lang: str) -> int | None:
+    """Bytes on disk of a language's files (None when unknown: a streamed dataset, a duck-typed corpus)."""
+    if isinstance(corpus, BuiltinCorpus):
+        return corpus._files[lang].stat().st_size
+    if isinstance(corpus, FolderCorpus):
+        p = corpus._sources[lang][1]
+        return sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    return None
+
+
+def _source_entry(label: str, corpus: Any, lang: str, count_limit: int | None) -> dict[str, Any]:
+    """{"source", "chars" per split}; above `count_limit` bytes (or of unknown size) the characters are not
+    counted (a pass over a large corpus would cost minutes to hours): "chars" is None, "bytes_on_disk" says why."""
+    size = source_bytes(corpus, lang)
+    cheap = isinstance(corpus, BuiltinCorpus) or not isinstance(corpus, (_FileCorpus, MixedCorpus))
+    if count_limit is None or cheap or (size is not None and size <= count_limit):
+        return {"source": label, "chars": {s: st.chars for s, st in corpus.split_stats(lang).items()}}
+    return {"source": label, "chars": None, "bytes_on_disk": size}
+
+
+def corpus_sources(corpus: Any, langs: list[str] | None = None,
+                   count_limit: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per language, which sources gave it documents and how many characters per split (recorded in runs).
+    `count_limit`: count only sources of at most that many bytes on disk (runs pass `COUNT_LIMIT_BYTES`)."""
     if isinstance(corpus, MixedCorpus):
-        return corpus.sources(langs)
+        return corpus.sources(langs, count_limit)
     label = ("builtin" if isinstance(corpus, BuiltinCorpus) else
-             str(corpus.root.resolve()) if isinstance(corpus, FolderCorpus) else type(corpus).__name__)
-    return {lang: [{"source": label, "chars": {s: st.chars for s, st in corpus.split_stats(lang).items()}}]
-            for lang in (langs or corpus.languages())}
+             str(corpus.root.resolve()) if isinstance(corpus, FolderCorpus) else
+             getattr(corpus, "spec", None) or type(corpus).__name__)
+    return {lang: [_source_entry(label, corpus, lang, count_limit)] for lang in (langs or corpus.languages())}
 
 
 def corpus_spec(value: Any) -> str | list[str]:
@@ -725,6 +856,8 @@ def _open_source(spec, declared_languages, valid_frac, test_frac, seed) -> Corpu
     """One entry of a list of sources: 'builtin', a folder, or (only here) a single `<lang>.*` file."""
     if str(spec) == "builtin":
         return BuiltinCorpus()
+    if str(spec).startswith("hf:"):
+        return _hf_corpus(str(spec), declared_languages, valid_frac, test_frac, seed)
     return FolderCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed, file_ok=True)
 
 
@@ -735,8 +868,9 @@ def open_corpus(
     test_frac: float | None = None,
     seed: int | None = None,
 ) -> Corpus:
-    """'builtin' (or None) for the shipped corpus, else a folder path (see FolderCorpus); a list mixes sources
-    ('builtin', folders, single `<lang>.*` files; see MixedCorpus), a one-entry list is that entry alone."""
+    """'builtin' (or None) for the shipped corpus, `hf:<dataset>?...` for a streamed Hugging Face dataset (see
+    `langmoe.data.hf_stream`), else a folder path (see FolderCorpus); a list mixes sources ('builtin', hf: specs,
+    folders, single `<lang>.*` files; see MixedCorpus), a one-entry list is that entry alone."""
     if isinstance(spec, Corpus):
         return spec
     if isinstance(spec, (list, tuple)):
@@ -752,6 +886,8 @@ def open_corpus(
                             for label, x in zip(labels, spec, strict=True)])
     if spec is None or str(spec) == "builtin":
         return BuiltinCorpus()
+    if str(spec).startswith("hf:"):
+        return _hf_corpus(str(spec), declared_languages, valid_frac, test_frac, seed)
     return FolderCorpus(spec, declared_languages, valid_frac=valid_frac, test_frac=test_frac, seed=seed)
 
 
@@ -818,12 +954,21 @@ def corpus_stats(corpus: Corpus, langs: list[str] | None = None) -> CorpusStats:
     )
 
 
+def language_fingerprint(corpus: Any, lang: str) -> str:
+    """What the documents of one language (all splits) depend on: `corpus.language_fingerprint(lang)` when the corpus
+    has one (files, sizes and mtimes; the built-in files' bytes), else a hash of the texts (one streaming pass)."""
+    fp = getattr(corpus, "language_fingerprint", None)
+    if callable(fp):
+        return fp(lang)
+    return corpus_fingerprint(corpus, [lang])
+
+
 def corpus_fingerprint(corpus: Any, langs: list[str] | None = None, split: str | None = None) -> str:
     """`corpus.fingerprint()` when it has one, else a hash of the texts themselves (one streaming pass)."""
     fp = getattr(corpus, "fingerprint", None)
     if isinstance(corpus, BuiltinCorpus):
         return corpus.fingerprint(langs)
-    if callable(fp) and isinstance(corpus, (FolderCorpus, MixedCorpus)):
+    if callable(fp) and isinstance(corpus, (_FileCorpus, MixedCorpus)):
         return fp()
     h = hashlib.sha256()
     for lang in langs or corpus.languages():
@@ -839,5 +984,5 @@ __all__ = [
     "choose_languages",
     "SPLITS", "Document", "Corpus", "BuiltinCorpus", "FolderCorpus", "MixedCorpus", "open_corpus", "hash_split",
     "corpus_sources", "corpus_spec", "corpus_paths",
-    "SplitStats", "LanguageStats", "CorpusStats", "corpus_stats", "corpus_fingerprint",
+    "SplitStats", "LanguageStats", "CorpusStats", "corpus_stats", "corpus_fingerprint", "language_fingerprint",
 ]

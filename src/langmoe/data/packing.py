@@ -9,22 +9,22 @@ at least 2 tokens, so thin languages are never dropped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from langmoe.data.corpus import choose_languages
+from langmoe.data.token_store import Request, TokenStore, default_token_store, tokenizer_fingerprint
 from langmoe.errors import LangmoeError
 from langmoe.io import write_with
 
 Batch = dict[str, torch.Tensor]
 IGNORE_INDEX = -100
-PACK_VERSION = "1"
+PACK_VERSION = "1"  # the format of PackedBlocks.save files
 _MIN_PARTIAL = 2
 
 
@@ -90,32 +90,173 @@ def _check_groups(group_of: Mapping[str, int], codes: Sequence[str]) -> dict[str
     return out
 
 
-@dataclass
-class PackedBlocks:
-    """`tokens[N, T]` with one language per block (`lang[N]`); `lengths[N]` = real tokens (rest is padding)."""
+class TensorRows:
+    """Block rows held in memory: a LongTensor [N, T] (blocks built by hand, tests, `PackedBlocks.load`)."""
 
-    tokens: torch.Tensor
-    lang: torch.Tensor
-    index: LanguageIndex
-    lengths: torch.Tensor | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.tokens.dim() != 2 or self.lang.dim() != 1 or self.lang.shape[0] != self.tokens.shape[0]:
-            raise ValueError(f"tokens must be [N, T] and lang [N], got {tuple(self.tokens.shape)} and "
-                             f"{tuple(self.lang.shape)}")
-        self.tokens = self.tokens.long()
-        self.lang = self.lang.long()
-        if self.lengths is None:
-            self.lengths = torch.full((self.tokens.shape[0],), self.tokens.shape[1], dtype=torch.long)
-        self.lengths = self.lengths.long()
-
-    def __len__(self) -> int:
-        return int(self.tokens.shape[0])
+    def __init__(self, tokens: torch.Tensor):
+        self.tokens = tokens
 
     @property
     def block_len(self) -> int:
         return int(self.tokens.shape[1])
+
+    def take(self, idx: np.ndarray) -> torch.Tensor:
+        return self.tokens[torch.as_tensor(idx, dtype=torch.long)]
+
+    def subset(self, idx: np.ndarray) -> TensorRows:
+        return TensorRows(self.take(idx))
+
+    def all(self) -> torch.Tensor:
+        return self.tokens
+
+
+class StreamRows:
+    """Block rows read on demand from token streams (`langmoe.data.token_store.TokenStream`): row i is tokens
+    [start[i], start[i] + length[i]) of stream which[i], padded with `pad` to T. Memory per block: 3 numbers."""
+
+    def __init__(self, streams: Sequence[Any], which: np.ndarray, start: np.ndarray, length: np.ndarray,
+                 block_len: int, pad: int):
+        self.streams, self.pad, self._T = list(streams), int(pad), int(block_len)
+        self.which = np.asarray(which, dtype=np.int32)
+        self.start = np.asarray(start, dtype=np.int64)
+        self.length = np.asarray(length, dtype=np.int64)
+
+    @property
+    def block_len(self) -> int:
+        return self._T
+
+    def take(self, idx: np.ndarray) -> torch.Tensor:
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.full((len(idx), self._T), self.pad, dtype=np.int64)
+        for r, i in enumerate(idx.tolist()):
+            a, n = int(self.start[i]), int(self.length[i])
+            out[r, :n] = self.streams[int(self.which[i])].read(a, a + n)
+        return torch.from_numpy(out)
+
+    def subset(self, idx: np.ndarray) -> StreamRows:
+        idx = np.asarray(idx, dtype=np.int64)
+        return StreamRows(self.streams, self.which[idx], self.start[idx], self.length[idx], self._T, self.pad)
+
+    def all(self) -> torch.Tensor:
+        return self.take(np.arange(len(self.start)))
+
+    @staticmethod
+    def concat(parts: Sequence[StreamRows]) -> StreamRows:
+        streams: list[Any] = []
+        which = []
+        for p in parts:
+            which.append(p.which + len(streams))
+            streams.extend(p.streams)
+        return StreamRows(streams, np.concatenate(which), np.concatenate([p.start for p in parts]),
+                          np.concatenate([p.length for p in parts]), parts[0].block_len, parts[0].pad)
+
+
+def _as_index_array(indices) -> np.ndarray:
+    if isinstance(indices, torch.Tensor):
+        indices = indices.detach().cpu().numpy()
+    arr = np.asarray(indices)
+    if arr.dtype == bool:
+        arr = np.flatnonzero(arr)
+    return arr.astype(np.int64).reshape(-1)
+
+
+class PackedBlocks:
+    """Blocks of `block_len` tokens, one language per block (`lang[N]`); `lengths[N]` = real tokens (the rest is
+    padding). The token rows live in memory (`tokens=`) or are read on demand from a token store's memory-mapped
+    streams (`from_streams`): `batch`, `rows`, `subset` read only the blocks asked for. `tokens` materialises every
+    row (fine for small data; use `rows` for large)."""
+
+    def __init__(self, tokens: torch.Tensor | None = None, lang: torch.Tensor | None = None,
+                 index: LanguageIndex | None = None, lengths: torch.Tensor | None = None,
+                 meta: dict[str, Any] | None = None, *, rows: TensorRows | StreamRows | None = None):
+        if (tokens is None) == (rows is None):
+            raise ValueError("give exactly one of tokens [N, T] or rows")
+        if lang is None or index is None:
+            raise ValueError("PackedBlocks needs lang [N] and index")
+        if tokens is not None:
+            if tokens.dim() != 2:
+                raise ValueError(f"tokens must be [N, T] and lang [N], got {tuple(tokens.shape)} and "
+                                 f"{tuple(lang.shape)}")
+            rows = TensorRows(tokens.long())
+        n = len(rows.start) if isinstance(rows, StreamRows) else int(rows.tokens.shape[0])
+        if lang.dim() != 1 or lang.shape[0] != n:
+            raise ValueError(f"tokens must be [N, T] and lang [N], got {n} rows and {tuple(lang.shape)}")
+        self._rows = rows
+        self.lang = lang.long()
+        self.index = index
+        self.lengths = (torch.full((n,), rows.block_len, dtype=torch.long) if lengths is None else lengths.long())
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    @classmethod
+    def from_streams(cls, streams: Sequence[Any], counts: Sequence[int], block_len: int, index: LanguageIndex,
+                     pad: int, meta: dict[str, Any] | None = None) -> PackedBlocks:
+        """Blocks over the first `counts[l]` tokens of `streams[l]` (language id l): full blocks of `block_len`,
+        then the partial tail when it holds at least 2 tokens (padded with `pad`, masked in the labels)."""
+        which, start, length, lang = [], [], [], []
+        for li, n in enumerate(counts):
+            n_full, rest = divmod(int(n), block_len)
+            nb = n_full + (1 if rest >= _MIN_PARTIAL else 0)
+            s = np.arange(nb, dtype=np.int64) * block_len
+            which.append(np.full(nb, li, dtype=np.int32))
+            start.append(s)
+            length.append(np.minimum(block_len, int(n) - s))
+            lang.append(np.full(nb, li, dtype=np.int64))
+        rows = StreamRows(streams, np.concatenate(which), np.concatenate(start), np.concatenate(length), block_len,
+                          pad)
+        return cls(lang=torch.from_numpy(np.concatenate(lang)), index=index,
+                   lengths=torch.from_numpy(rows.length.copy()), meta=meta, rows=rows)
+
+    def __len__(self) -> int:
+        return int(self.lang.shape[0])
+
+    @property
+    def block_len(self) -> int:
+        return self._rows.block_len
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """Every row as a LongTensor [N, T] (read into memory for store-backed blocks)."""
+        return self._rows.all()
+
+    def rows(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """LongTensor [len(indices), T] of the given blocks (padding included)."""
+        idx = _as_index_array(indices)
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+            raise LangmoeError(f"block index out of range [0, {len(self)}): {idx.tolist()[:8]}")
+        return self._rows.take(idx)
+
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> PackedBlocks:
+        """The given blocks (indices or a boolean mask), same language index; reads nothing."""
+        idx = _as_index_array(indices)
+        t = torch.as_tensor(idx, dtype=torch.long)
+        return PackedBlocks(lang=self.lang[t], index=self.index, lengths=self.lengths[t], meta=dict(self.meta),
+                            rows=self._rows.subset(idx))
+
+    def only(self, langs: Sequence[str]) -> PackedBlocks:
+        """The blocks of `langs` (same language index, so ids and group labels stay valid)."""
+        ids = torch.tensor([self.index.id(x) for x in langs], dtype=torch.long)
+        return self.subset(torch.isin(self.lang, ids).numpy())
+
+    def language(self, lang: str) -> PackedBlocks:
+        """The blocks of one language as their own PackedBlocks (index [lang], language id 0)."""
+        idx = self.indices_of(self.index.id(lang))
+        view = self.subset(idx)
+        return PackedBlocks(lang=torch.zeros(len(idx), dtype=torch.long), index=LanguageIndex([lang]),
+                            lengths=view.lengths, meta=dict(self.meta), rows=view._rows)
+
+    @classmethod
+    def concat(cls, first: PackedBlocks, second: PackedBlocks) -> PackedBlocks:
+        """`first`'s blocks then `second`'s, under the index first + second (second's language ids shifted)."""
+        if first.block_len != second.block_len:
+            raise LangmoeError("cannot merge blocks of different lengths")
+        index = LanguageIndex(first.index.codes + second.index.codes)
+        if isinstance(first._rows, StreamRows) and isinstance(second._rows, StreamRows) \
+                and first._rows.pad == second._rows.pad:
+            rows: TensorRows | StreamRows = StreamRows.concat([first._rows, second._rows])
+        else:
+            rows = TensorRows(torch.cat([first.tokens, second.tokens]))
+        return cls(lang=torch.cat([first.lang, second.lang + len(first.index)]), index=index,
+                   lengths=torch.cat([first.lengths, second.lengths]), rows=rows)
 
     def indices_of(self, lang_id: int) -> np.ndarray:
         """Block indices of one language id, ascending."""
@@ -139,7 +280,7 @@ class PackedBlocks:
             raise LangmoeError("batch() needs a non-empty 1-D list of block indices")
         if int(idx.min()) < 0 or int(idx.max()) >= len(self):
             raise LangmoeError(f"block index out of range [0, {len(self)}): {idx.tolist()}")
-        input_ids = self.tokens[idx].clone()
+        input_ids = self._rows.take(idx.numpy()).clone()
         B, T = input_ids.shape
         labels = input_ids.clone()
         pad = torch.arange(T).unsqueeze(0) >= self.lengths[idx].unsqueeze(1)
@@ -220,61 +361,32 @@ def check_block_len(model_config: Any, block_len: int) -> None:
             return
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    h = hashlib.sha256(text.encode("utf-8"))
-    h.update(f"|eos={tokenizer.eos_token_id}|pad={tokenizer.pad_token_id}".encode())
-    return h.hexdigest()[:32]
+def train_tokens_needed(max_tokens_per_lang: int | None, budget_tokens: int | None) -> int | None:
+    """The train tokens a run packs per language: `max_tokens_per_lang` when it is set (the run's data is what the
+    user capped it to, whatever the budget: runs of different lengths then share their blocks), else the run's
+    whole token budget (steps x sequences per step x block length; one language can never supply more), else all.
+    """
+    if max_tokens_per_lang is not None:
+        return int(max_tokens_per_lang)
+    return int(budget_tokens) if budget_tokens is not None else None
 
 
-def packing_cache_key(corpus, tokenizer, langs: Sequence[str], split: str, block_len: int,
-                      max_tokens_per_lang: int | None = None) -> str:
-    """Same corpus + tokenizer + parameters -> same key (the corpus part is `corpus_fingerprint`)."""
-    from langmoe.data.corpus import corpus_fingerprint
-
-    parts = [PACK_VERSION, corpus_fingerprint(corpus, list(langs), split), tokenizer_fingerprint(tokenizer),
-             ",".join(langs), split, str(block_len), str(max_tokens_per_lang)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
-
-
-def _lang_stream(corpus, tokenizer, lang: str, split: str, eos: int, max_tokens: int | None,
-                 batch_chars: int) -> np.ndarray:
-    """`eos d1 eos d2 ...` for one language, tokenised in batches of documents, cut at `max_tokens`."""
-    chunks: list[np.ndarray] = []
-    total = 0
-    pending: list[str] = []
-    pending_chars = 0
-    done = False
-
-    def flush():
-        nonlocal total, done
-        enc = tokenizer(pending, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
-        for ids in enc:
-            arr = np.empty(len(ids) + 1, dtype=np.int64)
-            arr[0] = eos
-            arr[1:] = ids
-            if max_tokens is not None and total + len(arr) >= max_tokens:
-                chunks.append(arr[: max_tokens - total])
-                total = max_tokens
-                done = True
-                return
-            chunks.append(arr)
-            total += len(arr)
-
-    limit = min(batch_chars, 8192)  # batches grow from small, so a small max_tokens reads little text
-    for doc in corpus.iter_documents(lang, split):
-        pending.append(doc.text)
-        pending_chars += len(doc.text)
-        if pending_chars >= limit:
-            flush()
-            pending, pending_chars = [], 0
-            limit = min(batch_chars, 2 * limit)
-            if done:
-                break
-    if pending and not done:
-        flush()
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+def open_token_store(token_store: Any, tokenizer, cache_dir: str | Path | None = None, progress: str = "auto"):
+    """The store `pack_corpus` reads: a given TokenStore, a folder the user named (`--token-store`, directly or via
+    `using_token_store`: checked, never replaced), a langmoe-owned one under `cache_dir/tokens`, or a temporary
+    one."""
+    if token_store is None:
+        token_store = default_token_store()
+    if isinstance(token_store, TokenStore):
+        if token_store.fingerprint != tokenizer_fingerprint(tokenizer):
+            raise LangmoeError(f"token store {token_store.root} was opened for another tokenizer than the one packing "
+                               "uses: open it with the model's tokenizer")
+        return token_store
+    if token_store is not None:
+        return TokenStore(token_store, tokenizer, progress=progress)
+    if cache_dir is not None:
+        return TokenStore(Path(cache_dir) / "tokens", tokenizer, owned=True, progress=progress)
+    return TokenStore.temporary(tokenizer, progress=progress)
 
 
 def pack_corpus(
@@ -286,12 +398,16 @@ def pack_corpus(
     max_tokens_per_lang: int | None = None,
     group_of: Mapping[str, int] | None = None,
     cache_dir: str | Path | None = None,
-    batch_chars: int = 200_000,
+    token_store: Any = None,
+    progress: str = "auto",
 ) -> PackedBlocks:
-    """Tokenise each language's documents and cut them into single-language blocks of `block_len` tokens.
+    """Single-language blocks of `block_len` tokens over each language's stream `eos d1 eos d2 ...`, the first
+    `max_tokens_per_lang` tokens of it (all when None).
 
-    With `cache_dir`, the result is stored under a key of (corpus, tokenizer, langs, split, block_len,
-    max_tokens_per_lang) and later calls load it instead of tokenising again.
+    The streams come from a token store (`langmoe.data.token_store`): `token_store` (a TokenStore or a folder),
+    else the one set by `using_token_store` (the CLI's `--token-store`), else a store langmoe keeps under
+    `cache_dir/tokens`, else a temporary one. Only what is asked for is
+    tokenised (and only once per store); blocks read the store's memory maps on demand.
     """
     langs = list(langs)
     if block_len < 2:
@@ -302,44 +418,21 @@ def pack_corpus(
     if eos is None:
         raise LangmoeError("the tokenizer has no eos token: set tokenizer.eos_token so documents can be separated")
     index = LanguageIndex(langs, group_of)
-    from langmoe.data.corpus import choose_languages
-
     choose_languages(corpus, langs)
-    cache_path = None
-    if cache_dir is not None:
-        key = packing_cache_key(corpus, tokenizer, langs, split, block_len, max_tokens_per_lang)
-        cache_path = Path(cache_dir) / f"blocks-{key[:24]}.safetensors"
-        if cache_path.is_file():
-            blocks = PackedBlocks.load(cache_path)
-            blocks.index = blocks.index.with_groups(group_of)  # the grouping is not part of the key
-            return blocks
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    tok_parts: list[torch.Tensor] = []
-    lang_parts: list[torch.Tensor] = []
-    len_parts: list[torch.Tensor] = []
-    per_lang: dict[str, dict[str, int]] = {}
-    for li, lang in enumerate(langs):
-        stream = _lang_stream(corpus, tokenizer, lang, split, eos, max_tokens_per_lang, batch_chars)
-        n_full, rest = divmod(len(stream), block_len)
-        blocks = stream[: n_full * block_len].reshape(n_full, block_len)
-        lengths = [block_len] * n_full
-        if rest >= _MIN_PARTIAL:
-            last = np.full((1, block_len), pad, dtype=np.int64)
-            last[0, :rest] = stream[n_full * block_len:]
-            blocks = np.concatenate([blocks, last])
-            lengths.append(rest)
-        per_lang[lang] = {"tokens": int(len(stream)), "blocks": int(blocks.shape[0])}
-        tok_parts.append(torch.from_numpy(np.ascontiguousarray(blocks)))
-        lang_parts.append(torch.full((blocks.shape[0],), li, dtype=torch.long))
-        len_parts.append(torch.tensor(lengths, dtype=torch.long))
-    empty = [lang for lang in langs if per_lang[lang]["blocks"] == 0]
-    if len(empty) == len(langs):
+    store = open_token_store(token_store, tokenizer, cache_dir, progress)
+    got = store.ensure(corpus, [Request(lang, split, tokens=max_tokens_per_lang) for lang in langs])
+    streams = [got[(lang, split)] for lang in langs]
+    counts = [len(st) if max_tokens_per_lang is None else min(len(st), max_tokens_per_lang) for st in streams]
+    blocks = PackedBlocks.from_streams(streams, counts, block_len, index, store.pad)
+    if len(blocks) == 0:
         raise LangmoeError(f"no {split} text to pack for {', '.join(langs)}: add documents or choose another split")
-    out = PackedBlocks(
-        tokens=torch.cat(tok_parts), lang=torch.cat(lang_parts), index=index, lengths=torch.cat(len_parts),
-        meta={"split": split, "block_len": block_len, "max_tokens_per_lang": max_tokens_per_lang,
-              "per_lang": per_lang, "eos": int(eos)},
-    )
-    if cache_path is not None:
-        out.save(cache_path)
-    return out
+    n_blocks = blocks.counts()
+    blocks.meta = {"split": split, "block_len": block_len, "max_tokens_per_lang": max_tokens_per_lang,
+                   "per_lang": {lang: {"tokens": int(n), "blocks": n_blocks[lang]} for lang, n in zip(langs, counts,
+                                                                                               strict=True)},
+                   "eos": int(eos)}
+    return blocks
+
+
+__all__ = ["IGNORE_INDEX", "Batch", "LanguageIndex", "PackedBlocks", "StreamRows", "TensorRows", "check_block_len",
+           "open_token_store", "pack_corpus", "tokenizer_fingerprint", "train_tokens_needed"]

@@ -24,7 +24,7 @@ import torch
 
 from langmoe.errors import LangmoeError
 from langmoe.eval.settings import EvalSettings
-from langmoe.eval.texts import LangScore, select_texts, tokenize
+from langmoe.eval.texts import LangScore, document_tokens
 from langmoe.eval.unigram import unigram_bpb
 
 ForwardContext = Callable[[Any, dict[str, Any]], AbstractContextManager]
@@ -167,6 +167,7 @@ def evaluate_languages(
     group_of: Mapping[str, int] | None = None,
     skip_empty: bool = False,
     progress: str = "off",
+    token_store: Any = None,
 ) -> dict[str, LangScore]:
     """Per-language scores of `model` on `split` (see the module docstring for the exact scheme).
 
@@ -176,7 +177,8 @@ def evaluate_languages(
     (from `lang_ids`, default: position in `langs`) and `group_ids` (from `group_of`, default -1).
 
     `progress`: "off", "bar" (a transient bar when stderr is a terminal) or "lines" (the bar, or one plain line
-    per language on stderr when it is not a terminal)."""
+    per language on stderr when it is not a terminal). `token_store`: read the documents' tokens from a store (see
+    `document_tokens`; the scores are the same)."""
     langs = list(langs) if langs is not None else list(corpus.languages())
     if not langs:
         raise LangmoeError("no languages to evaluate: pass --langs or a corpus with languages")
@@ -201,14 +203,14 @@ def evaluate_languages(
         for lang in langs:
             if lang not in known:
                 raise LangmoeError(f"language {lang!r} is not in the corpus (it has: {', '.join(sorted(known))})")
-            texts = select_texts(corpus, lang, split, max_chars_per_lang)
-            if skip_empty and not texts:
+            token_lists, nbytes, chars, ndocs = document_tokens(tokenizer, corpus, lang, split, max_chars_per_lang,
+                                                                token_store)
+            if skip_empty and not ndocs:
                 continue
-            streams = build_streams(tokenize(tokenizer, texts), sep, per_document=per_document)
+            streams = build_streams(token_lists, sep, per_document=per_document)
             extra = {"lang_ids": ids_of.get(lang, -1), "group_ids": (group_of or {}).get(lang, -1)}
             nll, count = score_streams(model, streams, window, stride, batch_size, forward_context, extra)
-            nbytes = sum(len(t.encode("utf-8")) for t in texts)
-            scores[lang] = LangScore.from_sums(lang, nll, count, nbytes, sum(map(len, texts)), len(texts))
+            scores[lang] = LangScore.from_sums(lang, nll, count, nbytes, chars, ndocs)
             bar.advance(f"{lang}: ppl {scores[lang].ppl:.2f}")
     finally:
         stack.close()
@@ -222,13 +224,14 @@ def evaluate_languages(
 
 def run_eval(
     model, tokenizer, corpus, langs: list[str], settings: EvalSettings, forward_context: ForwardContext | None = None,
-    progress: str = "off",
+    progress: str = "off", token_store: Any = None,
 ) -> dict[str, Any]:
     """Held-out per-language ppl/bpb (and the unigram baseline) as a JSON-ready table."""
     scores = evaluate_languages(
         model, tokenizer, corpus, langs, split=settings.split, window=settings.window, stride=settings.stride,
         max_chars_per_lang=settings.max_chars_per_lang, batch_size=settings.batch_size,
         per_document=settings.per_document, forward_context=forward_context, skip_empty=True, progress=progress,
+        token_store=token_store,
     )
     if not scores:
         raise LangmoeError(f"no language has text in the {settings.split!r} split: choose another split or corpus")
@@ -237,7 +240,7 @@ def run_eval(
         uni = unigram_bpb(tokenizer, corpus, list(scores), split=settings.split,
                           max_chars_per_lang=settings.max_chars_per_lang,
                           max_train_chars_per_lang=settings.unigram_train_chars_per_lang,
-                          vocab_size=model.config.vocab_size)
+                          vocab_size=model.config.vocab_size, token_store=token_store)
     table = eval_table(scores, uni, settings)
     table["skipped"] = [x for x in langs if x not in scores]  # no text in this split
     return table

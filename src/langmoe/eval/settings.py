@@ -28,7 +28,9 @@ class EvalSettings(BaseModel):
     per_document: bool = Field(False, description="no context across documents")
     routing_tokens_per_lang: int = Field(4096, gt=0, description="held-out tokens per language for routing stats")
     unigram: bool = Field(True, description="also score the add-one unigram baseline (estimated on the train split)")
-    unigram_train_chars_per_lang: int | None = Field(None, ge=1)
+    # train characters per language the unigram is estimated on: more than any built-in language has (1.1M), and
+    # a bound on the cost for a large corpus (None: the whole train split)
+    unigram_train_chars_per_lang: int | None = Field(10_000_000, ge=1)
 
     @field_validator("split")
     @classmethod

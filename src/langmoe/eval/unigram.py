@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from langmoe.errors import LangmoeError
-from langmoe.eval.texts import LangScore, select_texts, tokenize
+from langmoe.eval.texts import LangScore, document_tokens
 
 
 def unigram_log_probs(token_lists: Sequence[Sequence[int]], vocab_size: int) -> torch.Tensor:
@@ -37,19 +38,21 @@ def unigram_bpb(
     max_chars_per_lang: int | None = None,
     max_train_chars_per_lang: int | None = None,
     vocab_size: int | None = None,
+    token_store: Any = None,
 ) -> dict[str, LangScore]:
-    """Per-language scores of the add-one unigram model trained on `train_split`, evaluated on `split`."""
+    """Per-language scores of the add-one unigram model trained on `train_split`, evaluated on `split` (the
+    documents' tokens from `token_store` when given, see `document_tokens`)."""
     langs = list(langs) if langs is not None else list(corpus.languages())
     vocab = int(vocab_size or len(tokenizer))
     scores: dict[str, LangScore] = {}
     for lang in langs:
-        train_ids = tokenize(tokenizer, select_texts(corpus, lang, train_split, max_train_chars_per_lang))
+        train_ids = document_tokens(tokenizer, corpus, lang, train_split, max_train_chars_per_lang, token_store)[0]
         logp = unigram_log_probs(train_ids, vocab)
-        texts = select_texts(corpus, lang, split, max_chars_per_lang)
-        test_ids = [i for ids in tokenize(tokenizer, texts) for i in ids]
+        test_lists, nbytes, chars, ndocs = document_tokens(tokenizer, corpus, lang, split, max_chars_per_lang,
+                                                           token_store)
+        test_ids = [i for ids in test_lists for i in ids]
         if any(i >= vocab for i in test_ids):
             raise LangmoeError(f"token id out of range for a vocabulary of {vocab}: use the matching tokenizer")
         nll = -float(logp[torch.as_tensor(test_ids, dtype=torch.long)].sum()) if test_ids else 0.0
-        nbytes = sum(len(t.encode("utf-8")) for t in texts)
-        scores[lang] = LangScore.from_sums(lang, nll, len(test_ids), nbytes, sum(map(len, texts)), len(texts))
+        scores[lang] = LangScore.from_sums(lang, nll, len(test_ids), nbytes, chars, ndocs)
     return scores

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from langmoe.config import Recipe, parse_recipe
+from langmoe.data.packing import check_block_len, open_token_store, pack_corpus, train_tokens_needed
 from langmoe.errors import LangmoeError
 from langmoe.io import write_json, write_yaml
 from langmoe.pipeline.runner import StageRunner, atomic_dir
@@ -61,11 +62,14 @@ class RecipeRun:
         self.input_key = {"model": str(self.model_path), "model_sha": folder_fingerprint(self.model_path),
                           "corpus": r.corpus, "corpus_sha": corpus_sha,
                           "languages": r.languages, "data": r.data.model_dump(), "seed": r.seed}
+        # the run's token store: `--token-store` when given, else `tokens/` in the run folder (kept and reused)
+        self.store = open_token_store(None, self.tokenizer, cache_dir=self.run_dir)
 
     def _write_corpus_sources(self, langs: list[str], corpus_sha: str) -> None:
         """`corpus_sources.json`: which source(s) gave each language its documents, and how many characters per
-        split. Counting streams folder sources once, so a rerun on the same corpus keeps the file it wrote."""
-        from langmoe.data.corpus import corpus_sources
+        split. Counting streams folder sources once (those over COUNT_LIMIT_BYTES, or streamed datasets, are not
+        counted: their size on disk is recorded), so a rerun on the same corpus keeps the file it wrote."""
+        from langmoe.data.corpus import COUNT_LIMIT_BYTES, corpus_sources
         from langmoe.io import read_json
 
         path = self.run_dir / "corpus_sources.json"
@@ -77,7 +81,7 @@ class RecipeRun:
             if old.get("corpus_sha") == corpus_sha and list(old.get("languages", {})) == langs:
                 return
         write_json(path, {"corpus": self.recipe.corpus, "corpus_sha": corpus_sha,
-                          "languages": corpus_sources(self.corpus, langs)})
+                          "languages": corpus_sources(self.corpus, langs, count_limit=COUNT_LIMIT_BYTES)})
 
     def base(self):
         """A fresh copy of the dense base (each system starts from it), fp32 unless the command's --dtype says."""
@@ -89,18 +93,16 @@ class RecipeRun:
         return model
 
     def blocks(self, langs: list[str] | None = None, split: str = "train", max_tokens_per_lang: int | None = 0):
-        """Packed blocks of `langs` (default: the recipe's languages), cached in the run folder. Tokens per language:
-        the recipe's train cap (train split) or its routing-statistics size (held-out splits), unless
-        `max_tokens_per_lang` is given (None: all)."""
-        from langmoe.data.packing import check_block_len, pack_corpus
-
+        """Packed blocks of `langs` (default: the recipe's languages) from the run's token store. Tokens per
+        language: the recipe's train cap, or the whole budget when that is null (train split), or its
+        routing-statistics size (held-out splits), unless `max_tokens_per_lang` is given (None: all)."""
         r = self.recipe
         check_block_len(self._model_config(), r.data.block_len)
         if max_tokens_per_lang == 0:
-            max_tokens_per_lang = (r.data.max_train_tokens_per_lang if split == "train"
-                                   else r.eval.routing_tokens_per_lang)
+            max_tokens_per_lang = (train_tokens_needed(r.data.max_train_tokens_per_lang, r.budget_tokens)
+                                   if split == "train" else r.eval.routing_tokens_per_lang)
         return pack_corpus(self.corpus, self.tokenizer, langs or r.languages, split, r.data.block_len,
-                           max_tokens_per_lang=max_tokens_per_lang, cache_dir=self.run_dir / "cache")
+                           max_tokens_per_lang=max_tokens_per_lang, token_store=self.store)
 
     def provide(self, artifact: str) -> Any:
         """A shared artifact some method registered (e.g. "language_groups"), computed as cached stages."""
@@ -110,8 +112,6 @@ class RecipeRun:
 
     def _check_model_fits(self) -> None:
         """Fail before any work on a recipe the model cannot take (block/window length, tokenizer size)."""
-        from langmoe.data.packing import check_block_len
-
         r, cfg = self.recipe, self._model_config()
         check_block_len(cfg, r.data.block_len)
         max_pos = getattr(cfg, "max_position_embeddings", None)
@@ -146,7 +146,8 @@ class RecipeRun:
                                     stride=e.stride, max_chars_per_lang=e.max_chars_per_lang,
                                     forward_context=forward_context, batch_size=e.batch_size,
                                     per_document=e.per_document,
-                                    group_of=dict(group_of) if group_of else None, progress="bar")
+                                    group_of=dict(group_of) if group_of else None, progress="bar",
+                                    token_store=self.store)
         per_lang = {k: v.model_dump() for k, v in scores.items()}
         result = {
             "system": system,

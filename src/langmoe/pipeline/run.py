@@ -3,6 +3,7 @@
 Run folder (what `langmoe.report` reads)::
 
     config.yaml                resolved recipe
+    tokens/                    the run's token store (see langmoe.data.token_store; not when --token-store is given)
     corpus_sources.json        per language, the corpus source(s) of its documents and their characters per split
     eval/<row>.json            per-language scores, mean, params, tokens seen, budget (one file per summary row)
     summary.json               one row per system (mean ppl / bpb, params total/active, tokens seen), the budget,
@@ -23,6 +24,7 @@ from typing import Any
 
 from langmoe import registry
 from langmoe.config import Recipe
+from langmoe.data.token_store import using_token_store
 from langmoe.io import write_json
 from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.summary import SUMMARY_NOTE, mean_metrics, summary_row
@@ -42,11 +44,12 @@ def run_recipe(recipe: Recipe | Mapping[str, Any], run_dir: str | Path, fail_at:
     run.setup(extra_languages=extra)
     rows: dict[str, dict[str, Any]] = {}
     display: dict[str, dict[str, Any]] = {}
-    for entry in r.systems:
-        method = registry.get_method(entry.name)
-        out = method.run(run, entry.settings)
-        rows.update(out)
-        display.update({row: method.row_display(row) for row in out})
+    with using_token_store(run.store):  # every method packs and evaluates from the run's store
+        for entry in r.systems:
+            method = registry.get_method(entry.name)
+            out = method.run(run, entry.settings)
+            rows.update(out)
+            display.update({row: method.row_display(row) for row in out})
     summary = {
         "note": SUMMARY_NOTE,
         "budget_steps": r.budget_steps,

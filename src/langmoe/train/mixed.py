@@ -8,8 +8,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from langmoe.errors import LangmoeError
 from langmoe.train.faults import maybe_fail
 
@@ -52,11 +50,7 @@ def split_steps(total: int, k: int) -> list[int]:
 
 def subset_blocks(blocks, langs: Sequence[str]):
     """The blocks of `langs` only (same language index, so ids and group labels stay valid)."""
-    from langmoe.data.packing import PackedBlocks
-
-    ids = torch.tensor([blocks.index.id(x) for x in langs])
-    keep = torch.isin(blocks.lang, ids)
-    if not bool(keep.any()):
+    out = blocks.only(langs)
+    if len(out) == 0:
         raise LangmoeError(f"no training blocks for {', '.join(langs)}: add text for these languages")
-    return PackedBlocks(tokens=blocks.tokens[keep], lang=blocks.lang[keep], index=blocks.index,
-                        lengths=blocks.lengths[keep], meta=dict(blocks.meta))
+    return out

@@ -220,15 +220,12 @@ DataSpec = Any  # PackedBlocks | Mapping[str, PackedBlocks] | Callable[[str], Ba
 
 def _language_view(blocks, lang: str):
     """The blocks of one language as their own PackedBlocks (so any sampler sees only that language)."""
-    from langmoe.data.packing import LanguageIndex, PackedBlocks
-
     if lang not in blocks.index:
         raise LangmoeError(f"language {lang!r} is not in the packed blocks ({', '.join(blocks.index.codes)})")
-    idx = torch.as_tensor(blocks.indices_of(blocks.index.id(lang)), dtype=torch.long)
-    if idx.numel() == 0:
+    view = blocks.language(lang)
+    if len(view) == 0:
         raise LangmoeError(f"language {lang!r} has no training blocks: give it more text or lower block_len")
-    return PackedBlocks(tokens=blocks.tokens[idx], lang=torch.zeros(len(idx), dtype=torch.long),
-                        index=LanguageIndex([lang]), lengths=blocks.lengths[idx])
+    return view
 
 
 def _source_and_fingerprint(data: DataSpec, lang: str, config: DeviationConfig) -> tuple[Any, str]:
@@ -238,9 +235,10 @@ def _source_and_fingerprint(data: DataSpec, lang: str, config: DeviationConfig) 
     if isinstance(data, PackedBlocks) or (isinstance(data, Mapping) and lang in data):
         blocks = data if isinstance(data, PackedBlocks) else data[lang]
         view = _language_view(blocks, lang)
+        tokens = view.tokens  # the probe's data key: one language's blocks, read once (max_tokens_per_lang of them)
         h = hashlib.sha256()
-        h.update(f"{tuple(view.tokens.shape)}|{int(view.tokens.sum())}|{int(view.lengths.sum())}".encode())
-        h.update(view.tokens[:, :8].numpy().tobytes())
+        h.update(f"{tuple(tokens.shape)}|{int(tokens.sum())}|{int(view.lengths.sum())}".encode())
+        h.update(tokens[:, :8].numpy().tobytes())
         return (TemperatureSampler(view, config.micro_batch_size, seed=config.seed, grad_accum=config.grad_accum),
                 h.hexdigest()[:16])
     if callable(data) and not isinstance(data, Mapping):

@@ -8,9 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from langmoe.data.packing import LanguageIndex, PackedBlocks
+from langmoe.data.packing import PackedBlocks
 from langmoe.data.samplers import ReplayMixSource
 from langmoe.errors import LangmoeError
 from langmoe.methods.expansion.config import replay_tokens, stage_tokens
@@ -32,11 +30,7 @@ class ExpansionData:
 
 def merge_blocks(a: PackedBlocks, b: PackedBlocks) -> PackedBlocks:
     """One PackedBlocks holding a's blocks then b's (b's language ids shifted past a's)."""
-    if a.block_len != b.block_len:
-        raise LangmoeError("cannot merge blocks of different lengths")
-    index = LanguageIndex(a.index.codes + b.index.codes)
-    return PackedBlocks(tokens=torch.cat([a.tokens, b.tokens]), lang=torch.cat([a.lang, b.lang + len(a.index)]),
-                        index=index, lengths=torch.cat([a.lengths, b.lengths]))
+    return PackedBlocks.concat(a, b)
 
 
 def _check_every_lang(blocks: PackedBlocks, split: str) -> None:

@@ -126,7 +126,9 @@ def collect_routing(
         except LangmoeError as e:
             raise LangmoeError(f"language {lang!r}: {e}") from None
         acc = torch.zeros(len(layers), E_max, dtype=torch.float64, device=device)
-        for _batch, valid, outs in iter_routing(model, blocks, batch_size):
+        seen: set[int] = set()
+        for batch, valid, outs in iter_routing(model, blocks, batch_size):
+            seen.update(batch["input_ids"].reshape(-1)[valid].unique().tolist())
             valid = valid.to(device)
             got = _by_layer(outs, layers)
             for j, r in enumerate(layers):
@@ -138,11 +140,9 @@ def collect_routing(
                     sel = idx.reshape(valid.numel(), -1)[valid].reshape(-1)
                     acc[j, : r.num_experts] += torch.bincount(sel, minlength=r.num_experts).double()
         counts[li] = acc.cpu().numpy()
-        valid_all = torch.arange(blocks.block_len)[None, :] < blocks.lengths[:, None]
         n = int(blocks.lengths.sum())
         tokens[lang] = n
-        used = np.unique(blocks.tokens[valid_all].numpy())
-        token_ids[lang] = [int(t) for t in used if int(t) not in special]
+        token_ids[lang] = [t for t in sorted(seen) if t not in special]  # read from the batches (blocks may be mapped)
         need = min_tokens if min_tokens is not None else max(min_stable_tokens(r.num_experts, r.top_k)
                                                              for r in layers)
         if n < need:
