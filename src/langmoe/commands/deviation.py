@@ -19,13 +19,13 @@ def register(subparsers) -> None:
         help="'builtin' or a corpus folder (default builtin)" + MIX_HELP)
     p.add_argument("--langs", nargs="+", required=True, help="language codes (space or comma separated)")
     p.add_argument("--out", required=True, help="output folder (deviation.json, probe cache)")
-    p.add_argument("--kind", choices=["gradient", "sgd", "adamw"], default=None,
+    p.add_argument("--kind", default=None,
                    help="probe: gradient (mean FFN gradient at the base, no update; default), sgd (plain SGD "
                         "steps) or adamw (the paper's probe; with --params all)")
     p.add_argument("--steps", type=int, default=None,
                    help="probe steps per language (default 10; gradient: steps averaged into one gradient)")
     p.add_argument("--lr", type=float, default=None,
-                   help="LR of sgd/adamw (default: 3e-4 for adamw, as the DMoE recipes; 1.0 for sgd)")
+                   help="LR of sgd/adamw (default: 3e-4 for adamw, as the DMoE recipes; 0.3 for sgd)")
     p.add_argument("--micro-batch-size", type=int, default=None, help="sequences per micro-batch (default 8)")
     p.add_argument("--grad-accum", type=int, default=None,
                    help="micro-batches per probe step (default 4): tokens per step = micro × accum × block_len")
@@ -35,19 +35,18 @@ def register(subparsers) -> None:
     p.add_argument("--max-tokens", type=int, default=None, help="packed tokens per language (default 50000)")
     p.add_argument("--last-n-layers", type=int, default=None,
                    help="layers forming the language vector (default 3; 0 = all layers)")
-    p.add_argument("--params", choices=["measured", "all"], default=None,
+    p.add_argument("--params", default=None,
                    help="weights the probe trains: measured (the FFN matrices, + attention with --attention; "
                         "default) or all (the paper's full fine-tune)")
-    att = p.add_mutually_exclusive_group()
-    att.add_argument("--attention", action="store_true", help="also train and measure attention")
-    att.add_argument("--no-attention", action="store_true", help="FFN only (the default)")
+    p.add_argument("--attention", action="store_true", help="also train and measure attention")
+    p.add_argument("--no-attention", action="store_true", help="FFN only (the default)")
     p.add_argument("--no-center", action="store_true",
                    help="cosines of the raw language vectors (the paper) instead of vectors minus their mean")
-    p.add_argument("--mixed-precision", choices=["no", "bf16"], default=None, help="bf16 autocast (default no)")
+    p.add_argument("--mixed-precision", default=None, help="no or bf16 (autocast; default no)")
     p.add_argument("--sketch-dim", type=int, default=None,
                    help="sketch the language vectors to this dimension (default: exact up to --sketch-above "
                         "numbers, else 65536)")
-    p.add_argument("--sketch-method", choices=["count", "gaussian"], default=None,
+    p.add_argument("--sketch-method", default=None,
                    help="count sketch (d additions; default) or Gaussian projection (d × k)")
     p.add_argument("--sketch-above", type=int, default=None,
                    help="vectors longer than this are sketched (default 16777216)")
@@ -60,8 +59,11 @@ def register(subparsers) -> None:
 
 def build_deviation_config(args):
     """The `DeviationConfig` of the command line (unset options keep the library's defaults)."""
+    from langmoe.errors import LangmoeError
     from langmoe.methods.dmoe.deviation import DeviationConfig
 
+    if args.attention and args.no_attention:
+        raise LangmoeError("--attention and --no-attention contradict each other: give one")
     raw = {"kind": args.kind, "steps": args.steps, "lr": args.lr, "micro_batch_size": args.micro_batch_size,
            "grad_accum": args.grad_accum, "block_len": args.block_len, "max_tokens_per_lang": args.max_tokens,
            "params": args.params, "mixed_precision": args.mixed_precision, "sketch_dim": args.sketch_dim,
@@ -71,8 +73,6 @@ def build_deviation_config(args):
         cfg["last_n_layers"] = args.last_n_layers or None
     if args.exact_vectors:
         if args.sketch_dim is not None or args.sketch_above is not None:
-            from langmoe.errors import LangmoeError
-
             raise LangmoeError("--exact-vectors cannot be combined with --sketch-dim or --sketch-above: drop one")
         cfg["sketch_above"] = None
     cfg.update(stability=not args.no_stability, include_attention=args.attention, center=not args.no_center)

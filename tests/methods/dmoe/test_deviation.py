@@ -176,3 +176,61 @@ def test_flat_layers_warn():
 
     assert layer_spread({"a": [1.0, 1.05], "b": [1.0, 1.07]}) == pytest.approx(1.06)
     assert layer_spread({"a": [0.0, 1.0]}) is None
+
+
+def test_vectors_are_sketched_above_a_size_and_keep_the_similarity():
+    model, blocks = tiny_llama(), synthetic_blocks()
+    exact = measure_deviation(model, blocks, {**CFG, "kind": "gradient"})
+    auto = measure_deviation(model, blocks, {**CFG, "kind": "gradient", "sketch_above": 1000})
+    assert not exact.sketched and exact.vector_dim == 3 * 3 * 32 * 64
+    assert auto.sketched and auto.sketch_method == "count" and auto.vector_dim == 65536
+    np.testing.assert_allclose(auto.similarity, exact.similarity, atol=0.03)
+    assert auto.dev_ffn == exact.dev_ffn  # the deviations never depend on the sketch
+    small = measure_deviation(model, blocks, {**CFG, "kind": "gradient", "sketch_dim": 2048})
+    assert small.sketched and small.vector_dim == 2048
+    np.testing.assert_allclose(small.similarity, exact.similarity, atol=0.1)
+    never = DeviationConfig.parse({"sketch_above": None})
+    assert never.sketch_of(10**12) is None and DeviationConfig().sketch_of(10**12) == ("count", 65536)
+
+
+def test_config_defaults_per_kind_and_one_line_errors():
+    assert DeviationConfig.parse({"kind": "adamw"}).lr == 3e-4
+    assert DeviationConfig.parse({"kind": "sgd"}).lr == 0.3
+    assert DeviationConfig.parse({"kind": "gradient"}).lr is None
+    assert DeviationConfig.parse({"kind": "sgd", "lr": 0.1}).lr == 0.1
+    for bad, field in (({"kind": "lion"}, "kind"), ({"params": "ffn"}, "params"), ({"sketch_dim": 0}, "sketch_dim"),
+                       ({"sketch_above": 0}, "sketch_above"), ({"sketch_method": "fft"}, "sketch_method"),
+                       ({"lr": -1.0}, "lr"), ({"mixed_precision": "fp8"}, "mixed_precision"), ({"centre": True},
+                                                                                              "centre")):
+        with pytest.raises(LangmoeError, match=f"deviation config: {field}") as e:
+            DeviationConfig.parse(bad)
+        assert "\n" not in str(e.value)
+
+
+def test_a_result_written_before_kinds_reads_as_the_paper_probe(tmp_path):
+    import json
+
+    old = {"langs": ["en"], "num_layers": 1, "dev_ffn": {"en": [0.1]}, "vector_layers": [0], "vector_dim": 2,
+           "sketched": False, "similarity": [[1.0]],
+           "config": {"steps": 4, "lr": 3e-4, "micro_batch_size": 8, "grad_accum": 4, "stability": True,
+                      "block_len": 128, "max_tokens_per_lang": 50000, "last_n_layers": 3,
+                      "include_attention": True, "sketch_dim": None, "weight_decay": 0.0, "grad_clip": 1.0,
+                      "mixed_precision": "no", "seed": 0, "progress": False}}
+    (tmp_path / "d.json").write_text(json.dumps(old))
+    cfg = DeviationResult.load(tmp_path / "d.json").config
+    assert (cfg.kind, cfg.params, cfg.center, cfg.sketch_above, cfg.lr) == ("adamw", "all", False, None, 3e-4)
+
+
+def test_the_paper_probe_keeps_its_cache_key():
+    """Runs that pin the old probe (kind adamw, params all, raw cosines) keep the per-language key they had."""
+    import hashlib
+    import json
+
+    cfg = DeviationConfig.parse(PAPER)
+    old_fields = {k: v for k, v in cfg.model_dump(mode="json").items()
+                  if k not in ("progress", "kind", "params", "center", "sketch_method", "sketch_above")}
+    assert cfg.key_fields(1000) == old_fields
+    old_key = hashlib.sha256(json.dumps({"v": 1, "cfg": old_fields, "base": "b", "data": "d", "lang": "en"},
+                                        sort_keys=True).encode()).hexdigest()[:20]
+    assert deviation_mod._cache_key(cfg.key_fields(1000), "b", "d", "en") == old_key
+    assert "kind" in DeviationConfig.parse(CFG).key_fields(1000)

@@ -27,7 +27,7 @@ class DeviationSettings(_Strict):
         "adamw: the paper's probe (with params: all)")
     steps: int = Field(10, gt=0)
     lr: float | None = Field(None, gt=0, description="LR of sgd/adamw (None: 3e-4 for adamw, the shipped recipes' "
-                             "value on the tiny bases; 1.0 for sgd); paper 8e-6 at 2048x512 tokens per step")
+                             "value on the tiny bases; 0.3 for sgd); paper 8e-6 at 2048x512 tokens per step")
     vector_layers: Literal["last3", "all"] = "last3"
     grad_accum: int = Field(4, gt=0, description="micro-batches per probe step: tokens per step = "
                                                  "micro_batch_size × grad_accum × block_len")

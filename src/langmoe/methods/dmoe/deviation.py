@@ -51,9 +51,9 @@ FLAT_RATIO = 1.1  # max/min of the mean per-layer deviation below this: epsilon 
 ProbeKind = Literal["gradient", "sgd", "adamw"]
 DEFAULT_KIND: ProbeKind = "gradient"
 # LR of the update kinds when none is given. adamw: the shipped recipes' 3e-4 on the tiny bases (paper 8e-6 at
-# ~1M tokens a step); sgd: 1.0 moves the shipped base's FFN layers about as far a step as adamw at 3e-4 does
-# (docs/dmoe-analysis.md). The gradient probe takes no step and has no LR.
-DEFAULT_LR = {"adamw": 3e-4, "sgd": 1.0}
+# ~1M tokens a step); sgd: 0.3, the largest of 0.03 / 0.1 / 0.3 / 1.0 that lowers held-out loss on the shipped
+# base (1.0 raises it; benchmarks/results/probe_signal.md). The gradient probe takes no step and has no LR.
+DEFAULT_LR = {"adamw": 3e-4, "sgd": 0.3}
 AUTO_SKETCH_ABOVE = 1 << 24  # numbers in a language vector above which it is sketched unless asked otherwise
 AUTO_SKETCH_DIM = 1 << 16  # count-sketch buckets of an automatic sketch: cosine error ~ 1/256
 # What the probe did before these options existed; a key leaves a field out while it has this value, so runs

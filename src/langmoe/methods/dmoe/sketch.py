@@ -102,7 +102,7 @@ class CountSketcher:
             chunk, row = divmod(start + pos, c)
             take = min(c - row, n - pos)
             bucket, sign = self._chunk(chunk)
-            vals = x[pos:pos + take].to(torch.float64).mul_(sign[row:row + take])
+            vals = x[pos:pos + take].to(torch.float64) * sign[row:row + take]  # never in place: x may be v
             self._acc.index_add_(0, bucket[row:row + take], vals)
             pos += take
         self.offset += n
