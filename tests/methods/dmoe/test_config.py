@@ -37,3 +37,16 @@ def test_bad_probe_settings_are_one_line_recipe_errors(bad, field):
                                                               "stage1": {"steps": 10}, "stage2": {"steps": 90}}],
                       "budget_steps": 100})
     assert "\n" not in str(e.value) and "deviation" in str(e.value)
+
+
+def test_the_european_benchmark_pins_its_recorded_probe():
+    """benchmarks/dmoe_builtin.yaml keeps the probe its recorded curve used: the old stage key, the paper's probe."""
+    from pathlib import Path
+
+    from langmoe.config import load_recipe
+    from langmoe.methods.dmoe.config import grouping_settings
+
+    recipe = load_recipe(Path(__file__).parents[3] / "benchmarks" / "dmoe_builtin.yaml")
+    s = grouping_settings(recipe).deviation
+    assert s.stage_key() == {"steps": 4, "lr": 3e-4, "vector_layers": "last3", "grad_accum": 4, "stability": True}
+    assert (s.kind, s.params, s.attention, s.center) == ("adamw", "all", True, False)
