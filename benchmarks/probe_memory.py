@@ -39,6 +39,7 @@ MEMORY_ROWS: list[tuple[str, list[str]]] = [
                                                      "--no-center", "--exact-vectors"]),
     ("adamw, FFN only", ["--kind", "adamw"]),
     ("adamw, FFN only, bf16 autocast", ["--kind", "adamw", "--mixed-precision", "bf16"]),
+    ("adamw, FFN only, bf16 moments", ["--kind", "adamw", "--optimizer-state", "bfloat16"]),
     ("sgd, FFN only", ["--kind", "sgd"]),
     ("gradient (the default)", []),
     ("gradient, bf16 autocast", ["--mixed-precision", "bf16"]),
@@ -46,6 +47,7 @@ MEMORY_ROWS: list[tuple[str, list[str]]] = [
 EURO = ["en", "de", "nl", "fr", "es", "it", "ru", "uk", "pl"]
 SEEDS = [0, 1, 2, 3, 4]
 LIGHT = {"params": "measured", "mixed_precision": "bf16", "sketch_dim": 65536, "sketch_method": "count"}
+LIGHT_STATE = {"adamw": {"optimizer_state": "bfloat16"}}  # adamw's light probe keeps its moments in bf16 too
 EXACT = {"adamw": {"params": "all"}, "sgd": {}, "gradient": {}}
 
 
@@ -136,7 +138,7 @@ def agreement_part(work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in ("gradient", "sgd", "adamw"):
         runs: dict[str, dict[int, dict]] = {"exact": {}, "light": {}}
-        for variant, extra in (("exact", EXACT[kind]), ("light", LIGHT)):
+        for variant, extra in (("exact", EXACT[kind]), ("light", {**LIGHT, **LIGHT_STATE.get(kind, {})})):
             for seed in SEEDS:
                 cfg = DeviationConfig.parse({"kind": kind, "stability": False, "seed": seed, **extra})
                 print(f"probe_memory: {kind} {variant} seed {seed}", file=sys.stderr, flush=True)

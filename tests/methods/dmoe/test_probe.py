@@ -156,6 +156,30 @@ def test_bf16_autocast_stays_close_to_float32():
     assert b.dev_ffn["en"] == pytest.approx(a.dev_ffn["en"], rel=0.05)
 
 
+def test_light_adamw_keeps_bf16_moments_and_follows_torch_adamw():
+    from langmoe.methods.dmoe.probe import LightAdamW
+
+    torch.manual_seed(0)
+    w0 = torch.randn(16, 8)
+    grads = [torch.randn(16, 8) * (i + 1) for i in range(3)]
+    a, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    ref = torch.optim.AdamW([a], lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    light = LightAdamW([b], lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    for g in grads:
+        a.grad, b.grad = g.clone(), g.clone()
+        ref.step()
+        light.step()
+    assert light.state[b]["exp_avg"].dtype == torch.bfloat16 and light.state[b]["step"] == 3
+    torch.testing.assert_close(b - w0, a - w0, rtol=2e-2, atol=2e-4)
+    model, blocks = tiny_llama(), synthetic_blocks()
+    cfg = {**BASE, "kind": "adamw", "lr": 1e-3, "steps": 2}
+    full = measure_deviation(model, blocks, cfg)
+    half = measure_deviation(model, blocks, {**cfg, "optimizer_state": "bfloat16"})
+    np.testing.assert_allclose(half.similarity, full.similarity, atol=0.02)
+    with pytest.raises(LangmoeError, match="optimizer_state applies to the adamw probe"):
+        measure_deviation(model, blocks, {**cfg, "kind": "sgd", "optimizer_state": "bfloat16"})
+
+
 @pytest.mark.parametrize("kind", ["gradient", "sgd", "adamw"])
 def test_every_kind_is_deterministic(kind):
     model, blocks = tiny_llama(), synthetic_blocks()

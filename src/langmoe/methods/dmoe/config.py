@@ -37,12 +37,14 @@ class DeviationSettings(_Strict):
     attention: bool = Field(False, description="also train and measure attention (plots only)")
     center: bool = Field(True, description="cosines of the language vectors minus their mean over languages")
     mixed_precision: Literal["no", "bf16"] = "no"
+    optimizer_state: Literal["float32", "bfloat16"] = Field("float32", description="adamw's moments (bfloat16: "
+                                                            "half the optimizer memory)")
 
     def stage_key(self) -> dict:
         """The fields as the run's stage key sees them: fields added after a run was made drop out while they
         keep the old probe's value, so runs that pin it (benchmarks/dmoe_builtin.yaml) are not re-run."""
         out = self.model_dump()
-        for k, v in {**LEGACY_PROBE, "attention": True, "mixed_precision": "no"}.items():
+        for k, v in {**LEGACY_PROBE, "attention": True, "mixed_precision": "no", "optimizer_state": "float32"}.items():
             if out.get(k) == v:
                 out.pop(k)
         return out
@@ -52,7 +54,7 @@ class DeviationSettings(_Strict):
         return {"kind": self.kind, "steps": self.steps, "lr": self.lr, "micro_batch_size": micro_batch_size,
                 "grad_accum": self.grad_accum, "stability": self.stability, "params": self.params,
                 "include_attention": self.attention, "center": self.center,
-                "mixed_precision": self.mixed_precision, "seed": seed,
+                "mixed_precision": self.mixed_precision, "optimizer_state": self.optimizer_state, "seed": seed,
                 "last_n_layers": min(3, num_layers) if self.vector_layers == "last3" else None}
 
 

@@ -59,6 +59,7 @@ AUTO_SKETCH_DIM = 1 << 16  # count-sketch buckets of an automatic sketch: cosine
 # What the probe did before these options existed; a key leaves a field out while it has this value, so runs
 # that pin the old probe keep their cache keys.
 LEGACY_PROBE: dict[str, Any] = {"kind": "adamw", "params": "all", "center": False}
+NEW_FIELDS_AT_OLD_VALUE: dict[str, Any] = {"optimizer_state": "float32"}  # dropped from keys too
 
 
 class DeviationConfig(BaseModel):
@@ -99,6 +100,8 @@ class DeviationConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="0: the delta is the data's doing, not the decay's")
     grad_clip: float = Field(1.0, ge=0)
     mixed_precision: Literal["no", "bf16"] = "no"
+    optimizer_state: Literal["float32", "bfloat16"] = Field(
+        "float32", description="adamw's two moments in float32 (torch's AdamW) or bfloat16 (half the state)")
     seed: int = Field(0, ge=0, description="data order, dropout and sketch seed (the same for every language)")
     progress: bool = Field(True, description="a progress bar over languages and steps (on a terminal only)")
 
@@ -106,6 +109,8 @@ class DeviationConfig(BaseModel):
     def _kind_lr(self) -> DeviationConfig:
         if self.lr is None and self.kind != "gradient":
             self.lr = DEFAULT_LR[self.kind]
+        if self.optimizer_state != "float32" and self.kind != "adamw":
+            raise ValueError(f"optimizer_state applies to the adamw probe; the {self.kind} probe keeps no state")
         return self
 
     @classmethod
@@ -118,7 +123,8 @@ class DeviationConfig(BaseModel):
         return ProbeSettings(kind=self.kind, steps=self.steps, grad_accum=self.grad_accum,
                              micro_batch_size=self.micro_batch_size, lr=self.lr or 0.0,
                              weight_decay=self.weight_decay, grad_clip=self.grad_clip,
-                             mixed_precision=self.mixed_precision, seed=self.seed)
+                             mixed_precision=self.mixed_precision, seed=self.seed,
+                             optimizer_state=self.optimizer_state)
 
     def sketch_of(self, length: int) -> tuple[str, int] | None:
         """(method, dimension) of the sketch a vector of `length` numbers gets, or None (exact)."""
@@ -132,7 +138,7 @@ class DeviationConfig(BaseModel):
         """What decides a language's probe result (progress and unused sketch fields left out; the new fields
         left out while at their old behaviour, so old caches stay valid)."""
         out = self.model_dump(mode="json", exclude={"progress", "sketch_method", "sketch_above"})
-        for k, v in LEGACY_PROBE.items():
+        for k, v in {**LEGACY_PROBE, **NEW_FIELDS_AT_OLD_VALUE}.items():
             if out.get(k) == v:
                 out.pop(k)
         if (sk := self.sketch_of(vector_length)) is not None:

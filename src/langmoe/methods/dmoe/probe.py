@@ -195,6 +195,7 @@ class ProbeSettings:
     grad_clip: float = 1.0
     mixed_precision: str = "no"
     seed: int = 0
+    optimizer_state: str = "float32"
 
 
 @dataclass
@@ -272,14 +273,49 @@ def _gradient_probe(model, source, target: ProbeTarget, s: ProbeSettings, on_ste
     return ProbeRun(losses, tokens, time.perf_counter() - t0, grads=grads)
 
 
+class LightAdamW(torch.optim.Optimizer):
+    """AdamW whose two moments are kept in bfloat16 (half the state of `torch.optim.AdamW`); each step's update
+    is computed in float32, one weight at a time."""
+
+    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ARG002 - the probe never passes one
+        for group in self.param_groups:
+            (b1, b2), lr = group["betas"], group["lr"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["exp_avg"] = torch.zeros_like(p, dtype=torch.bfloat16)
+                    st["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.bfloat16)
+                st["step"] += 1
+                g = p.grad.float()
+                m = st["exp_avg"].float().mul_(b1).add_(g, alpha=1 - b1)
+                v = st["exp_avg_sq"].float().mul_(b2).addcmul_(g, g, value=1 - b2)
+                st["exp_avg"].copy_(m)
+                st["exp_avg_sq"].copy_(v)
+                denom = v.div_(1 - b2 ** st["step"]).sqrt_().add_(group["eps"])
+                p.mul_(1 - lr * group["weight_decay"])
+                p.addcdiv_(m, denom, value=-lr / (1 - b1 ** st["step"]))
+        return None
+
+
 def _optimizer(params: Mapping[str, torch.nn.Parameter], s: ProbeSettings) -> torch.optim.Optimizer:
-    """SGD (no state) or the trainer's AdamW (betas 0.9/0.95, eps 1e-8; no decay on norms and biases)."""
+    """SGD (no state) or the trainer's AdamW (betas 0.9/0.95, eps 1e-8; no decay on norms and biases), its
+    moments in float32 or, with `optimizer_state="bfloat16"`, in bfloat16 (`LightAdamW`)."""
     decay = [p for n, p in params.items() if not is_no_decay(n, p)]
     rest = [p for n, p in params.items() if is_no_decay(n, p)]
     groups = [g for g in ({"params": decay, "weight_decay": s.weight_decay},
                           {"params": rest, "weight_decay": 0.0}) if g["params"]]
     if s.kind == "sgd":
         return torch.optim.SGD(groups, lr=s.lr)
+    if s.optimizer_state == "bfloat16":
+        return LightAdamW(groups, lr=s.lr, betas=(0.9, 0.95), eps=1e-8)
     return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
