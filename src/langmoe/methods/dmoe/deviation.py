@@ -60,6 +60,8 @@ AUTO_SKETCH_DIM = 1 << 16  # count-sketch buckets of an automatic sketch: cosine
 # that pin the old probe keep their cache keys.
 LEGACY_PROBE: dict[str, Any] = {"kind": "adamw", "params": "all", "center": False}
 NEW_FIELDS_AT_OLD_VALUE: dict[str, Any] = {"optimizer_state": "float32"}  # dropped from keys too
+# The paper's probe as langmoe ran it before the kinds (pin it to reproduce results recorded with it).
+PAPER_PROBE: dict[str, Any] = {**LEGACY_PROBE, "include_attention": True}
 
 
 class DeviationConfig(BaseModel):
