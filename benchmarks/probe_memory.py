@@ -51,20 +51,26 @@ LIGHT_STATE = {"adamw": {"optimizer_state": "bfloat16"}}  # adamw's light probe 
 EXACT = {"adamw": {"params": "all"}, "sgd": {}, "gradient": {}}
 
 
+def model_config(tok):
+    """The 362M Qwen2 shape of issue 20: hidden 896, 24 layers, GQA 14/2, FFN 4864, tied embeddings."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(vocab_size=len(tok), hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                       num_key_value_heads=2, intermediate_size=4864, max_position_embeddings=2048,
+                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id)
+
+
 def make_model(path: Path) -> int:
-    """The 362M Qwen2-shaped model with random weights (seed 0) in bfloat16 and the shipped tokenizer."""
+    """The model with random weights (seed 0) in bfloat16 and the shipped tokenizer; its parameter count."""
     import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
 
     from langmoe.models.base import resolve_model_path
 
     tok = AutoTokenizer.from_pretrained(str(resolve_model_path("builtin")))
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-                      num_key_value_heads=2, intermediate_size=4864, max_position_embeddings=2048,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    model = Qwen2ForCausalLM(model_config(tok)).to(torch.bfloat16)
     n = sum(p.numel() for p in model.parameters())
     if not (path / "config.json").is_file():
         model.save_pretrained(str(path))
