@@ -16,6 +16,7 @@ With `out_dir`, each finished language is cached (`probe/<lang>.json` + `probe/<
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -322,21 +323,19 @@ class _Plan:
         self.model, self.config = model, config
         self.target: ProbeTarget = probe_target(model, config.include_attention, config.params)
         self.vector_layers = _vector_layers(config, len(self.target.layers))
-        length = sum(p.numel() for i in self.vector_layers for _, p in self.target.layers[i]["ffn"])
-        self.sketch = config.sketch_of(length)
+        self.vector_length = sum(p.numel() for i in self.vector_layers for _, p in self.target.layers[i]["ffn"])
+        self.sketch = config.sketch_of(self.vector_length)
         self.base_fp = _weights_fingerprint(model)
         self.base = BaseCopy(self.target.trained) if config.kind != "gradient" else None
 
     def stability_plan(self) -> _Plan:
         """The same probe with seed + 1 (another data order), sharing the base copy."""
-        other = object.__new__(_Plan)
-        other.__dict__.update(self.__dict__)
+        other = copy.copy(self)
         other.config = self.config.model_copy(update={"seed": self.config.seed + 1, "stability": False})
         return other
 
     def key(self, data_fp: str, lang: str) -> str:
-        n = sum(p.numel() for i in self.vector_layers for _, p in self.target.layers[i]["ffn"])
-        return _cache_key(self.config.key_fields(n), self.base_fp, data_fp, lang)
+        return _cache_key(self.config.key_fields(self.vector_length), self.base_fp, data_fp, lang)
 
     def sketcher(self):
         return make_sketcher(self.sketch[0], self.sketch[1], self.config.seed) if self.sketch else None
