@@ -110,6 +110,33 @@ def _row(probes: dict[str, Any], name: str, kind: str, budget: int, center: bool
     }
 
 
+def token_baseline(work: Path) -> dict[str, Any]:
+    """No model at all: cosine of the languages' unigram token distributions (the probe's packed training text)
+    and the groups it gives, as the reference a probe has to beat (scripts and shared words show up here)."""
+    import torch
+
+    from langmoe.data.corpus import open_corpus
+    from langmoe.data.packing import pack_corpus
+    from langmoe.methods.dmoe.grouping import agreement, attribute_grouping
+    from langmoe.methods.dmoe.sketch import cosine_matrix
+    from langmoe.models.base import load_model_and_tokenizer
+
+    _model, tok = load_model_and_tokenizer("builtin")
+    out = {}
+    for name, (langs, k) in SETS.items():
+        blocks = pack_corpus(open_corpus("builtin"), tok, langs, "train", BLOCK, max_tokens_per_lang=300_000,
+                             cache_dir=work / "cache")
+        counts = torch.stack([torch.bincount(blocks.tokens[blocks.lang == blocks.index.id(x)].reshape(-1),
+                                             minlength=len(tok)).double() for x in langs])
+        sim = cosine_matrix(counts / counts.sum(1, keepdim=True))
+        groups = _groups(langs, sim, k)
+        out[name] = {"similarity": sim.tolist(), "groups": groups, "ru_uk": float(sim[langs.index("ru"),
+                                                                                    langs.index("uk")]),
+                     **{f"ari_{by}": agreement(groups, attribute_grouping(langs, by), langs).ari
+                        for by in ("genus", "family", "script")}}
+    return out
+
+
 def _mean_loss(model, batches) -> float:
     import torch
 
@@ -179,7 +206,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def report(rows: list[dict[str, Any]], diag: dict[str, Any], lr_rows: list[dict[str, Any]], cmd: str) -> str:
+def report(rows: list[dict[str, Any]], diag: dict[str, Any], lr_rows: list[dict[str, Any]],
+           tokens: dict[str, Any], cmd: str) -> str:
     lines = ["# Probe signal: gradient, SGD and the paper's AdamW probe as tokens grow", "",
              f"Command: `{cmd}` (shipped `builtin` base, micro-batches of {MICRO} × {BLOCK} tokens, seeds "
              f"{', '.join(map(str, SEEDS))}; the update kinds take {UPDATE_STEPS} steps, the gradient probe one "
@@ -188,6 +216,13 @@ def report(rows: list[dict[str, Any]], diag: dict[str, Any], lr_rows: list[dict[
              "ARI columns are means over the three seeds; 'group ARI (seeds)' is the mean over the three seed "
              "pairs (1 = every seed gives the same groups).", "",
              f"European: {' '.join(EURO)}. Distant: {' '.join(DISTANT)}.", "", *_table(rows), "",
+             "Without a model (cosine of unigram token distributions of the same training text, the reference "
+             "a probe has to beat):", ""]
+    for name, t in tokens.items():
+        lines.append(f"- {name}: groups {' '.join('{' + ' '.join(g) + '}' for g in t['groups'])}, ARI genus "
+                     f"{t['ari_genus']:.2f}, family {t['ari_family']:.2f}, script {t['ari_script']:.2f}; ru–uk "
+                     f"{t['ru_uk']:.2f}")
+    lines += ["",
              "Mean FFN deviation per layer (largest budget, seed mean):", ""]
     for r in rows:
         if r["budget"] == BUDGETS[-1] and not r["center"]:
@@ -216,11 +251,12 @@ def main(argv: list[str] | None = None) -> int:
             for budget in BUDGETS]
     diag = diagnostics(probes)
     lr_rows = sgd_lr_check(args.threads)
+    tokens = token_baseline(args.work)
     cmd = "python benchmarks/probe_signal.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = report(rows, diag, lr_rows, cmd)
+    text = report(rows, diag, lr_rows, tokens, cmd)
     args.out.write_text(text, encoding="utf-8")
-    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "diagnostics": diag, "sgd_lr": lr_rows},
-                                                        indent=1), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps({"rows": rows, "diagnostics": diag, "sgd_lr": lr_rows,
+                                                         "tokens": tokens}, indent=1), encoding="utf-8")
     print(text)
     return 0
 
