@@ -43,6 +43,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-center", action="store_true",
                    help="cosines of the raw language vectors (the paper) instead of vectors minus their mean")
     p.add_argument("--mixed-precision", default=None, help="no or bf16 (autocast; default no)")
+    p.add_argument("--base-copy", default=None,
+                   help="where sgd/adamw keep the weights they restore: auto (default: a file above 256 MiB), "
+                        "memory or disk")
     p.add_argument("--optimizer-state", default=None,
                    help="adamw's moments: float32 (default) or bfloat16 (half the optimizer memory)")
     p.add_argument("--sketch-dim", type=int, default=None,
@@ -69,7 +72,7 @@ def build_deviation_config(args):
     raw = {"kind": args.kind, "steps": args.steps, "lr": args.lr, "micro_batch_size": args.micro_batch_size,
            "grad_accum": args.grad_accum, "block_len": args.block_len, "max_tokens_per_lang": args.max_tokens,
            "params": args.params, "mixed_precision": args.mixed_precision, "sketch_dim": args.sketch_dim,
-           "optimizer_state": args.optimizer_state,
+           "optimizer_state": args.optimizer_state, "base_copy": args.base_copy,
            "sketch_method": args.sketch_method, "sketch_above": args.sketch_above, "seed": args.seed}
     cfg = {k: v for k, v in raw.items() if v is not None}
     if args.last_n_layers is not None:

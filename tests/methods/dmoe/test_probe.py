@@ -134,6 +134,35 @@ def test_base_copy_is_exact_and_bf16_when_the_weights_are():
     assert float(copy_fp32.delta(first, ffn[first]).abs().max()) == pytest.approx(1e-3, rel=1e-2)
 
 
+def test_base_copy_on_disk_gives_the_same_probe_and_leaves_no_file(tmp_path):
+    from langmoe.methods.dmoe.probe import DiskBaseCopy, make_base_copy
+
+    model, blocks = tiny_llama(), synthetic_blocks()
+    cfg = {**BASE, "kind": "sgd", "steps": 2, "stability": True}
+    mem = measure_deviation(model, blocks, {**cfg, "base_copy": "memory"})
+    disk = measure_deviation(model, blocks, {**cfg, "base_copy": "disk"}, out_dir=tmp_path / "d")
+    assert disk.dev_ffn == mem.dev_ffn and disk.similarity == mem.similarity
+    assert disk.base_copy_bytes == mem.base_copy_bytes
+    assert not list((tmp_path / "d").glob("langmoe-probe-base-*"))  # removed at the end
+    params = dict(model.named_parameters())
+    ffn = {n: params[n] for n in _ffn_names(model)}
+    before = {n: p.detach().clone() for n, p in ffn.items()}
+    copy_ = make_base_copy(ffn, "disk", tmp_path)
+    assert isinstance(copy_, DiskBaseCopy) and copy_.path.is_file()
+    with torch.no_grad():
+        for p in ffn.values():
+            p.mul_(3.0)
+    first = next(iter(ffn))
+    torch.testing.assert_close(copy_.delta(first, ffn[first]), 2 * before[first])
+    copy_.restore(ffn)
+    assert all(torch.equal(p, before[n]) for n, p in ffn.items())
+    copy_.close()
+    assert not copy_.path.exists()
+    assert type(make_base_copy(ffn, "auto", tmp_path)) is BaseCopy  # small: kept in memory
+    with pytest.raises(LangmoeError, match="base_copy must be"):
+        make_base_copy(ffn, "cloud", tmp_path)
+
+
 def test_bf16_model_gradient_probe_accumulates_in_float32_and_update_kinds_refuse():
     model, blocks = tiny_llama(), synthetic_blocks()
     ref = measure_deviation(model, blocks, {**BASE, "kind": "gradient", "steps": 2, "grad_accum": 2}, langs=["en"])

@@ -35,6 +35,7 @@ from langmoe.methods.dmoe.probe import (
     ProbeTarget,
     delta_fn,
     layer_params,
+    make_base_copy,
     measure,
     only_trained,
     probe_target,
@@ -105,6 +106,9 @@ class DeviationConfig(BaseModel):
     mixed_precision: Literal["no", "bf16"] = "no"
     optimizer_state: Literal["float32", "bfloat16"] = Field(
         "float32", description="adamw's two moments in float32 (torch's AdamW) or bfloat16 (half the state)")
+    base_copy: Literal["auto", "memory", "disk"] = Field(
+        "auto", description="where sgd/adamw keep the weights they restore: memory, a file (read back a tensor at "
+        "a time), or auto (a file above 256 MiB of trained weights)")
     seed: int = Field(0, ge=0, description="data order, dropout and sketch seed (the same for every language)")
     progress: bool = Field(True, description="a progress bar over languages and steps (on a terminal only)")
 
@@ -140,7 +144,7 @@ class DeviationConfig(BaseModel):
     def key_fields(self, vector_length: int) -> dict[str, Any]:
         """What decides a language's probe result (progress and unused sketch fields left out; the new fields
         left out while at their old behaviour, so old caches stay valid)."""
-        out = self.model_dump(mode="json", exclude={"progress", "sketch_method", "sketch_above"})
+        out = self.model_dump(mode="json", exclude={"progress", "sketch_method", "sketch_above", "base_copy"})
         for k, v in {**LEGACY_PROBE, **NEW_FIELDS_AT_OLD_VALUE}.items():
             if out.get(k) == v:
                 out.pop(k)
@@ -319,14 +323,16 @@ def _vector_layers(config: DeviationConfig, n_layers: int) -> list[int]:
 class _Plan:
     """What every language's probe shares: target weights, vector layers and sketch, the base copy, the keys."""
 
-    def __init__(self, model: torch.nn.Module, config: DeviationConfig):
+    def __init__(self, model: torch.nn.Module, config: DeviationConfig, folder: Path | None = None):
         self.model, self.config = model, config
         self.target: ProbeTarget = probe_target(model, config.include_attention, config.params)
         self.vector_layers = _vector_layers(config, len(self.target.layers))
         self.vector_length = sum(p.numel() for i in self.vector_layers for _, p in self.target.layers[i]["ffn"])
         self.sketch = config.sketch_of(self.vector_length)
         self.base_fp = _weights_fingerprint(model)
-        self.base = BaseCopy(self.target.trained) if config.kind != "gradient" else None
+        self.base: BaseCopy | None = None
+        if config.kind != "gradient":
+            self.base = make_base_copy(self.target.trained, config.base_copy, folder)
 
     def stability_plan(self) -> _Plan:
         """The same probe with seed + 1 (another data order), sharing the base copy."""
@@ -451,7 +457,9 @@ def measure_deviation(model: torch.nn.Module, data: DataSpec, config: DeviationC
     langs = _langs_of(data, langs)
     out = Path(out_dir) if out_dir is not None else None
     was_training = model.training
-    plan = _Plan(model, config)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    plan = _Plan(model, config, out)
     try:
         model.train()
         with only_trained(model, plan.target):
@@ -462,6 +470,8 @@ def measure_deviation(model: torch.nn.Module, data: DataSpec, config: DeviationC
                 _add_stability(result, again)
     finally:
         plan.restore()
+        if plan.base is not None:
+            plan.base.close()
         model.train(was_training)
     _log_summary(result, log)
     if out is not None:

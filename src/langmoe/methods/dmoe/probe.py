@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -168,15 +171,66 @@ class BaseCopy:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._t.values())
 
+    def _get(self, name: str) -> torch.Tensor:
+        return self._t[name]
+
     def delta(self, name: str, p: torch.Tensor) -> torch.Tensor:
         """`p − base` in float32 on the CPU."""
-        return p.detach().float().cpu() - self._t[name].float()
+        return p.detach().float().cpu() - self._get(name).float()
 
     @torch.no_grad()
     def restore(self, params: Mapping[str, torch.nn.Parameter]) -> None:
         for n, p in params.items():
-            p.copy_(self._t[n].to(device=p.device, dtype=p.dtype))
+            p.copy_(self._get(n).to(device=p.device, dtype=p.dtype))
             p.grad = None
+
+    def close(self) -> None:
+        self._t = {}
+
+
+class DiskBaseCopy(BaseCopy):
+    """The same copy in one file on disk, read back one tensor at a time (plain reads: the page cache, not the
+    process, holds it), so the probe's resident memory does not grow with it."""
+
+    def __init__(self, params: Mapping[str, torch.nn.Parameter], folder: str | Path):
+        fd, name = tempfile.mkstemp(prefix="langmoe-probe-base-", suffix=".bin", dir=str(folder))
+        self.path = Path(name)
+        self._where: dict[str, tuple[int, torch.dtype, tuple[int, ...]]] = {}
+        self._bytes = 0
+        with os.fdopen(fd, "wb") as f:
+            for n, p in params.items():
+                t = _compact(p).contiguous()
+                self._where[n] = (f.tell(), t.dtype, tuple(t.shape))
+                f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+                self._bytes += t.numel() * t.element_size()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def _get(self, name: str) -> torch.Tensor:
+        offset, dtype, shape = self._where[name]
+        t = torch.empty(shape, dtype=dtype)
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            f.readinto(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        return t
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+DISK_BASE_ABOVE = 256 << 20  # bytes of trained weights above which base_copy="auto" keeps the copy on disk
+
+
+def make_base_copy(params: Mapping[str, torch.nn.Parameter], where: str, folder: str | Path | None) -> BaseCopy:
+    """`memory`, `disk` (in `folder`, else the system's temp folder) or `auto` (disk above DISK_BASE_ABOVE)."""
+    if where not in ("auto", "memory", "disk"):
+        raise LangmoeError(f"base_copy must be auto, memory or disk, got {where!r}")
+    size = sum(p.numel() * p.element_size() for p in params.values())
+    if where == "disk" or (where == "auto" and size > DISK_BASE_ABOVE):
+        return DiskBaseCopy(params, folder if folder is not None else tempfile.gettempdir())
+    return BaseCopy(params)
 
 
 # ---- the steps -------------------------------------------------------------------------------------------------
