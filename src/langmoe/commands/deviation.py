@@ -20,19 +20,19 @@ def register(subparsers) -> None:
     p.add_argument("--langs", nargs="+", required=True, help="language codes (space or comma separated)")
     p.add_argument("--out", required=True, help="output folder (deviation.json, probe cache)")
     p.add_argument("--kind", default=None,
-                   help="probe: gradient (mean FFN gradient at the base, no update; default), sgd (plain SGD "
-                        "steps) or adamw (the paper's probe; with --params all)")
+                   help="probe: sgd (plain SGD steps on the FFN; default), gradient (mean FFN gradient at the "
+                        "base, no update) or adamw (the paper's probe; with --params all)")
     p.add_argument("--steps", type=int, default=None,
-                   help="probe steps per language (default 10; gradient: steps averaged into one gradient)")
+                   help="probe steps per language (default 4; gradient: steps averaged into one gradient)")
     p.add_argument("--lr", type=float, default=None,
                    help="LR of sgd/adamw (default: 3e-4 for adamw, as the DMoE recipes; 0.3 for sgd)")
     p.add_argument("--micro-batch-size", type=int, default=None, help="sequences per micro-batch (default 8)")
     p.add_argument("--grad-accum", type=int, default=None,
-                   help="micro-batches per probe step (default 4): tokens per step = micro × accum × block_len")
+                   help="micro-batches per probe step (default 16): tokens per step = micro × accum × block_len")
     p.add_argument("--no-stability", action="store_true",
                    help="skip the second probe (seed + 1) that measures the probe's own stability")
     p.add_argument("--block-len", type=int, default=None, help="tokens per sequence (default 128)")
-    p.add_argument("--max-tokens", type=int, default=None, help="packed tokens per language (default 50000)")
+    p.add_argument("--max-tokens", type=int, default=None, help="packed tokens per language (default 200000)")
     p.add_argument("--last-n-layers", type=int, default=None,
                    help="layers forming the language vector (default 3; 0 = all layers)")
     p.add_argument("--params", default=None,

@@ -52,8 +52,13 @@ def test_deviation_probe_options_reach_the_result(tmp_path, capsys):
               "--steps", "1", "--micro-batch-size", "2", "--block-len", "32", "--threads", "1", "--no-stability"]
     assert main([*common, "--out", str(tmp_path / "default")]) == 0
     dev = json.loads((tmp_path / "default" / "deviation.json").read_text())
-    assert dev["config"]["kind"] == "gradient" and dev["config"]["center"] and dev["dev_attn"] is None
-    assert "gradient probe" in capsys.readouterr().out
+    cfg = dev["config"]
+    assert (cfg["kind"], cfg["steps"], cfg["grad_accum"], cfg["lr"], cfg["center"]) == ("sgd", 1, 16, 0.3, True)
+    assert dev["dev_attn"] is None and dev["base_copy_bytes"] > 0
+    assert "sgd probe" in capsys.readouterr().out
+    assert main([*common, "--out", str(tmp_path / "grad"), "--kind", "gradient", "--grad-accum", "2"]) == 0
+    dev = json.loads((tmp_path / "grad" / "deviation.json").read_text())
+    assert dev["config"]["kind"] == "gradient" and dev["config"]["lr"] is None and dev["base_copy_bytes"] is None
     assert main([*common, "--out", str(tmp_path / "sgd"), "--kind", "sgd", "--lr", "0.1", "--params", "all",
                  "--attention", "--no-center", "--mixed-precision", "bf16", "--sketch-dim", "64",
                  "--sketch-method", "gaussian", "--seed", "2"]) == 0

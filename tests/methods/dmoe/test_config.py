@@ -9,7 +9,8 @@ from langmoe.errors import LangmoeError
 from langmoe.methods.dmoe.config import DeviationSettings
 from langmoe.methods.dmoe.deviation import DeviationConfig
 
-PAPER = {"kind": "adamw", "params": "all", "attention": True, "center": False, "steps": 4, "lr": 3e-4}
+PAPER = {"kind": "adamw", "params": "all", "attention": True, "center": False, "steps": 4, "grad_accum": 4,
+         "lr": 3e-4}
 
 
 def test_a_pinned_paper_probe_keeps_the_old_stage_key():

@@ -231,19 +231,24 @@ def test_every_kind_finds_the_related_languages():
 
 
 def test_centred_similarity_by_hand():
-    """Three vectors sharing a direction c: raw cosines are all high; after subtracting the mean, what is left is
-    what sets each apart (computed by hand)."""
+    """Three vectors sharing a direction c: raw cosines are all high; centred (unit vectors minus their mean),
+    what is left is what sets each apart (computed by hand); a language's scale does not matter."""
     c = torch.tensor([10.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     e = lambda *x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
     v = [c + e(0.0, 1.0, 0.0, 0.0), c + e(0.0, 1.0, 0.2, 0.0), c + e(0.0, 0.0, 0.0, 1.0)]
     raw = similarity_matrix(v, center=False)
     assert raw[0, 2] > 0.98
-    m = torch.stack(v).mean(0)
-    u = [x - m for x in v]
+    units = [x / x.norm() for x in v]
+    m = torch.stack(units).mean(0)
+    u = [x - m for x in units]
     cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))  # noqa: E731
     cen = similarity_matrix(v, center=True)
     for i in range(3):
         for j in range(3):
             assert cen[i, j] == pytest.approx(1.0 if i == j else cos(u[i], u[j]), abs=1e-9)
     assert cen[0, 1] > 0 > cen[0, 2]
+    np.testing.assert_allclose(similarity_matrix([v[0], 5 * v[1], 0.1 * v[2]], center=True), cen, atol=1e-12)
+    mean_raw = torch.stack(v).mean(0)
+    raw_centred = [x - mean_raw for x in v]
+    assert similarity_matrix(v, center="unnormalised")[0, 2] == pytest.approx(cos(raw_centred[0], raw_centred[2]))
     assert np.allclose(similarity_matrix(v[:2], center=True), similarity_matrix(v[:2], center=False))

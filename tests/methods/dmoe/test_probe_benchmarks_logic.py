@@ -36,10 +36,10 @@ def test_a_row_reads_the_seeds_agreement(monkeypatch):
     rng = np.random.default_rng(0)
     sim = np.asarray([[1.0 if a == b else (0.6 if genus[a] == genus[b] else 0.1) for b in langs] for a in langs])
     sim = sim + np.triu(rng.normal(0, 0.01, sim.shape), 1) + np.triu(rng.normal(0, 0.01, sim.shape), 1).T
-    probes = {f"european/gradient/4096/{s}": {"sim": {False: sim, True: sim},
+    probes = {f"european/gradient/4096/{s}": {"sim": {c: sim for c in signal.CENTRING},
                                               "dev_ffn": {x: [2.0, 1.0, 1.0, 1.0] for x in langs},
                                               "probe_s": 9.0} for s in (0, 1, 2)}
-    row = signal._row(probes, "european", "gradient", 4096, center=False)
+    row = signal._row(probes, "european", "gradient", 4096, center="raw")
     assert row["sim_corr"] == pytest.approx(1.0) and row["group_ari_seeds"] == 1.0 and row["ari_genus"] == 1.0
     assert row["layer_spread"] == 2.0 and row["probe_s_per_lang"] == 1.0 and row["tokens_per_step"] == 4096
     assert row["ru_uk"] == pytest.approx(sim[6, 7])

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from langmoe.config import MethodConfig
-from langmoe.methods.dmoe.deviation import DEFAULT_KIND, LEGACY_PROBE
+from langmoe.methods.dmoe.deviation import DEFAULT_GRAD_ACCUM, DEFAULT_KIND, DEFAULT_STEPS, LEGACY_PROBE
 from langmoe.train.optim import StageOptim
 
 ANALYSIS_FIELDS = ("num_groups", "groups", "tie_break", "epsilon", "moe_layers", "deviation")
@@ -23,13 +23,13 @@ class DeviationSettings(_Strict):
     (docs/dmoe-analysis.md)."""
 
     kind: Literal["gradient", "sgd", "adamw"] = Field(
-        DEFAULT_KIND, description="gradient: mean FFN gradient at the base (no update); sgd: plain SGD steps; "
-        "adamw: the paper's probe (with params: all)")
-    steps: int = Field(10, gt=0)
+        DEFAULT_KIND, description="sgd: plain SGD steps on the FFN; gradient: mean FFN gradient at the base (no "
+        "update); adamw: the paper's probe (with params: all)")
+    steps: int = Field(DEFAULT_STEPS, gt=0)
     lr: float | None = Field(None, gt=0, description="LR of sgd/adamw (None: 3e-4 for adamw, the shipped recipes' "
                              "value on the tiny bases; 0.3 for sgd); paper 8e-6 at 2048x512 tokens per step")
     vector_layers: Literal["last3", "all"] = "last3"
-    grad_accum: int = Field(4, gt=0, description="micro-batches per probe step: tokens per step = "
+    grad_accum: int = Field(DEFAULT_GRAD_ACCUM, gt=0, description="micro-batches per probe step: tokens per step = "
                                                  "micro_batch_size × grad_accum × block_len")
     stability: bool = Field(True, description="probe twice (seed, seed + 1) and report the agreement")
     params: Literal["measured", "all"] = Field("measured", description="measured: only the FFN matrices train "
