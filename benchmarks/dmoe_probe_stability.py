@@ -1,4 +1,4 @@
-"""How many tokens per step the deviation probe needs (docs/dmoe-analysis.md, "Probe size").
+"""How many tokens per step the paper's AdamW deviation probe needs (docs/dmoe-analysis.md, "Probe size").
 
 For each `grad_accum` (tokens per step = micro_batch_size × grad_accum × block_len) probe the same languages twice
 (seeds 0 and 1) from the built-in base and report: the correlation of the two similarity matrices (off-diagonal),
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
     from langmoe.data.corpus import open_corpus
     from langmoe.data.packing import pack_corpus
-    from langmoe.methods.dmoe.deviation import measure_deviation
+    from langmoe.methods.dmoe.deviation import PAPER_PROBE, measure_deviation
     from langmoe.methods.dmoe.grouping import attribute_grouping, group_languages
     from langmoe.models.base import load_model_and_tokenizer
 
@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     rows = []
     for accum in a.accum:
         t0 = time.perf_counter()
-        cfg = {"steps": a.steps, "lr": a.lr, "micro_batch_size": a.micro_batch_size, "grad_accum": accum,
-               "block_len": a.block_len, "stability": True}
+        cfg = {**PAPER_PROBE, "steps": a.steps, "lr": a.lr, "micro_batch_size": a.micro_batch_size,
+               "grad_accum": accum, "block_len": a.block_len, "stability": True}
         res = measure_deviation(model, blocks, cfg, out_dir=Path(a.out) / f"accum{accum}", langs=langs)
         g1 = group_languages(langs, res.similarity, num_groups=a.groups).groups
         g2 = group_languages(langs, res.stability.similarity, num_groups=a.groups).groups

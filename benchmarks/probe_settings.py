@@ -1,4 +1,4 @@
-"""The deviation probe's settings on the shipped base: seed stability, grouping against genus, layer choice.
+"""The paper's AdamW deviation probe (kind adamw, every parameter, raw cosines) on the shipped base: settings.
 
 Each row probes six languages (es it de nl ru uk: Romance, Germanic, East Slavic) on the shipped `builtin` base
 with one (steps, LR, seed) setting and reports the wall time, the correlation of its similarity matrix with the
@@ -37,7 +37,7 @@ def probe(model_path: str, langs: list[str], setting: dict, k: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from langmoe.data.corpus import open_corpus
-    from langmoe.methods.dmoe.deviation import measure_deviation_on_corpus
+    from langmoe.methods.dmoe.deviation import PAPER_PROBE, measure_deviation_on_corpus
     from langmoe.methods.dmoe.grouping import agreement, attribute_grouping, group_languages
     from langmoe.methods.dmoe.layer_selection import select_layers
 
@@ -45,7 +45,7 @@ def probe(model_path: str, langs: list[str], setting: dict, k: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     t0 = time.perf_counter()
     r = measure_deviation_on_corpus(model, tok, open_corpus("builtin"), langs,
-                                    {**setting, "stability": False, "max_tokens_per_lang": 50_000})
+                                    {**PAPER_PROBE, **setting, "stability": False, "max_tokens_per_lang": 50_000})
     wall = time.perf_counter() - t0
     g = group_languages(langs, r.similarity, num_groups=k)
     ari = agreement(g, attribute_grouping(langs, "genus")).ari

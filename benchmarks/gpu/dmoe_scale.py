@@ -43,13 +43,13 @@ def settings(tiny: bool) -> dict[str, Any]:
                 "pretrain_langs": LANGS[:4] + ["sv", "pt"], "langs": LANGS[:4], "groups": 2,
                 "tokenizer_chars": 20_000, "pretrain_steps": 3, "pretrain_max_tokens": 3000, "block_len": 32,
                 "micro_batch": 4, "max_tokens": 1500, "epochs": [1, 2], "eval_chars": 300, "precision": "no",
-                "probe": {"steps": 1, "lr": 3e-4, "grad_accum": 1, "stability": False}, "lr": 1e-3}
+                "probe": {"kind": "adamw", "steps": 1, "lr": 3e-4, "grad_accum": 1, "stability": False}, "lr": 1e-3}
     return {"preset": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8,
                        "num_attention_heads": 8, "num_key_value_heads": 8}, "vocab": 8192,
             "pretrain_langs": None, "langs": LANGS, "groups": 3, "tokenizer_chars": None,
             "pretrain_steps": int(os.environ.get("LANGMOE_GPU_PRETRAIN_STEPS", 1000)), "pretrain_max_tokens": None,
             "block_len": 512, "micro_batch": 64, "max_tokens": None, "epochs": [1, 2, 4], "eval_chars": 20_000,
-            "precision": "bf16", "probe": {"steps": 10, "lr": 1e-4, "grad_accum": 2, "stability": True},
+            "precision": "bf16", "probe": {"kind": "adamw", "steps": 10, "lr": 1e-4, "grad_accum": 2, "stability": True},
             "lr": 5e-4}
 
 

@@ -175,14 +175,14 @@ def test_deviation_probe_and_layer_selection(arch, ffn_names, monkeypatch):
 
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     tuned: dict[str, torch.Tensor] = {}
-    orig = dev_mod._measure
+    orig = dev_mod.measure
 
     def measure(*args, **kwargs):  # the fine-tuned weights, read right before the probe restores the base
         tuned.update({n: p.detach().clone() for n, p in model.named_parameters()})
         return orig(*args, **kwargs)
 
-    monkeypatch.setattr(dev_mod, "_measure", measure)
-    cfg = dev_mod.DeviationConfig(steps=2, lr=1e-3, micro_batch_size=4, last_n_layers=1)
+    monkeypatch.setattr(dev_mod, "measure", measure)
+    cfg = dev_mod.DeviationConfig(kind="adamw", steps=2, lr=1e-3, micro_batch_size=4, last_n_layers=1)
     res = dev_mod.measure_deviation(model, synthetic_blocks(), cfg, langs=["en"])
     for i in range(2):
         names = [f"{prefix}.{i}.mlp.{w}.weight" for w in ffn_names]

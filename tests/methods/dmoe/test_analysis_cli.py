@@ -43,3 +43,30 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "dev.json").write_text(json.dumps({"langs": ["a"]}))
     assert main(["select-layers", "--deviation", str(tmp_path / "dev.json")]) == 2
     assert "is not a deviation result" in capsys.readouterr().err
+
+
+def test_deviation_probe_options_reach_the_result(tmp_path, capsys):
+    model = make_model_dir(tmp_path / "model")
+    corpus = make_corpus(tmp_path / "corpus")
+    common = ["deviation", "--model", str(model), "--corpus", str(corpus), "--langs", "en", "fr", "de",
+              "--steps", "1", "--micro-batch-size", "2", "--block-len", "32", "--threads", "1", "--no-stability"]
+    assert main([*common, "--out", str(tmp_path / "default")]) == 0
+    dev = json.loads((tmp_path / "default" / "deviation.json").read_text())
+    cfg = dev["config"]
+    assert (cfg["kind"], cfg["steps"], cfg["grad_accum"], cfg["lr"], cfg["center"]) == ("sgd", 1, 16, 0.3, True)
+    assert dev["dev_attn"] is None and dev["base_copy_bytes"] > 0
+    assert "sgd probe" in capsys.readouterr().out
+    assert main([*common, "--out", str(tmp_path / "grad"), "--kind", "gradient", "--grad-accum", "2"]) == 0
+    dev = json.loads((tmp_path / "grad" / "deviation.json").read_text())
+    assert dev["config"]["kind"] == "gradient" and dev["config"]["lr"] is None and dev["base_copy_bytes"] is None
+    assert main([*common, "--out", str(tmp_path / "sgd"), "--kind", "sgd", "--lr", "0.1", "--params", "all",
+                 "--attention", "--no-center", "--mixed-precision", "bf16", "--sketch-dim", "64",
+                 "--sketch-method", "gaussian", "--seed", "2"]) == 0
+    dev = json.loads((tmp_path / "sgd" / "deviation.json").read_text())
+    cfg = dev["config"]
+    assert (cfg["kind"], cfg["lr"], cfg["params"], cfg["center"], cfg["mixed_precision"], cfg["seed"]) == \
+        ("sgd", 0.1, "all", False, "bf16", 2)
+    assert dev["sketched"] and dev["sketch_method"] == "gaussian" and dev["vector_dim"] == 64
+    assert len(dev["dev_attn"]["de"]) == 3 and dev["base_copy_bytes"] > 0
+    assert main([*common, "--out", str(tmp_path / "exact"), "--exact-vectors"]) == 0
+    assert json.loads((tmp_path / "exact" / "deviation.json").read_text())["config"]["sketch_above"] is None

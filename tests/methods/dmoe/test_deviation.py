@@ -9,7 +9,7 @@ import pytest
 import torch
 from dmoe_fixtures import synthetic_blocks, tiny_llama
 
-import langmoe.train.trainer as trainer_mod
+import langmoe.methods.dmoe.deviation as deviation_mod
 from langmoe.data.samplers import TemperatureSampler
 from langmoe.errors import LangmoeError
 from langmoe.methods.dmoe.deviation import (
@@ -23,6 +23,8 @@ from langmoe.train.trainer import TrainConfig, train
 
 torch.set_num_threads(1)
 CFG = {"steps": 2, "lr": 1e-3, "micro_batch_size": 4, "grad_accum": 1, "stability": False}
+# the paper's probe (what the probe did before it had kinds): AdamW on every parameter, raw cosines
+PAPER = {**CFG, "kind": "adamw", "params": "all", "include_attention": True, "center": False}
 
 
 def test_hand_computed_deviation_and_vector(tmp_path):
@@ -31,7 +33,7 @@ def test_hand_computed_deviation_and_vector(tmp_path):
     model, blocks = tiny_llama(), synthetic_blocks()
     ref = copy.deepcopy(model)
     base = {n: p.detach().clone() for n, p in ref.named_parameters()}
-    cfg = DeviationConfig(**CFG, last_n_layers=2)
+    cfg = DeviationConfig(**PAPER, last_n_layers=2)
     res = measure_deviation(model, blocks, cfg, langs=["de"])
     tc = TrainConfig(steps=2, lr=1e-3, warmup_ratio=0.0, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
                      micro_batch_size=4,
@@ -57,7 +59,7 @@ def test_hand_computed_deviation_and_vector(tmp_path):
 def test_similar_languages_and_base_restored():
     model, blocks = tiny_llama(), synthetic_blocks()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    res = measure_deviation(model, blocks, CFG)
+    res = measure_deviation(model, blocks, PAPER)
     assert res.langs == ["en", "fr", "de"] and res.num_layers == 3 and not res.sketched
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
@@ -69,8 +71,8 @@ def test_similar_languages_and_base_restored():
 
 def test_sketched_vectors_keep_the_similarity():
     model, blocks = tiny_llama(), synthetic_blocks()
-    exact = measure_deviation(model, blocks, CFG)
-    sk = measure_deviation(model, blocks, {**CFG, "sketch_dim": 256})
+    exact = measure_deviation(model, blocks, PAPER)
+    sk = measure_deviation(model, blocks, {**PAPER, "sketch_dim": 256, "sketch_method": "gaussian"})
     assert sk.sketched and sk.vector_dim == 256 and exact.vector_dim == 3 * 3 * 32 * 64
     for i in range(3):
         for j in range(3):
@@ -80,13 +82,13 @@ def test_sketched_vectors_keep_the_similarity():
 
 def test_cache_resumes_without_redoing_finished_languages(tmp_path, monkeypatch):
     model, blocks = tiny_llama(), synthetic_blocks()
-    first = measure_deviation(model, blocks, CFG, out_dir=tmp_path)
+    first = measure_deviation(model, blocks, PAPER, out_dir=tmp_path)
     assert (tmp_path / "deviation.json").is_file() and (tmp_path / "deviation.vectors.pt").is_file()
     (tmp_path / "probe" / "fr.json").unlink()  # as if killed while probing fr
     calls = []
-    real = trainer_mod.train
-    monkeypatch.setattr(trainer_mod, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
-    again = measure_deviation(model, blocks, CFG, out_dir=tmp_path)
+    real = deviation_mod.run_probe
+    monkeypatch.setattr(deviation_mod, "run_probe", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = measure_deviation(model, blocks, PAPER, out_dir=tmp_path)
     assert len(calls) == 1
     assert again.probe["en"].cached and not again.probe["fr"].cached
     for x in first.langs:  # the re-probed language reproduces exactly (seeded), the cached ones are read back
@@ -94,7 +96,7 @@ def test_cache_resumes_without_redoing_finished_languages(tmp_path, monkeypatch)
     assert np.allclose(again.similarity, first.similarity, atol=1e-6)
     # another config invalidates the cache
     calls.clear()
-    measure_deviation(model, blocks, {**CFG, "lr": 2e-3}, out_dir=tmp_path)
+    measure_deviation(model, blocks, {**PAPER, "lr": 2e-3}, out_dir=tmp_path)
     assert len(calls) == 3
     loaded = DeviationResult.load(tmp_path / "deviation.json")
     assert loaded.config.lr == 2e-3 and set(loaded.vectors) == {"en", "fr", "de"}
@@ -139,7 +141,7 @@ def test_accumulated_probe_matches_reference_and_reports_stability(tmp_path):
 
     model, blocks = tiny_llama(), synthetic_blocks()
     langs = ["en", "de", "fr"]
-    res = measure_deviation(model, blocks, {**CFG, "grad_accum": 2, "stability": True}, out_dir=tmp_path / "d",
+    res = measure_deviation(model, blocks, {**PAPER, "grad_accum": 2, "stability": True}, out_dir=tmp_path / "d",
                             langs=langs)
     refs = {}
     for seed in (0, 1):
@@ -174,3 +176,62 @@ def test_flat_layers_warn():
 
     assert layer_spread({"a": [1.0, 1.05], "b": [1.0, 1.07]}) == pytest.approx(1.06)
     assert layer_spread({"a": [0.0, 1.0]}) is None
+
+
+def test_vectors_are_sketched_above_a_size_and_keep_the_similarity():
+    model, blocks = tiny_llama(), synthetic_blocks()
+    exact = measure_deviation(model, blocks, {**CFG, "kind": "gradient"})
+    auto = measure_deviation(model, blocks, {**CFG, "kind": "gradient", "sketch_above": 1000})
+    assert not exact.sketched and exact.vector_dim == 3 * 3 * 32 * 64
+    assert auto.sketched and auto.sketch_method == "count" and auto.vector_dim == 65536
+    np.testing.assert_allclose(auto.similarity, exact.similarity, atol=0.03)
+    assert auto.dev_ffn == exact.dev_ffn  # the deviations never depend on the sketch
+    small = measure_deviation(model, blocks, {**CFG, "kind": "gradient", "sketch_dim": 2048})
+    assert small.sketched and small.vector_dim == 2048
+    np.testing.assert_allclose(small.similarity, exact.similarity, atol=0.1)
+    never = DeviationConfig.parse({"sketch_above": None})
+    assert never.sketch_of(10**12) is None and DeviationConfig().sketch_of(10**12) == ("count", 65536)
+
+
+def test_config_defaults_per_kind_and_one_line_errors():
+    assert DeviationConfig.parse({"kind": "adamw"}).lr == 3e-4
+    assert DeviationConfig.parse({"kind": "sgd"}).lr == 0.3
+    assert DeviationConfig.parse({"kind": "gradient"}).lr is None
+    assert DeviationConfig.parse({"kind": "sgd", "lr": 0.1}).lr == 0.1
+    for bad, field in (({"kind": "lion"}, "kind"), ({"params": "ffn"}, "params"), ({"sketch_dim": 0}, "sketch_dim"),
+                       ({"sketch_above": 0}, "sketch_above"), ({"sketch_method": "fft"}, "sketch_method"),
+                       ({"lr": -1.0}, "lr"), ({"mixed_precision": "fp8"}, "mixed_precision"), ({"centre": True},
+                                                                                              "centre")):
+        with pytest.raises(LangmoeError, match=f"deviation config: {field}") as e:
+            DeviationConfig.parse(bad)
+        assert "\n" not in str(e.value)
+
+
+def test_a_result_written_before_kinds_reads_as_the_paper_probe(tmp_path):
+    import json
+
+    old = {"langs": ["en"], "num_layers": 1, "dev_ffn": {"en": [0.1]}, "vector_layers": [0], "vector_dim": 2,
+           "sketched": False, "similarity": [[1.0]],
+           "config": {"steps": 4, "lr": 3e-4, "micro_batch_size": 8, "grad_accum": 4, "stability": True,
+                      "block_len": 128, "max_tokens_per_lang": 50000, "last_n_layers": 3,
+                      "include_attention": True, "sketch_dim": None, "weight_decay": 0.0, "grad_clip": 1.0,
+                      "mixed_precision": "no", "seed": 0, "progress": False}}
+    (tmp_path / "d.json").write_text(json.dumps(old))
+    cfg = DeviationResult.load(tmp_path / "d.json").config
+    assert (cfg.kind, cfg.params, cfg.center, cfg.sketch_above, cfg.lr) == ("adamw", "all", False, None, 3e-4)
+
+
+def test_the_paper_probe_keeps_its_cache_key():
+    """Runs that pin the old probe (kind adamw, params all, raw cosines) keep the per-language key they had."""
+    import hashlib
+    import json
+
+    cfg = DeviationConfig.parse(PAPER)
+    old_fields = {k: v for k, v in cfg.model_dump(mode="json").items()
+                  if k not in ("progress", "kind", "params", "center", "sketch_method", "sketch_above",
+                               "optimizer_state", "base_copy")}
+    assert cfg.key_fields(1000) == old_fields
+    old_key = hashlib.sha256(json.dumps({"v": 1, "cfg": old_fields, "base": "b", "data": "d", "lang": "en"},
+                                        sort_keys=True).encode()).hexdigest()[:20]
+    assert deviation_mod._cache_key(cfg.key_fields(1000), "b", "d", "en") == old_key
+    assert "kind" in DeviationConfig.parse(CFG).key_fields(1000)

@@ -13,10 +13,10 @@ from langmoe.data.samplers import TemperatureSampler
 from langmoe.methods.dmoe.deviation import (
     DeviationConfig,
     _language_view,
-    _measure,
     layer_params,
     measure_deviation,
 )
+from langmoe.methods.dmoe.probe import measure
 from langmoe.train.trainer import TrainConfig, train
 
 
@@ -48,8 +48,8 @@ def test_measure_on_hand_set_deltas():
         params["transformer.h.1.mlp.c_proj.bias"].add_(100.0)
         params["transformer.h.1.attn.c_proj.weight"][1, 2] -= 2.0
         params["transformer.h.1.attn.c_attn.bias"].add_(100.0)
-    cfg = DeviationConfig(include_attention=True)
-    dev_ffn, dev_attn, vec = _measure(layer_params(model), base, [0], cfg)
+    m = measure(layer_params(model), lambda n, p: p.detach() - base[n], [0], attention=True)
+    dev_ffn, dev_attn, vec = m.dev_ffn, m.dev_attn, m.vector
     assert dev_ffn[0] == pytest.approx(math.sqrt(0.25 * 16 * 64 + 9.0), rel=1e-6)
     assert dev_ffn[1] == 0.0
     assert dev_attn == pytest.approx([0.0, 2.0], rel=1e-6)
@@ -62,7 +62,8 @@ def test_probe_on_gpt2_equals_an_independent_fine_tune(tmp_path):
     ref = copy.deepcopy(model)
     base = {n: p.detach().clone() for n, p in ref.named_parameters()}
     res = measure_deviation(model, blocks, DeviationConfig(steps=2, lr=1e-2, micro_batch_size=4, last_n_layers=1,
-                                                                   grad_accum=1, stability=False),
+                                                           grad_accum=1, stability=False, kind="adamw",
+                                                           params="all"),
                             langs=["de"])
     tc = TrainConfig(steps=2, lr=1e-2, warmup_ratio=0.0, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0, micro_batch_size=4,
                      log_every=1, progress=False)

@@ -67,3 +67,41 @@ def test_bad_inputs():
         Sketcher(0)
     with pytest.raises(LangmoeError):
         sketch_error([torch.ones(3)], 4)
+
+
+def test_count_sketch_equals_explicit_buckets_and_signs():
+    """s[h(i)] += σ(i) v_i with the buckets and signs of the chunk hash; streaming = one shot, any split."""
+    from langmoe.methods.dmoe.sketch import CountSketcher, _chunk_hash
+
+    d, k, c = 300, 16, 64
+    v = torch.randn(d, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    expected = torch.zeros(k, dtype=torch.float64)
+    for chunk in range(0, d, c):
+        bucket, sign = _chunk_hash(9, chunk // c, c, k)
+        n = min(c, d - chunk)
+        expected.index_add_(0, bucket[:n], sign[:n] * v[chunk:chunk + n])
+    s = CountSketcher(k, seed=9, chunk_rows=c)
+    kept = v.clone()
+    for i in range(0, d, 37):
+        s.update(v[i:i + 37])
+    assert torch.allclose(s.result().double(), expected, atol=1e-5)
+    assert torch.equal(v, kept)  # the input is read, never written
+    assert torch.allclose(sketch_vector(v, k, seed=9, method="count"),
+                          sketch_vector([v[:150], v[150:]], k, seed=9, method="count"), atol=1e-5)
+
+
+def test_count_sketch_error_shrinks_like_one_over_sqrt_k():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(20000, generator=g)
+    vecs = [base * a + torch.randn(20000, generator=g) for a in (0.0, 0.5, 1.0, 2.0, 0.3, 1.5)]
+    errs = {k: np.mean([sketch_error(vecs, k, seed=s, method="count").mean_abs for s in range(3)])
+            for k in (16, 256)}
+    assert 2.5 < errs[16] / errs[256] < 6.5, errs
+    assert errs[256] < 0.06
+
+
+def test_make_sketcher_rejects_an_unknown_method():
+    from langmoe.methods.dmoe.sketch import make_sketcher
+
+    with pytest.raises(LangmoeError, match="count or gaussian"):
+        make_sketcher("fft", 8)

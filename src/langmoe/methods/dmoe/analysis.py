@@ -33,7 +33,7 @@ def ensure_deviation(run) -> tuple[dict[str, Any] | None, list[str]]:
         write_json(run.run_dir / "deviation.json", out)
         return out
 
-    dev = run.runner.run("deviation", {"input": run.input_key, "deviation": s.deviation.model_dump()}, fn_dev)
+    dev = run.runner.run("deviation", {"input": run.input_key, "deviation": s.deviation.stage_key()}, fn_dev)
     _ensure_file(run, "deviation.json", dev)
     return dev, ["deviation"]
 
@@ -131,12 +131,8 @@ def _measure(run, d: Path, s) -> dict[str, Any]:
     from langmoe.methods.dmoe.deviation import measure_deviation
 
     r = run.recipe
-    cfg = {"steps": s.deviation.steps, "lr": s.deviation.lr, "micro_batch_size": r.data.micro_batch_size,
-           "grad_accum": s.deviation.grad_accum, "stability": s.deviation.stability,
-           "last_n_layers": 3 if s.deviation.vector_layers == "last3" else None, "seed": r.seed}
     model = run.base()
     n_layers = len(getattr(model.config, "layer_types", None) or range(model.config.num_hidden_layers))
-    if cfg["last_n_layers"] is not None:
-        cfg["last_n_layers"] = min(3, n_layers)
+    cfg = s.deviation.probe_config(r.data.micro_batch_size, r.seed, n_layers)
     res = measure_deviation(model, run.blocks(), cfg, out_dir=d, langs=r.languages, log=run.log)
     return res.model_dump(mode="json")

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from langmoe.config import MethodConfig
+from langmoe.methods.dmoe.deviation import DEFAULT_GRAD_ACCUM, DEFAULT_KIND, DEFAULT_STEPS, LEGACY_PROBE
 from langmoe.train.optim import StageOptim
 
 ANALYSIS_FIELDS = ("num_groups", "groups", "tie_break", "epsilon", "moe_layers", "deviation")
@@ -17,15 +18,44 @@ class _Strict(BaseModel):
 
 
 class DeviationSettings(_Strict):
-    """Step A: per-language fine-tuning probes from the dense base (paper: 10 steps, LR 8e-6)."""
+    """Step A: per-language probes from the dense base (`langmoe.methods.dmoe.deviation`; the paper: AdamW, all
+    parameters, 10 steps at LR 8e-6 of ~1M tokens). Defaults: the cheapest setting measured to give stable groups
+    (docs/dmoe-analysis.md)."""
 
-    steps: int = Field(10, gt=0)
-    lr: float = Field(3e-4, gt=0, description="paper: 8e-6 at 2048x512 tokens per step; tiny models need more "
-                      "(3e-4: the shipped recipes' and `langmoe deviation`'s value)")
+    kind: Literal["gradient", "sgd", "adamw"] = Field(
+        DEFAULT_KIND, description="sgd: plain SGD steps on the FFN; gradient: mean FFN gradient at the base (no "
+        "update); adamw: the paper's probe (with params: all)")
+    steps: int = Field(DEFAULT_STEPS, gt=0)
+    lr: float | None = Field(None, gt=0, description="LR of sgd/adamw (None: 3e-4 for adamw, the shipped recipes' "
+                             "value on the tiny bases; 0.3 for sgd); paper 8e-6 at 2048x512 tokens per step")
     vector_layers: Literal["last3", "all"] = "last3"
-    grad_accum: int = Field(4, gt=0, description="micro-batches per probe step: tokens per step = "
+    grad_accum: int = Field(DEFAULT_GRAD_ACCUM, gt=0, description="micro-batches per probe step: tokens per step = "
                                                  "micro_batch_size × grad_accum × block_len")
     stability: bool = Field(True, description="probe twice (seed, seed + 1) and report the agreement")
+    params: Literal["measured", "all"] = Field("measured", description="measured: only the FFN matrices train "
+                                               "(attention too with attention: true); all: every parameter")
+    attention: bool = Field(False, description="also train and measure attention (plots only)")
+    center: bool = Field(True, description="cosines of the language vectors minus their mean over languages")
+    mixed_precision: Literal["no", "bf16"] = "no"
+    optimizer_state: Literal["float32", "bfloat16"] = Field("float32", description="adamw's moments (bfloat16: "
+                                                            "half the optimizer memory)")
+
+    def stage_key(self) -> dict:
+        """The fields as the run's stage key sees them: fields added after a run was made drop out while they
+        keep the old probe's value, so runs that pin it (benchmarks/dmoe_builtin.yaml) are not re-run."""
+        out = self.model_dump()
+        for k, v in {**LEGACY_PROBE, "attention": True, "mixed_precision": "no", "optimizer_state": "float32"}.items():
+            if out.get(k) == v:
+                out.pop(k)
+        return out
+
+    def probe_config(self, micro_batch_size: int, seed: int, num_layers: int) -> dict:
+        """The `DeviationConfig` fields of the run's probe (the vector over the last min(3, layers) layers)."""
+        return {"kind": self.kind, "steps": self.steps, "lr": self.lr, "micro_batch_size": micro_batch_size,
+                "grad_accum": self.grad_accum, "stability": self.stability, "params": self.params,
+                "include_attention": self.attention, "center": self.center,
+                "mixed_precision": self.mixed_precision, "optimizer_state": self.optimizer_state, "seed": seed,
+                "last_n_layers": min(3, num_layers) if self.vector_layers == "last3" else None}
 
 
 class NewLanguageSettings(_Strict):

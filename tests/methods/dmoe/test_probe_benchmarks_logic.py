@@ -1,0 +1,71 @@
+"""The probe benchmarks' bookkeeping on made-up probes: settings per kind, seed agreement, the memory table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from script_loader import load_script
+
+signal = load_script("benchmarks/probe_signal.py")
+memory = load_script("benchmarks/probe_memory.py")
+
+
+def test_every_kind_sees_the_same_tokens_per_language():
+    for budget in signal.BUDGETS:
+        for kind in signal.KINDS:
+            cfg = signal.probe_config(kind, budget, seed=1)
+            assert cfg["steps"] * cfg["grad_accum"] * cfg["micro_batch_size"] * cfg["block_len"] == budget
+            assert cfg["seed"] == 1 and not cfg["center"] and not cfg["stability"]
+    assert signal.probe_config("adamw (paper)", 65536, 0)["params"] == "all"
+
+
+def test_the_distant_set_has_four_families_and_scripts_and_blocks_of_three():
+    from langmoe.data.languages import get_language
+
+    langs, k = signal.SETS["distant"]
+    assert k == 4 and len(langs) == 12 == len(set(langs))
+    assert len({get_language(x).family for x in langs}) >= 4 and len({get_language(x).script for x in langs}) >= 4
+
+
+def test_a_row_reads_the_seeds_agreement(monkeypatch):
+    """Three seeds with the same similarity: correlation 1, group ARI 1; the European groups are the genera."""
+    monkeypatch.setattr(signal, "SEEDS", [0, 1, 2])
+    langs, _k = signal.SETS["european"]
+    genus = {"en": 0, "de": 0, "nl": 0, "fr": 1, "es": 1, "it": 1, "ru": 2, "uk": 2, "pl": 2}
+    rng = np.random.default_rng(0)
+    sim = np.asarray([[1.0 if a == b else (0.6 if genus[a] == genus[b] else 0.1) for b in langs] for a in langs])
+    sim = sim + np.triu(rng.normal(0, 0.01, sim.shape), 1) + np.triu(rng.normal(0, 0.01, sim.shape), 1).T
+    probes = {f"european/gradient/4096/{s}": {"sim": {c: sim for c in signal.CENTRING},
+                                              "dev_ffn": {x: [2.0, 1.0, 1.0, 1.0] for x in langs},
+                                              "probe_s": 9.0} for s in (0, 1, 2)}
+    row = signal._row(probes, "european", "gradient", 4096, center="raw")
+    assert row["sim_corr"] == pytest.approx(1.0) and row["group_ari_seeds"] == 1.0 and row["ari_genus"] == 1.0
+    assert row["layer_spread"] == 2.0 and row["probe_s_per_lang"] == 1.0 and row["tokens_per_step"] == 4096
+    assert row["ru_uk"] == pytest.approx(sim[6, 7])
+
+
+def test_memory_compare_of_two_probes():
+    langs = ["a", "b", "c", "d"]
+    s = np.eye(4) + 0.5 * (1 - np.eye(4))
+    s[0, 1] = s[1, 0] = 0.9
+    a = {"sim": s, "dev_ffn": {x: [1.0, 2.0] for x in langs}, "groups": [["a", "b"], ["c", "d"]]}
+    b = {"sim": s, "dev_ffn": {x: [1.0, 3.0] for x in langs}, "groups": [["a", "c"], ["b", "d"]]}
+    out = memory._compare(a, b, langs)
+    assert out["sim_corr"] == pytest.approx(1.0)
+    assert out["layer_diff"] == pytest.approx(abs(2 / 1.5 - 3 / 2))  # profiles scaled to mean 1: [2/3, 4/3] vs [.5, 1.5]
+    assert out["group_ari"] < 0
+
+
+def test_the_362m_config_is_the_issues_model():
+    """hidden 896, 24 layers, GQA 14/2, FFN 4864, tied embeddings and the shipped 4,096-token tokenizer: 361.6M
+    parameters (counted on the meta device, without building the weights)."""
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    from langmoe.models.base import resolve_model_path
+
+    cfg = memory.model_config(AutoTokenizer.from_pretrained(str(resolve_model_path("builtin"))))
+    assert (cfg.num_key_value_heads, cfg.intermediate_size, cfg.vocab_size) == (2, 4864, 4096)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in Qwen2ForCausalLM(cfg).parameters())
+    assert n == 361_568_128
