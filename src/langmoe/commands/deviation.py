@@ -44,7 +44,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-attention", action="store_true", help="FFN only (the default)")
     p.add_argument("--no-center", action="store_true",
                    help="cosines of the raw language vectors (the paper) instead of vectors minus their mean")
-    p.add_argument("--mixed-precision", default=None, help="no or bf16 (autocast; default no)")
     p.add_argument("--base-copy", default=None,
                    help="where sgd/adamw keep the weights they restore: auto (default: a file above 256 MiB), "
                         "memory or disk")
