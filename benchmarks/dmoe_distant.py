@@ -24,7 +24,6 @@ languages with the largest perplexities) with mean ppl beside it.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -119,7 +118,7 @@ def reading(curve: dict[str, dict], metric: str = "mean_bpb") -> list[str]:
     lines = []
     std = metric.replace("mean_", "std_")
     for m, s in curve.items():
-        def gap(a: str, b: str) -> str:
+        def gap(a: str, b: str, s: dict = s) -> str:
             if a not in s or b not in s:
                 return ""
             x, y = s[a], s[b]
