@@ -33,6 +33,7 @@ from pydantic import (
 from langmoe import registry
 from langmoe.errors import LangmoeError
 from langmoe.eval.settings import RECIPE_EVAL, EvalSettings, RecipeEval, default_for
+from langmoe.recipe_legacy import translate
 from langmoe.train.optim import OptimSettings, StageOptim
 from langmoe.validation import error_line
 
@@ -120,7 +121,6 @@ class Recipe(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _legacy(cls, data: Any) -> Any:
-        from langmoe.recipe_legacy import translate
 
         return translate(data) if isinstance(data, dict) else data
 

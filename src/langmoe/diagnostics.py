@@ -13,6 +13,9 @@ import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from langmoe.data.corpus import FolderCorpus, MixedCorpus
+from langmoe.data.languages import SCRIPTS, script_share
+
 UNIFORM_BITS_PER_BYTE = 8.0
 MIN_SCORED_DOCS = 5
 MIN_SCORED_BYTES = 2000
@@ -80,8 +83,6 @@ def thin_split_warnings(thin: dict[str, dict[str, int]], min_chars: int = THIN_S
 
 def corpus_warnings(corpus: Any, langs: Iterable[str] | None = None, sample_chars: int = 20_000) -> list[str]:
     """A user corpus file whose sampled text is mostly in another script than its language's."""
-    from langmoe.data.corpus import FolderCorpus, MixedCorpus
-    from langmoe.data.languages import SCRIPTS, script_share
 
     if isinstance(corpus, MixedCorpus):  # each folder source on its own
         want = list(langs) if langs else None

@@ -17,10 +17,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from langmoe import __version__
+from langmoe.data.corpus import choose_languages, corpus_fingerprint
 from langmoe.data.packing import open_token_store, pack_corpus, train_tokens_needed
+from langmoe.data.samplers import TemperatureSampler
 from langmoe.errors import LangmoeError
 from langmoe.eval.perplexity import EvalSettings, run_eval
-from langmoe.io import read_json, write_json
+from langmoe.io import move_files_into, read_json, write_json
+from langmoe.models.base import quiet_transformers
 from langmoe.models.moe_io import MAX_SHARD_SIZE
 from langmoe.models.presets import (
     DEFAULT_MAX_POSITIONS,
@@ -31,7 +34,9 @@ from langmoe.models.presets import (
     create_model,
 )
 from langmoe.precision import load_dtype
+from langmoe.train.distributed import world_size
 from langmoe.train.optim import OptimSettings as _SharedOptim
+from langmoe.train.trainer import find_checkpoints
 from langmoe.validation import validate
 
 
@@ -117,7 +122,6 @@ def _device() -> torch.device:
 
 
 def _resolve_langs(corpus, langs: list[str] | None) -> list[str]:
-    from langmoe.data.corpus import choose_languages
 
     return choose_languages(corpus, langs)
 
@@ -139,7 +143,6 @@ def _record_new_steps(work: Path, old: dict[str, Any], new: dict[str, Any]) -> N
     pretrain.json says which schedule each stretch of steps followed (the trainer anneals to the new end)."""
     import warnings
 
-    from langmoe.train.trainer import find_checkpoints
 
     ckpts = find_checkpoints(work)
     at = ckpts[-1][0] if ckpts else 0
@@ -211,7 +214,6 @@ def _pack(corpus, tokenizer, langs: list[str], block_len: int, max_tokens: int |
 
 def _save_atomic_dir(dest: Path, save: Any) -> None:
     """Run `save(tmpdir)` then move every file into `dest` by rename (each file appears whole or not at all)."""
-    from langmoe.io import move_files_into
 
     move_files_into(dest, save)
 
@@ -219,7 +221,6 @@ def _save_atomic_dir(dest: Path, save: Any) -> None:
 def save_hf_folder(model, tokenizer, out: Path) -> None:
     """A standard HF folder (safetensors, sharded over `MAX_SHARD_SIZE`) that `AutoModelForCausalLM.from_pretrained`
     loads."""
-    from langmoe.models.base import quiet_transformers
 
     with quiet_transformers():
         _save_atomic_dir(out, lambda d: (model.save_pretrained(d, max_shard_size=MAX_SHARD_SIZE),
@@ -227,7 +228,6 @@ def save_hf_folder(model, tokenizer, out: Path) -> None:
 
 
 def _fingerprint(corpus, langs: list[str]) -> str | None:
-    from langmoe.data.corpus import corpus_fingerprint
 
     return corpus_fingerprint(corpus, langs)
 
@@ -246,13 +246,11 @@ def _environment() -> dict[str, Any]:
 
 
 def _world_size() -> int:
-    from langmoe.train.distributed import world_size
 
     return world_size()
 
 
 def _train(model, blocks, optim: TrainSettings, seed: int, work: Path, log=None):
-    from langmoe.data.samplers import TemperatureSampler
     from langmoe.train.trainer import TrainConfig, find_checkpoints, train
 
     source = TemperatureSampler(blocks, optim.micro_batch_size, tau=optim.tau, seed=seed, grad_accum=optim.grad_accum)

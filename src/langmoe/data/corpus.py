@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from langmoe.data.languages import Language, get_language
+from langmoe.data.languages import LANGUAGES, Language, get_language, parse_declared
 from langmoe.errors import LangmoeError
+from langmoe.optional import require
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 COUNT_LIMIT_BYTES = 256_000_000  # runs count a source's characters per split only up to this size on disk
@@ -293,7 +294,6 @@ def _check_text_type(path: Path, arrow_type) -> None:
 
 
 def _optional(module: str):
-    from langmoe.optional import require  # one line naming the extra (langmoe[parquet] / [hf-datasets])
 
     return require(module)
 
@@ -521,7 +521,6 @@ def _read_yaml(path: Path) -> Any:
 
 def _read_languages_yaml(path: Path) -> dict[str, Language]:
     """`languages.yaml`: a mapping code -> {name, family, genus, script} (or a list of such with `code`)."""
-    from langmoe.data.languages import parse_declared
 
     return parse_declared(_read_yaml(path), str(path))
 
@@ -702,7 +701,6 @@ class FolderCorpus(_FileCorpus):
 
 
 def _known() -> set[str]:
-    from langmoe.data.languages import LANGUAGES
 
     return set(LANGUAGES)
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
+from langmoe.console import console
 from langmoe.errors import LangmoeError
 
 FIRST_BATCH_CHARS = 8192
@@ -204,7 +205,6 @@ class TokenizeProgress:
     def _start_bar(self) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from langmoe.console import console
 
         self._bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(), TextColumn("{task.description}"),
                              TimeElapsedColumn(), console=console(stderr=True), transient=True)

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from langmoe.data.corpus import SPLITS, language_fingerprint
+from langmoe.data.corpus import SPLITS, BuiltinCorpus, FolderCorpus, language_fingerprint
 from langmoe.data.parallel_tokenize import DocumentEncoder, TokenizeProgress, read_ahead
 from langmoe.errors import LangmoeError
 from langmoe.io import disk_error_message, fix_mode, is_disk_error, write_json
@@ -461,7 +461,6 @@ class TokenStore:
 def expected_text_bytes(corpus, lang: str, split: str) -> int | None:
     """UTF-8 bytes of a split's text when they are known without reading it (the built-in manifest), or can be
     estimated from plain files (sizes times the split's share; JSON quoting makes it an overestimate), for the ETA."""
-    from langmoe.data.corpus import BuiltinCorpus, FolderCorpus
 
     if isinstance(corpus, BuiltinCorpus):
         splits = corpus._manifest.get("languages", {}).get(lang, {}).get("splits", {})

@@ -14,6 +14,7 @@ import statistics
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from langmoe.data.corpus import choose_languages
 from langmoe.errors import LangmoeError
 
 EOT = "<|endoftext|>"
@@ -89,7 +90,6 @@ def train_tokenizer(
         raise LangmoeError(f"vocab_size must be at least {MIN_VOCAB} (256 bytes + {EOT}), got {vocab_size}")
     if max_chars_per_lang is not None and max_chars_per_lang <= 0:
         raise LangmoeError(f"max_chars_per_lang must be positive, got {max_chars_per_lang}")
-    from langmoe.data.corpus import choose_languages
 
     langs = choose_languages(corpus, langs)
     cap = max_chars_per_lang if max_chars_per_lang is not None else default_cap(corpus, langs, split)

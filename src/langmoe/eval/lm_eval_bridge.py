@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from langmoe.errors import LangmoeError
+from langmoe.models.moe_io import load_model_any
 
 __all__ = ["import_lm_eval", "langmoe_task_langs", "run_lm_eval", "summarize"]
 
@@ -92,7 +93,6 @@ def run_lm_eval(
         raise LangmoeError(f"--langs {' '.join(langs)} chooses the languages of the task groups langmoe_bpb / "
                            "langmoe_cont, and --tasks names none: drop --langs, or name tasks like langmoe_bpb_de")
     lm_eval, HFLM, TaskManager = import_lm_eval()  # noqa: N806 - lm-eval's class names
-    from langmoe.models.moe_io import load_model_any
 
     paths = [Path(p) for p in include_path or []]
     for p in paths:

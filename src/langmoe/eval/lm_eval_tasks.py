@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from langmoe.data.corpus import choose_languages, open_corpus
 from langmoe.errors import LangmoeError
 from langmoe.io import write_text
 
@@ -96,7 +97,6 @@ def write_tasks(
     max_docs: documents per language (first ones of the split); max_chars: a bpb document is cut to this many
     characters at whitespace (0 = whole documents).
     """
-    from langmoe.data.corpus import choose_languages, open_corpus
 
     if max_docs < 1 or choices < 2:
         raise LangmoeError(f"max_docs must be >= 1 and choices >= 2, got {max_docs} and {choices}")

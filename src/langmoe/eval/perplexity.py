@@ -22,10 +22,13 @@ from typing import Any
 
 import torch
 
+from langmoe.console import progress as _progress
+from langmoe.data.corpus import choose_languages, open_corpus
 from langmoe.errors import LangmoeError
 from langmoe.eval.settings import EvalSettings
 from langmoe.eval.texts import LangScore, document_tokens
 from langmoe.eval.unigram import unigram_bpb
+from langmoe.models.base import load_model_and_tokenizer
 
 ForwardContext = Callable[[Any, dict[str, Any]], AbstractContextManager]
 
@@ -194,7 +197,6 @@ def evaluate_languages(
     scores: dict[str, LangScore] = {}
     from contextlib import ExitStack
 
-    from langmoe.console import progress as _progress
 
     stack = ExitStack()
     bar = stack.enter_context(_progress("eval", len(langs), plain_lines=progress == "lines",
@@ -269,8 +271,6 @@ def evaluate_folder(
 ) -> dict[str, Any]:
     """`langmoe eval`: load an HF folder ('builtin' = the shipped tiny base) and evaluate it on a corpus, in fp32
     unless `dtype` ("auto": the folder's own), on the GPU when there is one or where `device_map` places it."""
-    from langmoe.data.corpus import choose_languages, open_corpus
-    from langmoe.models.base import load_model_and_tokenizer
 
     settings = settings or EvalSettings()
     model, tokenizer = load_model_and_tokenizer(model_path, dtype=dtype, device_map=device_map)

@@ -14,12 +14,25 @@ from typing import Any
 import torch
 
 from langmoe.config import Recipe, parse_recipe
+from langmoe.data.corpus import (
+    COUNT_LIMIT_BYTES,
+    choose_languages,
+    corpus_fingerprint,
+    corpus_sources,
+    open_corpus,
+)
 from langmoe.data.packing import check_block_len, open_token_store, pack_corpus, train_tokens_needed
+from langmoe.diagnostics import eval_warnings
 from langmoe.errors import LangmoeError
-from langmoe.io import write_json, write_yaml
+from langmoe.eval.perplexity import evaluate_languages
+from langmoe.io import read_json, write_json, write_yaml
+from langmoe.models.base import load_tokenizer, resolve_model_path
+from langmoe.models.moe_io import load_model_any
 from langmoe.pipeline.runner import StageRunner, atomic_dir
 from langmoe.pipeline.summary import mean_metrics
 from langmoe.precision import load_dtype
+from langmoe.registry import get_provider
+from langmoe.train.trainer import find_checkpoints
 
 
 class RecipeRun:
@@ -45,8 +58,6 @@ class RecipeRun:
 
     def setup(self, extra_languages: list[str] | None = None) -> None:
         """Load tokenizer and corpus, check the recipe fits the model, write config.yaml, fix the input key."""
-        from langmoe.data.corpus import choose_languages, corpus_fingerprint, open_corpus
-        from langmoe.models.base import load_tokenizer, resolve_model_path
 
         r = self.recipe
         torch.set_num_threads(r.threads)
@@ -69,8 +80,6 @@ class RecipeRun:
         """`corpus_sources.json`: which source(s) gave each language its documents, and how many characters per
         split. Counting streams folder sources once (those over COUNT_LIMIT_BYTES, or streamed datasets, are not
         counted: their size on disk is recorded), so a rerun on the same corpus keeps the file it wrote."""
-        from langmoe.data.corpus import COUNT_LIMIT_BYTES, corpus_sources
-        from langmoe.io import read_json
 
         path = self.run_dir / "corpus_sources.json"
         if path.is_file():
@@ -85,7 +94,6 @@ class RecipeRun:
 
     def base(self):
         """A fresh copy of the dense base (each system starts from it), fp32 unless the command's --dtype says."""
-        from langmoe.models.moe_io import load_model_any
 
         torch.manual_seed(self.recipe.seed)
         model, _ = load_model_any(self.model_path, dtype=load_dtype(torch.float32))  # langmoe's one loader
@@ -106,7 +114,6 @@ class RecipeRun:
 
     def provide(self, artifact: str) -> Any:
         """A shared artifact some method registered (e.g. "language_groups"), computed as cached stages."""
-        from langmoe.registry import get_provider
 
         return get_provider(artifact)(self)
 
@@ -138,7 +145,6 @@ class RecipeRun:
                  langs: list[str] | None = None, extra: Mapping[str, Any] | None = None,
                  trained: bool = True) -> dict[str, Any]:
         """Per-language scores of `model`, written to `eval/<system>.json` (`trained=False`: budget 0)."""
-        from langmoe.eval.perplexity import evaluate_languages
 
         e = self.recipe.eval
         langs = langs or self.recipe.languages
@@ -159,7 +165,6 @@ class RecipeRun:
             "eval": e.model_dump(),
             **(dict(extra) if extra else {}),
         }
-        from langmoe.diagnostics import eval_warnings
 
         result["warnings"] = eval_warnings({"langs": per_lang, "split": e.split})  # also printed by run/demo
         write_json(self.run_dir / "eval" / f"{system}.json", result)
@@ -175,7 +180,6 @@ class RecipeRun:
         `fail_at[name]` (tests) makes the stage crash before that step; the rerun resumes from its checkpoints."""
 
         def fn(d: Path) -> dict[str, Any]:
-            from langmoe.train.trainer import find_checkpoints
 
             model = load()
             ckpts = find_checkpoints(d / "train")

@@ -8,7 +8,9 @@ from typing import Any
 
 import torch
 
-from langmoe.models.moe_io import MAX_SHARD_SIZE
+from langmoe.models.moe import moe_blocks
+from langmoe.models.moe_io import MAX_SHARD_SIZE, load_model_any, load_moe_pretrained, save_moe_pretrained
+from langmoe.models.upcycle import parameter_counts
 from langmoe.precision import load_dtype
 
 
@@ -23,14 +25,12 @@ def save_dense(tokenizer) -> Callable[[Any, Path], None]:
 
 
 def load_dense(path: Path):
-    from langmoe.models.moe_io import load_model_any
 
     return load_model_any(path, dtype=load_dtype(torch.float32))[0]  # langmoe's one loader
 
 
 def save_moe(tokenizer) -> Callable[[Any, Path], None]:
     """`save(model, dest)`: an MoE folder whose config.json records the MoE structure (`langmoe.models.moe_io`)."""
-    from langmoe.models.moe_io import save_moe_pretrained
 
     def save(model, dest: Path) -> None:
         save_moe_pretrained(model, tokenizer, dest)
@@ -40,7 +40,6 @@ def save_moe(tokenizer) -> Callable[[Any, Path], None]:
 
 def load_moe(path: str | Path):
     """The MoE model saved by `save_moe`, exact weights, in training mode (stages continue training it)."""
-    from langmoe.models.moe_io import load_moe_pretrained
 
     model = load_moe_pretrained(path, dtype=load_dtype(torch.float32))
     model.train()
@@ -54,8 +53,6 @@ def dense_params(model) -> dict[str, int]:
 
 def moe_params(model, hard: bool = False) -> dict[str, int]:
     """Total and active-per-token parameters of an MoE model (hard routing: one expert per token)."""
-    from langmoe.models.moe import moe_blocks
-    from langmoe.models.upcycle import parameter_counts
 
     c = parameter_counts(model)
     active = c["active_per_token"]

@@ -8,6 +8,7 @@ from typing import Any
 from langmoe.io import write_json
 from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.models import save_dense
+from langmoe.train.mixed import split_steps, subset_blocks, train_mixed
 
 
 def eval_stage(run: RecipeRun, name: str, config: Any, deps: list[str], fn: Callable[[], dict[str, Any]]
@@ -24,7 +25,6 @@ def branch_stages(run: RecipeRun, prefix: str, groups: list[list[str]], total_st
                   deps: list[str], seed_offset: int = 200) -> list[tuple[str, dict[str, Any]]]:
     """Train one copy of the base per group on that group's languages only, `total_steps` split over the groups
     (`langmoe.train.mixed.split_steps`); stages `<prefix>/branch-<k>`. Returns [(stage name, stage result)]."""
-    from langmoe.train.mixed import split_steps, subset_blocks, train_mixed
 
     r = run.recipe
     out = []

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 import torch
 
 from langmoe.errors import LangmoeError
+from langmoe.models.adapters import get_adapter
+from langmoe.models.moe import moe_blocks
+from langmoe.models.upcycle import upcycle
 
 
 @torch.no_grad()
@@ -36,9 +39,6 @@ def average_weights(models: Sequence[torch.nn.Module]) -> torch.nn.Module:
 @torch.no_grad()
 def merge_branches(branches: Sequence[torch.nn.Module], top_k: int = 2, seed: int = 0) -> torch.nn.Module:
     """The BTX MoE: averaged shared weights, expert k of every layer = branch k's FFN, fresh routers."""
-    from langmoe.models.adapters import get_adapter
-    from langmoe.models.moe import moe_blocks
-    from langmoe.models.upcycle import upcycle
 
     branches = list(branches)
     k = len(branches)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from langmoe.methods.btx.merge import merge_branches
 from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.models import load_dense, load_moe, moe_params, save_moe
 from langmoe.pipeline.stages import branch_stages, eval_stage
 from langmoe.pipeline.summary import summary_row
+from langmoe.train.mixed import load_balance_terms, train_mixed
+from langmoe.train.routing_context import group_of_map
 
 
 def run_btx(run: RecipeRun, settings) -> dict[str, Any]:
     """Branch (budget − MoE steps, split over groups), merge FFNs into an all-layer MoE, train (MoE steps)."""
-    from langmoe.methods.btx.merge import merge_branches
-    from langmoe.train.mixed import load_balance_terms, train_mixed
-    from langmoe.train.routing_context import group_of_map
 
     r = run.recipe
     groups, gstage = run.provide("language_groups")

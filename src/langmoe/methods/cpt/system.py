@@ -9,10 +9,10 @@ from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.models import dense_params, load_dense, save_dense
 from langmoe.pipeline.stages import eval_stage
 from langmoe.pipeline.summary import summary_row
+from langmoe.train.mixed import train_mixed
 
 
 def run_cpt(run: RecipeRun, settings) -> dict[str, Any]:
-    from langmoe.train.mixed import train_mixed
 
     r = run.recipe
     cfg = run.train_cfg(settings.optim, offset=100, steps=r.budget_steps)

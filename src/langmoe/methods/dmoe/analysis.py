@@ -15,6 +15,15 @@ from typing import Any
 from langmoe.errors import LangmoeError
 from langmoe.io import write_json
 from langmoe.methods.dmoe.config import grouping_settings
+from langmoe.methods.dmoe.deviation import measure_deviation
+from langmoe.methods.dmoe.grouping import (
+    Grouping,
+    agreement,
+    attribute_grouping,
+    group_languages,
+    random_grouping,
+    with_comparisons,
+)
 
 
 def _ensure_file(run, name: str, obj: Any) -> None:
@@ -40,7 +49,6 @@ def ensure_deviation(run) -> tuple[dict[str, Any] | None, list[str]]:
 
 def ensure_groups(run) -> tuple[list[list[str]], str]:
     """Stage `groups` (B); (groups, stage name) — the "language_groups" provider."""
-    from langmoe.methods.dmoe.grouping import Grouping, group_languages, with_comparisons
 
     r, s = run.recipe, grouping_settings(run.recipe)
     dev, deps = ensure_deviation(run)
@@ -104,7 +112,6 @@ def ensure_analysis(run) -> tuple[list[list[str]], list[int]]:
 def ensure_random_groups(run) -> list[list[str]]:
     """Stage `groups_random`: a random balanced grouping (the ablation), with its agreement with the deviation
     groups and with genus written into `groups_random.json`."""
-    from langmoe.methods.dmoe.grouping import Grouping, agreement, attribute_grouping, random_grouping
 
     r, s = run.recipe, grouping_settings(run.recipe)
     groups, gstage = ensure_groups(run)
@@ -128,7 +135,6 @@ def ensure_random_groups(run) -> list[list[str]]:
 
 def _measure(run, d: Path, s) -> dict[str, Any]:
     """Per-language probes from the dense base on the run's packed training blocks (cached per language in d)."""
-    from langmoe.methods.dmoe.deviation import measure_deviation
 
     r = run.recipe
     model = run.base()

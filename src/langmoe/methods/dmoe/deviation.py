@@ -27,6 +27,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from langmoe.console import progress
+from langmoe.data.packing import PackedBlocks, check_block_len, pack_corpus
+from langmoe.data.samplers import TemperatureSampler
 from langmoe.errors import LangmoeError
 from langmoe.io import read_json, write_json, write_with
 from langmoe.methods.dmoe.probe import (
@@ -260,8 +263,6 @@ def _language_view(blocks, lang: str):
 
 
 def _source_and_fingerprint(data: DataSpec, lang: str, config: DeviationConfig) -> tuple[Any, str]:
-    from langmoe.data.packing import PackedBlocks
-    from langmoe.data.samplers import TemperatureSampler
 
     if isinstance(data, PackedBlocks) or (isinstance(data, Mapping) and lang in data):
         blocks = data if isinstance(data, PackedBlocks) else data[lang]
@@ -279,7 +280,6 @@ def _source_and_fingerprint(data: DataSpec, lang: str, config: DeviationConfig) 
 
 
 def _langs_of(data: DataSpec, langs: Sequence[str] | None) -> list[str]:
-    from langmoe.data.packing import PackedBlocks
 
     if langs is None:
         if isinstance(data, PackedBlocks):
@@ -431,7 +431,6 @@ def _result(plan: _Plan, langs: list[str], per_lang: Mapping[str, LanguageDeviat
 
 
 def _probe_seed(plan: _Plan, data: DataSpec, langs: list[str], out_dir: Path | None, log) -> DeviationResult:
-    from langmoe.console import progress
 
     cache = out_dir / "probe" if out_dir is not None else None
     with progress("deviation", len(langs) * plan.config.steps, plain_lines=False,
@@ -545,7 +544,6 @@ def measure_deviation_on_corpus(model: torch.nn.Module, tokenizer, corpus, langs
                                 out_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                                 log: Callable[[str], None] | None = None) -> DeviationResult:
     """Pack the train split of `langs` (block_len, max_tokens_per_lang of the config) and probe them."""
-    from langmoe.data.packing import check_block_len, pack_corpus
 
     config = DeviationConfig.parse(config)
     check_block_len(model.config, config.block_len)

@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from langmoe.data.languages import get_language
 from langmoe.errors import LangmoeError
 from langmoe.methods.dmoe.sketch import cosine_matrix
 
@@ -240,7 +241,6 @@ def random_grouping(langs: Sequence[str], num_groups: int | None = None, group_s
 def attribute_grouping(langs: Sequence[str], by: Literal["genus", "family", "script"] = "genus",
                        declared: Mapping | None = None) -> Grouping:
     """One group per genus (or family / script) of `langs.data.languages`; groups are not balanced."""
-    from langmoe.data.languages import get_language
 
     if by not in ("genus", "family", "script"):
         raise LangmoeError(f"attribute grouping is by genus, family or script, got {by!r}")

@@ -6,6 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from langmoe.io import read_json, write_json
+from langmoe.methods.dmoe.new_language import NewLanguageJob, add_language
+from langmoe.pipeline.models import load_moe, moe_params, save_moe
+from langmoe.pipeline.runner import atomic_dir
+from langmoe.train.routing_context import group_of_map
 
 LANGUAGES_FILE = "langmoe_languages.json"  # in a DMoE model folder: each language's expert (for add-language)
 
@@ -20,10 +24,6 @@ def write_languages_file(dest: Path, expert_of: dict[str, int]) -> None:
 
 
 def run_new_language(run, settings, stage2: str, groups: list[list[str]], layers: list[int]) -> dict[str, Any]:
-    from langmoe.methods.dmoe.new_language import NewLanguageJob, add_language
-    from langmoe.pipeline.models import load_moe, moe_params, save_moe
-    from langmoe.pipeline.runner import atomic_dir
-    from langmoe.train.routing_context import group_of_map
 
     r = run.recipe
     nl = settings.new_language

@@ -14,9 +14,15 @@ from typing import Any
 
 import torch
 
+from langmoe.data.samplers import HomogeneousSampler
+from langmoe.errors import LangmoeError
+from langmoe.io import atomic_path
 from langmoe.models.routing import iter_routing
 from langmoe.train.faults import maybe_fail
+from langmoe.train.mixed import train_mixed
+from langmoe.train.router_losses import load_balance_term, router_ce_term
 from langmoe.train.routing_context import hard_routing
+from langmoe.train.trainer import LossTerm, train
 
 # ---- loss terms -----------------------------------------------------------------------
 
@@ -24,26 +30,22 @@ from langmoe.train.routing_context import hard_routing
 def router_ce(model, batch, outputs) -> torch.Tensor:
     """L_RC: cross-entropy of each MoE layer's router logits against the token's group (padding ignored),
     mean over tokens, then over MoE layers."""
-    from langmoe.train.router_losses import router_ce_term
 
     return router_ce_term("group_ids")(model, batch, outputs)
 
 
 def load_balance(model, batch, outputs) -> torch.Tensor:
     """L_LB: Switch-style `E · Σ_e f_e · P_e` over the experts each layer used, mean over MoE layers."""
-    from langmoe.train.router_losses import load_balance_term
 
     return load_balance_term()(model, batch, outputs)
 
 
 def stage1_terms(alpha: float):
-    from langmoe.train.trainer import LossTerm
 
     return [LossTerm("router_ce", alpha, router_ce)]
 
 
 def stage2_terms(lam: float):
-    from langmoe.train.trainer import LossTerm
 
     return [LossTerm("load_balance", lam, load_balance)]
 
@@ -55,8 +57,6 @@ def train_stage1(model, blocks, group_of: Mapping[str, int], train_config: Mappi
                  alpha: float = 1.28, tau: float = 0.3, fail_at: int | None = None, **train_kwargs):
     """Group-homogeneous micro-batches, hard routing by group, `L_CLM + alpha · L_RC`. Resumes from checkpoints.
     `train_kwargs` go to `langmoe.train.trainer.train` (e.g. `return_optimizer_state` for the hand-off)."""
-    from langmoe.data.samplers import HomogeneousSampler
-    from langmoe.train.trainer import train
 
     source = HomogeneousSampler(blocks, train_config["micro_batch_size"], by="group", group_of=dict(group_of),
                                 tau=tau, seed=train_config.get("seed", 0), equal_group_budget=True)
@@ -68,7 +68,6 @@ def train_stage2(model, blocks, group_of: Mapping[str, int], train_config: Mappi
                  lam: float = 0.02, tau: float = 0.3, fail_at: int | None = None, **train_kwargs):
     """Mixed micro-batches, learned top-k routing, `L_CLM + lambda · L_LB`. Resumes from checkpoints.
     `train_kwargs` go to the trainer (e.g. `init_optimizer_state`: stage 1's AdamW state, by parameter name)."""
-    from langmoe.train.mixed import train_mixed
 
     return train_mixed(model, blocks, train_config, out_dir, tau=tau, fail_at=fail_at, seed_offset=1,
                        group_of=group_of, loss_terms=stage2_terms(lam), **train_kwargs)
@@ -91,14 +90,12 @@ def schedule_configs(cfg1: dict[str, Any], cfg2: dict[str, Any], schedule: str) 
 
 def save_optimizer_handoff(result, out_dir: Path) -> None:
     """Write the trainer's final AdamW state (`TrainResult.optimizer_state`) for the next stage."""
-    from langmoe.io import atomic_path
 
     with atomic_path(Path(out_dir) / OPTIMIZER_HANDOFF) as tmp:
         torch.save(result.optimizer_state or {}, tmp)
 
 
 def load_optimizer_handoff(out_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
-    from langmoe.errors import LangmoeError
 
     path = Path(out_dir) / OPTIMIZER_HANDOFF
     if not path.is_file():

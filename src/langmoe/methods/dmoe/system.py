@@ -11,6 +11,14 @@ from typing import Any
 
 from langmoe.io import write_json
 from langmoe.methods.dmoe.analysis import ensure_analysis, ensure_random_groups
+from langmoe.methods.dmoe.stages import (
+    load_optimizer_handoff,
+    routing_statistics,
+    save_optimizer_handoff,
+    schedule_configs,
+    train_stage1,
+    train_stage2,
+)
 from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.models import load_moe, moe_params, save_moe
 from langmoe.pipeline.stages import eval_stage
@@ -21,13 +29,6 @@ from langmoe.train.routing_context import group_of_map, hard_routing
 def _train(run: RecipeRun, s, system: str, groups, layers, deps: list[str]) -> tuple[dict, dict, str]:
     """Upcycle (D) and the two training stages (E); (stage-1 info, stage-2 info, stage-2 name)."""
     from langmoe.methods.dmoe import build
-    from langmoe.methods.dmoe.stages import (
-        load_optimizer_handoff,
-        save_optimizer_handoff,
-        schedule_configs,
-        train_stage1,
-        train_stage2,
-    )
 
     r = run.recipe
     group_of = group_of_map(groups)
@@ -66,7 +67,6 @@ def _train(run: RecipeRun, s, system: str, groups, layers, deps: list[str]) -> t
 
 
 def run_dmoe(run: RecipeRun, s, system: str = "dmoe") -> dict[str, Any]:
-    from langmoe.methods.dmoe.stages import routing_statistics
 
     r = run.recipe
     groups_dev, layers = ensure_analysis(run)

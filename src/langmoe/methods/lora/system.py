@@ -12,6 +12,7 @@ from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.models import dense_params, load_dense
 from langmoe.pipeline.stages import eval_stage
 from langmoe.pipeline.summary import summary_row
+from langmoe.train.mixed import train_mixed
 
 STAGE = "lora/train"
 SEED_OFFSET = 100  # CPT's: LoRA sees exactly CPT's batches
@@ -28,7 +29,6 @@ def _peft():
 
 
 def run_lora(run: RecipeRun, settings) -> dict[str, Any]:
-    from langmoe.train.mixed import train_mixed
 
     peft = _peft()
     r = run.recipe

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from langmoe.io import write_json
+from langmoe.methods.xelm.ensemble import EnsembleLM
 from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.models import dense_params, load_dense
 from langmoe.pipeline.stages import branch_stages, eval_stage
@@ -13,7 +14,6 @@ from langmoe.pipeline.summary import mean_metrics, summary_row
 
 
 def run_xelm(run: RecipeRun, settings) -> dict[str, Any]:
-    from langmoe.methods.xelm.ensemble import EnsembleLM
 
     r = run.recipe
     groups, gstage = run.provide("language_groups")
