@@ -37,6 +37,9 @@ def register(subparsers) -> None:
                    help="MoE-layer positions (0-based) for JSD heatmaps (default first, middle, last)")
     p.add_argument("--min-tokens", type=int, default=None,
                    help="warn below this many tokens per language (default 20 expected hits per expert)")
+    p.add_argument("--adapt-pairs", nargs="+", default=None, metavar="CHILD:PARENT",
+                   help="write selected_experts.json (the official shape: SEFT and SSFT k=1/3/5 over the last 2 MoE "
+                        "layers) for these children, each through its parent's experts, e.g. gl:pt uk:ru")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
     add_token_store_option(p)
@@ -54,6 +57,21 @@ def parse_base(value: str) -> float:
     return b
 
 
+def parse_pairs(values: list[str] | None, langs: list[str]) -> dict[str, str] | None:
+    """`CHILD:PARENT` items -> {child: parent}; the parents must be routed (in --langs)."""
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for v in (x for item in values for x in item.split(",") if x):
+        child, sep, parent = v.partition(":")
+        if not sep or not child or not parent or child == parent:
+            raise LangmoeError(f"--adapt-pairs takes CHILD:PARENT items (two different codes), got {v!r}")
+        if parent not in langs:
+            raise LangmoeError(f"--adapt-pairs {v}: parent {parent!r} is not in --langs")
+        out[child] = parent
+    return out
+
+
 def run(args) -> int:
     from langmoe.io import check_output
 
@@ -69,6 +87,7 @@ def run(args) -> int:
     set_threads(args.threads)
     base = parse_base(args.log_base)
     langs = split_langs(args.langs)
+    pairs = parse_pairs(args.adapt_pairs, langs)
     corpus = open_corpus(args.corpus)
     model, tok = load_model_any(args.model)
     require_moe(model, "`langmoe routing`")
@@ -82,7 +101,7 @@ def run(args) -> int:
         m = analyse_routing(model, tok, corpus, langs, args.out, split=args.split,
                             tokens_per_lang=args.tokens_per_lang, soft=args.soft, window=window,
                             batch_size=args.batch_size, alpha=args.alpha, n_shared=args.n_shared, base=base,
-                            jsd_layers=args.jsd_layers, min_tokens=args.min_tokens)
+                            jsd_layers=args.jsd_layers, min_tokens=args.min_tokens, pairs=pairs)
     for w in m["warnings"]:
         print(f"langmoe routing: warning: {w}", file=sys.stderr)
     del caught

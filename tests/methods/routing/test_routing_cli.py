@@ -82,7 +82,12 @@ def test_adapt_cli_seft_run(folders, tmp_path, capsys):
                "--batch-size", "2", "--block-len", "32", "--eval-chars", "600", "--out", str(out)])
     assert rc == 0
     res = json.loads((out / "adapt.json").read_text())
-    assert res["mode"] == "seft" and 0 < res["trainable_share"] < 0.05 and res["train_tokens"] == 2 * 2 * 32
+    assert res["mode"] == "seft" and 0 < res["trainable_share"] < 0.06 and res["train_tokens"] == 2 * 2 * 32
+    assert res["layers"] == [1, 2]  # the paper's last 2 MoE layers by default
+    assert res["reference_pool"] == ["ru", "es"]  # pt: es already stands for Romance
+    counts = json.loads((out / "routing_counts.json").read_text())
+    assert counts["langs"] == ["ru", "es"]
+    assert all(len(v) > counts["top_k"][0] for v in res["allowed"].values())
     loaded = tf.AutoModelForCausalLM.from_pretrained(out / "model")
     assert loaded.config.model_type == "qwen3_moe"
     assert "trainable share" in capsys.readouterr().out

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
 from langmoe.errors import LangmoeError
 from langmoe.methods.routing import metrics as M
 from langmoe.methods.routing.collect import RoutingCounts
+from langmoe.methods.routing.selection import (
+    default_candidates,
+    default_last_n,
+    family_of,
+    pool_counts,
+    selected_experts_json,
+)
 
 __all__ = ["default_alpha", "routing_metrics", "default_heatmap_layers"]
 
@@ -24,8 +32,9 @@ def default_heatmap_layers(n_layers: int) -> list[int]:
 
 
 def routing_metrics(rc: RoutingCounts, alpha: float | None = None, n_shared: int = 2, base: float = M.DEFAULT_BASE,
-                    jsd_layers: list[int] | None = None) -> dict:
-    """Entropy, JSD, specialisation, shares, specific/shared experts, overlap vs last-layer JSD."""
+                    jsd_layers: list[int] | None = None, pairs: Mapping[str, str] | None = None) -> dict:
+    """Entropy, JSD, specialisation, shares, specific/shared experts, overlap vs last-layer JSD; with `pairs`
+    (child -> parent) the official `selected_experts` for the last 2 MoE layers, as `langmoe adapt` selects."""
     c = rc.array()
     L, n_layers, E = c.shape
     alpha = default_alpha(max(rc.num_experts)) if alpha is None else float(alpha)
@@ -71,4 +80,25 @@ def routing_metrics(rc: RoutingCounts, alpha: float | None = None, n_shared: int
             out["lexical_overlap"] = ov.tolist()
             out["overlap_vs_last_layer_jsd"] = M.overlap_correlation(ov, last)
         out["summary"] = summary
+        out.update(_pool_selection(rc, c, alpha, pairs))
+    return out
+
+
+def _pool_selection(rc: RoutingCounts, c: np.ndarray, alpha: float, pairs: Mapping[str, str] | None) -> dict:
+    """Specific experts over the one-per-family pool (what `adapt` selects from) and, for child -> parent pairs,
+    the official selected_experts.json (last 2 MoE layers, SEFT and SSFT k = 1/3/5)."""
+    cands = default_candidates(rc.langs)
+    fam: dict[str, str] = {}
+    for lang in cands:
+        fam.setdefault(family_of(lang), lang)
+    pool = list(fam.values())
+    out: dict = {"reference_pool": pool}
+    if len(pool) > 1:
+        cp = pool_counts(c, rc.langs, pool)
+        out["pool_specific_experts"] = {str(rc.layers[j]): M.specific_experts(cp, pool, j, alpha)
+                                        for j in range(len(rc.layers))}
+    if pairs:
+        n = len(rc.layers)
+        positions = list(range(n - default_last_n(n), n))
+        out["selected_experts"] = selected_experts_json(c, rc.langs, rc.layers, pairs, positions, alpha)
     return out
