@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from langmoe.data.languages import LANGUAGES
 from langmoe.errors import LangmoeError
 from langmoe.methods.routing import metrics as M
 from langmoe.methods.routing.collect import RoutingCounts
@@ -17,6 +18,7 @@ from langmoe.methods.routing.selection import (
     pool_counts,
     selected_experts_json,
 )
+from langmoe.methods.routing.stats import bootstrap_layers, mantel, within_groups
 
 __all__ = ["default_alpha", "routing_metrics", "default_heatmap_layers"]
 
@@ -75,13 +77,45 @@ def routing_metrics(rc: RoutingCounts, alpha: float | None = None, n_shared: int
             "lowest_mean_jsd_layer": rc.layers[int(np.argmin(out["mean_pairwise_jsd"]))],
         }
         if rc.token_ids:
-            ov = M.jaccard_matrix(rc.token_ids, rc.langs)
-            last = M.jsd_matrix(c, n_layers - 1, base)
-            out["lexical_overlap"] = ov.tolist()
-            out["overlap_vs_last_layer_jsd"] = M.overlap_correlation(ov, last)
+            out.update(_overlap_statistics(rc, c, base))
+        units = rc.unit_arrays()
+        if units is not None and all(len(u) >= 2 for u in units):
+            out["intervals"] = bootstrap_layers(units, base=base)
         out["summary"] = summary
         out.update(_pool_selection(rc, c, alpha, pairs))
     return out
+
+
+def script_of(code: str) -> str:
+    lang = LANGUAGES.get(code)
+    return lang.script if lang is not None else f"?{code}"
+
+
+def _overlap_statistics(rc: RoutingCounts, c: np.ndarray, base: float) -> dict:
+    """Lexical overlap vs last-layer JSD: pair correlations (kept for comparison, pairs are not independent), the
+    Mantel permutation test over languages, the within-script correlation, and the reading as a sentence."""
+    ov = M.jaccard_matrix(rc.token_ids, rc.langs)
+    last = M.jsd_matrix(c, c.shape[1] - 1, base)
+    corr = M.overlap_correlation(ov, last)
+    corr["mantel"] = mantel(ov, last)
+    corr["within_script"] = within_groups(ov, last, [script_of(x) for x in rc.langs])
+    corr["sentence"] = overlap_sentence(corr, rc.layers[-1])
+    return {"lexical_overlap": ov.tolist(), "overlap_vs_last_layer_jsd": corr}
+
+
+def overlap_sentence(corr: dict, layer: int) -> str:
+    """The correlation as a researcher would state it."""
+    m, w = corr.get("mantel") or {}, corr.get("within_script") or {}
+    if m.get("r") is None:
+        return f"Lexical overlap vs JSD at layer {layer}: not enough varying language pairs for a test."
+    kind = "exact" if m.get("exact") else f"{m['permutations']} permutations"
+    s = (f"Across {m['languages']} languages ({m['pairs']} pairs), lexical overlap and routing JSD at layer {layer} "
+         f"correlate with Pearson r = {m['r']:.2f} (Mantel test over languages, {kind}: p = {m['p']:.3g}).")
+    if w.get("r") is not None:
+        s += f" Within scripts ({w['pairs']} same-script pairs) r = {w['r']:.2f}."
+    else:
+        s += " Too few same-script pairs for a within-script correlation."
+    return s
 
 
 def _pool_selection(rc: RoutingCounts, c: np.ndarray, alpha: float, pairs: Mapping[str, str] | None) -> dict:
