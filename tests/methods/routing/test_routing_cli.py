@@ -11,6 +11,7 @@ import transformers as tf
 from routing_fixtures import tiny_moe
 
 from langmoe.cli import main
+from langmoe.methods.routing.plots import jsd_colour_max, pair_type
 from langmoe.models.base import builtin_base_path, load_tokenizer
 
 torch.set_num_threads(1)
@@ -48,10 +49,19 @@ def test_routing_cli_writes_counts_metrics_plots(folders, tmp_path, capsys):
     assert counts["langs"] == ["es", "pt", "ru"] and m["log_base"] == 2.0
     assert set(m["plots"]) >= {"specialisation.png", "entropy.png", "expert_shares.png", "overlap_vs_jsd.png", "jsd_layer2.png"}
     assert all((out / f).is_file() for f in m["plots"]) and (out / "report.html").is_file()
+    page = (out / "report.html").read_text()
+    assert "<h2>Tokens per language</h2>" in page and "<td>es</td><td>400</td>" in page
+    assert "Language-specific experts" in page and "Shared experts" in page and "Mantel test over languages" in page
+    assert jsd_colour_max(m) == max(max(max(r) for r in mat) for mat in m["jsd"].values())
     assert len(m["specialisation"]) == 3 and all(0 <= s <= 1 for s in m["specialisation"])
     assert m["overlap_vs_last_layer_jsd"]["pairs"] == 3
     err = capsys.readouterr().err
     assert "warning: language 'es' has only 400 test tokens (< 1000" in err
+
+
+def test_pair_types():
+    assert pair_type("es", "pt") == "same family" and pair_type("es", "de") == "same script"
+    assert pair_type("es", "ru") == "other" and pair_type("es", "qq") == "other"
 
 
 def _entropy(p):
