@@ -79,10 +79,10 @@ def parse_pairs(values: list[str] | None, langs: list[str]) -> dict[str, str] | 
 
 
 def compare_focus(args, langs: list[str]) -> str | None:
-    if args.compare_lang is not None and not args.compare:
-        raise LangmoeError("--compare-lang needs --compare OTHER")
     if args.compare_lang is not None and args.compare_lang not in langs:
         raise LangmoeError(f"--compare-lang {args.compare_lang!r} is not in --langs ({', '.join(langs)})")
+    if args.compare_lang is not None and not args.compare:
+        raise LangmoeError("--compare-lang needs --compare OTHER")
     return args.compare_lang if args.compare_lang is not None else ("en" if "en" in langs else None)
 
 
