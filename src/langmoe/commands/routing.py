@@ -141,13 +141,15 @@ def run(args) -> int:
     for w in m["warnings"]:
         print(f"langmoe routing: warning: {w}", file=sys.stderr)
     del caught
-    print(f"{'layer':>6} {'special.':>9} {'mean JSD':>9}")
-    for layer, s, j in zip(m["layers"], m["specialisation"], m["mean_pairwise_jsd"], strict=True):
-        print(f"{layer:>6} {s:>9.3f} {j:>9.3f}")
+    iv = m.get("intervals") or {}
+    print(f"{'layer':>6} {'special.':>9} {'95% interval':>17} {'mean JSD':>9} {'95% interval':>17}")
+    for j, (layer, s, d) in enumerate(zip(m["layers"], m["specialisation"], m["mean_pairwise_jsd"], strict=True)):
+        cs, cd = (f"[{iv[k][j][0]:.3f}, {iv[k][j][1]:.3f}]" if iv else "" for k in ("specialisation",
+                                                                                "mean_pairwise_jsd"))
+        print(f"{layer:>6} {s:>9.3f} {cs:>17} {d:>9.3f} {cd:>17}")
     corr = m.get("overlap_vs_last_layer_jsd")
-    if corr and corr.get("pearson_r") is not None:
-        print(f"overlap vs last-layer JSD: Pearson r={corr['pearson_r']:.3f} (p={corr['pearson_p']:.3g}), "
-              f"Spearman rho={corr['spearman_rho']:.3f} (p={corr['spearman_p']:.3g}), {corr['pairs']} pairs")
+    if corr and corr.get("sentence"):
+        print(corr["sentence"])
     if "compare" in m:
         print_comparison(m["compare"])
     print(f"wrote {args.out}/routing_counts.json, routing_metrics.json, report.html"
