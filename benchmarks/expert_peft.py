@@ -3,7 +3,8 @@
 The paper's set-up (aditi184/moe-routing-adaptation): specific and shared experts are selected over a reference
 pool of one high-resource language per family (`langmoe.methods.routing.selection.reference_pool`: the parent plus
 the first `--ref-langs` language of every other family; default en es ru fi ar hi zh, the parent replacing its
-family's member), routing counts collected once on the `valid` split; the last 2 MoE layers are adapted; a mode
+family's member), routing counts collected once on the pool languages' `train` split (`--counts-split`; equal
+budgets, and the built-in `valid` split of hi has under 1,000 tokens; the child is never routed for selection); the last 2 MoE layers are adapted; a mode
 whose routing mask would leave the router no choice (allowed experts <= top-k) is refused and reported so.
 
 Per mode (seft, ssft, aeft, lastn, full, lora) the learning rate is swept over `--lrs` (the paper's grid
@@ -114,6 +115,9 @@ def _parse(argv):
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--block-len", type=int, default=128)
     ap.add_argument("--tokens-per-lang", type=int, default=20_000)
+    ap.add_argument("--counts-split", default="train",
+                    help="split of the pool languages routed for selection (train: the built-in valid split of hi "
+                         "has under 1,000 tokens, and equal budgets would cut every language to that)")
     ap.add_argument("--eval-chars", type=int, default=20_000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/expert_peft")
@@ -177,8 +181,8 @@ def main(argv=None) -> int:
     block = min(args.block_len, getattr(model.config, "max_position_embeddings", args.block_len))
     args.ref_langs = args.ref_langs or [x for x in DEFAULT_POOL if x in corpus.languages()]
     pool = reference_pool(args.parent, args.child, args.ref_langs)
-    counts = collect_routing(model, tok, corpus, pool, split="valid", tokens_per_lang=args.tokens_per_lang,
-                             window=block)
+    counts = collect_routing(model, tok, corpus, pool, split=args.counts_split,
+                             tokens_per_lang=args.tokens_per_lang, window=block)
     n = len(counts.layers)
     args.last_n_used = args.last_n or default_last_n(n)
     alpha = args.alpha if args.alpha is not None else 0.64 / max(counts.num_experts)

@@ -33,7 +33,9 @@ def register(subparsers) -> None:
                    help="candidate reference languages (default en es ru fi ar hi zh): the parent plus the first of "
                         "every other family form the pool that specific and shared experts are selected over "
                         "(the child's family contributes nobody else); counts are collected for it unless --counts")
-    p.add_argument("--counts-split", default="valid", help="split for collecting counts (default valid)")
+    p.add_argument("--counts-split", default="train",
+                   help="split of the pool languages routed for the counts (default train: what the model learnt to "
+                        "route, and enough text for equal budgets; the child is never in the pool)")
     p.add_argument("--tokens-per-lang", type=int, default=20_000, help="routing token budget per language")
     p.add_argument("--steps", type=int, default=50, help="optimizer steps (default 50)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
