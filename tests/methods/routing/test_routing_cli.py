@@ -139,7 +139,8 @@ def test_adapt_cli_bad_input_writes_nothing(folders, tmp_path, capsys, extra, ms
 def test_adapt_cli_seft_run(folders, tmp_path, capsys):
     out = tmp_path / "a"
     rc = main(["adapt", "--model", str(folders / "moe"), "--child", "uk", "--parent", "ru", "--mode", "seft",
-               "--langs", "ru", "es", "pt", "--alpha", "0.01", "--tokens-per-lang", "300", "--steps", "2",
+               "--langs", "ru", "es", "pt", "--counts-split", "valid", "--alpha", "0.01", "--tokens-per-lang", "300",
+               "--steps", "2",
                "--batch-size", "2", "--block-len", "32", "--eval-chars", "600", "--out", str(out)])
     assert rc == 0
     res = json.loads((out / "adapt.json").read_text())
