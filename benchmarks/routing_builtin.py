@@ -91,6 +91,7 @@ def findings(m: dict, control: dict | None = None) -> dict:
     out["q3_more_overlap_less_jsd"] = None if mt.get("r") is None else bool(mt["r"] < 0 and mt["p"] < 0.05)
     if control is not None:
         out["control"] = excess_over_control(m, control)
+        out["control_overlap_vs_jsd"] = control.get("overlap_vs_last_layer_jsd")
     return out
 
 
@@ -159,6 +160,8 @@ def write_markdown(path: Path, args, m: dict, f: dict, cost: dict) -> None:
         f"**{yes[f['q3_more_overlap_less_jsd']]}**. {corr.get('sentence', '')} (Pair-wise p-values, which treat "
         f"the pairs as independent: {_corr_text(corr)}.)",
         "",
+        *([f"   The random-router control: {f['control_overlap_vs_jsd'].get('sentence', '')}", ""]
+          if f.get("control_overlap_vs_jsd") else []),
         f"Collection cost: {cost['collect_cpu_s']:.3f} CPU-s vs {cost['plain_cpu_s']:.3f} CPU-s for a plain forward "
         f"over the same {cost['tokens']} tokens: **{cost['ratio']:.3f}x** (median of {cost['repeats']}; target <= 1.1x).",
         "",
