@@ -206,6 +206,8 @@ def main(argv=None) -> int:
     langs = [x for v in args.langs for x in v.split(",") if x]
     window = min(args.window, getattr(model.config, "max_position_embeddings", args.window))
     out = Path(args.out)
+    for name in ("RESULTS.md", "findings.json"):  # our own files beside langmoe's: else the folder is "foreign"
+        (out / name).unlink(missing_ok=True)
     m = analyse_routing(model, tok, corpus, langs, out, tokens_per_lang=args.tokens_per_lang, soft=args.soft,
                         window=window, batch_size=args.batch_size)
     control = None

@@ -113,6 +113,8 @@ def main(argv=None) -> int:
     cpt = continue_pretraining(continued, tok, corpus, args.cpt_langs, args)
     window = min(256, getattr(base.config, "max_position_embeddings", 256))
     out = Path(args.out)
+    for name in ("RESULTS.md", "findings.json"):  # our own files beside langmoe's: else the folder is "foreign"
+        (out / name).unlink(missing_ok=True)
     m = analyse_routing(base, tok, corpus, args.langs, out, tokens_per_lang=args.tokens_per_lang, window=window,
                         compare_model=continued, compare_focus=args.focus, names=("model", "other"))
     cmp = m["compare"]
