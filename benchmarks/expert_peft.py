@@ -1,13 +1,20 @@
 """Expert-level adaptation vs baselines at equal tokens: child perplexity, parent perplexity change, trainable share.
 
-For each seed and mode (seft, ssft, aeft, lastn, full, lora) a fresh copy of the model is adapted to the child
-language for the same number of steps x batch x block tokens (`langmoe.methods.routing.adapt.run_adaptation`);
-specific and shared experts come from routing counts of the reference languages collected once on the `valid`
-split. Perplexities are on the `test` split (evaluation routes freely). The issue's targets: SSFT trains < 5% of
-the parameters, reaches the child perplexity of `lastn` within 2%, and raises the parent's perplexity less.
+The paper's set-up (aditi184/moe-routing-adaptation): specific and shared experts are selected over a reference
+pool of one high-resource language per family (`langmoe.methods.routing.selection.reference_pool`: the parent plus
+the first `--ref-langs` language of every other family; default en es ru fi ar hi zh, the parent replacing its
+family's member), routing counts collected once on the pool languages' `train` split (`--counts-split`; equal
+budgets, and the built-in `valid` split of hi has under 1,000 tokens; the child is never routed for selection); the last 2 MoE layers are adapted; a mode
+whose routing mask would leave the router no choice (allowed experts <= top-k) is refused and reported so.
 
-    python benchmarks/expert_peft.py --model PATH/TO/MOE --child gl --parent pt --ref-langs pt es en de ru \
-        --seeds 0 1 2 --steps 200 --out benchmarks/results/expert_peft
+Per mode (seft, ssft, aeft, lastn, full, lora) the learning rate is swept over `--lrs` (the paper's grid
+1e-5 1e-4 4e-4 1e-3 4e-3) with the first seed and the best by child perplexity on the `valid` split is kept; then
+every seed is trained at that LR and scored on the `test` split (evaluation routes freely), all at the same
+steps x batch x block tokens. The targets: SSFT trains < 5% of the parameters, reaches the child perplexity of
+`lastn` (the complete last 2 layers) within 2%, and raises the parent's perplexity less.
+
+    python benchmarks/expert_peft.py --model builtin-moe --child gl --parent pt --seeds 0 1 2 \
+        --out benchmarks/results/expert_peft
 
 Works on any MoE folder with tokenizer files (stock transformers MoE or langmoe-upcycled).
 """
@@ -25,6 +32,7 @@ from pathlib import Path
 import torch
 
 MODES = ["seft", "ssft", "aeft", "lastn", "full", "lora"]
+PAPER_LRS = [1e-5, 1e-4, 4e-4, 1e-3, 4e-3]
 
 
 def _mean_std(xs):
@@ -34,103 +42,162 @@ def _mean_std(xs):
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def summarise(runs: list[dict], child: str, parent: str) -> dict:
-    """Per mode: mean ± std over seeds of child ppl after, parent ppl change, trainable share; target checks."""
+def summarise(runs: list[dict], child: str, parent: str, sweep: dict | None = None) -> dict:
+    """Per mode: mean ± std over seeds of child ppl after, parent ppl change, trainable share, the LR the sweep
+    chose; refused modes with their reason; target checks."""
     by_mode: dict[str, list[dict]] = {}
     for r in runs:
         by_mode.setdefault(r["mode"], []).append(r)
-    table = {}
+    table: dict = {m: {"refused": v["refused"]} for m, v in (sweep or {}).items() if v.get("refused")}
     for mode, rs in by_mode.items():
         cm, cs = _mean_std([r["after"][child]["ppl"] for r in rs])
         pm, ps = _mean_std([r["parent_ppl_change"] for r in rs])
         table[mode] = {"child_ppl": cm, "child_ppl_std": cs, "parent_ppl_change": pm, "parent_ppl_change_std": ps,
                        "trainable_share": rs[0]["trainable_share"], "seeds": len(rs),
-                       "child_ppl_before": rs[0]["before"][child]["ppl"], "train_tokens": rs[0]["train_tokens"]}
+                       "child_ppl_before": rs[0]["before"][child]["ppl"], "train_tokens": rs[0]["train_tokens"],
+                       "lr": rs[0]["config"]["lr"]}
     targets = {}
-    if "ssft" in table:
+    if "ssft" in table and "refused" not in table["ssft"]:
         s = table["ssft"]
         targets["ssft_share_below_5pct"] = s["trainable_share"] < 0.05
-        if "lastn" in table:
+        if "lastn" in table and "refused" not in table["lastn"]:
             ln = table["lastn"]
             targets["ssft_child_ppl_within_2pct_of_lastn"] = s["child_ppl"] <= 1.02 * ln["child_ppl"]
             targets["ssft_parent_rise_smaller_than_lastn"] = s["parent_ppl_change"] < ln["parent_ppl_change"]
     return {"table": table, "targets": targets}
 
 
-def write_markdown(path: Path, args, summary: dict) -> None:
+def write_markdown(path: Path, args, summary: dict, pool: list[str], sweep: dict) -> None:
     t = summary["table"]
-    lines = ["# Expert-level adaptation vs baselines at equal tokens", "", f"Command: `{args.command}`", "",
-             f"Child `{args.child}` via parent `{args.parent}`; last {args.last_n} MoE layer(s); "
-             f"{len(args.seeds)} seed(s); {next(iter(t.values()))['train_tokens']} training tokens per run.", "",
-             "| mode | trainable share | child ppl before | child ppl after (± sd) | parent ppl change (± sd) |",
-             "|---|---|---|---|---|"]
+    ran = [r for r in t.values() if "refused" not in r]
+    tokens = ran[0]["train_tokens"] if ran else 0
+    lines = ["# Expert-level adaptation vs baselines at equal tokens (the paper's set-up)", "",
+             f"Command: `{args.command}`", "",
+             f"Child `{args.child}` via parent `{args.parent}`; reference pool {', '.join(pool)} (one language per "
+             f"family); last {args.last_n_used} MoE layer(s); LR per mode swept over {args.lrs} (seed "
+             f"{args.seeds[0]}, best child ppl on `valid`); {len(args.seeds)} seed(s) at that LR scored on `test`; "
+             f"{tokens} training tokens per run. Machine shared with other jobs (1 torch thread).", "",
+             "| mode | LR | trainable share | child ppl before | child ppl after (± sd) | parent ppl change (± sd) |",
+             "|---|---|---|---|---|---|"]
     for mode in [m for m in MODES if m in t]:
         r = t[mode]
-        lines.append(f"| {mode} | {100 * r['trainable_share']:.3f}% | {r['child_ppl_before']:.3f} | "
+        if "refused" in r:
+            lines.append(f"| {mode} | — | — | — | refused: {r['refused']} | — |")
+            continue
+        lines.append(f"| {mode} | {r['lr']:g} | {100 * r['trainable_share']:.3f}% | {r['child_ppl_before']:.3f} | "
                      f"{r['child_ppl']:.3f} ± {r['child_ppl_std']:.3f} | "
                      f"{100 * r['parent_ppl_change']:+.2f}% ± {100 * r['parent_ppl_change_std']:.2f} |")
+    lines += ["", "LR sweep (child ppl on `valid`, first seed):", "",
+              "| mode | " + " | ".join(f"{lr:g}" for lr in args.lrs) + " |", "|---|" + "---|" * len(args.lrs)]
+    for mode, v in sweep.items():
+        if not v.get("refused"):
+            lines.append(f"| {mode} | " + " | ".join(f"{v['valid_ppl'][str(lr)]:.3f}" for lr in args.lrs) + " |")
     lines += ["", "Targets: " + (", ".join(f"{k}: **{'yes' if v else 'no'}**" for k, v in summary["targets"].items())
                                  or "n/a"), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def main(argv=None) -> int:
+def _parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--corpus", default="builtin")
     ap.add_argument("--child", default="gl")
     ap.add_argument("--parent", default="pt")
-    ap.add_argument("--ref-langs", nargs="+", default=["pt", "es", "en", "de", "ru", "fr"],
-                    help="reference languages for specific/shared experts (the parent and others)")
+    ap.add_argument("--ref-langs", nargs="+", default=None,
+                    help="candidate reference languages (default en es ru fi ar hi zh); one per family is kept")
     ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--last-n", type=int, default=1)
+    ap.add_argument("--lrs", nargs="+", type=float, default=PAPER_LRS, help="LR grid swept per mode")
+    ap.add_argument("--last-n", type=int, default=None, help="default: the last 2 MoE layers (the paper)")
     ap.add_argument("--alpha", type=float, default=None)
-    ap.add_argument("--n-shared", type=int, default=2)
+    ap.add_argument("--n-shared", type=int, default=3, help="shared experts of ssft (the paper's k in 1, 3, 5)")
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--block-len", type=int, default=128)
     ap.add_argument("--tokens-per-lang", type=int, default=20_000)
+    ap.add_argument("--counts-split", default="train",
+                    help="split of the pool languages routed for selection (train: the built-in valid split of hi "
+                         "has under 1,000 tokens, and equal budgets would cut every language to that)")
     ap.add_argument("--eval-chars", type=int, default=20_000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/expert_peft")
     args = ap.parse_args(argv)
     args.command = shlex.join(["python", "benchmarks/expert_peft.py", *(sys.argv[1:] if argv is None else argv)])
+    return args
+
+
+def _run(args, tok, corpus, counts, mode: str, lr: float, seed: int, split: str, block: int):
+    from langmoe.methods.routing.adapt import AdaptConfig, prepare_adaptation, run_adaptation
+    from langmoe.models.moe_io import load_model_any
+
+    cfg = AdaptConfig(mode=mode, child=args.child, parent=args.parent, last_n=args.last_n, alpha=args.alpha,
+                      n_shared=args.n_shared, steps=args.steps, lr=lr, batch_size=args.batch_size,
+                      block_len=block, seed=seed, eval_chars=args.eval_chars, eval_split=split, pool=args.ref_langs)
+    fresh, _ = load_model_any(args.model)
+    plan = prepare_adaptation(fresh, cfg, counts)
+    with tempfile.TemporaryDirectory(prefix="expert_peft_") as tmp:
+        _, res = run_adaptation(fresh, tok, corpus, cfg, counts, tmp, plan=plan)
+    print(f"{split} seed {seed} {mode:5} lr {lr:g}: share {100 * res['trainable_share']:.3f}%  child ppl "
+          f"{res['before'][args.child]['ppl']:.3f} -> {res['after'][args.child]['ppl']:.3f}  parent "
+          f"{100 * res['parent_ppl_change']:+.2f}%", flush=True)
+    return res
+
+
+def _sweep(args, tok, corpus, counts, block: int) -> dict:
+    """Per mode: valid child ppl per LR (first seed) and the best LR, or why the mode is refused."""
+    from langmoe.errors import LangmoeError
+
+    out: dict = {}
+    for mode in args.modes:
+        try:
+            ppl = {str(lr): _run(args, tok, corpus, counts, mode, lr, args.seeds[0], "valid", block)
+                   ["after"][args.child]["ppl"] for lr in args.lrs}
+        except LangmoeError as e:
+            out[mode] = {"refused": str(e)}
+            print(f"{mode}: refused: {e}", flush=True)
+            continue
+        best = min(args.lrs, key=lambda lr: ppl[str(lr)])
+        out[mode] = {"valid_ppl": ppl, "best_lr": best}
+    return out
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
     torch.set_num_threads(args.threads)
 
     from langmoe.data.corpus import open_corpus
     from langmoe.io import write_json
-    from langmoe.methods.routing.adapt import AdaptConfig, prepare_adaptation, run_adaptation
     from langmoe.methods.routing.collect import collect_routing
+    from langmoe.methods.routing.selection import (
+        DEFAULT_POOL,
+        default_last_n,
+        reference_pool,
+        selected_experts_json,
+    )
     from langmoe.models.moe_io import load_model_any
 
     corpus = open_corpus(args.corpus)
     model, tok = load_model_any(args.model)
     block = min(args.block_len, getattr(model.config, "max_position_embeddings", args.block_len))
-    refs = [x for x in args.ref_langs if x != args.child]
-    counts = collect_routing(model, tok, corpus, refs, split="valid", tokens_per_lang=args.tokens_per_lang,
-                             window=block)
-    runs = []
-    for seed in args.seeds:
-        for mode in args.modes:
-            cfg = AdaptConfig(mode=mode, child=args.child, parent=args.parent, last_n=args.last_n, alpha=args.alpha,
-                              n_shared=args.n_shared, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-                              block_len=block, seed=seed, eval_chars=args.eval_chars)
-            fresh, _ = load_model_any(args.model)
-            plan = prepare_adaptation(fresh, cfg, counts)
-            with tempfile.TemporaryDirectory(prefix="expert_peft_") as tmp:
-                _, res = run_adaptation(fresh, tok, corpus, cfg, counts, tmp, plan=plan)
-            runs.append(res)
-            print(f"seed {seed} {mode:5}: share {100 * res['trainable_share']:.3f}%  child ppl "
-                  f"{res['before'][args.child]['ppl']:.3f} -> {res['after'][args.child]['ppl']:.3f}  parent "
-                  f"{100 * res['parent_ppl_change']:+.2f}%", flush=True)
-    summary = summarise(runs, args.child, args.parent)
+    args.ref_langs = args.ref_langs or [x for x in DEFAULT_POOL if x in corpus.languages()]
+    pool = reference_pool(args.parent, args.child, args.ref_langs)
+    counts = collect_routing(model, tok, corpus, pool, split=args.counts_split,
+                             tokens_per_lang=args.tokens_per_lang, window=block)
+    n = len(counts.layers)
+    args.last_n_used = args.last_n or default_last_n(n)
+    alpha = args.alpha if args.alpha is not None else 0.64 / max(counts.num_experts)
+    selected = selected_experts_json(counts.array(), counts.langs, counts.layers, {args.child: args.parent},
+                                     list(range(n - args.last_n_used, n)), alpha, pool=pool)
+    sweep = _sweep(args, tok, corpus, counts, block)
+    runs = [_run(args, tok, corpus, counts, mode, v["best_lr"], seed, "test", block)
+            for seed in args.seeds for mode, v in sweep.items() if not v.get("refused")]
+    summary = summarise(runs, args.child, args.parent, sweep)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "selected_experts.json", selected)
     write_json(out / "expert_peft.json", {"args": {k: v for k, v in vars(args).items()}, "summary": summary,
-                                          "runs": runs, "counts_langs": counts.langs})
-    write_markdown(out / "RESULTS.md", args, summary)
+                                          "sweep": sweep, "runs": runs, "reference_pool": pool})
+    write_markdown(out / "RESULTS.md", args, summary, pool, sweep)
     print((out / "RESULTS.md").read_text(encoding="utf-8"))
     print(json.dumps(summary["targets"]))
     return 0

@@ -3,8 +3,11 @@
 The paper ("Leveraging Routing Dynamics in MoE Models for Efficient Language Adaptation", docs/methods.md §4) finds
 (1) language specialisation is strongest in the final MoE layers, (2) languages share routing in the early and
 middle layers, (3) routing JSD between languages tracks their lexical (token) overlap. This script collects
-routing counts with `langmoe.methods.routing`, answers each question from the numbers (either way), and measures
-the cost of collection against a plain forward pass over the same token blocks (target: <= 1.1x).
+routing counts with `langmoe.methods.routing` at equal token budgets (every language cut to the smallest one's
+count), answers each question from the numbers with bootstrap intervals and a permutation (Mantel) test over
+languages, compares every layer with the random-router control on the *same backbone* (the model with its routers
+re-initialised, `reinit_routers`) as the per-layer excess over it, and measures the cost of collection against a
+plain forward pass over the same token blocks (target: <= 1.1x).
 
 Cost is measured in CPU seconds of this process (`time.process_time`, 1 torch thread by default), interleaving
 plain and collecting passes and taking medians, so other processes' load barely moves it.
@@ -66,8 +69,8 @@ def measure_overhead(model, tokenizer, corpus, langs, window: int, batch_size: i
             "repeats": repeats}
 
 
-def findings(m: dict) -> dict:
-    """Answer the paper's three questions from the metrics, with the numbers that decide them."""
+def findings(m: dict, control: dict | None = None) -> dict:
+    """Answer the paper's three questions from the metrics, with the numbers (and intervals) that decide them."""
     spec = np.asarray(m["specialisation"])
     jsd = np.asarray(m["mean_pairwise_jsd"])
     n = len(spec)
@@ -80,36 +83,85 @@ def findings(m: dict) -> dict:
         "q2_mean_jsd_middle": float(jsd[middle].mean()),
         "q2_mean_jsd_final": float(jsd[last].mean()),
         "q2_middle_shares_more_than_final": bool(jsd[middle].mean() < jsd[last].mean()),
+        "intervals": m.get("intervals"),
     }
     corr = m.get("overlap_vs_last_layer_jsd") or {}
     out["q3_overlap_vs_jsd"] = corr
-    r, p = corr.get("pearson_r"), corr.get("pearson_p")
-    out["q3_more_overlap_less_jsd"] = None if r is None else bool(r < 0 and p < 0.05)
+    mt = corr.get("mantel") or {}
+    out["q3_more_overlap_less_jsd"] = None if mt.get("r") is None else bool(mt["r"] < 0 and mt["p"] < 0.05)
+    if control is not None:
+        out["control"] = excess_over_control(m, control)
+        out["control_overlap_vs_jsd"] = control.get("overlap_vs_last_layer_jsd")
     return out
+
+
+def excess_over_control(m: dict, c: dict) -> dict:
+    """Per layer: trained minus random-router control, and whether the bootstrap intervals are apart."""
+    out = {}
+    for key in ("specialisation", "mean_pairwise_jsd"):
+        rows = []
+        for j, layer in enumerate(m["layers"]):
+            row = {"layer": layer, "trained": m[key][j], "control": c[key][j], "excess": m[key][j] - c[key][j]}
+            if m.get("intervals") and c.get("intervals"):
+                t, k = m["intervals"][key][j], c["intervals"][key][j]
+                row.update(trained_ci=t, control_ci=k, apart=bool(t[0] > k[1] or t[1] < k[0]))
+            rows.append(row)
+        out[key] = rows
+    return out
+
+
+def _ci(m: dict, key: str, j: int) -> str:
+    iv = (m.get("intervals") or {}).get(key)
+    return f" [{iv[j][0]:.4f}, {iv[j][1]:.4f}]" if iv else ""
+
+
+def _control_lines(f: dict) -> list[str]:
+    c = f.get("control")
+    if not c:
+        return []
+    lines = ["", "Random-router control on the same backbone (routers re-initialised, everything else as trained), "
+             "same languages, tokens and seed; excess = trained − control; *apart* = the 95% bootstrap intervals "
+             "do not overlap:", "",
+             "| MoE layer | specialisation trained | control | excess | apart | mean JSD trained | control | excess "
+             "| apart |", "|---|---|---|---|---|---|---|---|---|"]
+    for s, j in zip(c["specialisation"], c["mean_pairwise_jsd"], strict=True):
+        lines.append(f"| {s['layer']} | {s['trained']:.4f} | {s['control']:.4f} | {s['excess']:+.4f} | "
+                     f"{s.get('apart', 'n/a')} | {j['trained']:.4f} | {j['control']:.4f} | {j['excess']:+.4f} | "
+                     f"{j.get('apart', 'n/a')} |")
+    return lines
 
 
 def write_markdown(path: Path, args, m: dict, f: dict, cost: dict) -> None:
     yes = {True: "yes", False: "no", None: "n/a"}
+    corr = f["q3_overlap_vs_jsd"]
+    iv = m.get("intervals") or {}
     lines = [
         "# Routing analysis on the built-in corpus",
         "",
         f"Command: `{args.command}`",
         "",
         f"Model layers {m['layers']}, experts {m['num_experts']}, languages {', '.join(m['langs'])}, "
-        f"counts: {m['kind']}, log base {m['log_base']}.",
+        f"counts: {m['kind']}, log base {m['log_base']}; equal token budgets: "
+        f"{min(m['tokens'].values())} `test` tokens per language; intervals: {int(100 * iv.get('level', 0.95))}% "
+        f"bootstrap over blocks of text ({iv.get('n_boot', 'n/a')} resamples, seed {iv.get('seed', 'n/a')}).",
         "",
-        "| MoE layer | specialisation | mean pairwise JSD |",
+        "| MoE layer | specialisation [95% CI] | mean pairwise JSD [95% CI] |",
         "|---|---|---|",
-        *[f"| {layer} | {s:.4f} | {j:.4f} |" for layer, s, j in
-          zip(m["layers"], m["specialisation"], m["mean_pairwise_jsd"], strict=True)],
+        *[f"| {layer} | {s:.4f}{_ci(m, 'specialisation', j)} | {d:.4f}{_ci(m, 'mean_pairwise_jsd', j)} |"
+          for j, (layer, s, d) in enumerate(zip(m["layers"], m["specialisation"], m["mean_pairwise_jsd"],
+                                                strict=True))],
+        *_control_lines(f),
         "",
-        f"1. Specialisation highest in the final third of the MoE layers: **{yes[f['q1_specialisation_highest_in_final_layers']]}** "
-        f"(maximum at layer {f['q1_argmax_layer']}).",
+        f"1. Specialisation highest in the final third of the MoE layers: "
+        f"**{yes[f['q1_specialisation_highest_in_final_layers']]}** (maximum at layer {f['q1_argmax_layer']}).",
         f"2. Middle layers share routing more than the final ones (mean JSD {f['q2_mean_jsd_middle']:.4f} vs "
         f"{f['q2_mean_jsd_final']:.4f}): **{yes[f['q2_middle_shares_more_than_final']]}**.",
-        f"3. More token overlap, lower last-layer JSD (Pearson r < 0, p < 0.05): "
-        f"**{yes[f['q3_more_overlap_less_jsd']]}** ({_corr_text(f['q3_overlap_vs_jsd'])}).",
+        f"3. More token overlap, lower last-layer JSD (r < 0, Mantel p < 0.05): "
+        f"**{yes[f['q3_more_overlap_less_jsd']]}**. {corr.get('sentence', '')} (Pair-wise p-values, which treat "
+        f"the pairs as independent: {_corr_text(corr)}.)",
         "",
+        *([f"   The random-router control: {f['control_overlap_vs_jsd'].get('sentence', '')}", ""]
+          if f.get("control_overlap_vs_jsd") else []),
         f"Collection cost: {cost['collect_cpu_s']:.3f} CPU-s vs {cost['plain_cpu_s']:.3f} CPU-s for a plain forward "
         f"over the same {cost['tokens']} tokens: **{cost['ratio']:.3f}x** (median of {cost['repeats']}; target <= 1.1x).",
         "",
@@ -118,7 +170,7 @@ def write_markdown(path: Path, args, m: dict, f: dict, cost: dict) -> None:
 
 
 def _corr_text(c: dict) -> str:
-    """The overlap/JSD correlation as a sentence, not a JSON dict."""
+    """The pair-wise overlap/JSD correlation as a sentence, not a JSON dict."""
     if not c or c.get("pearson_r") is None:
         return "too few language pairs"
     return (f"Pearson r = {c['pearson_r']:.2f}, p = {c['pearson_p']:.1e}; Spearman rho = {c['spearman_rho']:.2f}, "
@@ -137,6 +189,8 @@ def main(argv=None) -> int:
     ap.add_argument("--overhead-tokens", type=int, default=4_000, help="tokens per language for the cost check")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-control", action="store_true", help="skip the random-router control")
+    ap.add_argument("--control-seed", type=int, default=0, help="seed of the re-initialised routers")
     ap.add_argument("--out", default="benchmarks/results/routing_builtin")
     args = ap.parse_args(argv)
     args.command = shlex.join(["python", "benchmarks/routing_builtin.py", *(sys.argv[1:] if argv is None else argv)])
@@ -152,9 +206,20 @@ def main(argv=None) -> int:
     langs = [x for v in args.langs for x in v.split(",") if x]
     window = min(args.window, getattr(model.config, "max_position_embeddings", args.window))
     out = Path(args.out)
+    for name in ("RESULTS.md", "findings.json"):  # our own files beside langmoe's: else the folder is "foreign"
+        (out / name).unlink(missing_ok=True)
     m = analyse_routing(model, tok, corpus, langs, out, tokens_per_lang=args.tokens_per_lang, soft=args.soft,
                         window=window, batch_size=args.batch_size)
-    f = findings(m)
+    control = None
+    if not args.no_control:  # the same backbone with fresh routers, written next to the trained one
+        from langmoe.methods.routing.routers import reinit_routers
+
+        ctrl, _ = load_model_any(args.model)
+        reinit_routers(ctrl, seed=args.control_seed)
+        control = analyse_routing(ctrl, tok, corpus, langs, out.with_name(out.name + "_control"),
+                                  tokens_per_lang=args.tokens_per_lang, soft=args.soft, window=window,
+                                  batch_size=args.batch_size)
+    f = findings(m, control)
     cost = measure_overhead(model, tok, corpus, langs[:3], window, args.batch_size, args.overhead_tokens,
                             args.repeats)
     write_json(out / "findings.json", {"findings": f, "cost": cost, "args": vars(args)})

@@ -64,6 +64,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("report", "run_dir"): IN_FOLDER, ("report", "--out"): OUT_FILE, ("report", "--title"): TEXT,
     ("routing", "--model"): IN_MODEL, ("routing", "--corpus"): IN_CORPUS, ("routing", "--langs"): LANGS,
     ("routing", "--out"): OUT_WHOLE, ("routing", "--split"): NAME, ("routing", "--log-base"): NAME,
+    ("routing", "--adapt-pairs"): TEXT, ("routing", "--compare"): IN_MODEL, ("routing", "--compare-lang"): NAME,
     ("run", "recipe"): IN_FILE, ("run", "--run-dir"): OUT_GROWING,
     ("select-layers", "--deviation"): IN_FILE, ("select-layers", "--out"): OUT_FILE,
     ("tokenizer train", "--corpus"): IN_CORPUS, ("tokenizer train", "--langs"): LANGS,

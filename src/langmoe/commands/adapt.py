@@ -24,14 +24,18 @@ def register(subparsers) -> None:
     p.add_argument("--child", required=True, help="low-resource language to adapt to")
     p.add_argument("--parent", required=True, help="related high-resource language whose experts are used")
     p.add_argument("--mode", choices=["seft", "ssft", "aeft", "lastn", "full", "lora"], default="ssft")
-    p.add_argument("--last-n", type=int, default=1, help="adapt the last N MoE layers (default 1)")
+    p.add_argument("--last-n", type=int, default=None,
+                   help="adapt the last N MoE layers (default 2 as the paper, or 1 if the model has one)")
     p.add_argument("--alpha", type=float, default=None, help="share gap for specific experts (default 0.64/E)")
     p.add_argument("--n-shared", type=int, default=2, help="shared experts added by ssft (default 2)")
     p.add_argument("--counts", default=None, help="routing_counts.json from `langmoe routing` (reference languages)")
     p.add_argument("--langs", nargs="+", default=None,
-                   help="reference languages to collect routing counts from when --counts is not given "
-                        "(the parent and others; the child is left out)")
-    p.add_argument("--counts-split", default="valid", help="split for collecting counts (default valid)")
+                   help="candidate reference languages (default en es ru fi ar hi zh): the parent plus the first of "
+                        "every other family form the pool that specific and shared experts are selected over "
+                        "(the child's family contributes nobody else); counts are collected for it unless --counts")
+    p.add_argument("--counts-split", default="train",
+                   help="split of the pool languages routed for the counts (default train: what the model learnt to "
+                        "route, and enough text for equal budgets; the child is never in the pool)")
     p.add_argument("--tokens-per-lang", type=int, default=20_000, help="routing token budget per language")
     p.add_argument("--steps", type=int, default=50, help="optimizer steps (default 50)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
@@ -62,6 +66,7 @@ def run(args) -> int:
     from langmoe.methods.routing.adapt import AdaptConfig, prepare_adaptation, run_adaptation
     from langmoe.methods.routing.collect import RoutingCounts, collect_routing
     from langmoe.methods.routing.routers import require_moe
+    from langmoe.methods.routing.selection import DEFAULT_POOL, reference_pool
     from langmoe.models.moe_io import (
         MAX_SHARD_SIZE,
         load_model_any,
@@ -74,7 +79,8 @@ def run(args) -> int:
     cfg = build_config(AdaptConfig, mode=args.mode, child=args.child, parent=args.parent, last_n=args.last_n,
                        alpha=args.alpha, n_shared=args.n_shared, steps=args.steps, lr=args.lr,
                        weight_decay=args.weight_decay, batch_size=args.batch_size, block_len=args.block_len,
-                       seed=args.seed, lora_r=args.lora_r, eval_chars=args.eval_chars)
+                       seed=args.seed, lora_r=args.lora_r, eval_chars=args.eval_chars,
+                       pool=split_langs(args.langs) if args.langs else None)
     corpus = open_corpus(args.corpus)
     have = set(corpus.languages())
     for lang in (cfg.child, cfg.parent):
@@ -82,7 +88,7 @@ def run(args) -> int:
             raise LangmoeError(f"language {lang!r} is not in the corpus (it has: {', '.join(sorted(have))})")
     model, tok = load_model_any(args.model)
     layers = require_moe(model, "`langmoe adapt`")
-    if cfg.last_n > len(layers):
+    if cfg.last_n is not None and cfg.last_n > len(layers):
         raise LangmoeError(f"--last-n {cfg.last_n} is larger than the number of MoE layers ({len(layers)}): "
                            f"use 1..{len(layers)}")
     if tok is None:
@@ -92,12 +98,7 @@ def run(args) -> int:
         if args.counts:
             counts = RoutingCounts.load(args.counts)
         else:
-            langs = [x for x in (split_langs(args.langs) or []) if x != cfg.child]
-            if cfg.parent not in langs:
-                langs = [cfg.parent, *langs]
-            if len(langs) < 2:
-                raise LangmoeError("seft/ssft need routing counts of the parent and other languages: pass --counts "
-                                   "or --langs with at least one language besides the parent")
+            langs = reference_pool(cfg.parent, cfg.child, cfg.pool or [x for x in DEFAULT_POOL if x in have])
             counts = collect_routing(model, tok, corpus, langs, split=args.counts_split,
                                      tokens_per_lang=args.tokens_per_lang,
                                      window=min(cfg.block_len, model.config.max_position_embeddings))

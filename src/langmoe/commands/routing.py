@@ -37,6 +37,15 @@ def register(subparsers) -> None:
                    help="MoE-layer positions (0-based) for JSD heatmaps (default first, middle, last)")
     p.add_argument("--min-tokens", type=int, default=None,
                    help="warn below this many tokens per language (default 20 expected hits per expert)")
+    p.add_argument("--adapt-pairs", nargs="+", default=None, metavar="CHILD:PARENT",
+                   help="write selected_experts.json (the official shape: SEFT and SSFT k=1/3/5 over the last 2 MoE "
+                        "layers) for these children, each through its parent's experts, e.g. gl:pt uk:ru")
+    p.add_argument("--compare", default=None, metavar="OTHER",
+                   help="another MoE model folder (e.g. the continued-pretrained version) routed on the same text: "
+                        "writes compare.json / compare.png with both models' entropy and mean JSD per layer")
+    p.add_argument("--compare-lang", default=None,
+                   help="with --compare, the language shown alone and left out of the 'without' curves "
+                        "(default en when routed, as the paper's English)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=run)
     add_token_store_option(p)
@@ -54,10 +63,49 @@ def parse_base(value: str) -> float:
     return b
 
 
+def parse_pairs(values: list[str] | None, langs: list[str]) -> dict[str, str] | None:
+    """`CHILD:PARENT` items -> {child: parent}; the parents must be routed (in --langs)."""
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for v in (x for item in values for x in item.split(",") if x):
+        child, sep, parent = v.partition(":")
+        if not sep or not child or not parent or child == parent:
+            raise LangmoeError(f"--adapt-pairs takes CHILD:PARENT items (two different codes), got {v!r}")
+        if parent not in langs:
+            raise LangmoeError(f"--adapt-pairs {v}: parent {parent!r} is not in --langs")
+        out[child] = parent
+    return out
+
+
+def compare_focus(args, langs: list[str]) -> str | None:
+    if args.compare_lang is not None and args.compare_lang not in langs:
+        raise LangmoeError(f"--compare-lang {args.compare_lang!r} is not in --langs ({', '.join(langs)})")
+    if args.compare_lang is not None and not args.compare:
+        raise LangmoeError("--compare-lang needs --compare OTHER")
+    return args.compare_lang if args.compare_lang is not None else ("en" if "en" in langs else None)
+
+
+def print_comparison(cmp: dict) -> None:
+    a, b = (cmp[n] for n in cmp["names"])
+    f = cmp["focus"]
+    head = f"{'layer':>6} {'H model':>8} {'H other':>8} {'JSD model':>10} {'JSD other':>10}"
+    if f:
+        head += f" {'JSD-' + f + ' model':>14} {'JSD-' + f + ' other':>14}"
+    print(head)
+    for j, layer in enumerate(a["layers"]):
+        row = f"{layer:>6} {a['entropy_mean'][j]:>8.3f} {b['entropy_mean'][j]:>8.3f} {a['mean_jsd'][j]:>10.3f} " \
+              f"{b['mean_jsd'][j]:>10.3f}"
+        if f:
+            row += f" {a['mean_jsd_without_focus'][j]:>14.3f} {b['mean_jsd_without_focus'][j]:>14.3f}"
+        print(row)
+
+
 def run(args) -> int:
     from langmoe.io import check_output
 
-    check_output(args.out, "routing", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
+    check_output(args.out, "routing", inputs=[args.model, *([args.compare] if args.compare else [])],
+                 overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
     import warnings
 
     from langmoe.commands.eval import set_threads, split_langs
@@ -69,9 +117,15 @@ def run(args) -> int:
     set_threads(args.threads)
     base = parse_base(args.log_base)
     langs = split_langs(args.langs)
+    pairs = parse_pairs(args.adapt_pairs, langs)
+    focus = compare_focus(args, langs)
     corpus = open_corpus(args.corpus)
     model, tok = load_model_any(args.model)
     require_moe(model, "`langmoe routing`")
+    other = None
+    if args.compare:
+        other, _ = load_model_any(args.compare)
+        require_moe(other, "`langmoe routing --compare`")
     window = args.window
     if window is None:
         window = min(256, getattr(model.config, "max_position_embeddings", None) or 256)
@@ -82,16 +136,22 @@ def run(args) -> int:
         m = analyse_routing(model, tok, corpus, langs, args.out, split=args.split,
                             tokens_per_lang=args.tokens_per_lang, soft=args.soft, window=window,
                             batch_size=args.batch_size, alpha=args.alpha, n_shared=args.n_shared, base=base,
-                            jsd_layers=args.jsd_layers, min_tokens=args.min_tokens)
+                            jsd_layers=args.jsd_layers, min_tokens=args.min_tokens, pairs=pairs,
+                            compare_model=other, compare_focus=focus, names=("model", "other"))
     for w in m["warnings"]:
         print(f"langmoe routing: warning: {w}", file=sys.stderr)
     del caught
-    print(f"{'layer':>6} {'special.':>9} {'mean JSD':>9}")
-    for layer, s, j in zip(m["layers"], m["specialisation"], m["mean_pairwise_jsd"], strict=True):
-        print(f"{layer:>6} {s:>9.3f} {j:>9.3f}")
+    iv = m.get("intervals") or {}
+    print(f"{'layer':>6} {'special.':>9} {'95% interval':>17} {'mean JSD':>9} {'95% interval':>17}")
+    for j, (layer, s, d) in enumerate(zip(m["layers"], m["specialisation"], m["mean_pairwise_jsd"], strict=True)):
+        cs, cd = (f"[{iv[k][j][0]:.3f}, {iv[k][j][1]:.3f}]" if iv else "" for k in ("specialisation",
+                                                                                "mean_pairwise_jsd"))
+        print(f"{layer:>6} {s:>9.3f} {cs:>17} {d:>9.3f} {cd:>17}")
     corr = m.get("overlap_vs_last_layer_jsd")
-    if corr and corr.get("pearson_r") is not None:
-        print(f"overlap vs last-layer JSD: Pearson r={corr['pearson_r']:.3f} (p={corr['pearson_p']:.3g}), "
-              f"Spearman rho={corr['spearman_rho']:.3f} (p={corr['spearman_p']:.3g}), {corr['pairs']} pairs")
-    print(f"wrote {args.out}/routing_counts.json, routing_metrics.json, report.html")
+    if corr and corr.get("sentence"):
+        print(corr["sentence"])
+    if "compare" in m:
+        print_comparison(m["compare"])
+    print(f"wrote {args.out}/routing_counts.json, routing_metrics.json, report.html"
+          + (", compare.json, compare.png" if "compare" in m else ""))
     return 0

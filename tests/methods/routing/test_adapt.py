@@ -103,15 +103,15 @@ def test_trainable_share_by_hand():
     assert build_plan(model, "aeft", 2, {1: list(range(8)), 2: list(range(8))}).trainable == 16 * per_expert
 
 
-def _counts(langs, shares, layers=(0, 1, 2), E=4):
+def _counts(langs, shares, layers=(0, 1, 2), E=4, top_k=2):
     c = np.asarray(shares, dtype=float)
-    return RoutingCounts(langs=langs, layers=list(layers), num_experts=[E] * len(layers), top_k=[2] * len(layers),
+    return RoutingCounts(langs=langs, layers=list(layers), num_experts=[E] * len(layers), top_k=[top_k] * len(layers),
                          counts=c.tolist(), tokens={lang: 100 for lang in langs})
 
 
 def test_selection_by_hand_and_errors():
     layer = [[40, 30, 20, 10], [10, 20, 30, 40], [25, 25, 25, 25]]  # p (parent), q, child
-    rc = _counts(["p", "q", "k"], [[layer[0]] * 3, [layer[1]] * 3, [layer[2]] * 3])
+    rc = _counts(["p", "q", "k"], [[layer[0]] * 3, [layer[1]] * 3, [layer[2]] * 3], top_k=0)
     # reference = p, q (child left out): shares p .4 .3 .2 .1 / q .1 .2 .3 .4 -> p leads e0 (gap .3), e1 (.1)
     assert select_experts(rc, "seft", "p", "k", 1, alpha=0.2) == {2: [0]}
     assert select_experts(rc, "seft", "p", "k", 2, alpha=0.05) == {1: [0, 1], 2: [0, 1]}
@@ -124,8 +124,17 @@ def test_selection_by_hand_and_errors():
         select_experts(rc, "seft", "p", "k", 4, alpha=0.1)
     with pytest.raises(LangmoeError, match="not in the routing counts"):
         select_experts(rc, "seft", "zz", "k", 1, alpha=0.1)
-    with pytest.raises(LangmoeError, match="at least one other"):
+    with pytest.raises(LangmoeError, match="only the parent"):
         select_experts(_counts(["p", "k"], [[layer[0]] * 3, [layer[2]] * 3]), "seft", "p", "k", 1, alpha=0.1)
+    # top-2 routing: seft's 1 allowed expert, ssft's 2, leave the router no choice -> one-line refusal
+    rc2 = _counts(["p", "q", "k"], [[layer[0]] * 3, [layer[1]] * 3, [layer[2]] * 3], top_k=2)
+    with pytest.raises(LangmoeError, match=r"seft allows 1 expert\(s\) in layer 2 .* routes every token to 2"):
+        select_experts(rc2, "seft", "p", "k", 1, alpha=0.2)
+    with pytest.raises(LangmoeError, match="at least 1 more"):
+        select_experts(rc2, "ssft", "p", "k", 1, alpha=0.2, n_shared=2)
+    assert select_experts(rc2, "ssft", "p", "k", 1, alpha=0.2, n_shared=3) == {2: [0, 1, 2]}
+    # default last_n: the paper's last 2 MoE layers
+    assert set(select_experts(rc, "seft", "p", "k", None, alpha=0.05)) == {1, 2}
 
 
 CORPUS = ListCorpus({
@@ -140,10 +149,11 @@ def test_short_ssft_run_lowers_child_loss_keeps_frozen_and_masks(tmp_path):
     counts = _counts(["par", "oth", "kid"], [[[10, 60, 10, 10, 5, 2, 2, 1]] * 3,
                                              [[10, 10, 60, 10, 5, 2, 2, 1]] * 3,
                                              [[1] * 8] * 3], E=8)
-    cfg = AdaptConfig(mode="ssft", child="kid", parent="par", last_n=1, alpha=0.2, n_shared=2, steps=12, lr=2e-2,
+    cfg = AdaptConfig(mode="ssft", child="kid", parent="par", last_n=1, alpha=0.2, n_shared=3, steps=12, lr=2e-2,
                       batch_size=4, block_len=16, eval_chars=0)
     plan = prepare_adaptation(model, cfg, counts)
-    assert plan.experts == {2: [1, 2]} and plan.allowed == {2: [1, 2]}  # specific e1 + shared top-2 {e1, e2}
+    # specific e1 + shared top-3 by mean share over par, oth {e1, e2, e0}: 3 allowed > top-2
+    assert plan.experts == {2: [0, 1, 2]} and plan.allowed == {2: [0, 1, 2]} and plan.pool == ["par", "oth"]
     before = _snap(model)
     seen = []
     r2 = iter_router_layers(model)[-1]
@@ -151,7 +161,7 @@ def test_short_ssft_run_lowers_child_loss_keeps_frozen_and_masks(tmp_path):
         lambda m, a: seen.append(a[1].unique().tolist()) if m.training else None)
     adapted, res = run_adaptation(model, tok, CORPUS, cfg, counts, tmp_path, plan=plan)
     h.remove()
-    assert seen and all(set(s) <= {1, 2} for s in seen)  # masked experts got no tokens while training
+    assert seen and all(set(s) <= {0, 1, 2} for s in seen)  # masked experts got no tokens while training
     assert res["after"]["kid"]["ppl"] < res["before"]["kid"]["ppl"]
     assert res["trainable_share"] == pytest.approx(plan.share) and res["train_tokens"] == 12 * 4 * 16
     after = _snap(adapted)
@@ -164,7 +174,8 @@ def test_short_ssft_run_lowers_child_loss_keeps_frozen_and_masks(tmp_path):
 
 def test_lora_and_langmoe_modes(tmp_path):
     tok = char_tokenizer()
-    cfg = AdaptConfig(mode="lora", child="kid", parent="par", steps=3, batch_size=2, block_len=16, eval_chars=200)
+    cfg = AdaptConfig(mode="lora", child="kid", parent="par", last_n=1, steps=3, batch_size=2, block_len=16,
+                      eval_chars=200)
     for arch in ("olmoe", "gpt_oss"):
         model = tiny_moe(arch)
         plan = build_plan(model, "lora", 1)
@@ -194,12 +205,13 @@ def test_lora_and_langmoe_modes(tmp_path):
 
 
 def test_seft_run_on_langmoe_blocks_masks_through_routing(tmp_path):
-    lm, tok = tiny_langmoe(), char_tokenizer()
-    counts = _counts(["par", "oth", "kid"], [[[10, 60, 20, 10]] * 3, [[10, 10, 60, 20]] * 3, [[1] * 4] * 3])
-    cfg = AdaptConfig(mode="seft", child="kid", parent="par", alpha=0.2, steps=4, lr=1e-2, batch_size=2,
+    lm, tok = tiny_langmoe(top_k=1), char_tokenizer()
+    counts = _counts(["par", "oth", "kid"], [[[10, 50, 10, 40]] * 3, [[10, 10, 60, 20]] * 3, [[1] * 4] * 3],
+                     top_k=1)
+    cfg = AdaptConfig(mode="seft", child="kid", parent="par", last_n=1, alpha=0.15, steps=4, lr=1e-2, batch_size=2,
                       block_len=16, eval_chars=200)
-    plan = prepare_adaptation(lm, cfg, counts)
-    assert plan.experts == {2: [1]} and plan.allowed == {2: [1]}
+    plan = prepare_adaptation(lm, cfg, counts)  # par leads e1 (gap .35) and e3 (gap .16)
+    assert plan.experts == {2: [1, 3]} and plan.allowed == {2: [1, 3]}
     before = _snap(lm)
     block = iter_router_layers(lm)[-1].block
     seen = []
@@ -207,7 +219,7 @@ def test_seft_run_on_langmoe_blocks_masks_through_routing(tmp_path):
         lambda m, a, o: seen.append(o[2].unique().tolist()) if m.training else None)
     adapted, res = run_adaptation(lm, tok, CORPUS, cfg, counts, tmp_path, plan=plan)
     h.remove()
-    assert seen and all(s == [1] for s in seen)
+    assert seen and all(set(s) <= {1, 3} for s in seen) and any(len(s) == 2 for s in seen)
     for name, (_p, rows) in plan.partial.items():
         assert torch.equal(adapted.get_parameter(name)[~rows], before[name][~rows])
         assert not torch.equal(adapted.get_parameter(name)[rows], before[name][rows])

@@ -44,7 +44,7 @@ def _reference_counts(model, tok, lang, window, budget):
 def test_topk_counts_match_transformers_router_logits():
     model, tok = tiny_moe("olmoe"), char_tokenizer()
     rc = collect_routing(model, tok, CORPUS, ["xa", "xb"], tokens_per_lang=60, window=16, batch_size=2,
-                         min_tokens=1)
+                         min_tokens=1, equal_budget=False)
     c = rc.array()
     assert c.shape == (2, 3, 8) and rc.layers == [0, 1, 2] and rc.top_k == [2, 2, 2]
     for i, lang in enumerate(["xa", "xb"]):
@@ -53,6 +53,24 @@ def test_topk_counts_match_transformers_router_logits():
         assert np.array_equal(c[i], ref)
         assert np.allclose(c[i].sum(-1), 2 * n)  # every real token hits top-k = 2 experts per layer
     assert set(rc.token_ids["xb"]) == {tok.convert_tokens_to_ids(t) for t in ["d", "é", " "]}
+
+
+def test_equal_budgets_cut_to_the_smallest_language_and_units_sum_to_counts():
+    model, tok = tiny_moe("olmoe"), char_tokenizer()
+    n_xb = _reference_counts(model, tok, "xb", 16, 60)[1]  # xb has fewer test tokens than xa
+    with pytest.warns(UserWarning, match=rf"'xb' has only {n_xb} test tokens of the 200 asked: every language is "
+                                         rf"subsampled to {n_xb} tokens"):
+        rc = collect_routing(model, tok, CORPUS, ["xa", "xb"], tokens_per_lang=200, window=16, batch_size=3,
+                             min_tokens=1)
+    assert rc.equal_budget and rc.tokens == {"xa": n_xb, "xb": n_xb}
+    for i, lang in enumerate(["xa", "xb"]):
+        ref, n = _reference_counts(model, tok, lang, 16, n_xb)  # the first n_xb tokens, routed on their own
+        assert n == n_xb and np.array_equal(rc.array()[i], ref)
+        units = rc.unit_arrays()[i]
+        assert units.shape[1:] == (3, 8) and np.array_equal(units.sum(0), ref)
+    assert len(rc.warnings) == 1  # no warning when the smallest language has at least half the ask
+    assert not [w for w in collect_routing(model, tok, CORPUS, ["xa", "xb"], tokens_per_lang=60, window=16,
+                                           min_tokens=1).warnings if "subsampled" in w]
 
 
 def test_soft_counts_sum_to_tokens_and_json_round_trip(tmp_path):
@@ -91,7 +109,8 @@ def test_langmoe_model_counts():
 def test_few_tokens_warn_with_count_and_bad_input():
     model, tok = tiny_moe("mixtral"), char_tokenizer()
     with pytest.warns(UserWarning, match=r"'xc' has only 3 test tokens \(< 50 for stable"):
-        rc = collect_routing(model, tok, CORPUS, ["xa", "xc"], tokens_per_lang=60, window=16, min_tokens=50)
+        rc = collect_routing(model, tok, CORPUS, ["xa", "xc"], tokens_per_lang=60, window=16, min_tokens=50,
+                             equal_budget=False)
     assert len(rc.warnings) == 1 and "'xc'" in rc.warnings[0]  # xa has 60 tokens: no warning
     with pytest.raises(LangmoeError, match="not in the corpus"):
         collect_routing(model, tok, CORPUS, ["zz"], window=16)

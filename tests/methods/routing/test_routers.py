@@ -8,7 +8,13 @@ import transformers as tf
 from routing_fixtures import STOCK, tiny_langmoe, tiny_moe, tokens
 
 from langmoe.errors import LangmoeError
-from langmoe.methods.routing.routers import iter_router_layers, mask_routing, require_moe, route
+from langmoe.methods.routing.routers import (
+    iter_router_layers,
+    mask_routing,
+    reinit_routers,
+    require_moe,
+    route,
+)
 from langmoe.models.router_recorder import router_outputs
 
 torch.set_num_threads(1)
@@ -109,3 +115,18 @@ def test_dense_and_bad_masks_refused():
         pass
     with pytest.raises(LangmoeError, match="non-empty subset"), mask_routing(model, {1: [9]}):
         pass
+
+
+def test_reinit_routers_changes_only_router_weights_and_is_seeded():
+    model = tiny_moe("qwen3_moe")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    names = reinit_routers(model, seed=3, std=0.02)
+    assert names and all(".gate." in n or "router" in n for n in names)
+    for n, p in model.named_parameters():
+        if n in names:
+            assert not torch.equal(p, before[n]) and abs(float(p.detach().std()) - 0.02) < 0.01, n
+        else:
+            assert torch.equal(p, before[n]), n  # the backbone is untouched
+    again = tiny_moe("qwen3_moe")
+    reinit_routers(again, seed=3, std=0.02)
+    assert all(torch.equal(again.get_parameter(n), model.get_parameter(n)) for n in names)

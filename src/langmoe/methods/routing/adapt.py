@@ -33,6 +33,13 @@ from langmoe.methods.routing import metrics as M
 from langmoe.methods.routing.analysis import default_alpha
 from langmoe.methods.routing.collect import RoutingCounts
 from langmoe.methods.routing.routers import mask_routing
+from langmoe.methods.routing.selection import (
+    check_router_still_chooses,
+    default_candidates,
+    default_last_n,
+    pool_counts,
+    reference_pool,
+)
 from langmoe.models.routers import FAMILIES, RouterLayer, freeze_rows, require_moe
 
 __all__ = [
@@ -59,9 +66,12 @@ class AdaptConfig(BaseModel):
     mode: Mode = "ssft"
     child: str
     parent: str
-    last_n: int = Field(1, ge=1, description="adapt the last N MoE layers (paper: last 2 of 16)")
+    last_n: int | None = Field(None, ge=1, description="adapt the last N MoE layers (default: 2 as the paper, or "
+                                                         "all if the model has fewer)")
     alpha: float | None = Field(None, gt=0, lt=1, description="share gap for specific experts (default 0.64/E)")
     n_shared: int = Field(2, ge=0, description="shared experts added by SSFT (paper: 1, 3 or 5 of 64)")
+    pool: list[str] | None = Field(None, description="candidate reference languages (default: the routing counts' "
+                                                     "languages); one per family is kept (selection.reference_pool)")
     steps: int = Field(50, gt=0)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.1, ge=0, description="AdamW decoupled decay (paper 0.1)")
@@ -86,6 +96,7 @@ class AdaptPlan:
     full: dict[str, nn.Parameter] = field(default_factory=dict)
     partial: dict[str, tuple[nn.Parameter, torch.Tensor]] = field(default_factory=dict)  # name -> (p, rows [E'])
     total: int = 0
+    pool: list[str] | None = None  # reference languages the experts were selected over (seft/ssft)
 
     @property
     def trainable(self) -> int:
@@ -100,13 +111,15 @@ class AdaptPlan:
 
     def summary(self) -> dict:
         return {"mode": self.mode, "layers": self.layers, "experts": self.experts, "allowed": self.allowed,
+                "reference_pool": self.pool,
                 "trainable_params": self.trainable, "total_params": self.total, "trainable_share": self.share}
 
 
 # ------------------------------------------------------------------------------------------------ selection
 
 
-def _target_positions(n_moe: int, last_n: int) -> list[int]:
+def _target_positions(n_moe: int, last_n: int | None) -> list[int]:
+    last_n = default_last_n(n_moe) if last_n is None else last_n
     if last_n > n_moe:
         raise LangmoeError(f"--last-n {last_n} is larger than the number of MoE layers ({n_moe}): use 1..{n_moe}")
     if last_n < 1:
@@ -114,41 +127,40 @@ def _target_positions(n_moe: int, last_n: int) -> list[int]:
     return list(range(n_moe - last_n, n_moe))
 
 
-def select_experts(rc: RoutingCounts, mode: str, parent: str, child: str, last_n: int, alpha: float | None = None,
-                   n_shared: int = 2) -> dict[int, list[int]]:
-    """{decoder layer: experts to train} for seft/ssft/aeft, from routing counts of the reference languages
-    (every language in `rc` except the child; the parent must be one of them)."""
+def select_experts(rc: RoutingCounts, mode: str, parent: str, child: str, last_n: int | None,
+                   alpha: float | None = None, n_shared: int = 2, pool: Sequence[str] | None = None
+                   ) -> dict[int, list[int]]:
+    """{decoder layer: experts to train} for seft/ssft/aeft. Specific and shared experts come from the reference
+    pool only: `reference_pool(parent, child, pool or rc.langs)` (the parent plus one language per other family,
+    as the paper's code). seft/ssft are refused when a layer would allow no more experts than top-k; seft also
+    when a layer has no specific expert (ssft then trains that layer's shared experts, as the official code)."""
     if mode not in ("seft", "ssft", "aeft"):
         raise LangmoeError(f"expert selection is for seft/ssft/aeft, not {mode!r}")
     positions = _target_positions(len(rc.layers), last_n)
     if mode == "aeft":
         return {rc.layers[j]: list(range(rc.num_experts[j])) for j in positions}
-    ref = [lang for lang in rc.langs if lang != child]
-    if parent not in ref:
+    if parent not in rc.langs:
         raise LangmoeError(f"parent {parent!r} is not in the routing counts (languages: {', '.join(rc.langs)})")
-    if len(ref) < 2:
-        raise LangmoeError("specific experts need the parent and at least one other reference language in the "
-                           "routing counts: add languages (--langs)")
-    keep = [rc.langs.index(lang) for lang in ref]
-    c = rc.array()[keep]
-    pi = ref.index(parent)
+    ref = reference_pool(parent, child, [x for x in pool if x in rc.langs] if pool else default_candidates(rc.langs))
+    c = pool_counts(rc.array(), rc.langs, ref)
     alpha = default_alpha(max(rc.num_experts)) if alpha is None else alpha
     out: dict[int, list[int]] = {}
     empty = []
     for j in positions:
         spec = M.specific_experts(c, ref, j, alpha)[parent]
         if not spec:
-            empty.append((rc.layers[j], M.max_gap(c, pi, j)))
+            empty.append((rc.layers[j], M.max_gap(c, 0, j)))
         chosen = list(spec)
         if mode == "ssft":
             chosen += [e for e in M.shared_experts(c, j, n_shared) if e not in chosen]
         out[rc.layers[j]] = sorted(chosen)
-    if empty:
+    if empty and (mode == "seft" or len(empty) == len(positions)):  # ssft: shared experts alone in such a layer
         where = ", ".join(f"layer {layer} (largest gap {g:.3g})" for layer, g in empty)
         best = min(g for _, g in empty)
         hint = f"e.g. --alpha {best * 0.9:.3g}" if best > 0 else "the parent leads no expert there"
-        raise LangmoeError(f"parent {parent!r} has no specific experts at alpha={alpha:.3g} in {where}: use a "
-                           f"smaller --alpha ({hint})")
+        raise LangmoeError(f"parent {parent!r} has no specific experts at alpha={alpha:.3g} in {where} over the "
+                           f"reference pool {', '.join(ref)}: use a smaller --alpha ({hint})")
+    check_router_still_chooses(out, {rc.layers[j]: rc.top_k[j] for j in positions}, mode)
     return out
 
 
@@ -170,7 +182,7 @@ def _rows(num: int, experts: Sequence[int], offset: int) -> torch.Tensor:
     return rows
 
 
-def build_plan(model: nn.Module, mode: str, last_n: int, experts: Mapping[int, Sequence[int]] | None = None,
+def build_plan(model: nn.Module, mode: str, last_n: int | None, experts: Mapping[int, Sequence[int]] | None = None,
                allowed: Mapping[int, Sequence[int]] | None = None) -> AdaptPlan:
     """Decide what trains. `experts` (seft/ssft/aeft) from `select_experts`; `allowed` defaults to `experts`
     for seft/ssft (None = no masking, the aeft case)."""
@@ -319,11 +331,15 @@ def prepare_adaptation(model: nn.Module, cfg: AdaptConfig, counts: RoutingCounts
             if counts.layers != layers:
                 raise LangmoeError(f"the routing counts are for MoE layers {counts.layers} but the model has "
                                    f"{layers}: collect them on this model")
-            experts = select_experts(counts, cfg.mode, cfg.parent, cfg.child, cfg.last_n, cfg.alpha, cfg.n_shared)
+            experts = select_experts(counts, cfg.mode, cfg.parent, cfg.child, cfg.last_n, cfg.alpha, cfg.n_shared,
+                                     cfg.pool)
         else:  # aeft without counts
             rl = require_moe(model, "adaptation mode 'aeft'")
             experts = {rl[j].layer: list(range(rl[j].num_experts)) for j in _target_positions(len(rl), cfg.last_n)}
     plan = build_plan(model, cfg.mode, cfg.last_n, experts)
+    if cfg.mode in ("seft", "ssft"):
+        plan.pool = reference_pool(cfg.parent, cfg.child, [x for x in cfg.pool if x in counts.langs] if cfg.pool
+                                   else default_candidates(counts.langs))
     fam = require_moe(model)[0].family
     if fam == "sparsemixer" and plan.allowed and any(len(v) < 2 for v in plan.allowed.values()):
         raise LangmoeError("phimoe routes every token to 2 experts but a layer allows only 1: use --mode ssft or "

@@ -28,7 +28,8 @@ from langmoe.errors import LangmoeError
 from langmoe.models.routers import FAMILIES, RouterLayer, iter_router_layers, require_moe
 from langmoe.models.routing import routing
 
-__all__ = ["RouterLayer", "FAMILIES", "iter_router_layers", "require_moe", "route", "route_scores", "mask_routing"]
+__all__ = ["RouterLayer", "FAMILIES", "iter_router_layers", "require_moe", "route", "route_scores", "mask_routing",
+           "reinit_routers"]
 
 # ------------------------------------------------------------------------------------------------- routing math
 
@@ -177,3 +178,24 @@ def _mask_hook(layer: RouterLayer, mask: torch.Tensor):
         return (logits.masked_fill(~mask.to(logits.device), float("-inf")), w, idx)
 
     return hook
+
+
+@torch.no_grad()
+def reinit_routers(model: nn.Module, seed: int = 0, std: float | None = None) -> list[str]:
+    """Re-initialise every MoE router of `model` in place (weights N(0, std), std = the config's
+    `initializer_range` or 0.02; router biases 0), leaving every other parameter as it is: the random-router
+    control on the same backbone. Returns the names of the parameters re-drawn."""
+    layers = require_moe(model, "a random-router control")
+    std = float(std if std is not None else getattr(getattr(model, "config", None), "initializer_range", 0.02))
+    gen = torch.Generator().manual_seed(seed)
+    done = []
+    for r in layers:
+        for name, p in r.router_params.items():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).mul_(std).to(p.dtype))
+            else:
+                p.zero_()
+            done.append(name)
+    if not done:
+        raise LangmoeError("no router parameters found to re-initialise: unsupported MoE layout")
+    return done
