@@ -17,14 +17,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from langmoe import __version__
-from langmoe.data.corpus import choose_languages, corpus_fingerprint
-from langmoe.data.packing import open_token_store, pack_corpus, train_tokens_needed
+from langmoe.data.corpus import choose_languages, corpus_fingerprint, open_corpus
+from langmoe.data.packing import check_block_len, open_token_store, pack_corpus, train_tokens_needed
 from langmoe.data.samplers import TemperatureSampler
 from langmoe.errors import LangmoeError
 from langmoe.eval.perplexity import EvalSettings, run_eval
 from langmoe.io import move_files_into, read_json, write_json
-from langmoe.models.base import quiet_transformers
-from langmoe.models.moe_io import MAX_SHARD_SIZE
+from langmoe.models.base import load_model_and_tokenizer, quiet_transformers, resolve_model_path
+from langmoe.models.moe_io import MAX_SHARD_SIZE, source_dtype
 from langmoe.models.presets import (
     DEFAULT_MAX_POSITIONS,
     PRESET_VOCAB,
@@ -34,9 +34,9 @@ from langmoe.models.presets import (
     create_model,
 )
 from langmoe.precision import load_dtype
-from langmoe.train.distributed import world_size
+from langmoe.train.distributed import gathered_model, main_process_first, only_main_process, world_size
 from langmoe.train.optim import OptimSettings as _SharedOptim
-from langmoe.train.trainer import find_checkpoints
+from langmoe.train.trainer import TrainConfig, find_checkpoints, train
 from langmoe.validation import validate
 
 
@@ -251,7 +251,6 @@ def _world_size() -> int:
 
 
 def _train(model, blocks, optim: TrainSettings, seed: int, work: Path, log=None):
-    from langmoe.train.trainer import TrainConfig, find_checkpoints, train
 
     source = TemperatureSampler(blocks, optim.micro_batch_size, tau=optim.tau, seed=seed, grad_accum=optim.grad_accum)
     tcfg = TrainConfig(
@@ -284,8 +283,6 @@ def pretrain(cfg: PretrainConfig, command: str | None = None, log=None) -> dict[
     """Tokenizer → packed train blocks → preset model trained from scratch → eval → HF folder + pretrain.json.
 
     `log(line)` hears one line per phase (and "resuming from step N"); the CLI prints them on stdout."""
-    from langmoe.data.corpus import open_corpus
-    from langmoe.train.distributed import gathered_model, main_process_first, only_main_process
 
     log = log or (lambda _m: None)
     out = Path(cfg.out)
@@ -351,11 +348,6 @@ def continue_train(cfg: ContinueTrainConfig, command: str | None = None, log=Non
     """Dense continued pre-training of an HF causal LM (all parameters) with the temperature sampler.
 
     `log(line)` hears one line per phase (and "resuming from step N"); the CLI prints them on stdout."""
-    from langmoe.data.corpus import open_corpus
-    from langmoe.data.packing import check_block_len
-    from langmoe.models.base import load_model_and_tokenizer, resolve_model_path
-    from langmoe.models.moe_io import source_dtype
-    from langmoe.train.distributed import gathered_model, main_process_first, only_main_process
 
     # one loader for dense and MoE folders (an MoE folder keeps training as the MoE); trains in fp32, saves in the
     # source folder's dtype

@@ -30,6 +30,7 @@ from langmoe.io import MARKER
 IN_MODEL, IN_CORPUS, IN_FILE, IN_FOLDER = "in-model", "in-corpus", "in-file", "in-folder"
 OUT_WHOLE, OUT_GROWING, OUT_FILE = "out-whole", "out-growing", "out-file"  # replaced whole / filled / one file
 LANGS, NAME, TEXT, RECIPE_COPY = "langs", "name", "text", "recipe-copy"  # NAME: one of a fixed set, not choices=
+STORE = "token-store"  # a token store: read, or created and filled when new or empty
 
 KINDS: dict[tuple[str, str], str] = {
     ("adapt", "--model"): IN_MODEL, ("adapt", "--corpus"): IN_CORPUS, ("adapt", "--child"): LANGS,
@@ -73,6 +74,12 @@ KINDS: dict[tuple[str, str], str] = {
     ("train", "--out"): OUT_GROWING,
     ("upcycle", "--model"): IN_MODEL, ("upcycle", "--layers"): TEXT, ("upcycle", "--experts"): TEXT,
     ("upcycle", "--classifier-layers"): TEXT, ("upcycle", "--out"): OUT_WHOLE,
+    ("deviation", "--kind"): NAME, ("deviation", "--params"): NAME, ("deviation", "--base-copy"): NAME,
+    ("deviation", "--optimizer-state"): NAME, ("deviation", "--sketch-method"): NAME,
+    ("tokenize", "--model"): IN_MODEL, ("tokenize", "--tokenizer"): IN_FOLDER, ("tokenize", "--corpus"): IN_CORPUS,
+    ("tokenize", "--langs"): LANGS, ("tokenize", "--splits"): NAME, ("tokenize", "--out"): STORE,
+    **{(cmd, "--token-store"): STORE for cmd in ("adapt", "add-language", "demo", "deviation", "eval", "expand",
+                                                  "pretrain", "routing", "run", "train")},
 }
 CHOICE = "choice"  # argparse choices=: found from the parser
 
@@ -146,13 +153,16 @@ def BASE(e: dict[str, Path], t: Path) -> dict[str, dict[str, Any]]:  # noqa: N80
         "run": {"recipe": e["r_good"], "--run-dir": t / "run"},
         "select-layers": {"--deviation": e["dev2"], "--out": t / "s.json"},
         "tokenizer train": {"--corpus": e["corpus"], "--vocab-size": "300", "--out": t / "tok"},
+        "tokenize": {"--model": e["model"], "--corpus": e["corpus"], "--langs": "de", "--max-tokens-per-lang": "50",
+                     "--out": t / "store"},
         "train": {"--model": e["model"], "--corpus": e["corpus"], "--steps": "1", "--batch-size": "2",
                   "--block-len": "16", "--out": t / "o"},
         "upcycle": {"--model": e["model"], "--experts": "2", "--out": t / "u"},
     }
 
 
-EXCLUSIVE = {("generate", "--prompt"): "--lang", ("generate", "--lang"): None}  # a case on --prompt drops --lang
+EXCLUSIVE = {("generate", "--prompt"): "--lang", ("generate", "--lang"): None,
+             ("tokenize", "--tokenizer"): "--model"}  # a case on --prompt drops --lang
 
 
 def _argv(cmd: str, options: dict[str, Any]) -> list[str]:
@@ -224,6 +234,7 @@ DEFECTS: dict[str, list[Defect]] = {
     LANGS: [*NO_LANGUAGE, Defect("unknown", lambda e, t, c: "qq", _names("qq"))],
     NAME: [EMPTY, Defect("bogus", lambda e, t, c: "bogus", _names("bogus"))],
     TEXT: [EMPTY],
+    STORE: [EMPTY, UNDER_FILE, Defect("foreign-folder", lambda e, t, c: e["foreign"], _names("not a token store"))],
     RECIPE_COPY: [Defect("name-empty", lambda e, t, c: ["", t / "rc"], _names("is empty")),
                   Defect("name-bogus", lambda e, t, c: ["bogus", t / "rc"], _names("bogus", "dmoe")),
                   Defect("folder-a-file", lambda e, t, c: ["dmoe", e["file"]], _names("afile.txt")),

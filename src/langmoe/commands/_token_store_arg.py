@@ -21,10 +21,11 @@ def add_token_store_option(parser) -> None:
 
     @functools.wraps(run)
     def with_store(args) -> int:
-        from langmoe.data.token_store import (
-            using_token_store,  # imported when the command runs (CLI start-up)
-        )
+        # imported when the command runs (CLI start-up)
+        from langmoe.data.token_store import check_store_folder, using_token_store
 
+        if args.token_store is not None:
+            check_store_folder(args.token_store)  # at the edge: before the command writes anything
         with using_token_store(args.token_store):
             return run(args)
 

@@ -40,7 +40,7 @@ def run(args) -> int:
     from langmoe.commands.eval import split_langs
     from langmoe.console import console as wide_console
     from langmoe.data.corpus import SPLITS, choose_languages, corpus_paths, open_corpus
-    from langmoe.data.token_store import SHARD_TOKENS, Request, TokenStore
+    from langmoe.data.token_store import SHARD_TOKENS, Request, TokenStore, check_store_folder
     from langmoe.errors import LangmoeError
     from langmoe.models.base import load_tokenizer, resolve_model_path
 
@@ -50,7 +50,7 @@ def run(args) -> int:
         raise LangmoeError(f"--splits {args.splits!r}: use train, valid and/or test, comma separated")
     at_least("--max-tokens-per-lang", args.max_tokens_per_lang, 1)
     at_least("--shard-tokens", args.shard_tokens, 1)
-    out = Path(args.out).expanduser().resolve()
+    out = check_store_folder(args.out, "--out").resolve()
     for inp in corpus_paths(args.corpus):
         p = Path(inp).expanduser()
         if inp != "builtin" and not inp.startswith("hf:") and p.exists() and (out == p.resolve() or

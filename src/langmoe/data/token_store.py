@@ -129,6 +129,25 @@ def using_token_store(path: str | Path | None) -> Iterator[None]:
         _DEFAULT.pop()
 
 
+def check_store_folder(path: str | Path, option: str = "--token-store") -> Path:
+    """Refuse, before any work, a path that cannot be a user's token store: empty, under a file, a file, or a
+    folder that holds other things and no store manifest (nothing is written there)."""
+    if not str(path).strip():
+        raise LangmoeError(f"{option} is empty: give a value")
+    p = Path(path).expanduser()
+    for parent in [p, *p.parents]:
+        if parent.exists() and not parent.is_dir():
+            if parent == p:
+                raise LangmoeError(f"{option} {p} is a file: give a folder (new, empty, or a token store)")
+            raise LangmoeError(f"{option} {p}: {parent} is a file, not a folder: check the path")
+        if parent.exists():
+            break
+    if p.is_dir() and not (p / MANIFEST).is_file() and any(x.name != ".lock" for x in p.iterdir()):
+        raise LangmoeError(f"{p} is not a token store (no {MANIFEST}) and is not empty: give a new or empty "
+                           f"folder for {option}")
+    return p
+
+
 def default_token_store() -> str | Path | None:
     return _DEFAULT[-1] if _DEFAULT else None
 
@@ -220,6 +239,8 @@ class TokenStore:
         self.dtype = token_dtype(max(self.vocab, int(self.eos) + 1, int(self.pad) + 1))
         self.fingerprint = tokenizer_fingerprint(tokenizer)
         self._owner: Any = None
+        if not owned:
+            check_store_folder(self.root)  # before the lock file: a foreign folder is left as it was
         with self._locked():
             self._open_manifest()
 

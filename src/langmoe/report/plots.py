@@ -17,6 +17,7 @@ from matplotlib.patches import Rectangle
 
 from langmoe.errors import LangmoeError
 from langmoe.io import write_with
+from langmoe.optional import require
 
 DPI = 110
 
@@ -138,7 +139,6 @@ def plot_dendrogram(langs: Sequence[str], similarity, path: str | Path,
                     groups: Sequence[Sequence[str]] | None = None) -> Path:
     """Hierarchical clustering (scipy, average linkage) of the distance D = 1 − S; with `groups`, each leaf label
     is coloured by its group (the run's grouping, to compare with the tree)."""
-    from langmoe.optional import require
 
     hierarchy, distance = require("scipy.cluster.hierarchy"), require("scipy.spatial.distance")
     dendrogram, linkage, squareform = hierarchy.dendrogram, hierarchy.linkage, distance.squareform

@@ -8,8 +8,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from langmoe.data.samplers import TemperatureSampler
 from langmoe.errors import LangmoeError
 from langmoe.train.faults import maybe_fail
+from langmoe.train.router_losses import load_balance_term
+from langmoe.train.trainer import LossTerm, train
 
 
 def train_mixed(model, blocks, train_config: Mapping[str, Any], out_dir: Path, tau: float = 0.3,
@@ -18,8 +21,6 @@ def train_mixed(model, blocks, train_config: Mapping[str, Any], out_dir: Path, t
     """Mixed micro-batches (`TemperatureSampler`, seed = config seed + `seed_offset`), CLM loss plus `loss_terms`,
     all trainable parameters. `group_of` adds per-token group ids to the batches (for routing losses);
     `train_kwargs` go to the trainer (e.g. `init_optimizer_state`)."""
-    from langmoe.data.samplers import TemperatureSampler
-    from langmoe.train.trainer import train
 
     kw = {"group_of": dict(group_of)} if group_of is not None else {}
     source = TemperatureSampler(blocks, train_config["micro_batch_size"], tau=tau,
@@ -34,8 +35,6 @@ def train_mixed(model, blocks, train_config: Mapping[str, Any], out_dir: Path, t
 
 def load_balance_terms(lam: float):
     """`[LossTerm("load_balance", lam, ...)]`: Switch-style load balancing over the experts each layer used."""
-    from langmoe.train.router_losses import load_balance_term
-    from langmoe.train.trainer import LossTerm
 
     return [LossTerm("load_balance", lam, load_balance_term())]
 

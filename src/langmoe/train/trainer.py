@@ -25,8 +25,10 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from langmoe.errors import LangmoeError
-from langmoe.io import read_json, write_json, write_text
+from langmoe.io import disk_error_message, fix_tree_modes, is_disk_error, read_json, write_json, write_text
+from langmoe.optional import available, warn_missing_once
 from langmoe.precision import apply_to_config, prepare_model
+from langmoe.train.distributed import check_launch, no_accelerator
 from langmoe.train.optim import OptimSettings
 from langmoe.train.schedule import continued_warmup_cosine_scheduler
 from langmoe.validation import validate
@@ -264,7 +266,6 @@ def verify_checkpoint(folder: str | Path) -> str | None:
 def _save_checkpoint(acc, out_dir: Path, step: int, scheduler, config: TrainConfig, tokens_seen: int) -> None:
     """All ranks write into `.tmp-step-N`; rank 0 adds the trainer state and the manifest (last), then renames it
     to `step-N`. A failed write (disk full, ...) removes the temp folder and says so in one line."""
-    from langmoe.io import disk_error_message, fix_tree_modes, is_disk_error
 
     root = out_dir / "checkpoints"
     tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
@@ -376,7 +377,6 @@ class _Logger:
             kept = "".join(ln + "\n" for ln in rows if _row_step(ln) <= start_step)
         write_text(self.path, kept)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        from langmoe.optional import available, warn_missing_once
 
         if available("tensorboard"):
             from torch.utils.tensorboard import SummaryWriter
@@ -441,7 +441,6 @@ def _make_accelerator(config: TrainConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from langmoe.train.distributed import check_launch, no_accelerator
 
     check_launch()
     if no_accelerator():
