@@ -79,7 +79,7 @@ def test_memory_rows_are_valid_deviation_commands_and_the_default_row_adds_nothi
 
     parser = build_parser()
     base = ["deviation", "--model", "M", "--out", "O", *memory.PROBE_ARGS, "--grad-accum", "1"]
-    for key, (label, extra) in memory.MEMORY_ROWS.items():
+    for key, (_label, extra) in memory.MEMORY_ROWS.items():
         if extra != ["old"]:
             assert parser.parse_args([*base, *extra]).command == "deviation", key
     assert memory.MEMORY_ROWS["default"][1] == [] and "default" in memory.MEMORY_ROWS["default"][0]
