@@ -69,3 +69,19 @@ def test_the_362m_config_is_the_issues_model():
     with torch.device("meta"):
         n = sum(p.numel() for p in Qwen2ForCausalLM(cfg).parameters())
     assert n == 361_568_128
+
+
+def test_memory_rows_are_valid_deviation_commands_and_the_default_row_adds_nothing():
+    """Every --memory row (but the old code's) parses as `langmoe deviation`; the row called the default passes no
+    probe option, so it measures the library's default probe (sgd on the FFN, centred)."""
+    from langmoe.cli import build_parser
+    from langmoe.methods.dmoe.deviation import DeviationConfig
+
+    parser = build_parser()
+    base = ["deviation", "--model", "M", "--out", "O", *memory.PROBE_ARGS, "--grad-accum", "1"]
+    for key, (_label, extra) in memory.MEMORY_ROWS.items():
+        if extra != ["old"]:
+            assert parser.parse_args([*base, *extra]).command == "deviation", key
+    assert memory.MEMORY_ROWS["default"][1] == [] and "default" in memory.MEMORY_ROWS["default"][0]
+    cfg = DeviationConfig()
+    assert (cfg.kind, cfg.params, cfg.center) == ("sgd", "measured", True)
