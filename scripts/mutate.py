@@ -63,7 +63,7 @@ TESTS: dict[str, list[str]] = {
                                   "tests/methods/expansion/test_data.py"],
     "methods/expansion/config.py": ["tests/methods/expansion/test_trained_moved.py",
                                     "tests/methods/layermoe/test_allocation_bounds.py"],
-    "models/overrides/gate.py": ["tests/models/overrides/test_gate.py"],
+    "models/overrides/gate.py": ["tests/models/overrides/test_gate_trained.py", "tests/models/overrides/test_gate.py"],
     "methods/routing/metrics.py": ["tests/methods/routing/test_metrics_hand.py", "tests/methods/routing/test_metrics.py"],
     "methods/routing/adapt.py": ["tests/methods/routing/test_adapt_moved.py", "tests/methods/routing/test_adapt.py"],
     "io.py": ["tests/cli/test_outputs.py", "tests/cli/test_output_reruns.py"],
