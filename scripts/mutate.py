@@ -52,7 +52,8 @@ TESTS: dict[str, list[str]] = {
     # round 3: expansion (MoE-LPR / LayerMoE), the language gate, routing metrics, adapt, outputs, lock
     "methods/layermoe/allocation.py": ["tests/methods/layermoe/test_allocation_bounds.py",
                                        "tests/methods/layermoe/test_similarity_allocation.py"],
-    "methods/layermoe/similarity.py": ["tests/methods/layermoe/test_similarity_allocation.py"],
+    "methods/layermoe/similarity.py": ["tests/methods/layermoe/test_similarity_allocation.py",
+                                       "tests/methods/layermoe/test_layermoe.py"],
     "methods/layermoe/plan.py": ["tests/methods/layermoe/test_allocation_bounds.py",
                                  "tests/methods/layermoe/test_layermoe.py"],
     "methods/expansion/surgery.py": ["tests/methods/expansion/test_trained_moved.py",
