@@ -136,11 +136,18 @@ def run(args) -> int:
     from langmoe.io import output_folder
 
     console = Console()
-    if temporary and Path(args.work_dir).is_dir():
-        console.print(f"resuming the earlier run kept in {args.work_dir}")
+    work = Path(args.work_dir)
+    created = temporary and not work.exists()
+    if temporary and not created:
+        console.print(f"resuming the earlier run kept in {work}")
     # one process per run folder (a rerun resumes it); bad input leaves no folder
-    with output_folder(args.work_dir, "expand", lock=True):
-        res = method.expand(cfg, args.out)
+    try:
+        with output_folder(work, "expand", lock=True):
+            res = method.expand(cfg, args.out)
+    except LangmoeError:  # refused input: a default run folder this call made, with no training to resume, goes
+        if created and not any(work.rglob("checkpoints")) and not any(work.rglob("model/config.json")):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     if temporary:  # OUT is written: the default run folder has served
         shutil.rmtree(args.work_dir, ignore_errors=True)
     rec = res.record

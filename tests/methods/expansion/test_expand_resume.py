@@ -112,3 +112,17 @@ def test_save_every_negative_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--save-every must be >= 0" in err[0], err
     assert not out.exists() and not out.with_name("out.work").exists()
+
+
+def test_input_refused_after_setup_leaves_no_work_folder(tmp_path, capsys):
+    """--top-k-cls larger than the model's layers is found by the plan, after the run folder was set up: the
+    default OUT.work this call made (nothing trained in it) is removed with the refusal."""
+    world = fast_config(tmp_path)
+    out = tmp_path / "out"
+    argv = ["expand", "--method", "layermoe", "--model", world["model"], "--corpus", world["corpus"], "--out",
+            str(out), *FAST[2:], "--top-k-cls", "3"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "larger than the model's 2 layers" in err[0], err
+    assert not out.exists() and not out.with_name("out.work").exists()
