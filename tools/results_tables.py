@@ -164,14 +164,18 @@ def dmoe_vs_cpt() -> str:
 
 
 def dmoe_baselines() -> str:
-    """Every system at the largest budget that ran the baselines (dmoe_builtin.json), against DMoE."""
+    """Every system at each budget that ran the baselines (dmoe_builtin.json), against DMoE; largest first."""
     d = _read(RESULTS / "dmoe_builtin.json")
-    m, systems = max(((m, s) for m, s in d["curve"].items() if "xelm" in s), key=lambda kv: int(kv[0]))
-    ref = systems["dmoe"]
-    rows = [[_SYSTEMS.get(k, k), str(v["seeds"]), _ppl_cell(v), f"{v['mean_ppl'] / ref['mean_ppl'] - 1:+.1%}", _millions(v["params_total"]),
-             f"{v['params_total'] / ref['params_total']:.2f}x"] for k, v in systems.items()]
-    return f"At {m}x ({ref['tokens_seen']:,} tokens per system):\n\n" + _table(
-        ["system", "seeds", "mean ppl", "vs DMoE", "params total", "params vs DMoE"], rows)
+    points = sorted(((m, s) for m, s in d["curve"].items() if "xelm" in s), key=lambda kv: -int(kv[0]))
+    blocks = []
+    for m, systems in points:
+        ref = systems["dmoe"]
+        rows = [[_SYSTEMS.get(k, k), str(v["seeds"]), _ppl_cell(v), f"{v['mean_ppl'] / ref['mean_ppl'] - 1:+.1%}",
+                 _millions(v["params_total"]), f"{v['params_total'] / ref['params_total']:.2f}x"]
+                for k, v in systems.items()]
+        blocks.append(f"At {m}x ({ref['tokens_seen']:,} tokens per system):\n\n" + _table(
+            ["system", "seeds", "mean ppl", "vs DMoE", "params total", "params vs DMoE"], rows))
+    return "\n".join(blocks)
 
 
 def probe_settings() -> str:

@@ -113,15 +113,66 @@ def test_expand_finds_its_methods_through_the_registry():
     assert not any(_folder(d) for d in GRAPH["langmoe.commands.expand"])
 
 
-def test_run_machinery_functions_are_short():
+def test_no_function_over_80_lines():
     long = []
-    for f in (PKG / "pipeline").glob("*.py"):
+    for f in PKG.rglob("*.py"):
         for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80:
-                long.append(f"{f.name}:{node.name}")
+                long.append(f"{f.relative_to(PKG)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+# The floors of docs/architecture.md, ground first: a module imports only from its own floor or below, at module
+# level and inside functions alike.
+FLOORS = [
+    ("ground", ["errors", "console", "registry", "validation", "io", "lock", "optional", "memory", "precision",
+                "report.plots"]),  # report.plots: drawing helpers (numpy, matplotlib, io) that methods draw with
+    ("data", ["data"]),
+    ("models", ["models"]),
+    ("eval", ["eval", "generate", "diagnostics"]),
+    ("train", ["train"]),
+    ("config", ["config", "recipe_legacy", "recipe_files", "recipes", "pretrain"]),
+    ("pipeline", ["pipeline"]),
+    ("methods", ["methods"]),
+    ("report", ["report"]),
+    ("commands", ["commands", "cli", "__main__"]),
+]
+# the one import that points up, on purpose: `import langmoe` registers the native MoE class with transformers
+# as soon as transformers is imported (langmoe/__init__.py)
+UPWARD_ALLOWED = {("langmoe", "langmoe.models.native")}
+
+
+def _floor(mod: str) -> int:
+    """The floor of a module: its longest matching prefix wins (report.plots is ground although report/ is not)."""
+    rel = mod.removeprefix("langmoe.")
+    hits = [(len(p), i) for i, (_, prefixes) in enumerate(FLOORS) for p in prefixes
+            if rel == p or rel.startswith(p + ".")]
+    return max(hits)[1] if hits else -1
+
+
+def test_every_module_has_a_floor():
+    assert not [m for m in MODULES if m != "langmoe" and _floor(m) < 0]
+
+
+def test_no_import_from_a_higher_floor():
+    """Package markers with no code (an `__init__.py` holding only its docstring) are no floor of their own."""
+    empty = {m for m, p in MODULES.items() if p.name == "__init__.py" and len(ast.parse(p.read_text()).body) <= 1}
+    up = sorted(f"{m} ({FLOORS[_floor(m)][0]}) -> {d} ({FLOORS[_floor(d)][0]})"
+                for m in MODULES for d in GRAPH[m] - empty
+                if _floor(d) > _floor(m) and (m, d) not in UPWARD_ALLOWED)
+    assert not up, up
 
 
 def test_the_corpus_builder_is_not_in_the_runtime_package():
     assert not (PKG / "data" / "build_builtin.py").exists()
     assert (SRC.parent / "tools" / "build_builtin.py").is_file()
+
+
+def test_architecture_page_lists_every_module():
+    """docs/architecture.md's module index is what tools/draw_architecture.py makes of today's code."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, str(SRC.parent / "tools" / "draw_architecture.py"), "--check"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

@@ -56,24 +56,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from langmoe.commands._checks import at_least, check_corpus, check_tokenizer_folder
+    from langmoe.commands._checks import check_corpus, check_tokenizer_folder
     from langmoe.eval.perplexity import EvalSettings
     from langmoe.io import check_output, output_folder
-    from langmoe.pretrain import OptimSettings, PretrainConfig, build_config, pretrain
+    from langmoe.pretrain import PretrainConfig, build_config, pretrain
 
     check_output(args.out, "pretrain", inputs=[args.corpus, args.tokenizer], overwrite=args.overwrite)
     check_tokenizer_folder(args.tokenizer)
     check_corpus(args.corpus, split_langs(args.langs))
-    at_least("--save-every", args.save_every, 0)
-    save_every = args.save_every or max(args.steps, 1)  # 0 = off: the trainer checkpoints only the last step
     set_threads(args.threads)
-    optim = build_config(
-        OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size,
-        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision or "no", save_every=save_every,
-        log_every=args.log_every, tau=args.tau,
-        keep_checkpoints=args.keep_checkpoints, compile=args.compile,
-    )
+    optim = optim_settings(args, keep_checkpoints=args.keep_checkpoints, compile=args.compile)
     ev = build_config(EvalSettings, window=args.eval_window, stride=args.eval_stride,
                       max_chars_per_lang=args.eval_max_chars or None)
     cfg = build_config(
@@ -91,6 +83,21 @@ def run(args) -> int:
 
     report_warnings(eval_warnings(record["eval"]))
     return 0
+
+
+def optim_settings(args, **extra):
+    """The optimiser settings of `train` and `pretrain` from their shared flags (validated once, here)."""
+    from langmoe.commands._checks import at_least
+    from langmoe.pretrain import OptimSettings, build_config
+
+    at_least("--save-every", args.save_every, 0)
+    save_every = args.save_every or max(args.steps, 1)  # 0 = off: the trainer checkpoints only the last step
+    return build_config(
+        OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
+        weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size,
+        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision or "no", save_every=save_every,
+        log_every=args.log_every, tau=args.tau, **extra,
+    )
 
 
 def _stage_line(msg: str) -> None:

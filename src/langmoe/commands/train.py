@@ -6,7 +6,7 @@ from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
 from langmoe.commands._options import add_precision_options
 from langmoe.commands._token_store_arg import add_token_store_option
 from langmoe.commands.eval import as_command, print_eval_table, set_threads, split_langs
-from langmoe.commands.pretrain import _stage_line
+from langmoe.commands.pretrain import _stage_line, optim_settings
 
 
 def register(subparsers) -> None:
@@ -44,28 +44,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from langmoe.commands._checks import at_least, check_corpus, check_model_folder
+    from langmoe.commands._checks import check_corpus, check_model_folder
     from langmoe.eval.perplexity import EvalSettings
     from langmoe.io import check_output, output_folder
-    from langmoe.pretrain import (
-        ContinueTrainConfig,
-        OptimSettings,
-        build_config,
-        continue_train,
-    )
+    from langmoe.pretrain import ContinueTrainConfig, build_config, continue_train
 
     check_output(args.out, "train", inputs=[args.model, args.corpus], overwrite=args.overwrite)
     check_model_folder(args.model)
     check_corpus(args.corpus, split_langs(args.langs))
-    at_least("--save-every", args.save_every, 0)
-    save_every = args.save_every or max(args.steps, 1)  # 0 = off: the trainer checkpoints only the last step
     set_threads(args.threads)
-    optim = build_config(
-        OptimSettings, steps=args.steps, lr=args.lr, warmup_ratio=args.warmup_ratio, min_lr_ratio=args.min_lr_ratio,
-        weight_decay=args.weight_decay, grad_clip=args.grad_clip, micro_batch_size=args.batch_size,
-        grad_accum=args.grad_accum, mixed_precision=args.mixed_precision or "no", save_every=save_every,
-        log_every=args.log_every, tau=args.tau,
-    )
+    optim = optim_settings(args)
     cfg = build_config(
         ContinueTrainConfig, model=args.model, corpus=args.corpus, langs=split_langs(args.langs), out=args.out,
         seed=args.seed, block_len=args.block_len, max_train_tokens_per_lang=args.max_train_tokens, optim=optim,

@@ -114,31 +114,19 @@ def write_tasks(
                 break
         if not texts:
             raise LangmoeError(f"corpus {corpus} has no {split!r} documents for {lang}: choose another split or language")
-        bpb = out / "data" / f"bpb_{lang}.jsonl"
-        _dump_jsonl(bpb, [{"text": _clip(t, max_chars)} for t in texts])
-        _write_yaml(out / f"{TASK_PREFIX}bpb_{lang}.yaml", {
-            "task": f"{TASK_PREFIX}bpb_{lang}",
-            "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": str(bpb.resolve())}},
-            "test_split": "test",
+        meta = {"corpus": corpus, "split": split, "lang": lang}
+        _write_task(out, "bpb", lang, [{"text": _clip(t, max_chars)} for t in texts], {
             "output_type": "loglikelihood_rolling",
             "doc_to_text": "",
             "doc_to_target": "{{text}}",
             "metric_list": [{"metric": m, "aggregation": agg, "higher_is_better": False} for m, agg in (
                 ("bits_per_byte", "bits_per_byte"), ("byte_perplexity", "weighted_perplexity"),
                 ("word_perplexity", "weighted_perplexity"))],
-            "metadata": {"version": 1.0, "langmoe": {"corpus": corpus, "split": split, "lang": lang}},
-        })
+        }, meta)
         written["bpb"].append(lang)
         rows = _mc_rows(texts, choices, context_chars, segment_chars, seed)
         if rows:
-            cont = out / "data" / f"cont_{lang}.jsonl"
-            _dump_jsonl(cont, rows)
-            _write_yaml(out / f"{TASK_PREFIX}cont_{lang}.yaml", {
-                "task": f"{TASK_PREFIX}cont_{lang}",
-                "dataset_path": "json",
-                "dataset_kwargs": {"data_files": {"test": str(cont.resolve())}},
-                "test_split": "test",
+            _write_task(out, "cont", lang, rows, {
                 "output_type": "multiple_choice",
                 "doc_to_text": "{{context}}",
                 "doc_to_choice": "{{choices}}",
@@ -146,9 +134,7 @@ def write_tasks(
                 "target_delimiter": "",  # each choice starts with the text's own whitespace (if the script has it)
                 "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True}
                                 for m in ("acc", "acc_norm")],
-                "metadata": {"version": 1.0, "langmoe": {"corpus": corpus, "split": split, "lang": lang,
-                                                         "choices": min(choices, len(rows))}},
-            })
+            }, {**meta, "choices": min(choices, len(rows))})
             written["cont"].append(lang)
     metric = {"bpb": ("bits_per_byte", False), "cont": ("acc", True)}
     for fam, done in written.items():
@@ -162,6 +148,20 @@ def write_tasks(
             "metadata": {"version": 1.0},
         })
     return [f"{TASK_PREFIX}{fam}_{lang}" for fam, done in written.items() for lang in done]
+
+
+def _write_task(out: Path, family: str, lang: str, rows: list[dict], fields: dict, meta: dict) -> None:
+    """One task: its documents as `data/<family>_<lang>.jsonl` and its YAML reading them as the test split."""
+    data = out / "data" / f"{family}_{lang}.jsonl"
+    _dump_jsonl(data, rows)
+    _write_yaml(out / f"{TASK_PREFIX}{family}_{lang}.yaml", {
+        "task": f"{TASK_PREFIX}{family}_{lang}",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+        "test_split": "test",
+        **fields,
+        "metadata": {"version": 1.0, "langmoe": meta},
+    })
 
 
 def _write_yaml(path: Path, obj: dict) -> None:

@@ -78,3 +78,26 @@ def test_tiny_benchmark_end_to_end(tmp_path):
     with pytest.raises(SystemExit, match="has no"):  # x1 ran without the baselines
         b.main(["--tiny", "--seeds", "0", "--multipliers", "1", "--full-at", "1", "--out", str(tmp_path),
                 "--from-summaries"])
+
+
+def test_merge_recovers_two_seeds_exactly_and_refuses_three():
+    import statistics
+
+    m = load_script("benchmarks/dmoe_builtin_merge.py")
+    a, b, c = 31.2, 31.9, 30.8
+    old = {"seeds": 2, "mean_ppl": statistics.fmean([a, b]), "std_ppl": statistics.stdev([a, b]),
+           "mean_bpb": 2.0, "std_bpb": 0.0, "ppl_per_lang": {"en": 10.0}, "tokens_seen": 5, "params_total": 7}
+    new = {"seeds": 1, "mean_ppl": c, "std_ppl": 0.0, "mean_bpb": 2.3, "std_bpb": 0.0, "ppl_per_lang": {"en": 13.0},
+           "tokens_seen": 5, "params_total": 7}
+    row = m.merge_row(old, new)
+    assert row["seeds"] == 3 and row["ppl_per_lang"]["en"] == pytest.approx(11.0)
+    assert row["mean_ppl"] == pytest.approx(statistics.fmean([a, b, c]))
+    assert row["std_ppl"] == pytest.approx(statistics.stdev([a, b, c]))
+    assert row["mean_bpb"] == pytest.approx(2.1)
+    with pytest.raises(SystemExit, match="cannot be split"):
+        m.seed_values(1.0, 0.1, 3)
+    rec = {"curve": {"8": {"dmoe": old}}}
+    with pytest.raises(SystemExit, match="differ"):
+        m.merge(rec, {"curve": {"8": {"dmoe": {**new, "tokens_seen": 6}}}}, "8")
+    merged = m.merge(rec, {"curve": {"8": {"btx": new}}}, "8")
+    assert merged["curve"]["8"]["btx"] == new

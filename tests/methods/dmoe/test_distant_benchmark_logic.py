@@ -1,0 +1,72 @@
+"""benchmarks/dmoe_distant.py: the distant set's design, the targets read from numbers, one tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from script_loader import load_script
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _bench():
+    return load_script("benchmarks/dmoe_distant.py")
+
+
+def test_distant_recipe_mixes_families_and_scripts():
+    """12 languages, >= 4 families, >= 4 scripts, K = 4: every grouping into 4 x 3 puts >= 2 scripts together."""
+    from langmoe.config import load_recipe
+    from langmoe.data.languages import get_language
+
+    r = load_recipe(ROOT / "benchmarks" / "dmoe_distant.yaml")
+    langs = r.languages
+    assert len(langs) == 12
+    assert len({get_language(x).family for x in langs}) >= 4 and len({get_language(x).script for x in langs}) >= 4
+    assert r.settings("dmoe").num_groups == 4 and r.settings("dmoe_random").num_groups == 4
+    assert r.budget_tokens == load_recipe(ROOT / "benchmarks" / "dmoe_builtin.yaml").budget_tokens
+
+
+def _row(bpb: float, std: float = 0.001, seeds: int = 3) -> dict:
+    return {"mean_bpb": bpb, "std_bpb": std, "mean_ppl": 10 * bpb, "std_ppl": 10 * std, "seeds": seeds,
+            "params_total": 1, "params_active": 1, "tokens_seen": 1}
+
+
+def test_targets_met_and_not_met():
+    b = _bench()
+    curve = {"1": {"dmoe": _row(1.50), "dmoe_random": _row(1.51), "cpt": _row(1.52), "dmoe_eq": _row(1.48),
+                   "dmoe_eq_random": _row(1.49), "btx": _row(1.47)},
+             "4": {"dmoe": _row(1.40), "dmoe_random": _row(1.403), "cpt": _row(1.44), "dmoe_eq": _row(1.45),
+                   "btx": _row(1.40)}}
+    got = {(t["multiplier"], t["target"].split()[0] + t["target"].split()[-1]): t for t in b.targets(curve)}
+    by = {(t["multiplier"], t["target"]): t["met"] for t in b.targets(curve)}
+    # 1x: 0.01 below random with std 0.001 (> 2 std): met; equal-parameter DMoE 1.48 vs BTX 1.47: +0.7%: met
+    assert by[("1", "DMoE below random groups by more than 2x the seed std")] is True
+    assert by[("1", "equal-parameter DMoE within 1% of BTX or better")] is True
+    # 4x: 0.003 below random (> 0.002): met; CPT 1.44 -> -2.8%: met; 1.45 vs 1.40 = +3.6%: not met
+    assert by[("4", "DMoE below random groups by more than 2x the seed std")] is True
+    assert by[("4", "DMoE below CPT by >= 2% at 4x")] is True
+    assert by[("4", "equal-parameter DMoE within 1% of BTX or better")] is False
+    assert len(got) == len(by)
+    one_seed = {"1": {"dmoe": _row(1.0, 0.0, 1), "dmoe_random": _row(2.0, 0.0, 1)}}
+    assert b.targets(one_seed)[0]["met"] is False  # one seed has no noise estimate: never "met"
+    lines = b.reading(curve)
+    assert "a signal" in lines[1] and "+0.0100" in lines[1]
+
+
+def test_tiny_distant_benchmark_end_to_end(tmp_path):
+    b = _bench()
+    assert b.main(["--tiny", "--seeds", "0", "--multipliers", "1", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "dmoe_distant.json").read_text())
+    curve = res["curve"]["1"]
+    assert {"base", "dmoe", "dmoe_random", "cpt", "xelm", "btx", "dmoe_eq", "dmoe_eq_random"} <= set(curve)
+    # the twin has every layer as MoE: more parameters than DMoE, the same tokens
+    assert curve["dmoe_eq"]["params_total"] > curve["dmoe"]["params_total"]
+    assert curve["dmoe_eq"]["tokens_seen"] == curve["dmoe"]["tokens_seen"] == curve["cpt"]["tokens_seen"]
+    eq_cfg = (tmp_path / "x1-eq" / "seed-0" / "config.yaml").read_text()
+    g = res["groups"]["0"]["groups"]
+    assert all(x in eq_cfg for grp in g for x in grp) and not (tmp_path / "x1-eq" / "seed-0" / "deviation.json").exists()
+    assert set(res["groups"]["0"]["ari"]) == {"family", "script"}
+    assert (tmp_path / "dmoe_distant.png").stat().st_size > 1000 and (tmp_path / "dmoe_distant.md").is_file()
+    assert b.main(["--tiny", "--seeds", "0", "--multipliers", "1", "--out", str(tmp_path), "--from-summaries"]) == 0
+    assert json.loads((tmp_path / "dmoe_distant.json").read_text())["curve"] == res["curve"]
