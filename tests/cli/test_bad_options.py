@@ -30,6 +30,7 @@ from langmoe.io import MARKER
 IN_MODEL, IN_CORPUS, IN_FILE, IN_FOLDER = "in-model", "in-corpus", "in-file", "in-folder"
 OUT_WHOLE, OUT_GROWING, OUT_FILE = "out-whole", "out-growing", "out-file"  # replaced whole / filled / one file
 LANGS, NAME, TEXT, RECIPE_COPY = "langs", "name", "text", "recipe-copy"  # NAME: one of a fixed set, not choices=
+TOKEN_STORE = "token-store"  # a store folder read and extended (langmoe tokenize's), or a new one
 
 KINDS: dict[tuple[str, str], str] = {
     ("adapt", "--model"): IN_MODEL, ("adapt", "--corpus"): IN_CORPUS, ("adapt", "--child"): LANGS,
@@ -72,6 +73,12 @@ KINDS: dict[tuple[str, str], str] = {
     ("train", "--out"): OUT_GROWING,
     ("upcycle", "--model"): IN_MODEL, ("upcycle", "--layers"): TEXT, ("upcycle", "--experts"): TEXT,
     ("upcycle", "--classifier-layers"): TEXT, ("upcycle", "--out"): OUT_WHOLE,
+    ("deviation", "--kind"): NAME, ("deviation", "--params"): NAME, ("deviation", "--base-copy"): NAME,
+    ("deviation", "--optimizer-state"): NAME, ("deviation", "--sketch-method"): NAME,
+    ("tokenize", "--corpus"): IN_CORPUS, ("tokenize", "--langs"): LANGS, ("tokenize", "--model"): IN_MODEL,
+    ("tokenize", "--tokenizer"): IN_FOLDER, ("tokenize", "--splits"): NAME, ("tokenize", "--out"): TOKEN_STORE,
+    **{(cmd, "--token-store"): TOKEN_STORE for cmd in ("adapt", "add-language", "demo", "deviation", "eval", "expand",
+                                                        "pretrain", "routing", "run", "train")},
 }
 CHOICE = "choice"  # argparse choices=: found from the parser
 
@@ -132,6 +139,8 @@ def BASE(e: dict[str, Path], t: Path) -> dict[str, dict[str, Any]]:  # noqa: N80
         "expand": {"--method": "moe_lpr", "--model": e["model"], "--new": "it", "--old": "de,fr",
                    "--corpus": e["corpus3"], "--out": t / "x", "--stage1-steps": "1", "--stage2-steps": "1"},
         "export": {"--model": e["moe"], "--out": t / "e"},
+        "tokenize": {"--corpus": e["corpus"], "--model": e["model"], "--out": t / "tok",
+                     "--max-tokens-per-lang": "200"},
         "generate": {"--model": e["model"], "--corpus": e["corpus"], "--lang": "de", "--max-new-tokens": "2"},
         "group": {"--deviation": e["dev3"], "--groups": "2", "--out": t / "g.json"},
         "languages": {},
@@ -151,7 +160,8 @@ def BASE(e: dict[str, Path], t: Path) -> dict[str, dict[str, Any]]:  # noqa: N80
     }
 
 
-EXCLUSIVE = {("generate", "--prompt"): "--lang", ("generate", "--lang"): None}  # a case on --prompt drops --lang
+EXCLUSIVE = {("generate", "--prompt"): "--lang", ("generate", "--lang"): None,  # a case on --prompt drops --lang
+             ("tokenize", "--tokenizer"): "--model"}
 
 
 def _argv(cmd: str, options: dict[str, Any]) -> list[str]:
@@ -217,6 +227,8 @@ DEFECTS: dict[str, list[Defect]] = {
     OUT_WHOLE: [EMPTY, UNDER_FILE, FOREIGN,
                 Defect("own-folder-with-a-user-file", _own_folder_with_a_note, _names("NOTES.txt", "--overwrite"))],
     OUT_GROWING: [EMPTY, UNDER_FILE, FOREIGN],
+    TOKEN_STORE: [EMPTY, UNDER_FILE, Defect("a-file", lambda e, t, c: e["file"], _named),
+                  Defect("foreign-folder", lambda e, t, c: e["foreign"], _names("not a token store"))],
     OUT_FILE: [EMPTY, UNDER_FILE, Defect("a-folder", lambda e, t, c: t, _names("is a folder")),
                Defect("a-user-file", lambda e, t, c: e["existing_json"], _names("already exists", "--overwrite")),
                Defect("a-user-file-in-a-langmoe-folder", _note_in_langmoe_folder, _names("already exists"))],

@@ -25,7 +25,28 @@ def add_token_store_option(parser) -> None:
             using_token_store,  # imported when the command runs (CLI start-up)
         )
 
+        if args.token_store is not None:
+            check_store_path(args.token_store)  # before the command creates its own output
         with using_token_store(args.token_store):
             return run(args)
 
     parser.set_defaults(func=with_store)
+
+
+def check_store_path(store: str, flag: str = "--token-store") -> None:
+    """One line for a --token-store that cannot be a store: empty, under a file, a file, or a folder with other
+    files and no store manifest (the store would refuse it later, after the command made its output folder)."""
+    from pathlib import Path
+
+    from langmoe.data.token_store import MANIFEST
+    from langmoe.errors import LangmoeError
+
+    if not str(store).strip():
+        raise LangmoeError(f"{flag} is empty: give a folder path")
+    path = Path(store).expanduser()
+    blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None or (path.exists() and not path.is_dir()):
+        raise LangmoeError(f"{flag} {path}: {blocker or path} is a file, not a folder; give a folder path")
+    if path.is_dir() and not (path / MANIFEST).is_file() and any(p.name != ".lock" for p in path.iterdir()):
+        raise LangmoeError(f"{path} is not a token store (no {MANIFEST}) and is not empty: give a new or empty "
+                           f"folder for {flag}")

@@ -37,6 +37,7 @@ def run(args) -> int:
     from rich.table import Table
 
     from langmoe.commands._checks import at_least
+    from langmoe.commands._token_store_arg import check_store_path
     from langmoe.commands.eval import split_langs
     from langmoe.console import console as wide_console
     from langmoe.data.corpus import SPLITS, choose_languages, corpus_paths, open_corpus
@@ -50,6 +51,7 @@ def run(args) -> int:
         raise LangmoeError(f"--splits {args.splits!r}: use train, valid and/or test, comma separated")
     at_least("--max-tokens-per-lang", args.max_tokens_per_lang, 1)
     at_least("--shard-tokens", args.shard_tokens, 1)
+    check_store_path(args.out, flag="--out")  # a foreign folder is refused before the store's lock goes in it
     out = Path(args.out).expanduser().resolve()
     for inp in corpus_paths(args.corpus):
         p = Path(inp).expanduser()
