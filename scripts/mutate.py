@@ -11,6 +11,7 @@ snippet is used instead.
 
     python scripts/mutate.py                 # every mutant (tens of minutes on a loaded 2-core machine)
     python scripts/mutate.py --only lb-k,nl-argmax
+    python scripts/mutate.py --round3        # only the mutants written in round 3 (issue 25)
     python scripts/mutate.py --list          # mutants and their tests, nothing run
     python scripts/mutate.py --json out.json
 """
@@ -48,6 +49,26 @@ TESTS: dict[str, list[str]] = {
     "methods/dmoe/stages.py": ["tests/methods/dmoe/test_routing_statistics_independent.py"],
     "pipeline/new_language_stage.py": ["tests/pipeline/test_new_language_choice.py"],
     "methods/dmoe/new_language.py": ["tests/methods/dmoe/test_new_language.py"],
+    # round 3: expansion (MoE-LPR / LayerMoE), the language gate, routing metrics, adapt, outputs, lock
+    "methods/layermoe/allocation.py": ["tests/methods/layermoe/test_allocation_bounds.py",
+                                       "tests/methods/layermoe/test_similarity_allocation.py"],
+    "methods/layermoe/similarity.py": ["tests/methods/layermoe/test_similarity_allocation.py",
+                                       "tests/methods/layermoe/test_layermoe.py"],
+    "methods/layermoe/plan.py": ["tests/methods/layermoe/test_allocation_bounds.py",
+                                 "tests/methods/layermoe/test_layermoe.py"],
+    "methods/expansion/surgery.py": ["tests/methods/expansion/test_trained_moved.py",
+                                     "tests/methods/expansion/test_surgery.py"],
+    "methods/expansion/stages.py": ["tests/methods/expansion/test_trained_moved.py",
+                                    "tests/methods/expansion/test_expansion_stages.py"],
+    "methods/expansion/data.py": ["tests/methods/expansion/test_trained_moved.py",
+                                  "tests/methods/expansion/test_data.py"],
+    "methods/expansion/config.py": ["tests/methods/expansion/test_trained_moved.py",
+                                    "tests/methods/layermoe/test_allocation_bounds.py"],
+    "models/overrides/gate.py": ["tests/models/overrides/test_gate_trained.py", "tests/models/overrides/test_gate.py"],
+    "methods/routing/metrics.py": ["tests/methods/routing/test_metrics_hand.py", "tests/methods/routing/test_metrics.py"],
+    "methods/routing/adapt.py": ["tests/methods/routing/test_adapt_moved.py", "tests/methods/routing/test_adapt.py"],
+    "io.py": ["tests/cli/test_outputs.py", "tests/cli/test_output_reruns.py"],
+    "lock.py": ["tests/cli/test_outputs.py"],
 }
 
 
@@ -171,7 +192,114 @@ MUTANTS: list[Mutant] = [
     M("nl-old-expert-unmasked", "methods/dmoe/new_language.py", "mask[:num_old] = 0", "mask[:num_old - 1] = 0"),
     M("nl-weight-decay", "methods/dmoe/new_language.py", 'cfg = {**dict(train_config), "weight_decay": 0.0}',
       "cfg = dict(train_config)"),
+    # ==== round 3 (issue 25): written against the round-2 code, not against its tests ====
+    # ---- LayerMoE allocation, similarity, plan
+    M("lm-share-not-inverted", "methods/layermoe/allocation.py", "    inv = 1.0 / s\n", "    inv = s\n"),
+    M("lm-ceil-floor", "methods/layermoe/allocation.py", "[int(math.ceil(x)) for x in w * float(delta)]",
+      "[int(math.floor(x)) for x in w * float(delta)]"),
+    M("lm-new-may-be-zero", "methods/layermoe/allocation.py", "return [max(1, n - 1) for n in allocate(S, delta)]",
+      "return [max(0, n - 1) for n in allocate(S, delta)]"),
+    M("lm-budget-boundary", "methods/layermoe/allocation.py", "    if budget < L:", "    if budget <= L:"),
+    M("lm-solve-overshoots", "methods/layermoe/allocation.py", "if sum(alloc) >= budget:", "if sum(alloc) > budget:"),
+    M("lm-random-no-floor", "methods/layermoe/allocation.py", "alloc = np.ones(n_layers, dtype=np.int64)",
+      "alloc = np.zeros(n_layers, dtype=np.int64)"),
+    M("lm-topk-least-similar", "methods/layermoe/allocation.py", "order = sorted(layers, key=lambda i: (-S[i], i))",
+      "order = sorted(layers, key=lambda i: (S[i], i))"),
+    M("lm-topk-tie-later", "methods/layermoe/allocation.py", "order = sorted(layers, key=lambda i: (-S[i], i))",
+      "order = sorted(layers, key=lambda i: (-S[i], -i))"),
+    M("lm-fraction-counts-frozen", "methods/layermoe/plan.py",
+      "round(cfg.budget_fraction * (cfg.uniform_experts - 1) * n_layers)",
+      "round(cfg.budget_fraction * cfg.uniform_experts * n_layers)"),
+    M("lm-delta-counts-frozen", "methods/layermoe/plan.py", "new = {i: n - 1 for i, n in enumerate(N) if n >= 2}",
+      "new = {i: n for i, n in enumerate(N) if n >= 2}"),
+    M("lm-lifelong-old-forgotten", "methods/layermoe/plan.py",
+      "known_old = [x for x in dict.fromkeys(inputs.input.known_langs + cfg.old) if x not in cfg.new]",
+      "known_old = list(cfg.old)"),
+    M("lm-record-n-new-only", "methods/layermoe/plan.py", '"N": [a + 1 for a in alloc]', '"N": list(alloc)'),
+    M("sim-new-new-only", "methods/layermoe/similarity.py", "s = (s + sum(nn_) / len(nn_)) / 2",
+      "s = sum(nn_) / len(nn_)"),
+    M("sim-padding-counted", "methods/layermoe/similarity.py",
+      'valid = (batch["labels"] != -100).reshape(-1)', 'valid = (batch["labels"] != -200).reshape(-1)'),
+    M("sim-not-unit", "methods/layermoe/similarity.py", "u = h / norm.clamp_min(1e-300)", "u = h"),
+    # ---- expansion: surgery, stages, data, config
+    M("surg-xavier-std", "methods/expansion/surgery.py", "std = math.sqrt(2.0 / (w.shape[0] + w.shape[1]))",
+      "std = math.sqrt(1.0 / (w.shape[0] + w.shape[1]))"),
+    M("surg-old-router-rows-reset", "methods/expansion/surgery.py", "w[first:] = fresh[first:].to(w)",
+      "w[:] = fresh.to(w)"),
+    M("surg-copy-last-expert", "methods/expansion/surgery.py", "add_expert(model, int(i), 0)",
+      "add_expert(model, int(i), int(before[i]) - 1)"),
+    M("st-lifelong-not-frozen", "methods/expansion/stages.py",
+      "handles = freeze_expert_rows(model, frozen_prefix) if frozen_prefix else []", "handles = []"),
+    M("st-lifelong-decay", "methods/expansion/stages.py", "wd = 0.0 if handles else None", "wd = None"),
+    M("st-stage1-experts-untrained", "methods/expansion/stages.py", '("experts", "router")))', '("router",)))'),
+    M("st-stage2-trains-experts", "methods/expansion/stages.py", '("router", "classifier")))',
+      '("router", "classifier", "experts")))'),
+    M("st-lpr-every-language", "methods/expansion/stages.py",
+      'LossTerm("lpr", cfg.lpr_weight, lpr_term(data.expert0_ids))',
+      'LossTerm("lpr", cfg.lpr_weight, lpr_term(list(range(len(data.codes)))))'),
+    M("st-classifier-term-dropped", "methods/expansion/stages.py", "        if cls_weight:\n",
+      "        if cls_weight and False:\n"),
+    M("st-lb-dropped", "methods/expansion/stages.py", "if terms and cfg.lb_weight else []", "if False else []"),
+    M("data-replay-one-block", "methods/expansion/data.py",
+      "per_lang = max(cfg.block_len, math.ceil(replay / len(cfg.old)))", "per_lang = cfg.block_len"),
+    M("data-expert0-every-language", "methods/expansion/data.py",
+      "e0 = [codes.index(c) for c in expert0_langs if c in codes]", "e0 = list(range(len(codes)))"),
+    M("data-share-of-stage1", "methods/expansion/data.py",
+      "stage_tokens(cfg.micro_batch_size * cfg.block_len, cfg.stage2.steps)",
+      "stage_tokens(cfg.micro_batch_size * cfg.block_len, cfg.stage1.steps)"),
+    M("cfg-replay-boundary", "methods/expansion/config.py", "if stage2_steps and replay > s2:",
+      "if stage2_steps and replay >= s2:"),
+    M("cfg-stage-steps-floor", "methods/expansion/config.py", "s2 = int(round(stage2_share * budget_steps))",
+      "s2 = int(stage2_share * budget_steps)"),
+    # ---- the language gate
+    M("gate-target-offset", "models/overrides/gate.py", "cls + self.first_new - 1,", "cls + self.first_new,"),
+    M("gate-mask-includes-first-new", "models/overrides/gate.py",
+      "torch.arange(num_experts, device=device) < self.first_new",
+      "torch.arange(num_experts, device=device) <= self.first_new"),
+    M("gate-prefix-not-causal", "models/overrides/gate.py", "(x3.float().cumsum(dim=1) / steps)",
+      "(x3.float().mean(dim=1, keepdim=True).expand_as(x3))"),
+    # ---- routing metrics
+    M("met-alpha-strict", "methods/routing/metrics.py", "if gap[e] >= alpha and a[top[e], e] > 0:",
+      "if gap[e] > alpha and a[top[e], e] > 0:"),
+    M("met-gap-no-runner-up", "methods/routing/metrics.py", "a_layer[top, cols] - a_layer[second, cols]",
+      "a_layer[top, cols]"),
+    M("met-shared-least", "methods/routing/metrics.py", 'np.argsort(-a, kind="stable")[:k]',
+      'np.argsort(a, kind="stable")[:k]'),
+    M("met-jsd-not-squared", "methods/routing/metrics.py", "float(jensenshannon(a[i], a[j], base=base)) ** 2",
+      "float(jensenshannon(a[i], a[j], base=base))"),
+    M("met-spec-unweighted", "methods/routing/metrics.py", "h_l_e = sum(p_e[e] * _h_bits(", "h_l_e = sum(1.0 * _h_bits("),
+    M("met-entropy-base2", "methods/routing/metrics.py", "float(_entropy(a[i, j], base=base))",
+      "float(_entropy(a[i, j], base=2))"),
+    # ---- adapt (SEFT / SSFT / AEFT)
+    M("adapt-ssft-no-shared", "methods/routing/adapt.py",
+      "chosen += [e for e in M.shared_experts(c, j, n_shared) if e not in chosen]", "chosen += []"),
+    M("adapt-first-row-dropped", "methods/routing/adapt.py", "        if e - offset >= 0:", "        if e - offset > 0:"),
+    M("adapt-hook-zeroes-trained", "methods/routing/adapt.py", "self._handles.append(freeze_rows(p, frozen))",
+      "self._handles.append(freeze_rows(p, ~frozen))"),
+    M("adapt-no-restore", "methods/routing/adapt.py", "            p[frozen] = self._saved[name]\n",
+      "            pass\n"),
+    M("adapt-first-layers", "methods/routing/adapt.py", "return list(range(n_moe - last_n, n_moe))",
+      "return list(range(last_n))"),
+    M("adapt-no-mask", "methods/routing/adapt.py", "            if plan.allowed:\n", "            if False:\n"),
+    # ---- outputs and the lock
+    M("io-contains-input", "io.py", "        if _inside(r, real):", "        if False:"),
+    M("io-user-file-replaced", "io.py",
+      "return not isinstance(listed, list) or path.name in listed or path.name in (m.get(\"others\") or {})",
+      "return True"),
+    M("io-foreign-files-kept-quiet", "io.py", "            _refuse_foreign_files(f\"{flag} {out}\", out, m)",
+      "            pass"),
+    M("lock-pid-reuse", "lock.py", "return started is not None and now is not None and started != now",
+      "return False"),
+    M("lock-other-host-stale", "lock.py",
+      'if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):',
+      'if not isinstance(holder.get("pid"), int):'),
+    M("lock-other-user-dead", "lock.py", "    except PermissionError:\n        return True",
+      "    except PermissionError:\n        return False"),
+    M("lock-release-others", "lock.py",
+      'if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():',
+      "if holder:"),
 ]
+ROUND3 = MUTANTS[MUTANTS.index(next(m for m in MUTANTS if m.name == "lm-share-not-inverted")):]
 
 
 def locate(src: Path, m: Mutant) -> tuple[str | None, str]:
@@ -209,12 +337,13 @@ def run_tests(tests: list[str], src: Path, timeout: float) -> tuple[int, float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated mutant names")
+    ap.add_argument("--round3", action="store_true", help="only the mutants written in round 3 (issue 25)")
     ap.add_argument("--list", action="store_true", help="list mutants and their tests, run nothing")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of each test set")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (a timeout kills)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
-    chosen = MUTANTS
+    chosen = ROUND3 if args.round3 else MUTANTS
     if args.only:
         names = set(args.only.split(","))
         unknown = names - {m.name for m in MUTANTS}

@@ -234,7 +234,7 @@ DEFECTS: dict[str, list[Defect]] = {
     LANGS: [*NO_LANGUAGE, Defect("unknown", lambda e, t, c: "qq", _names("qq"))],
     NAME: [EMPTY, Defect("bogus", lambda e, t, c: "bogus", _names("bogus"))],
     TEXT: [EMPTY],
-    STORE: [EMPTY, UNDER_FILE, Defect("foreign-folder", lambda e, t, c: e["foreign"], _names("not a token store"))],
+    STORE: [EMPTY, UNDER_FILE, Defect("a-file", lambda e, t, c: e["file"], _named), Defect("foreign-folder", lambda e, t, c: e["foreign"], _names("not a token store"))],
     RECIPE_COPY: [Defect("name-empty", lambda e, t, c: ["", t / "rc"], _names("is empty")),
                   Defect("name-bogus", lambda e, t, c: ["bogus", t / "rc"], _names("bogus", "dmoe")),
                   Defect("folder-a-file", lambda e, t, c: ["dmoe", e["file"]], _names("afile.txt")),

@@ -116,3 +116,21 @@ def test_add_language_output_lists_its_json_files(world, tmp_path, capsys):
     assert foreign_files(out) == []
     assert json.loads((out / "langmoe_languages.json").read_text())["expert_of"] == {"en": 0, "de": 1, "es": 2}
     assert (out / MARKER).is_file()
+
+
+def test_add_language_reruns_into_its_own_folder_and_keeps_a_users_file(world, tmp_path, capsys):
+    """Like upcycle and expand: the same command again into its own folder replaces it; once the user added a
+    file there, one line names it and nothing is replaced (--overwrite allows)."""
+    out = tmp_path / "al"
+    argv = ["add-language", "--model", str(world["dmoe"]), "--lang", "es", "--corpus", str(world["corpus"]),
+            "--out", str(out), "--steps", "1", "--block-len", "16", "--micro-batch-size", "2", "--max-tokens",
+            "200", "--window", "16", "--stride", "8", "--max-chars", "100"]
+    assert main(argv) == 0
+    assert main(argv) == 0, capsys.readouterr().err
+    assert foreign_files(out) == [] and not (tmp_path / ".al.work").exists()
+    (out / "NOTES.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "NOTES.txt" in err[0], err
+    assert (out / "NOTES.txt").read_text() == "mine"

@@ -122,3 +122,35 @@ def test_config_round_trip(reference, tmp_path, name):
     assert again.model_dump() == parsed.model_dump()
     assert again.settings(name) == parsed.settings(name)
     assert load_recipe(run_dir / "config.yaml").model_dump() == parsed.model_dump()  # what the run folder says
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "base"])
+def test_every_trained_expert_moved(reference, name):
+    """Every MoE model a method's stages saved: in each MoE layer the experts that train (all but a frozen expert
+    0) are pairwise different and different from expert 0: an expert left untrained would still be an exact copy
+    (of the FFN it was upcycled from, or of its sibling). A dense result differs from the base in every decoder
+    layer it fine-tunes (at least one)."""
+    from langmoe.models.moe_io import load_model_any
+    from langmoe.models.routers import iter_router_layers
+
+    _recipe, run_dir, _ = reference(name)
+    folders = sorted(p.parent for p in (run_dir / "stages").rglob("model/config.json"))
+    assert folders, f"{name} saved no model"
+    base = dict(load_model_any(Path(_recipe["model"]) if _recipe["model"] != "builtin" else "builtin")[0]
+                .named_parameters())
+    checked = 0
+    for folder in folders:
+        model = load_model_any(folder)[0]
+        layers = iter_router_layers(model)
+        checked += len(layers)
+        if not layers:
+            moved = [n for n, p in model.named_parameters() if n in base and not torch.equal(p, base[n])]
+            assert moved, f"{name}: {folder} is the base model unchanged"
+            continue
+        x = torch.randn(5, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+        for r in layers:
+            with torch.no_grad():  # each expert's function, the frozen expert 0 included
+                ys = [r.block.expert_forward(x, e) for e in range(r.num_experts)]
+            same = [(i, j) for i in range(len(ys)) for j in range(i + 1, len(ys)) if torch.equal(ys[i], ys[j])]
+            assert not same, f"{name}: {folder} layer {r.layer}: experts {same} are identical (one did not train)"
+    assert checked or name in ("cpt", "lora", "xelm"), f"{name}: no MoE layer checked"

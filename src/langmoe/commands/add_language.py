@@ -163,9 +163,7 @@ def run(args) -> int:
     from langmoe.models.moe import moe_blocks
     from langmoe.models.moe_io import load_model_any, save_moe_pretrained
 
-    out = Path(args.out)
-    if not args.overwrite and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LangmoeError(f"--out {out} exists and is not empty: give a new folder")
+    out = Path(args.out)  # check_output refused a foreign folder, or our own one holding a user's file
     set_threads(args.threads)
     langs = [x for x in args.lang.split(",") if x]
     model_dir = resolve_model_path(args.model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 from langmoe.commands._corpus_arg import MIX_HELP, CorpusAppend
@@ -53,8 +55,12 @@ def register(subparsers) -> None:
     p.add_argument("--eval-max-chars", type=int, default=None, help="held-out characters per language")
     p.add_argument("--no-eval", action="store_true", help="skip the before/after perplexity and routing report")
     p.add_argument("--work-dir", default=None,
-                   help="keep the run folder here (stages, checkpoints, logs): a rerun resumes; default: a temporary "
-                        "folder, removed at the end")
+                   help="keep the run folder here (stages, checkpoints, logs): a rerun resumes; default: OUT.work "
+                        "next to --out, removed once OUT is written (a killed run's rerun with the same --out "
+                        "resumes it)")
+    p.add_argument("--save-every", type=int, default=None,
+                   help="checkpoint every N steps of a stage (0: only at the end; default 20): a killed run resumes "
+                        "from the last checkpoint with the same result")
     add_precision_options(p, record="expansion.json")
     p.set_defaults(func=run)
     add_token_store_option(p)
@@ -74,7 +80,7 @@ def config_from_args(args, config_cls: type) -> dict[str, Any]:
     flat = {
         "block_len": args.block_len, "micro_batch_size": args.micro_batch_size,
         "max_train_tokens_per_lang": args.max_train_tokens, "replay_share": args.replay_share, "seed": args.seed,
-        "threads": args.threads, "work_dir": args.work_dir,
+        "threads": args.threads, "work_dir": args.work_dir, "save_every": args.save_every,
     }
     cfg.update({k: v for k, v in flat.items() if v is not None})
     for stage, steps, lr in (("stage1", args.stage1_steps, args.lr), ("stage2", args.stage2_steps, args.stage2_lr)):
@@ -96,15 +102,28 @@ def config_from_args(args, config_cls: type) -> dict[str, Any]:
     return cfg
 
 
+def default_work_dir(out: str) -> Path:
+    """The run folder when --work-dir is not given: OUT.work beside --out (not the temp directory, where a killed
+    run's folder would stay forever): the rerun with the same --out resumes it, and it is removed once OUT is
+    written."""
+    out_path = Path(out).expanduser()
+    return out_path.with_name(out_path.name + ".work")
+
+
 def run(args) -> int:
     from langmoe.io import check_output
 
     check_output(args.out, "expand", inputs=[args.model], overwrite=args.overwrite)  # never an input, never a folder langmoe did not write
-    if args.work_dir is not None:  # the run folder: one langmoe fills (stages, checkpoints), never an input
-        check_output(args.work_dir, "expand", inputs=[args.model, args.corpus, args.out], overwrite=args.overwrite,
-                     flag="--work-dir")
-    from contextlib import nullcontext
+    if args.save_every is not None and args.save_every < 0:
+        from langmoe.errors import LangmoeError
 
+        raise LangmoeError(f"--save-every must be >= 0 (0: checkpoint only at the end), not {args.save_every}")
+    temporary = args.work_dir is None
+    if temporary:
+        args.work_dir = str(default_work_dir(args.out))
+    # the run folder: one langmoe fills (stages, checkpoints), never an input
+    check_output(args.work_dir, "expand", inputs=[args.model, args.corpus, args.out],
+                 overwrite=args.overwrite and not temporary, flag="--work-dir")
     from langmoe import registry
     from langmoe.console import console as Console
     from langmoe.errors import LangmoeError
@@ -116,11 +135,22 @@ def run(args) -> int:
     cfg = config_from_args(args, method.expand_config_cls)
     from langmoe.io import output_folder
 
-    # one process per run folder (a rerun resumes it); bad input leaves no folder
-    with output_folder(args.work_dir, "expand", lock=True) if args.work_dir else nullcontext():
-        res = method.expand(cfg, args.out)
-    rec = res.record
     console = Console()
+    work = Path(args.work_dir)
+    created = temporary and not work.exists()
+    if temporary and not created:
+        console.print(f"resuming the earlier run kept in {work}")
+    # one process per run folder (a rerun resumes it); bad input leaves no folder
+    try:
+        with output_folder(work, "expand", lock=True):
+            res = method.expand(cfg, args.out)
+    except LangmoeError:  # refused input: a default run folder this call made, with no training to resume, goes
+        if created and not any(work.rglob("checkpoints")) and not any(work.rglob("model/config.json")):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if temporary:  # OUT is written: the default run folder has served
+        shutil.rmtree(args.work_dir, ignore_errors=True)
+    rec = res.record
     before, after = rec.get("before"), rec.get("after")
     if before and after:
         console.print(f"Old ppl {before['old_mean']:.3f} -> {after['old_mean']:.3f}   "

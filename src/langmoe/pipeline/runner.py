@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from langmoe.errors import LangmoeError
-from langmoe.io import read_json, write_json, write_text
+from langmoe.io import list_files, read_json, write_json, write_text
 from langmoe.precision import cache_fields
 
 STAGE_FILE = "stage.json"
@@ -97,6 +97,7 @@ class StageRunner:
         if d.exists():
             old = key_file.read_text().strip() if key_file.is_file() else None
             if old != key or rec is not None:  # another config, or a finished stage being redone
+                _refuse_user_files(d, rec)
                 shutil.rmtree(d)
         d.mkdir(parents=True, exist_ok=True)
         write_text(key_file, key + "\n")
@@ -104,10 +105,27 @@ class StageRunner:
         t0 = time.perf_counter()
         result = dict(fn(d) or {})
         seconds = time.perf_counter() - t0
-        write_json(d / STAGE_FILE, {"key": key, "name": name, "seconds": seconds, "result": result})
+        write_json(d / STAGE_FILE, {"key": key, "name": name, "seconds": seconds, "result": result,
+                                    "files": list_files(d)})  # what the stage wrote: a redo deletes only those
         self.keys[name] = key
         self.ran.append(name)
         return read_json(d / STAGE_FILE)["result"]  # the JSON form, identical to what a cached run returns
+
+
+def _refuse_user_files(d: Path, rec: Mapping[str, Any] | None) -> None:
+    """A finished stage records the files it wrote; one LangmoeError line when its folder now holds others (a
+    user's notes), instead of deleting them with the stage. Folders of unfinished stages hold only what the
+    stage was writing (checkpoints), and older records have no list: those are replaced as before."""
+    listed = rec.get("files") if rec is not None else None
+    if not isinstance(listed, list):
+        return
+    nested = [f for f in list_files(d) if Path(f).name == KEY_FILE and "/" in f]  # stages named "<this>/x"
+    inner = tuple(f.rsplit("/", 1)[0] + "/" for f in nested)
+    extra = sorted(f for f in set(list_files(d)) - set(listed) - {STAGE_FILE} if not f.startswith(inner))
+    if extra:
+        names = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise LangmoeError(f"stage folder {d} must be recomputed but holds files langmoe did not write ({names}): "
+                           "move them out of the run folder and run again")
 
 
 @contextmanager

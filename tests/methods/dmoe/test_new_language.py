@@ -142,7 +142,8 @@ def test_add_language_cli_lifelong_to_new_folder(tmp_path, capsys):
     res = json.loads((out / "add_language.json").read_text())["results"]
     assert [r["lang"] for r in res] == ["es", "it"] and "es" in res[1]["old_after"]  # es is old for it
     assert all(r["base"]["ppl"] > 0 for r in res)
-    assert main(args) == 2 and "not empty" in capsys.readouterr().err  # never overwrites
+    (out / "NOTES.txt").write_text("mine")  # a rerun replaces its own folder, but never a user's file in it
+    assert main(args) == 2 and "NOTES.txt" in capsys.readouterr().err and (out / "NOTES.txt").is_file()
 
 
 def test_keep_out_term_hand_values():

@@ -31,7 +31,7 @@ def test_replay_share_and_mix(tmp_path):
         n_old += sum(is_old)
     assert n_old == math.floor(10 * cfg.micro_batch_size * share)
     assert torch.equal(src.get(3, 0)["input_ids"], src.get(3, 0)["input_ids"])  # pure function of the step
-    assert any((run.run_dir / "cache").iterdir())  # packed through the run's cache
+    assert any((run.run_dir / "tokens").iterdir())  # packed through the run's token store
     again = build_data(run, cfg, cfg.old)
     assert torch.equal(again.merged.tokens, data.merged.tokens)
 

@@ -90,6 +90,7 @@ def test_gate_settings_are_checked():
 
 
 def test_gated_model_round_trips_and_refuses_stock_export(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "pipeline"))  # tiny_world, also when run alone
     from tiny_world import make_base
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -86,6 +86,8 @@ class ExpansionConfig(BaseModel):
     evaluate: bool = True
     work_dir: str | None = Field(None, description="the run folder (stages, logs, checkpoints: a rerun resumes); "
                                  "default: a temporary folder, removed at the end (logs copied)")
+    save_every: int | None = Field(None, ge=0, description="checkpoint every N steps of a stage (0: only at the "
+                                   "end); default: 20 with a work_dir (a killed run resumes exactly), else 0")
 
     @field_validator("new", "old", mode="before")
     @classmethod
@@ -139,7 +141,7 @@ STAGE2_ONLY = frozenset({"stage2", "lpr_weight", "replay_share", "cls_weight", "
 
 # ExpansionConfig fields the recipe's top level decides (entries may not set them)
 RECIPE_OWNED = ("model", "corpus", "seed", "threads", "block_len", "micro_batch_size", "max_train_tokens_per_lang",
-                "tau", "eval", "evaluate", "work_dir")
+                "tau", "eval", "evaluate", "work_dir", "save_every")
 
 
 def _recipe_owns(cls, data: Any) -> Any:

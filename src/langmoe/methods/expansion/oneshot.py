@@ -55,9 +55,16 @@ def one_system_recipe(cfg, name: str, languages: list[str]) -> dict[str, Any]:
         "data": {"block_len": cfg.block_len, "micro_batch_size": cfg.micro_batch_size, "tau": cfg.tau,
                  "max_train_tokens_per_lang": cfg.max_train_tokens_per_lang},
         "budget_steps": max(s1 + s2, 1), "eval": _eval(cfg), "seed": cfg.seed,
-        "threads": cfg.threads or torch.get_num_threads(), "save_every": 20 if cfg.work_dir else 0,
+        "threads": cfg.threads or torch.get_num_threads(), "save_every": _save_every(cfg),
         "systems": [{"name": name, **own, "stage2_share": s2 / (s1 + s2) if s1 + s2 else 0.0}],
     }
+
+
+def _save_every(cfg) -> int:
+    """Checkpoints only where a rerun can find them (a kept work folder), every 20 steps unless the config says."""
+    if cfg.save_every is not None:
+        return cfg.save_every
+    return 20 if cfg.work_dir else 0
 
 
 def _eval(cfg) -> dict[str, Any]:

@@ -164,7 +164,7 @@ class ExpansionFlow:
         return list(dict.fromkeys(self.input.known_langs + self.cfg.old + self.cfg.new))
 
     def settings(self) -> dict[str, Any]:
-        return self.cfg.model_dump(mode="json", exclude={"threads", "work_dir", "eval", "evaluate"})
+        return self.cfg.model_dump(mode="json", exclude={"threads", "work_dir", "save_every", "eval", "evaluate"})
 
     # -- stages
     def run_stages(self) -> dict[str, Any]:
