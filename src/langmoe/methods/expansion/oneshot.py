@@ -114,6 +114,7 @@ def _scores(flow, done: Mapping[str, Any], before: Mapping[str, Any], dense: boo
     else:
         after = evaluate_expansion(flow, done["stage"], done["tokens"])
         out["routing"] = {"layers": after["expansion"]["routing"]}
+        out["old_ways"] = after["expansion"]["old_ways"]
     out["after"] = old_new_means({k: v["ppl"] for k, v in after["langs"].items()}, old, flow.cfg.new)
     return out
 
