@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--delta", type=float, default=None, help="layermoe: explicit δ instead of a budget")
     p.add_argument("--allocation", default=None, choices=("similarity", "random"), help="layermoe")
     p.add_argument("--top-k-cls", type=int, default=None, help="layermoe: classifiers in the K most similar layers")
+    p.add_argument("--cls-share", type=float, default=None,
+                   help="layermoe: share of layers with a classifier when --top-k-cls is not given (7/24)")
     p.add_argument("--classifier-mode", default=None, choices=("token", "sequence"), help="layermoe")
     p.add_argument("--stage1-steps", type=int, default=None)
     p.add_argument("--stage2-steps", type=int, default=None)
@@ -63,7 +65,8 @@ def register(subparsers) -> None:
 # method settings with a flag of their own; which of them a method takes is read from its config class
 METHOD_FLAGS = {"variant": "variant", "num_experts": "experts", "budget": "budget",
                 "budget_fraction": "budget_fraction", "uniform_experts": "uniform_experts", "delta": "delta",
-                "allocation": "allocation", "top_k_cls": "top_k_cls", "classifier_mode": "classifier_mode"}
+                "allocation": "allocation", "top_k_cls": "top_k_cls", "cls_share": "cls_share",
+                "classifier_mode": "classifier_mode"}
 
 
 def config_from_args(args, config_cls: type) -> dict[str, Any]:

@@ -42,9 +42,12 @@ class StageSettings(BaseModel):
 
 
 class Stage1Settings(StageSettings):
-    """Stage 1: new experts + routers on new-language text."""
+    """Stage 1: new experts + routers on new-language text. No weight decay, as the official recipe (transformers'
+    default 0): decay pulls the new experts' copies of the FFN towards zero, away from the function they start
+    from."""
 
     steps: int = Field(200, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
 
 
 class Stage2Settings(StageSettings):
@@ -78,7 +81,8 @@ class ExpansionConfig(BaseModel):
     stage2: Stage2Settings = Stage2Settings()
     replay_share: float = Field(0.1, ge=0, lt=1, description="old-language replay tokens / stage-1 tokens "
                                 "(paper: < 0.01 of billions of tokens; 0.1 at the tiny scale, docs/expansion.md)")
-    lb_weight: float = Field(0.01, ge=0, description="stage 1: L_NTP + lb_weight * mean_layers(L_LB)")
+    lb_weight: float = Field(0.01, ge=0, description="stage 1: L_NTP + lb_weight * mean_layers(L_LB), L_LB in the "
+                             "official Mixtral-style form (top_k x langmoe's Switch-style load_balancing_loss)")
     lpr_weight: float = Field(0.1, ge=0, description="stage 2: + lpr_weight * L_LPR")
     seed: int = 0
     threads: int | None = Field(None, ge=1)

@@ -97,7 +97,9 @@ def train_stage1(model, cfg, data: ExpansionData, out_dir: Path, frozen_prefix: 
     # experts of earlier generations get zero gradient: with weight decay 0 AdamW leaves them bit-identical
     handles = freeze_expert_rows(model, frozen_prefix) if frozen_prefix else []
     wd = 0.0 if handles else None
-    loss_terms = [LossTerm("load_balance", cfg.lb_weight, load_balance_term())] if terms and cfg.lb_weight else []
+    # the official MoE-LPR loss is transformers' Mixtral-style function: top_k x the Switch-style form we compute
+    lb = cfg.lb_weight * cfg.top_k
+    loss_terms = [LossTerm("load_balance", lb, load_balance_term())] if terms and lb else []
     try:
         return train(model, maybe_fail(source, fail_at), train_config(cfg, cfg.stage1, 0, wd, save_every), out_dir,
                      loss_terms=loss_terms, trainable=trainable_selector(model, trainable, ("experts", "router")))
