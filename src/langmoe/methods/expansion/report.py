@@ -27,12 +27,19 @@ __all__ = ["routing_report", "old_new_means", "evaluate_expansion", "old_three_w
 WAYS = ("trained", "top1", "expert0")
 
 
-def old_new_means(ppl: Mapping[str, float], old: Sequence[str], new: Sequence[str]) -> dict[str, Any]:
-    """Per-language ppl and the Old / New means (macro over the languages that were scored)."""
-    o = [ppl[x] for x in old if x in ppl]
-    n = [ppl[x] for x in new if x in ppl]
-    return {"ppl": dict(ppl), "old_mean": float(np.mean(o)) if o else None,
-            "new_mean": float(np.mean(n)) if n else None}
+def _macro(values: Mapping[str, float], langs: Sequence[str]) -> float | None:
+    got = [values[x] for x in langs if x in values]
+    return float(np.mean(got)) if got else None
+
+
+def old_new_means(ppl: Mapping[str, float], old: Sequence[str], new: Sequence[str],
+                  bpb: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Per-language ppl (and bits per byte) and the Old / New means: macro over the languages that were scored,
+    so every language counts once whatever its ppl's scale."""
+    out = {"ppl": dict(ppl), "old_mean": _macro(ppl, old), "new_mean": _macro(ppl, new)}
+    if bpb is not None:
+        out.update(bpb=dict(bpb), old_bpb=_macro(bpb, old), new_bpb=_macro(bpb, new))
+    return out
 
 
 class _RoutingTally:
