@@ -40,6 +40,11 @@ def register(subparsers) -> None:
     p.add_argument("--cls-share", type=float, default=None,
                    help="layermoe: share of layers with a classifier when --top-k-cls is not given (7/24)")
     p.add_argument("--classifier-mode", default=None, choices=("token", "sequence"), help="layermoe")
+    p.add_argument("--protect", default=None, choices=("none", "gate"),
+                   help="gate: a calibrated language gate keeps old-language tokens on the frozen FFN (native "
+                        "folders only: export refuses it)")
+    p.add_argument("--max-intrusion", type=float, default=None,
+                   help="gate: share of each old language's tokens allowed past the gate per layer (0.01)")
     p.add_argument("--stage1-steps", type=int, default=None)
     p.add_argument("--stage2-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="stage-1 learning rate (default 1e-3)")
@@ -77,7 +82,8 @@ def config_from_args(args, config_cls: type) -> dict[str, Any]:
     flat = {
         "block_len": args.block_len, "micro_batch_size": args.micro_batch_size,
         "max_train_tokens_per_lang": args.max_train_tokens, "replay_share": args.replay_share, "seed": args.seed,
-        "threads": args.threads, "work_dir": args.work_dir,
+        "threads": args.threads, "work_dir": args.work_dir, "protect": args.protect,
+        "max_intrusion": args.max_intrusion,
     }
     cfg.update({k: v for k, v in flat.items() if v is not None})
     for stage, steps, lr in (("stage1", args.stage1_steps, args.lr), ("stage2", args.stage2_steps, args.stage2_lr)):

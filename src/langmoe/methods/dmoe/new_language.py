@@ -235,11 +235,12 @@ def logistic_fit(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float =
 @torch.no_grad()
 def _gate_margins(model, blocks, layer: int, indices, batch_size: int = 8) -> torch.Tensor:
     """Per token of `blocks[indices]`: the best added expert's gate logit minus the old class's (learned routing)."""
+    gate_kind = next(b.override.kind for b in moe_blocks(model) if b.layer_idx == layer)
     out = []
     for _batch, valid, outs in iter_routing(model, blocks, batch_size, indices):
         for o in outs:
             if o.layer == layer:
-                gl = o.override_logits_of("language_gate").float().cpu()[valid]
+                gl = o.override_logits_of(gate_kind).float().cpu()[valid]
                 out.append(gl[:, 1:].max(dim=-1).values - gl[:, 0])
     return torch.cat(out) if out else torch.zeros(0)
 

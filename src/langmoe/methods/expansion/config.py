@@ -10,7 +10,7 @@ experts are frozen and their text is part of the replay.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -84,6 +84,10 @@ class ExpansionConfig(BaseModel):
     lb_weight: float = Field(0.01, ge=0, description="stage 1: L_NTP + lb_weight * mean_layers(L_LB), L_LB in the "
                              "official Mixtral-style form (top_k x langmoe's Switch-style load_balancing_loss)")
     lpr_weight: float = Field(0.1, ge=0, description="stage 2: + lpr_weight * L_LPR")
+    protect: Literal["none", "gate"] = Field("none", description="gate: a calibrated language gate in front of "
+                                              "every router after stage 2 (docs/expansion.md, 'A guarantee')")
+    max_intrusion: float = Field(0.01, gt=0, lt=1, description="gate: share of each expert-0 language's held-out "
+                                 "training tokens allowed out of the old class, per layer")
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     eval: ExpandEval = default_for(EXPAND_EVAL)  # the one EvalSettings class, this context's defaults
