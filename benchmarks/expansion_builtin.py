@@ -35,6 +35,8 @@ SYSTEMS = {  # name -> (module, settings on top of the shared ones)
     "layermoe": (layermoe, {}),
     "layermoe_random": (layermoe, {"allocation": "random"}),
     "layermoe_nocls": (layermoe, {"top_k_cls": 0}),
+    "moe_lpr_gate": (moe_lpr, {"protect": "gate"}),
+    "layermoe_gate": (layermoe, {"protect": "gate"}),
 }
 LIFELONG = ("moe_lpr", "layermoe", "moe_lpr_gate", "layermoe_gate")  # the systems the lifelong run re-expands
 
