@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langmoe.methods.dmoe.new_language import calibrate_gates, fit_gates
 from langmoe.models.moe import moe_blocks
 from langmoe.models.overrides.expansion_gate import ExpansionGate
 from langmoe.models.upcycle import record_structure
+from langmoe.train.gate_fit import calibrate_gates, fit_gates
 
 __all__ = ["gate_classes", "group_firsts", "strip_gates", "add_gates", "protect_with_gate", "has_gates"]
 
