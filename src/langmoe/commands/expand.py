@@ -134,6 +134,14 @@ def run(args) -> int:
     if before and after:
         console.print(f"Old ppl {before['old_mean']:.3f} -> {after['old_mean']:.3f}   "
                       f"New ppl {before['new_mean']:.3f} -> {after['new_mean']:.3f}")
+    ways = rec.get("old_ways") or {}
+    if ways.get("expert0", {}).get("mean", {}).get("ppl") is not None:
+        console.print("Old ppl as trained / top-1 / old tokens on expert 0 alone (= the base): " + " / ".join(
+            f"{ways[w]['mean']['ppl']:.3f}" for w in ("trained", "top1", "expert0")))
+    gate = (rec.get("protect") or {}).get("layers")
+    if gate:
+        worst = max(v for layer in gate.values() for v in layer["old_intrusion"].values())
+        console.print(f"gate: worst old-language intrusion {worst:.2%} per layer (bound {rec['protect']['max_intrusion']:.2%})")
     if "new_experts_total" in rec:
         console.print(f"new experts: {rec['new_experts_total']} {rec['new_experts']}")
     console.print(f"wrote {args.out}")

@@ -160,6 +160,8 @@ class ExpansionFlow:
         self.method = method or name
         self.input = read_input(run.model_path)
         self.expert0 = check_languages(cfg.new, cfg.old, run.corpus, self.input)
+        if cfg.protect == "gate" and not cfg.stage2.steps:  # before anything runs
+            raise LangmoeError("--protect gate fits its gates after stage 2: give stage 2 some steps")
         self.final_model = None  # the last stage's trained model, when it ran in this process
         self._prepared: dict[str, Any] = {}
 
@@ -188,8 +190,6 @@ class ExpansionFlow:
     def run_stages(self) -> dict[str, Any]:
         """Stage 1 and (if it has steps) stage 2; returns the last stage's name, its tokens and the stage records."""
         run, cfg, settings = self.run, self.cfg, self.settings()
-        if cfg.protect == "gate" and not cfg.stage2.steps:
-            raise LangmoeError("--protect gate fits its gates after stage 2: give stage 2 some steps")
         key1 = {"input": run.input_key, "expansion": {k: v for k, v in settings.items() if k not in STAGE2_ONLY}}
         s1 = f"{self.name}/stage1"
         info1 = run.train_stage(s1, key1, [], self._load1, self._train1, self._saver(final=cfg.stage2.steps == 0))
