@@ -143,7 +143,8 @@ def check_replay(replay_share: float, tokens_per_step: int, stage1_steps: int, s
 
 # Settings stage 1 never reads (stage 2's optimiser and losses, the replay it mixes in, the classifiers it adds):
 # changing them re-runs stage 2 only, so a sweep over e.g. `lpr_weight` trains stage 1 once.
-STAGE2_ONLY = frozenset({"stage2", "lpr_weight", "replay_share", "cls_weight", "classifier_mode", "top_k_cls"})
+STAGE2_ONLY = frozenset({"stage2", "lpr_weight", "replay_share", "cls_weight", "classifier_mode", "top_k_cls",
+                         "cls_share", "max_intrusion"})
 
 # ExpansionConfig fields the recipe's top level decides (entries may not set them)
 RECIPE_OWNED = ("model", "corpus", "seed", "threads", "block_len", "micro_batch_size", "max_train_tokens_per_lang",
