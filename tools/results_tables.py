@@ -113,13 +113,32 @@ def demo_new_language() -> str:
 
 
 _EXPANSION = {"base": "base (`builtin-g0`)", "full_ft": "full fine-tuning (+ the same replay)", "lora": "LoRA",
-              "moe_lpr": "MoE-LPR", "layermoe": "LayerMoE", "layermoe_random": "LayerMoE, random allocation",
+              "moe_lpr": "MoE-LPR", "moe_lpr_gate": "MoE-LPR, `--protect gate`", "layermoe": "LayerMoE",
+              "layermoe_gate": "LayerMoE, `--protect gate`", "layermoe_random": "LayerMoE, random allocation",
               "layermoe_nocls": "LayerMoE, no classifier"}
 
 
 def expansion() -> str:
-    """MoE-LPR / LayerMoE and their baselines (expansion_builtin.json), mean ± std over seeds."""
-    rows_in = _read(RESULTS / "expansion_builtin.json")["rows"]
+    """MoE-LPR / LayerMoE and their baselines (expansion_builtin.json), mean ± std over seeds: bits per byte with
+    the change against the base (issue 22's results), or ppl (results written before it)."""
+    data = _read(RESULTS / "expansion_builtin.json")
+    if "main" not in data:
+        return _expansion_ppl(data["rows"])
+    rows_in = data["main"]["rows"]
+    base = rows_in.get("base")
+    rows = []
+    for key, label in _EXPANSION.items():
+        if key not in rows_in:
+            continue
+        r = rows_in[key]
+        experts = "–" if not any(r["new_experts"]) else f"{statistics.fmean(r['new_experts']):.0f}"
+        rel = [f"{statistics.fmean(r[c]) / statistics.fmean(base[c]) - 1:+.1%}" if base and key != "base" else "–"
+               for c in ("old", "new")]
+        rows.append([label, _mean_std(r["old"], "{:.3f}"), rel[0], _mean_std(r["new"], "{:.3f}"), rel[1], experts])
+    return _table(["system", "Old bits/byte", "Old vs base", "New bits/byte", "New vs base", "new experts"], rows)
+
+
+def _expansion_ppl(rows_in: dict) -> str:
     rows = []
     for key, label in _EXPANSION.items():
         if key not in rows_in:

@@ -39,7 +39,14 @@ def register(subparsers) -> None:
     p.add_argument("--delta", type=float, default=None, help="layermoe: explicit δ instead of a budget")
     p.add_argument("--allocation", default=None, choices=("similarity", "random"), help="layermoe")
     p.add_argument("--top-k-cls", type=int, default=None, help="layermoe: classifiers in the K most similar layers")
+    p.add_argument("--cls-share", type=float, default=None,
+                   help="layermoe: share of layers with a classifier when --top-k-cls is not given (7/24)")
     p.add_argument("--classifier-mode", default=None, choices=("token", "sequence"), help="layermoe")
+    p.add_argument("--protect", default=None, choices=("none", "gate"),
+                   help="gate: a calibrated language gate keeps old-language tokens on the frozen FFN (native "
+                        "folders only: export refuses it)")
+    p.add_argument("--max-intrusion", type=float, default=None,
+                   help="gate: share of each old language's tokens allowed past the gate per layer (0.01)")
     p.add_argument("--stage1-steps", type=int, default=None)
     p.add_argument("--stage2-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="stage-1 learning rate (default 1e-3)")
@@ -69,7 +76,8 @@ def register(subparsers) -> None:
 # method settings with a flag of their own; which of them a method takes is read from its config class
 METHOD_FLAGS = {"variant": "variant", "num_experts": "experts", "budget": "budget",
                 "budget_fraction": "budget_fraction", "uniform_experts": "uniform_experts", "delta": "delta",
-                "allocation": "allocation", "top_k_cls": "top_k_cls", "classifier_mode": "classifier_mode"}
+                "allocation": "allocation", "top_k_cls": "top_k_cls", "cls_share": "cls_share",
+                "classifier_mode": "classifier_mode"}
 
 
 def config_from_args(args, config_cls: type) -> dict[str, Any]:
@@ -80,7 +88,8 @@ def config_from_args(args, config_cls: type) -> dict[str, Any]:
     flat = {
         "block_len": args.block_len, "micro_batch_size": args.micro_batch_size,
         "max_train_tokens_per_lang": args.max_train_tokens, "replay_share": args.replay_share, "seed": args.seed,
-        "threads": args.threads, "work_dir": args.work_dir, "save_every": args.save_every,
+        "threads": args.threads, "work_dir": args.work_dir, "save_every": args.save_every, "protect": args.protect,
+        "max_intrusion": args.max_intrusion,
     }
     cfg.update({k: v for k, v in flat.items() if v is not None})
     for stage, steps, lr in (("stage1", args.stage1_steps, args.lr), ("stage2", args.stage2_steps, args.stage2_lr)):
@@ -155,6 +164,14 @@ def run(args) -> int:
     if before and after:
         console.print(f"Old ppl {before['old_mean']:.3f} -> {after['old_mean']:.3f}   "
                       f"New ppl {before['new_mean']:.3f} -> {after['new_mean']:.3f}")
+    ways = rec.get("old_ways") or {}
+    if ways.get("expert0", {}).get("mean", {}).get("ppl") is not None:
+        console.print("Old ppl as trained / top-1 / old tokens on expert 0 alone (= the base): " + " / ".join(
+            f"{ways[w]['mean']['ppl']:.3f}" for w in ("trained", "top1", "expert0")))
+    gate = (rec.get("protect") or {}).get("layers")
+    if gate:
+        worst = max(v for layer in gate.values() for v in layer["old_intrusion"].values())
+        console.print(f"gate: worst old-language intrusion {worst:.2%} per layer (bound {rec['protect']['max_intrusion']:.2%})")
     if "new_experts_total" in rec:
         console.print(f"new experts: {rec['new_experts_total']} {rec['new_experts']}")
     console.print(f"wrote {args.out}")

@@ -1,5 +1,5 @@
 """The expansion's text: a replay of `replay_share` x the stage-1 tokens, spread evenly over stage 2's rows by a
-pure function of the step; packed through the run's cache (a second packing reads it back)."""
+pure function of the step; packed through the run's token store (a second packing reads it back)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_replay_share_and_mix(tmp_path):
         n_old += sum(is_old)
     assert n_old == math.floor(10 * cfg.micro_batch_size * share)
     assert torch.equal(src.get(3, 0)["input_ids"], src.get(3, 0)["input_ids"])  # pure function of the step
-    assert any((run.run_dir / "tokens").iterdir())  # packed through the run's token store
+    assert any(run.store.root.iterdir())  # packed through the run's token store
     again = build_data(run, cfg, cfg.old)
     assert torch.equal(again.merged.tokens, data.merged.tokens)
 

@@ -78,3 +78,22 @@ def test_stage2_without_replay_has_no_lpr_term(tmp_path):
     train_stage2(model, cfg, data, tmp_path / "s2")
     rows = [json.loads(x) for x in (tmp_path / "s2" / "log.jsonl").read_text().splitlines()]
     assert "lpr" not in rows[-1]
+
+
+def test_stage1_load_balancing_is_the_official_mixtral_form(tmp_path):
+    """The official MoE-LPR adds `0.01 x` transformers' Mixtral-style loss per layer (mean over layers), which is
+    top_k x langmoe's Switch-style form: stage 1 scales `lb_weight` by top_k so 0.01 means the official 0.01."""
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    from langmoe.train.router_losses import load_balancing_loss
+
+    gen = torch.Generator().manual_seed(0)
+    layers = [torch.randn(40, 4, generator=gen) for _ in range(3)]
+    official = torch.stack([load_balancing_loss_func((t,), 4, 2) for t in layers]).mean()
+    assert torch.allclose(official, 2 * load_balancing_loss(layers, top_k=2), atol=1e-6)
+    cfg, model, data = _setup(tmp_path, stage1={"steps": 2, "warmup_ratio": 0.0}, lb_weight=0.5)
+    expand_model(model, uniform_plan(model, 3), cfg.top_k, cfg.seed)
+    model.train()
+    train_stage1(model, cfg, data, tmp_path / "s1")
+    row = json.loads((tmp_path / "s1" / "log.jsonl").read_text().splitlines()[0])
+    assert abs(row["loss"] - (row["clm"] + 0.5 * cfg.top_k * row["load_balance"])) < 1e-4

@@ -47,6 +47,9 @@ def _one_error(capsys, match: str):
     ("layermoe", "es,it", "en,de", ["--top-k-cls", "3"], "larger than the model's 2 layers"),
     ("moe_lpr", "es,it", "en,de", ["--budget", "4"], "does not apply to --method moe_lpr"),
     ("layermoe", "es,it", "en,de", ["--budget", "4", "--budget-fraction", "0.5"], "not both"),
+    ("moe_lpr", "es,it", "en,de", ["--protect", "gate", "--stage2-steps", "0", "--replay-share", "0"],
+     "--protect gate fits its gates after stage 2"),
+    ("moe_lpr", "es,it", "en,de", ["--protect", "gate", "--max-intrusion", "1.5"], "max_intrusion"),
 ])
 def test_bad_input(world, capsys, method, new, old, extra, match):
     rc, out = _expand(world, method, new, old, extra)
@@ -89,3 +92,14 @@ def test_cli_layermoe_run(world, capsys):
     assert rec["new_experts_total"] == 3 and rec["config"]["stage1"]["steps"] == 2
     model = load_moe_pretrained(out)
     assert sum(b - 1 for b in (int(v["num_experts"]) for v in model.config.langmoe["layers"].values())) == 3
+
+
+def test_cli_protect_gate_run(world, capsys):
+    rc, out = _expand(world, "moe_lpr", extra=["--experts", "3", "--protect", "gate", "--max-intrusion", "0.05",
+                                               "--no-eval"])
+    assert rc == 0, capsys.readouterr().err
+    assert "gate: worst old-language intrusion" in capsys.readouterr().out
+    rec = json.loads((Path(out) / "expansion.json").read_text())
+    assert rec["protect"]["kind"] == "gate" and rec["config"]["max_intrusion"] == 0.05
+    assert all(v["route_override"]["kind"] == "expansion_gate"
+               for v in load_moe_pretrained(out).config.langmoe["layers"].values())

@@ -142,3 +142,19 @@ def test_sequence_mode_run_and_ablations(tmp_path):
     rnd = layermoe.run(fast_config(tmp_path, budget=3, top_k_cls=0, allocation="random", evaluate=False),
                        tmp_path / "rnd").record
     assert rnd["classifier_layers"] == [] and rnd["new_experts_total"] == 3 and "delta" not in rnd
+
+
+def test_classifier_count_follows_the_official_share_and_init_is_xavier():
+    import math
+
+    from langmoe.methods.layermoe import LayerMoEConfig
+    from langmoe.methods.layermoe.plan import classifier_count
+    from langmoe.models.overrides.classifier import RoutingClassifier
+
+    base = {"new": ["es"], "old": ["en"]}
+    assert [classifier_count(LayerMoEConfig(**base), n) for n in (4, 24, 2)] == [1, 7, 1]
+    assert classifier_count(LayerMoEConfig(**base, cls_share=0.5), 4) == 2
+    assert classifier_count(LayerMoEConfig(**base, top_k_cls=0), 24) == 0  # the ablation
+    torch.manual_seed(0)
+    w = RoutingClassifier(4096).weight
+    assert abs(float(w.std()) - math.sqrt(2 / (4096 + 2))) < 2e-3

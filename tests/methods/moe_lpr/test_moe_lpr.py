@@ -36,7 +36,7 @@ def test_run_writes_native_moe_folder(tmp_path):
         assert k in rec
     assert set(rec["routing"]["layers"]) == {"0", "1"}
     assert 0.0 <= rec["routing"]["layers"]["0"]["old_to_expert0"] <= 1.0
-    assert rec["stages"]["stage1"]["steps"] == 4 and rec["stages"]["stage1"]["weight_decay"] == 0.01
+    assert rec["stages"]["stage1"]["steps"] == 4 and rec["stages"]["stage1"]["weight_decay"] == 0.0
     loaded = load_moe_pretrained(out)
     ids = torch.arange(1, 17).reshape(1, 16)
     assert torch.equal(_logits(loaded, ids), _logits(res.model, ids))  # the trained model, saved exactly

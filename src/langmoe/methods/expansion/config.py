@@ -10,7 +10,7 @@ experts are frozen and their text is part of the replay.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -42,9 +42,12 @@ class StageSettings(BaseModel):
 
 
 class Stage1Settings(StageSettings):
-    """Stage 1: new experts + routers on new-language text."""
+    """Stage 1: new experts + routers on new-language text. No weight decay, as the official recipe (transformers'
+    default 0): decay pulls the new experts' copies of the FFN towards zero, away from the function they start
+    from."""
 
     steps: int = Field(200, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
 
 
 class Stage2Settings(StageSettings):
@@ -78,8 +81,13 @@ class ExpansionConfig(BaseModel):
     stage2: Stage2Settings = Stage2Settings()
     replay_share: float = Field(0.1, ge=0, lt=1, description="old-language replay tokens / stage-1 tokens "
                                 "(paper: < 0.01 of billions of tokens; 0.1 at the tiny scale, docs/expansion.md)")
-    lb_weight: float = Field(0.01, ge=0, description="stage 1: L_NTP + lb_weight * mean_layers(L_LB)")
+    lb_weight: float = Field(0.01, ge=0, description="stage 1: L_NTP + lb_weight * mean_layers(L_LB), L_LB in the "
+                             "official Mixtral-style form (top_k x langmoe's Switch-style load_balancing_loss)")
     lpr_weight: float = Field(0.1, ge=0, description="stage 2: + lpr_weight * L_LPR")
+    protect: Literal["none", "gate"] = Field("none", description="gate: a calibrated language gate in front of "
+                                              "every router after stage 2 (docs/expansion.md, 'A guarantee')")
+    max_intrusion: float = Field(0.01, gt=0, lt=1, description="gate: share of each expert-0 language's held-out "
+                                 "training tokens allowed out of the old class, per layer")
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     eval: ExpandEval = default_for(EXPAND_EVAL)  # the one EvalSettings class, this context's defaults
@@ -137,7 +145,8 @@ def check_replay(replay_share: float, tokens_per_step: int, stage1_steps: int, s
 
 # Settings stage 1 never reads (stage 2's optimiser and losses, the replay it mixes in, the classifiers it adds):
 # changing them re-runs stage 2 only, so a sweep over e.g. `lpr_weight` trains stage 1 once.
-STAGE2_ONLY = frozenset({"stage2", "lpr_weight", "replay_share", "cls_weight", "classifier_mode", "top_k_cls"})
+STAGE2_ONLY = frozenset({"stage2", "lpr_weight", "replay_share", "cls_weight", "classifier_mode", "top_k_cls",
+                         "cls_share", "max_intrusion"})
 
 # ExpansionConfig fields the recipe's top level decides (entries may not set them)
 RECIPE_OWNED = ("model", "corpus", "seed", "threads", "block_len", "micro_batch_size", "max_train_tokens_per_lang",

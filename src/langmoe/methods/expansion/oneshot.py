@@ -111,7 +111,7 @@ def _final(run: RecipeRun, done: Mapping[str, Any]):
 def _scores(flow, done: Mapping[str, Any], before: Mapping[str, Any], dense: bool) -> dict[str, Any]:
     """Old / New before and after (held-out perplexity) and, for the MoE, how old-language tokens are routed."""
     old = [x for x in flow.run.recipe.languages if x not in flow.cfg.new]
-    out: dict[str, Any] = {"before": old_new_means(before["base"]["ppl"], old, flow.cfg.new)}
+    out: dict[str, Any] = {"before": old_new_means(before["base"]["ppl"], old, flow.cfg.new, before["base"]["bpb"])}
     if dense:
         def fn():
             model = _final(flow.run, done)
@@ -121,7 +121,9 @@ def _scores(flow, done: Mapping[str, Any], before: Mapping[str, Any], dense: boo
     else:
         after = evaluate_expansion(flow, done["stage"], done["tokens"])
         out["routing"] = {"layers": after["expansion"]["routing"]}
-    out["after"] = old_new_means({k: v["ppl"] for k, v in after["langs"].items()}, old, flow.cfg.new)
+        out["old_ways"] = after["expansion"]["old_ways"]
+    out["after"] = old_new_means({k: v["ppl"] for k, v in after["langs"].items()}, old, flow.cfg.new,
+                                 {k: v["bits_per_byte"] for k, v in after["langs"].items()})
     return out
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from langmoe.data.samplers import TemperatureSampler
+from langmoe.errors import LangmoeError
 from langmoe.io import write_json
 from langmoe.methods.expansion.config import STAGE2_ONLY
 from langmoe.methods.expansion.data import ExpansionData, build_data, replay_source, stage2_old_share
@@ -31,6 +32,7 @@ from langmoe.methods.expansion.inputs import (
     new_lineage,
     read_input,
 )
+from langmoe.methods.expansion.protect import gate_classes, group_firsts, protect_with_gate, strip_gates
 from langmoe.methods.expansion.surgery import (
     expand_model,
     experts_per_layer,
@@ -89,15 +91,19 @@ def train_config(cfg, stage, seed_offset: int, weight_decay: float | None = None
 
 
 def train_stage1(model, cfg, data: ExpansionData, out_dir: Path, frozen_prefix: Mapping[int, int] | None = None,
-                 trainable="moe", terms: bool = True, save_every: int = 0, fail_at: int | None = None):
+                 trainable="moe", terms: bool = True, save_every: int = 0, fail_at: int | None = None,
+                 router_rows: bool = False):
     """Stage 1 on new-language text only: new experts + routers train (`trainable="moe"`), everything else frozen;
     `L_NTP + lb_weight · mean_layers(L_LB)`. `trainable="all"` / a set of parameter ids: baselines.
-    `save_every` checkpoints (a rerun resumes); `fail_at` injects a crash (tests)."""
+    `save_every` checkpoints (a rerun resumes); `fail_at` injects a crash (tests); `router_rows`: the earlier
+    experts' router rows are frozen too (a lifelong step under `--protect gate`)."""
     source = TemperatureSampler(data.new, cfg.micro_batch_size, tau=cfg.tau, seed=cfg.seed)
     # experts of earlier generations get zero gradient: with weight decay 0 AdamW leaves them bit-identical
-    handles = freeze_expert_rows(model, frozen_prefix) if frozen_prefix else []
+    handles = freeze_expert_rows(model, frozen_prefix, router_rows=router_rows) if frozen_prefix else []
     wd = 0.0 if handles else None
-    loss_terms = [LossTerm("load_balance", cfg.lb_weight, load_balance_term())] if terms and cfg.lb_weight else []
+    # the official MoE-LPR loss is transformers' Mixtral-style function: top_k x the Switch-style form we compute
+    lb = cfg.lb_weight * cfg.top_k
+    loss_terms = [LossTerm("load_balance", lb, load_balance_term())] if terms and lb else []
     try:
         return train(model, maybe_fail(source, fail_at), train_config(cfg, cfg.stage1, 0, wd, save_every), out_dir,
                      loss_terms=loss_terms, trainable=trainable_selector(model, trainable, ("experts", "router")))
@@ -107,16 +113,28 @@ def train_stage1(model, cfg, data: ExpansionData, out_dir: Path, frozen_prefix: 
 
 
 def train_stage2(model, cfg, data: ExpansionData, out_dir: Path, cls_weight: float = 0.0, trainable="moe",
-                 terms: bool = True, save_every: int = 0, fail_at: int | None = None):
+                 terms: bool = True, save_every: int = 0, fail_at: int | None = None,
+                 frozen_rows: Mapping[int, int] | None = None):
     """Stage 2 on new-language text + the old-language replay: routers (+ classifiers) only;
-    `L_NTP + lpr_weight · L_LPR (+ cls_weight · L_cls)`, expert-0 languages as "old"."""
+    `L_NTP + lpr_weight · L_LPR (+ cls_weight · L_cls)`, expert-0 languages as "old". `frozen_rows`: router rows
+    of earlier experts that keep their values (zero gradient, weight decay 0)."""
+    handles = freeze_expert_rows(model, frozen_rows, router_rows=True) if frozen_rows else []
+    try:
+        return _train_stage2(model, cfg, data, out_dir, cls_weight, trainable, terms, save_every, fail_at,
+                             0.0 if handles else None)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _train_stage2(model, cfg, data, out_dir, cls_weight, trainable, terms, save_every, fail_at, wd):
     loss_terms = []
     if terms and data.expert0_ids:  # without replay there is no old-language token to score
         if cfg.lpr_weight:
             loss_terms.append(LossTerm("lpr", cfg.lpr_weight, lpr_term(data.expert0_ids)))
         if cls_weight:
             loss_terms.append(LossTerm("classifier", cls_weight, classifier_term(data.expert0_ids)))
-    return train(model, maybe_fail(replay_source(cfg, data), fail_at), train_config(cfg, cfg.stage2, 1, None, save_every),
+    return train(model, maybe_fail(replay_source(cfg, data), fail_at), train_config(cfg, cfg.stage2, 1, wd, save_every),
                  out_dir, loss_terms=loss_terms, trainable=trainable_selector(model, trainable, ("router", "classifier")))
 
 
@@ -142,6 +160,8 @@ class ExpansionFlow:
         self.method = method or name
         self.input = read_input(run.model_path)
         self.expert0 = check_languages(cfg.new, cfg.old, run.corpus, self.input)
+        if cfg.protect == "gate" and not cfg.stage2.steps:  # before anything runs
+            raise LangmoeError("--protect gate fits its gates after stage 2: give stage 2 some steps")
         self.final_model = None  # the last stage's trained model, when it ran in this process
         self._prepared: dict[str, Any] = {}
 
@@ -189,6 +209,7 @@ class ExpansionFlow:
         self.plan()
         model = self._prepared.pop("base")
         model.train()
+        strip_gates(model)  # a gated input (lifelong): stage 1 trains with plain learned routing
         before = expand_model(model, self.plan().new_experts, self.cfg.top_k, self.cfg.seed)
         self._prepared["frozen"] = {i: e for i, e in before.items() if e > 0}  # a lifelong step keeps them
         return model
@@ -197,19 +218,34 @@ class ExpansionFlow:
         if not self.cfg.stage1.steps:
             return untrained(out)
         return train_stage1(model, self.cfg, self.data(), out, frozen_prefix=self._prepared["frozen"],
-                            save_every=self.run.recipe.save_every, fail_at=fail)
+                            save_every=self.run.recipe.save_every, fail_at=fail, router_rows=self.gated)
 
     def _load2(self, stage1: str):
         model = load_moe(self.run.model_dir(stage1))
         plan = self.plan()
         self._prepared.pop("base", None)  # stage 1 was cached: the input model was loaded for the plan only
-        if plan.classifier_layers:
+        if plan.classifier_layers and not self.gated:  # under the gate, the gate decides old vs new
             model = set_classifiers(model, plan.classifier_layers, plan.classifier_mode, seed=self.cfg.seed + 3)
         return model
 
+    @property
+    def gated(self) -> bool:
+        return self.cfg.protect == "gate"
+
+    def _firsts(self, model) -> dict[int, list[int]]:
+        return group_firsts(self.input.lineage, self.plan().new_experts, sorted(experts_per_layer(model)))
+
     def _train2(self, model, out: Path, fail: int | None):
-        return train_stage2(model, self.cfg, self.data(), out, cls_weight=self.plan().cls_weight,
-                            save_every=self.run.recipe.save_every, fail_at=fail)
+        frozen = None
+        if self.gated and self.input.kind == "expansion":  # earlier groups keep their routing among their experts
+            frozen = {layer: f[-1] for layer, f in self._firsts(model).items()}
+        res = train_stage2(model, self.cfg, self.data(), out, cls_weight=0.0 if self.gated else self.plan().cls_weight,
+                           save_every=self.run.recipe.save_every, fail_at=fail, frozen_rows=frozen)
+        if self.gated:
+            classes = gate_classes(self.expert0, self.input.lineage, self.cfg.new, self.cfg.old)
+            self._prepared["gate"] = protect_with_gate(model, self.run, classes, self.expert0, self.cfg.new,
+                                                       self._firsts(model), self.cfg.max_intrusion)
+        return res
 
     def _saver(self, final: bool) -> Callable[[Any, Path], None]:
         """Save a stage's model; the last stage's folder also records its lineage and `expansion.json`."""
@@ -236,6 +272,7 @@ class ExpansionFlow:
             "experts_per_layer": {str(k): v for k, v in experts_per_layer(model).items()},
             "new_experts": {str(k): int(v) for k, v in sorted(plan.new_experts.items())},
             "new_experts_total": int(sum(plan.new_experts.values())),
-            "classifier_layers": sorted(plan.classifier_layers), "params": params_of(model),
+            "classifier_layers": [] if self.gated else sorted(plan.classifier_layers), "params": params_of(model),
+            "protect": {"kind": cfg.protect, **(self._prepared.get("gate") or {})},
             "lineage": new_lineage(self.input.lineage, cfg.new, cfg.old, self.expert0, self.method, plan.new_experts),
         }

@@ -68,7 +68,7 @@ def set_classifiers(model, layers: Sequence[int], mode: str = "token", seed: int
     carried over.
 
     LayerMoE adds its classifiers at stage 2, so the model is rebuilt from its config with the new structure
-    (`apply_moe_structure`) and the state dict reloaded; the new classifier weights get N(0, 0.02) (seeded: the
+    (`apply_moe_structure`) and the state dict reloaded; the new classifier weights get xavier-normal (seeded: the
     rebuild draws them from torch's random state after `manual_seed(seed)`), removed ones are dropped.
     """
     struct = moe_structure(model)

@@ -19,7 +19,10 @@ class LayerMoEConfig(ExpansionConfig):
     uniform_experts: int = Field(4, ge=2, description="MoE-LPR's experts per layer (incl. frozen) for the fraction")
     delta: float | None = Field(None, gt=0, description="explicit δ instead of a budget (layers with N<=1 stay dense)")
     allocation: Literal["similarity", "random"] = "similarity"
-    top_k_cls: int = Field(1, ge=0, description="classifiers in the K most similar MoE layers (paper: 7 of 24)")
+    top_k_cls: int | None = Field(None, ge=0, description="classifiers in the K most similar MoE layers; default "
+                                  "round(cls_share x layers), at least 1 (paper: 7 of 24); 0: no classifier")
+    cls_share: float = Field(7 / 24, gt=0, le=1, description="share of layers with a classifier when top_k_cls is "
+                             "not given (the official 7 of 24)")
     classifier_mode: Literal["token", "sequence"] = "token"
     cls_weight: float = Field(0.1, ge=0)
     similarity_tokens_per_lang: int = Field(4096, ge=16, description="train tokens per language (paper: 100K)")

@@ -16,13 +16,20 @@ from langmoe.methods.layermoe.similarity import ffn_input_mean_units, layer_simi
 from langmoe.models.adapters import get_adapter
 from langmoe.models.moe import moe_blocks
 
-__all__ = ["budget_of", "measure_similarity", "make_plan"]
+__all__ = ["budget_of", "classifier_count", "measure_similarity", "make_plan"]
 
 
 def budget_of(cfg: LayerMoEConfig, n_layers: int) -> int:
     if cfg.budget is not None:
         return cfg.budget
     return max(1, round(cfg.budget_fraction * (cfg.uniform_experts - 1) * n_layers))
+
+
+def classifier_count(cfg: LayerMoEConfig, n_layers: int) -> int:
+    """K: `top_k_cls` when given, else the official share of the layers (7 of 24), at least one."""
+    if cfg.top_k_cls is not None:
+        return cfg.top_k_cls
+    return max(1, round(cfg.cls_share * n_layers))
 
 
 def measure_similarity(model, blocks, cfg: LayerMoEConfig, known_old: list[str]) -> dict[str, Any]:
@@ -53,8 +60,9 @@ def _allocation(cfg: LayerMoEConfig, S: list[float], n_layers: int) -> tuple[dic
 def make_plan(inputs: PlanInputs) -> ExpansionPlan:
     cfg, model, run = inputs.cfg, inputs.model, inputs.run
     n_layers = len(get_adapter(model).layers(model))
-    if cfg.top_k_cls > n_layers:
-        raise LangmoeError(f"--top-k-cls {cfg.top_k_cls} is larger than the model's {n_layers} layers")
+    k_cls = classifier_count(cfg, n_layers)
+    if k_cls > n_layers:
+        raise LangmoeError(f"--top-k-cls {k_cls} is larger than the model's {n_layers} layers")
     known_old = [x for x in dict.fromkeys(inputs.input.known_langs + cfg.old) if x not in cfg.new]
     blocks = run.blocks(list(dict.fromkeys(cfg.new + known_old)), "train",
                         max_tokens_per_lang=cfg.similarity_tokens_per_lang)
@@ -63,6 +71,6 @@ def make_plan(inputs: PlanInputs) -> ExpansionPlan:
     record: dict[str, Any] = {"similarity": sim, "allocation": cfg.allocation, **decided,
                               "uniform_new_total": (cfg.uniform_experts - 1) * n_layers}
     moe_layers = sorted(set(new) | {b.layer_idx for b in moe_blocks(model)})
-    cls = top_k_layers(sim["S"], cfg.top_k_cls, moe_layers) if cfg.top_k_cls else []
+    cls = top_k_layers(sim["S"], k_cls, moe_layers) if k_cls else []
     return ExpansionPlan(new_experts=new, classifier_layers=cls, classifier_mode=cfg.classifier_mode,
                          cls_weight=cfg.cls_weight if cls else 0.0, record=record)

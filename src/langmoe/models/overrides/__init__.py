@@ -2,7 +2,8 @@
 `langmoe.models.moe.RouteOverride`). `kinds` builds the saved ones from their entry in the MoE structure."""
 
 from langmoe.models.overrides.classifier import RoutingClassifier
+from langmoe.models.overrides.expansion_gate import ExpansionGate
 from langmoe.models.overrides.gate import LanguageGate
 from langmoe.models.overrides.labels import LabelRouting
 
-__all__ = ["LabelRouting", "LanguageGate", "RoutingClassifier"]
+__all__ = ["ExpansionGate", "LabelRouting", "LanguageGate", "RoutingClassifier"]

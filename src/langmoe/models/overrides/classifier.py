@@ -20,7 +20,8 @@ __all__ = ["RoutingClassifier"]
 
 
 class RoutingClassifier(RouteOverride):
-    """Old/new classifier `Linear(D, 2)` without bias (`weight [2, D]`, N(0, 0.02) at creation)."""
+    """Old/new classifier `Linear(D, 2)` without bias (`weight [2, D]`, xavier-normal at creation as the official
+    LayerMoE code: std = sqrt(2 / (D + 2)))."""
 
     kind: ClassVar[str] = "classifier"
     export_refusal: ClassVar[str] = "has an old/new classifier: stock MoE routers cannot express it"
@@ -31,7 +32,7 @@ class RoutingClassifier(RouteOverride):
             raise LangmoeError(f"classifier_mode must be 'token' or 'sequence', got {mode!r}")
         self.mode = mode
         self.weight = nn.Parameter(torch.empty(2, hidden_size))
-        nn.init.normal_(self.weight, std=0.02)
+        nn.init.xavier_normal_(self.weight)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], hidden_size: int, num_experts: int) -> RoutingClassifier:

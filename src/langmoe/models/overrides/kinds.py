@@ -9,11 +9,12 @@ from typing import Any
 from langmoe.errors import LangmoeError
 from langmoe.models.moe import RouteOverride
 from langmoe.models.overrides.classifier import RoutingClassifier
+from langmoe.models.overrides.expansion_gate import ExpansionGate
 from langmoe.models.overrides.gate import LanguageGate
 
 __all__ = ["KINDS", "build_override"]
 
-KINDS: dict[str, type] = {cls.kind: cls for cls in (RoutingClassifier, LanguageGate)}
+KINDS: dict[str, type] = {cls.kind: cls for cls in (RoutingClassifier, LanguageGate, ExpansionGate)}
 
 
 def build_override(spec: Mapping[str, Any], hidden_size: int, num_experts: int) -> RouteOverride:
