@@ -132,7 +132,8 @@ def test_stage1_has_the_load_balance_term_and_stage2_the_classifier_term(tmp_pat
     monkeypatch.setattr(S, "train", lambda *a, **kw: seen.append(kw))
     train_stage1(model, cfg, data, tmp_path / "s1")
     train_stage2(model, cfg, data, tmp_path / "s2", cls_weight=0.3)
-    assert [(t.name, t.weight) for t in seen[0]["loss_terms"]] == [("load_balance", cfg.lb_weight)]
+    # the official (Mixtral-style) scale: lb_weight x top_k
+    assert [(t.name, t.weight) for t in seen[0]["loss_terms"]] == [("load_balance", cfg.lb_weight * cfg.top_k)]
     assert [(t.name, t.weight) for t in seen[1]["loss_terms"]] == [("lpr", cfg.lpr_weight), ("classifier", 0.3)]
 
 
