@@ -40,6 +40,7 @@ MAIN = ["dmoe", "dmoe_random", "cpt", "xelm", "btx"]
 EQ = ["dmoe", "dmoe_random"]
 EQ_NAMES = {"dmoe": "dmoe_eq", "dmoe_random": "dmoe_eq_random"}
 RECIPE = Path(__file__).with_name("dmoe_distant.yaml")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_overrides() -> dict[str, Any]:
@@ -145,6 +146,7 @@ def reading(curve: dict[str, dict], metric: str = "mean_bpb") -> list[str]:
 
 def markdown(result: dict) -> str:
     lines = [f"# DMoE on distant languages: {result['recipe']}", "", f"Command: `{result['command']}`  ",
+             *([result["note"], ""] if result.get("note") else []),
              f"Seeds: {result['seeds']}; model: {result['model']}; languages: {' '.join(result['languages'])} "
              f"(K = {result['num_groups']}); wall of this aggregation {result['wall_s']:.0f} s. Every system of a "
              "multiplier sees the same training tokens; test split, 20,000 characters per language.", "",
@@ -208,6 +210,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--results", default=None, help="where the .md/.json/.png go (default: --out)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tiny", action="store_true", help="shrink everything to seconds (tests the logic only)")
+    ap.add_argument("--note", default="", help="how the runs were made (e.g. seeds run as separate processes)")
     return ap.parse_args(argv)
 
 
@@ -241,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                 summary = {**summary, "systems": {**summary["systems"], **renamed(eq_summary, EQ_NAMES)["systems"]}}
             per_mult[m].append(summary)
     curve = {str(m): aggregate(per_mult[m]) for m in mults}
-    result = {"recipe": args.recipe, "model": base_data["model"], "seeds": args.seeds, "multipliers": mults,
+    recipe = Path(args.recipe).resolve()
+    shown = recipe.relative_to(ROOT) if recipe.is_relative_to(ROOT) else recipe
+    result = {"recipe": str(shown), "note": args.note, "model": base_data["model"], "seeds": args.seeds, "multipliers": mults,
               "command": " ".join(["python benchmarks/dmoe_distant.py", *(argv if argv is not None else sys.argv[1:])]),
               "languages": base_data["languages"], "num_groups": len(next(iter(groups.values()))["groups"]),
               "groups": groups, "curve": curve, "targets": targets(curve), "reading": reading(curve),
