@@ -89,7 +89,7 @@ def draw(dest: Path) -> Path:
     ax.set_title(f"langmoe: {len(MODULES)} modules in {len(pos)} units; {len(shown)} import arrows (blue: down a "
                  "floor, orange: within a floor; arrows into the ground floor left out)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(dest, dpi=110)
+    fig.savefig(dest, dpi=80)
     plt.close(fig)
     return dest
 
