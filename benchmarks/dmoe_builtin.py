@@ -183,10 +183,25 @@ def finished_summary(run_dir: Path, systems: list[str]) -> dict:
     return summary
 
 
+def run_or_read(recipe, run_dir: Path, from_summaries: bool) -> dict:
+    """The summary of one recipe run: run (or resume) it into `run_dir`, or read its finished summary."""
+    if from_summaries:
+        return finished_summary(run_dir, recipe.system_names)
+    from langmoe.pipeline.run import run_recipe
+
+    return run_recipe(recipe, run_dir, log=lambda s: print(f"  {s}", file=sys.stderr))
+
+
+def probed_analysis(run_dir: Path) -> dict[str, Any] | None:
+    """The groups and MoE layers a run's probe chose, to fix them in the seed's other runs (None before a probe)."""
+    if not (run_dir / "groups.json").is_file():
+        return None
+    return {"groups": read_json(run_dir / "groups.json")["groups"],
+            "moe_layers": read_json(run_dir / "layers.json")["selected"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
-
-    from langmoe.pipeline.run import run_recipe
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default=None, help="recipe YAML (default: benchmarks/dmoe_builtin.yaml)")
@@ -235,13 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = out / f"x{m}" / f"seed-{seed}"
             print(f"seed {seed}, {m}x: {recipe.budget_tokens:,} tokens, {', '.join(recipe.system_names)} -> "
                   f"{run_dir}", file=sys.stderr)
-            if args.from_summaries:
-                per_mult[m].append(finished_summary(run_dir, recipe.system_names))
-            else:
-                per_mult[m].append(run_recipe(recipe, run_dir, log=lambda s: print(f"  {s}", file=sys.stderr)))
-            if fixed is None and (run_dir / "groups.json").is_file():
-                fixed = {"groups": read_json(run_dir / "groups.json")["groups"],
-                         "moe_layers": read_json(run_dir / "layers.json")["selected"]}
+            per_mult[m].append(run_or_read(recipe, run_dir, args.from_summaries))
+            fixed = fixed or probed_analysis(run_dir)
     curve = {str(m): aggregate(per_mult[m]) for m in mults}
     result = {"recipe": str(path), "model": base_data["model"], "seeds": args.seeds, "multipliers": mults,
               "command": " ".join(["python benchmarks/dmoe_builtin.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -31,7 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dmoe_builtin import aggregate, finished_summary, scale_recipe  # noqa: E402
+from dmoe_builtin import aggregate, probed_analysis, run_or_read, scale_recipe  # noqa: E402
+from dmoe_builtin import tiny_overrides as european_tiny  # noqa: E402
 
 from langmoe.config import load_recipe, parse_recipe  # noqa: E402
 from langmoe.io import read_json, write_json, write_text  # noqa: E402
@@ -44,17 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_overrides() -> dict[str, Any]:
-    """Seconds on a CPU: 4 languages in 2 scripts, K = 2, a handful of steps."""
-    probe = {"steps": 1, "grad_accum": 1, "stability": False}
-    dm = {"num_groups": 2, "top_k": 2, "deviation": probe, "stage1": {"steps": 1}, "stage2": {"steps": 3},
-          "hard_routing_eval": False}
-    return {
-        "languages": ["en", "fr", "ru", "uk"], "budget_steps": 4, "save_every": 0,
-        "data": {"block_len": 32, "micro_batch_size": 2, "tau": 0.3, "max_train_tokens_per_lang": 2000},
-        "eval": {"window": 32, "stride": 16, "max_chars_per_lang": 300, "routing_tokens_per_lang": 256},
-        "systems": ["base", {"name": "dmoe", **dm}, {"name": "dmoe_random", **dm}, "cpt",
-                    {"name": "xelm", "ensemble": "posterior"}, {"name": "btx", "moe_steps": 2}],
-    }
+    """Seconds on a CPU: the European benchmark's tiny set-up on 4 languages in 2 scripts, K = 2."""
+    return {**european_tiny(), "languages": ["en", "fr", "ru", "uk"]}
 
 
 def num_layers(model: str) -> int:
@@ -64,14 +56,11 @@ def num_layers(model: str) -> int:
     return int(read_json(resolve_model_path(model) / "config.json")["num_hidden_layers"])
 
 
-def run_or_read(data: dict, run_dir: Path, from_summaries: bool) -> dict:
+def announce_and_run(data: dict, run_dir: Path, from_summaries: bool) -> dict:
+    """Validate the recipe dict, say what runs where, and run or read it (`dmoe_builtin.run_or_read`)."""
     recipe = parse_recipe(data)
     print(f"{run_dir}: {recipe.budget_tokens:,} tokens, {', '.join(recipe.system_names)}", file=sys.stderr)
-    if from_summaries:
-        return finished_summary(run_dir, recipe.system_names)
-    from langmoe.pipeline.run import run_recipe
-
-    return run_recipe(recipe, run_dir, log=lambda s: print(f"  {s}", file=sys.stderr))
+    return run_or_read(recipe, run_dir, from_summaries)
 
 
 def renamed(summary: dict, names: dict[str, str]) -> dict:
@@ -233,14 +222,13 @@ def main(argv: list[str] | None = None) -> int:
             systems = (["base"] if m == mults[0] else []) + MAIN
             data = scale_recipe({**base_data, "seed": seed}, m, systems, fixed)
             main_dir = out / f"x{m}" / f"seed-{seed}"
-            summary = run_or_read(data, main_dir, args.from_summaries)
+            summary = announce_and_run(data, main_dir, args.from_summaries)
             if fixed is None:
-                fixed = {"groups": read_json(main_dir / "groups.json")["groups"],
-                         "moe_layers": read_json(main_dir / "layers.json")["selected"]}
+                fixed = probed_analysis(main_dir)
                 groups[str(seed)] = {**fixed, "ari": group_agreement(fixed["groups"])}
             if not args.no_eq:
                 eq = scale_recipe({**base_data, "seed": seed}, m, EQ, {**fixed, "moe_layers": every_layer})
-                eq_summary = run_or_read(eq, out / f"x{m}-eq" / f"seed-{seed}", args.from_summaries)
+                eq_summary = announce_and_run(eq, out / f"x{m}-eq" / f"seed-{seed}", args.from_summaries)
                 summary = {**summary, "systems": {**summary["systems"], **renamed(eq_summary, EQ_NAMES)["systems"]}}
             per_mult[m].append(summary)
     curve = {str(m): aggregate(per_mult[m]) for m in mults}

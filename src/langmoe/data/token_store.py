@@ -262,9 +262,8 @@ class TokenStore:
         path = self.root / MANIFEST
         if not path.is_file():
             if self.root.is_dir() and any(p.name not in (".lock",) for p in self.root.iterdir()):
-                if not self.owned:
-                    raise LangmoeError(f"{self.root} is not a token store (no {MANIFEST}) and is not empty: give a "
-                                       "new or empty folder for --token-store")
+                if not self.owned:  # filled since `check_store_folder` looked: refused the same way
+                    check_store_folder(self.root)
                 self._wipe()
             self.root.mkdir(parents=True, exist_ok=True)
             write_json(path, self._manifest())
