@@ -23,6 +23,13 @@ from langmoe.models.overrides.gate import LanguageGate
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def close_to_saved(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """The saved logits were computed on another CPU: float kernels (AVX2 / AVX-512 / AMX) round differently at
+    ~1e-7, so the check across machines is to 1e-5 (a wrong weight or route moves logits by orders more);
+    comparisons made on this machine stay bit for bit."""
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name,kind", [("v2_classifier", RoutingClassifier), ("v2_gate", LanguageGate)])
 def test_version2_folders_load_with_their_saved_logits_and_resave_as_version3(tmp_path, name, kind):
     folder = DATA / name
@@ -32,7 +39,7 @@ def test_version2_folders_load_with_their_saved_logits_and_resave_as_version3(tm
     expected = torch.load(folder / "expected_logits.pt")  # computed by the version-2 code when it wrote the folder
     with torch.no_grad():
         got = model(tokens()).logits
-    assert torch.equal(got, expected)
+    close_to_saved(got, expected)
     overrides = [m.router.override for m in model.modules() if hasattr(m, "router")]
     assert any(isinstance(o, kind) for o in overrides)
     save_moe_pretrained(model, None, tmp_path / "v3")
@@ -43,7 +50,7 @@ def test_version2_folders_load_with_their_saved_logits_and_resave_as_version3(tm
     assert any(".router.override." in k for k in keys)
     assert not any(".router.classifier." in k or ".router.gate." in k for k in keys)
     with torch.no_grad():
-        assert torch.equal(load_moe_pretrained(tmp_path / "v3")(tokens()).logits, expected)
+        assert torch.equal(load_moe_pretrained(tmp_path / "v3")(tokens()).logits, got)  # same machine: bit for bit
 
 
 def test_a_version2_gate_folder_keeps_generating_without_the_cache():
@@ -57,8 +64,9 @@ def test_convert_rewrites_a_version2_folder(tmp_path):
     layers = json.loads((tmp_path / "n" / "config.json").read_text())["langmoe"]["layers"]
     assert layers["0"]["route_override"] == {"kind": "language_gate", "first_new": 2, "num_new": 2, "mode": "prefix"}
     with torch.no_grad():
-        assert torch.equal(load_moe_pretrained(tmp_path / "n")(tokens()).logits,
-                           torch.load(DATA / "v2_gate" / "expected_logits.pt"))
+        converted = load_moe_pretrained(tmp_path / "n")(tokens()).logits
+        assert torch.equal(converted, load_moe_pretrained(DATA / "v2_gate")(tokens()).logits)
+    close_to_saved(converted, torch.load(DATA / "v2_gate" / "expected_logits.pt"))
 
 
 def test_older_structures_are_read_into_one_route_override_entry():
