@@ -80,6 +80,16 @@ def _record(module, cfg: dict[str, Any], folder: Path) -> dict[str, Any]:
     return json.loads(done.read_text()) if done.is_file() else module.run(cfg, folder).record
 
 
+def _record_or_refusal(module, cfg: dict[str, Any], folder: Path) -> dict[str, Any] | str:
+    """The run's record, or the one-line refusal the method gave (e.g. LayerMoE on a layer it cannot allocate)."""
+    from langmoe.errors import LangmoeError
+
+    try:
+        return _record(module, cfg, folder)
+    except LangmoeError as exc:
+        return str(exc)
+
+
 def _diagnosis(rec: dict[str, Any]) -> dict[str, Any]:
     """Old bpb as trained / top-1 / expert 0 alone, and per layer the old tokens' routing (MoE systems only)."""
     ways = rec.get("old_ways") or {}
@@ -94,10 +104,14 @@ def run_table(a, shared: dict[str, Any], work: Path, new: str) -> dict[str, Any]
     shared = shared | {"new": new}
     rows: dict[str, dict[str, list[float]]] = {}
     diag: dict[str, list[dict[str, Any]]] = {}
+    refused: dict[str, str] = {}
     for seed in a.seeds:
         for name in a.systems:
             module, cfg = settings_for(name, shared, seed)
-            rec = _record(module, cfg, work / f"seed{seed}" / name)
+            rec = _record_or_refusal(module, cfg, work / f"seed{seed}" / name)
+            if isinstance(rec, str):
+                refused.setdefault(name, f"seed {seed}: {rec}")
+                continue
             for sys_name, when in ((name, "after"), ("base", "before")):
                 r = rows.setdefault(sys_name, {k: [] for k in ("old", "new", "old_ppl", "new_ppl", "new_experts",
                                                                "tokens")})
@@ -112,7 +126,7 @@ def run_table(a, shared: dict[str, Any], work: Path, new: str) -> dict[str, Any]
                                    if when == "after" else 0.0)
             if rec.get("old_ways"):
                 diag.setdefault(name, []).append(_diagnosis(rec))
-    return {"new": new, "rows": rows, "diagnosis": diag}
+    return {"new": new, "rows": rows, "diagnosis": diag, "refused": refused}
 
 
 def run_benchmark(a) -> dict[str, Any]:
@@ -161,6 +175,10 @@ def _table_lines(table: dict[str, Any]) -> list[str]:
         lines.append(f"| {name} | {_mean_std(r['old'])} | {rel[0]} | {_mean_std(r['new'])} | {rel[1]} | "
                      f"{_mean_std(r['old_ppl'], 2)} | {_mean_std(r['new_ppl'], 2)} | "
                      f"{statistics.fmean(r['new_experts']):.0f} | {statistics.fmean(r['tokens']):.0f} |")
+    for name in table.get("refused", {}):
+        lines.append(f"| {name} | refused | - | - | - | - | - | - | - |")
+    if table.get("refused"):
+        lines += [""] + [f"- `{name}` refused ({why})" for name, why in table["refused"].items()]
     return lines
 
 
