@@ -244,7 +244,8 @@ class ExpansionFlow:
         if self.gated:
             classes = gate_classes(self.expert0, self.input.lineage, self.cfg.new, self.cfg.old)
             self._prepared["gate"] = protect_with_gate(model, self.run, classes, self.expert0, self.cfg.new,
-                                                       self._firsts(model), self.cfg.max_intrusion)
+                                                       self._firsts(model), self.cfg.max_intrusion,
+                                                       mode=self.cfg.gate_mode)
         return res
 
     def _saver(self, final: bool) -> Callable[[Any, Path], None]:
