@@ -49,6 +49,9 @@ def register(subparsers) -> None:
                    help="gate: share of each old language's tokens allowed past the gate per layer (0.01)")
     p.add_argument("--gate-mode", default=None, choices=("sum", "prefix", "token"),
                    help="gate: classify the running sum of the layer input (default), its running mean, or the token")
+    p.add_argument("--train-new-embeddings", action="store_true",
+                   help="stage 1 also trains the embedding rows of tokens found in the new languages' text and not "
+                        "in the old languages' (a departure from the papers, for an unseen script)")
     p.add_argument("--stage1-steps", type=int, default=None)
     p.add_argument("--stage2-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="stage-1 learning rate (default 1e-3)")
@@ -100,6 +103,8 @@ def config_from_args(args, config_cls: type) -> dict[str, Any]:
             cfg[stage] = s
     if args.no_eval:
         cfg["evaluate"] = False
+    if args.train_new_embeddings:
+        cfg["train_new_embeddings"] = True
     ev = {"window": args.eval_window, "stride": args.eval_stride, "max_chars_per_lang": args.eval_max_chars}
     if any(v is not None for v in ev.values()):
         cfg["eval"] = {k: v for k, v in ev.items() if v is not None}

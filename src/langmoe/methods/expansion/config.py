@@ -91,6 +91,11 @@ class ExpansionConfig(BaseModel):
     gate_mode: Literal["sum", "prefix", "token"] = Field(
         "sum", description="gate: what the gate classifies per token: the causal running sum of the layer input "
         "(per-token evidence adds up over the context), its running mean, or the token alone (docs/expansion.md)")
+    train_new_embeddings: bool = Field(
+        False, description="stage 1 also trains the input-embedding rows of the tokens that occur in the new "
+        "languages' training text and never in the old languages': a departure from both papers (they freeze the "
+        "embeddings), for a script the base never saw (docs/expansion.md); MoE systems, untied embeddings, "
+        "stage-1 weight decay 0")
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     eval: ExpandEval = default_for(EXPAND_EVAL)  # the one EvalSettings class, this context's defaults
@@ -117,6 +122,9 @@ class ExpansionConfig(BaseModel):
         both = sorted(set(self.new) & set(self.old))
         if both:
             raise ValueError(f"new languages {both} are also old languages: a language is either new or old")
+        if self.train_new_embeddings and self.stage1.weight_decay:
+            raise ValueError("train_new_embeddings needs stage-1 weight decay 0: decay would move every embedding "
+                             "row, the old languages' too")
         check_replay(self.replay_share, self.micro_batch_size * self.block_len, self.stage1.steps, self.stage2.steps)
         return self
 
