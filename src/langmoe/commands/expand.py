@@ -47,6 +47,11 @@ def register(subparsers) -> None:
                         "folders only: export refuses it)")
     p.add_argument("--max-intrusion", type=float, default=None,
                    help="gate: share of each old language's tokens allowed past the gate per layer (0.01)")
+    p.add_argument("--gate-mode", default=None, choices=("sum", "prefix", "token"),
+                   help="gate: classify the running sum of the layer input (default), its running mean, or the token")
+    p.add_argument("--train-new-embeddings", action="store_true",
+                   help="stage 1 also trains the embedding rows of tokens found in the new languages' text and not "
+                        "in the old languages' (a departure from the papers, for an unseen script)")
     p.add_argument("--stage1-steps", type=int, default=None)
     p.add_argument("--stage2-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="stage-1 learning rate (default 1e-3)")
@@ -89,7 +94,7 @@ def config_from_args(args, config_cls: type) -> dict[str, Any]:
         "block_len": args.block_len, "micro_batch_size": args.micro_batch_size,
         "max_train_tokens_per_lang": args.max_train_tokens, "replay_share": args.replay_share, "seed": args.seed,
         "threads": args.threads, "work_dir": args.work_dir, "save_every": args.save_every, "protect": args.protect,
-        "max_intrusion": args.max_intrusion,
+        "max_intrusion": args.max_intrusion, "gate_mode": args.gate_mode,
     }
     cfg.update({k: v for k, v in flat.items() if v is not None})
     for stage, steps, lr in (("stage1", args.stage1_steps, args.lr), ("stage2", args.stage2_steps, args.stage2_lr)):
@@ -98,6 +103,8 @@ def config_from_args(args, config_cls: type) -> dict[str, Any]:
             cfg[stage] = s
     if args.no_eval:
         cfg["evaluate"] = False
+    if args.train_new_embeddings:
+        cfg["train_new_embeddings"] = True
     ev = {"window": args.eval_window, "stride": args.eval_stride, "max_chars_per_lang": args.eval_max_chars}
     if any(v is not None for v in ev.values()):
         cfg["eval"] = {k: v for k, v in ev.items() if v is not None}

@@ -56,6 +56,29 @@ def test_an_untrained_gate_keeps_every_token_on_expert0():
     torch.testing.assert_close(b(x).reshape(-1, 16), b.expert_forward(x.reshape(-1, 16), 0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["sum", "prefix"])
+def test_sum_mode_adds_up_evidence_over_the_context(mode):
+    """Issue 22: with the running mean ("prefix") a weak per-token sign of the new language never outgrows the old
+    class's calibrated bias, however long the context; with the running sum it adds up, so the later positions of
+    a long new-language text reach the new experts (the early ones stay on expert 0)."""
+    D = 8
+    gate = ExpansionGate(D, [1], 3, mode=mode)
+    v = torch.zeros(D)
+    v[0] = 1.0
+    with torch.no_grad():
+        gate.weight[1] = v
+        gate.bias[0] = 1.0  # the old class's calibration shift
+    x = torch.zeros(1, 6, D)
+    x[..., 0] = 0.4  # each token: +0.4 of evidence for the new class
+    _, cls = gate.classes(x)
+    assert gate.needs_full_prefix  # both read every earlier position: no KV cache
+    if mode == "sum":
+        assert cls.tolist() == [0, 0, 1, 1, 1, 1]  # 0.4 t > 1 from t = 3
+    else:
+        assert cls.tolist() == [0] * 6
+    assert ExpansionGate.from_spec(gate.spec(), D, 3).mode == mode
+
+
 def test_bad_groups_are_one_line():
     for groups in ([0], [2, 1], [], [1, 9]):
         with pytest.raises(LangmoeError, match="expansion gate groups"):

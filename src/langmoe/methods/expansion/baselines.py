@@ -49,6 +49,9 @@ class DenseBaselineFlow(ExpansionFlow):
         if self.input.kind != "dense":
             raise LangmoeError(f"the {cfg.variant} baseline expands a dense model; {cfg.model} is an MoE model")
         self.expert0 = check_languages(cfg.new, cfg.old, run.corpus, self.input)
+        if cfg.train_new_embeddings:
+            raise LangmoeError(f"--train-new-embeddings is for the MoE systems; the {cfg.variant} baseline trains "
+                               "its own parameters")
         self.final_model = None
         self._prepared: dict[str, Any] = {}
 

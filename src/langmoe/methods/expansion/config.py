@@ -88,6 +88,14 @@ class ExpansionConfig(BaseModel):
                                               "every router after stage 2 (docs/expansion.md, 'A guarantee')")
     max_intrusion: float = Field(0.01, gt=0, lt=1, description="gate: share of each expert-0 language's held-out "
                                  "training tokens allowed out of the old class, per layer")
+    gate_mode: Literal["sum", "prefix", "token"] = Field(
+        "sum", description="gate: what the gate classifies per token: the causal running sum of the layer input "
+        "(per-token evidence adds up over the context), its running mean, or the token alone (docs/expansion.md)")
+    train_new_embeddings: bool = Field(
+        False, description="stage 1 also trains the input-embedding rows of the tokens that occur in the new "
+        "languages' training text and never in the old languages': a departure from both papers (they freeze the "
+        "embeddings), for a script the base never saw (docs/expansion.md); MoE systems, untied embeddings, "
+        "stage-1 weight decay 0")
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     eval: ExpandEval = default_for(EXPAND_EVAL)  # the one EvalSettings class, this context's defaults
@@ -114,6 +122,9 @@ class ExpansionConfig(BaseModel):
         both = sorted(set(self.new) & set(self.old))
         if both:
             raise ValueError(f"new languages {both} are also old languages: a language is either new or old")
+        if self.train_new_embeddings and self.stage1.weight_decay:
+            raise ValueError("train_new_embeddings needs stage-1 weight decay 0: decay would move every embedding "
+                             "row, the old languages' too")
         check_replay(self.replay_share, self.micro_batch_size * self.block_len, self.stage1.steps, self.stage2.steps)
         return self
 
@@ -146,7 +157,7 @@ def check_replay(replay_share: float, tokens_per_step: int, stage1_steps: int, s
 # Settings stage 1 never reads (stage 2's optimiser and losses, the replay it mixes in, the classifiers it adds):
 # changing them re-runs stage 2 only, so a sweep over e.g. `lpr_weight` trains stage 1 once.
 STAGE2_ONLY = frozenset({"stage2", "lpr_weight", "replay_share", "cls_weight", "classifier_mode", "top_k_cls",
-                         "cls_share", "max_intrusion"})
+                         "cls_share", "max_intrusion", "gate_mode"})
 
 # ExpansionConfig fields the recipe's top level decides (entries may not set them)
 RECIPE_OWNED = ("model", "corpus", "seed", "threads", "block_len", "micro_batch_size", "max_train_tokens_per_lang",

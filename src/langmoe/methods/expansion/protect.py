@@ -80,7 +80,7 @@ def add_gates(model, firsts: Mapping[int, list[int]], mode: str = "prefix") -> N
 
 def protect_with_gate(model, run, classes: Mapping[str, int], expert0: Sequence[str], new: Sequence[str],
                       firsts: Mapping[int, list[int]], max_intrusion: float, blocks_per_lang: int = 64,
-                      mode: str = "prefix") -> dict[str, Any]:
+                      mode: str = "sum") -> dict[str, Any]:
     """Add, fit and calibrate the gates on training blocks (fit and calibration on disjoint halves); returns
     per layer the fit and each expert-0 language's measured intrusion."""
     model.eval()

@@ -34,13 +34,16 @@ from langmoe.methods.expansion.inputs import (
 )
 from langmoe.methods.expansion.protect import gate_classes, group_firsts, protect_with_gate, strip_gates
 from langmoe.methods.expansion.surgery import (
+    block_parts,
     expand_model,
     experts_per_layer,
+    new_token_rows,
     params_of,
     set_classifiers,
     trainable_selector,
 )
-from langmoe.models.routers import freeze_expert_rows
+from langmoe.models.moe import moe_blocks
+from langmoe.models.routers import freeze_expert_rows, freeze_rows
 from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.models import load_moe, save_moe
 from langmoe.train.faults import maybe_fail
@@ -92,14 +95,20 @@ def train_config(cfg, stage, seed_offset: int, weight_decay: float | None = None
 
 def train_stage1(model, cfg, data: ExpansionData, out_dir: Path, frozen_prefix: Mapping[int, int] | None = None,
                  trainable="moe", terms: bool = True, save_every: int = 0, fail_at: int | None = None,
-                 router_rows: bool = False):
+                 router_rows: bool = False, embedding_rows=None):
     """Stage 1 on new-language text only: new experts + routers train (`trainable="moe"`), everything else frozen;
     `L_NTP + lb_weight · mean_layers(L_LB)`. `trainable="all"` / a set of parameter ids: baselines.
     `save_every` checkpoints (a rerun resumes); `fail_at` injects a crash (tests); `router_rows`: the earlier
-    experts' router rows are frozen too (a lifelong step under `--protect gate`)."""
+    experts' router rows are frozen too (a lifelong step under `--protect gate`); `embedding_rows` (bool
+    `[vocab]`, `--train-new-embeddings`): these input-embedding rows train too, the others keep their values."""
     source = TemperatureSampler(data.new, cfg.micro_batch_size, tau=cfg.tau, seed=cfg.seed)
     # experts of earlier generations get zero gradient: with weight decay 0 AdamW leaves them bit-identical
     handles = freeze_expert_rows(model, frozen_prefix, router_rows=router_rows) if frozen_prefix else []
+    if embedding_rows is not None:  # the same for the embedding rows outside `embedding_rows`
+        emb = model.get_input_embeddings().weight
+        handles.append(freeze_rows(emb, ~embedding_rows))
+        trainable = {id(p) for b in moe_blocks(model) for part in ("experts", "router") for p in block_parts(b)[part]}
+        trainable.add(id(emb))
     wd = 0.0 if handles else None
     # the official MoE-LPR loss is transformers' Mixtral-style function: top_k x the Switch-style form we compute
     lb = cfg.lb_weight * cfg.top_k
@@ -218,7 +227,24 @@ class ExpansionFlow:
         if not self.cfg.stage1.steps:
             return untrained(out)
         return train_stage1(model, self.cfg, self.data(), out, frozen_prefix=self._prepared["frozen"],
-                            save_every=self.run.recipe.save_every, fail_at=fail, router_rows=self.gated)
+                            save_every=self.run.recipe.save_every, fail_at=fail, router_rows=self.gated,
+                            embedding_rows=self._embedding_rows(model))
+
+    def _embedding_rows(self, model):
+        """`--train-new-embeddings`: the rows of the tokens in the new languages' training text and in none of
+        the old languages' (packed with the same cap); None without the option."""
+        if not self.cfg.train_new_embeddings:
+            return None
+        if "embedding_rows" in self._prepared:
+            return self._prepared["embedding_rows"]
+        emb, out = model.get_input_embeddings(), model.get_output_embeddings()
+        if out is not None and out.weight is emb.weight:
+            raise LangmoeError("--train-new-embeddings: this model ties its input embeddings to the output layer, so "
+                               "moving a row would change every old-language prediction; untie them first")
+        old = self.run.blocks(self.cfg.old, "train", max_tokens_per_lang=self.cfg.max_train_tokens_per_lang)
+        rows = new_token_rows(self.data().new, old, emb.weight.shape[0])
+        self._prepared["embedding_rows"] = rows
+        return rows
 
     def _load2(self, stage1: str):
         model = load_moe(self.run.model_dir(stage1))
@@ -244,7 +270,8 @@ class ExpansionFlow:
         if self.gated:
             classes = gate_classes(self.expert0, self.input.lineage, self.cfg.new, self.cfg.old)
             self._prepared["gate"] = protect_with_gate(model, self.run, classes, self.expert0, self.cfg.new,
-                                                       self._firsts(model), self.cfg.max_intrusion)
+                                                       self._firsts(model), self.cfg.max_intrusion,
+                                                       mode=self.cfg.gate_mode)
         return res
 
     def _saver(self, final: bool) -> Callable[[Any, Path], None]:
@@ -274,5 +301,6 @@ class ExpansionFlow:
             "new_experts_total": int(sum(plan.new_experts.values())),
             "classifier_layers": [] if self.gated else sorted(plan.classifier_layers), "params": params_of(model),
             "protect": {"kind": cfg.protect, **(self._prepared.get("gate") or {})},
+            "new_embedding_rows": None if not cfg.train_new_embeddings else int(self._embedding_rows(model).sum()),
             "lineage": new_lineage(self.input.lineage, cfg.new, cfg.old, self.expert0, self.method, plan.new_experts),
         }

@@ -18,10 +18,24 @@ from langmoe.models.moe_io import tied_keys
 from langmoe.models.routers import router_weight
 from langmoe.models.upcycle import add_expert, apply_moe_structure, is_moe_model, parameter_counts, upcycle
 
-__all__ = ["expand_model", "xavier_router_init", "set_classifiers", "block_parts", "trainable_selector",
+__all__ = ["new_token_rows", "expand_model", "xavier_router_init", "set_classifiers", "block_parts", "trainable_selector",
            "experts_per_layer", "params_of"]
 
 Selector = Callable[[str, torch.nn.Parameter], bool]
+
+
+def new_token_rows(new_blocks, old_blocks, vocab_size: int) -> torch.Tensor:
+    """Bool `[vocab_size]`: the tokens that occur in `new_blocks` (padding left out) and nowhere in `old_blocks`
+    (`--train-new-embeddings`: the only embedding rows stage 1 may move)."""
+
+    def seen(blocks) -> torch.Tensor:
+        out = torch.zeros(vocab_size, dtype=torch.bool)
+        if blocks is not None and len(blocks):
+            b = blocks.batch(range(len(blocks)))
+            out[b["input_ids"][b["labels"] != -100].unique()] = True
+        return out
+
+    return seen(new_blocks) & ~seen(old_blocks)
 
 
 def experts_per_layer(model) -> dict[int, int]:

@@ -6,9 +6,13 @@ experts masked out: an old token routed as before gives a bit-identical output);
 docs/dmoe.md ("A new language").
 
 mode "prefix" (default) classifies the causal running mean of the block input over the sequence so far (a language
-is a property of the context more than of one token). It reads every earlier position, so it needs the whole
-sequence in each forward: generation runs without the KV cache (`needs_full_prefix`; `generation_config.use_cache
-= False` is saved with such a model). mode "token" classifies each token alone (cache-safe, weaker).
+is a property of the context more than of one token). mode "sum" classifies the causal running *sum*: a linear
+classifier on it adds up per-token evidence (naive Bayes over the tokens so far), so its margin grows with the
+context instead of staying at the mean's scale, and a bound calibrated on the ambiguous first positions no longer
+holds back the long-context ones (the expansion gate's default: docs/expansion.md, "A guarantee"). Both read every
+earlier position, so they need the whole sequence in each forward: generation runs without the KV cache
+(`needs_full_prefix`; `generation_config.use_cache = False` is saved with such a model). mode "token" classifies
+each token alone (cache-safe, weaker).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from torch import nn
 from langmoe.errors import LangmoeError
 from langmoe.models.moe import MoEBlock, RouteOverride, RouterDecision
 
-__all__ = ["LanguageGate", "add_gated_expert"]
+__all__ = ["LanguageGate", "add_gated_expert", "GATE_MODES"]
+
+GATE_MODES = ("prefix", "sum", "token")
 
 
 class LanguageGate(RouteOverride):
@@ -36,8 +42,8 @@ class LanguageGate(RouteOverride):
 
     def __init__(self, hidden_size: int, first_new: int, num_new: int = 1, mode: str = "prefix"):
         super().__init__()
-        if mode not in ("prefix", "token"):
-            raise LangmoeError(f"gate mode must be 'prefix' or 'token', got {mode!r}")
+        if mode not in GATE_MODES:
+            raise LangmoeError(f"gate mode must be one of {', '.join(GATE_MODES)}, got {mode!r}")
         if first_new < 1 or num_new < 1:
             raise LangmoeError(f"a language gate needs >= 1 old and >= 1 added expert, got {first_new}, {num_new}")
         self.mode, self.first_new = mode, int(first_new)
@@ -60,16 +66,19 @@ class LanguageGate(RouteOverride):
 
     @property
     def needs_full_prefix(self) -> bool:
-        return self.mode == "prefix"
+        return self.mode in ("prefix", "sum")
 
     def features(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """`[tokens, D]` inputs of the classifier: the token's state, or the running mean up to and including it."""
+        """`[tokens, D]` inputs of the classifier: the token's state, or the running mean ("prefix") / sum ("sum")
+        up to and including it."""
         D = self.weight.shape[1]
         if self.mode == "token":
             return hidden_states.reshape(-1, D)
         x3 = hidden_states if hidden_states.dim() == 3 else hidden_states.reshape(1, -1, D)
-        steps = torch.arange(1, x3.shape[1] + 1, device=x3.device, dtype=torch.float32).view(1, -1, 1)
-        return (x3.float().cumsum(dim=1) / steps).to(x3.dtype).reshape(-1, D)
+        total = x3.float().cumsum(dim=1)
+        if self.mode == "prefix":
+            total = total / torch.arange(1, x3.shape[1] + 1, device=x3.device, dtype=torch.float32).view(1, -1, 1)
+        return total.to(x3.dtype).reshape(-1, D)
 
     def classify(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(gate logits `[tokens, 1 + n]`, target expert per token `[tokens]`, -1 = old)."""
