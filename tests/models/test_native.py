@@ -193,8 +193,10 @@ def test_convert_command_rewrites_a_legacy_folder(tmp_path, capsys):
     assert main(["convert", "--model", str(DATA / "legacy_gpt2"), "--out", str(tmp_path / "n")]) == 0
     assert folder_kind(tmp_path / "n") == "native"
     with torch.no_grad():
-        assert torch.equal(load_moe_pretrained(tmp_path / "n")(tokens()).logits,
-                           torch.load(DATA / "legacy_gpt2" / "expected_logits.pt"))
+        converted = load_moe_pretrained(tmp_path / "n")(tokens()).logits
+        assert torch.equal(converted, load_moe_pretrained(DATA / "legacy_gpt2")(tokens()).logits)
+    # saved on another CPU: kernels round differently at ~1e-7 (AVX2 / AVX-512), so across machines to 1e-5
+    torch.testing.assert_close(converted, torch.load(DATA / "legacy_gpt2" / "expected_logits.pt"), rtol=1e-5, atol=1e-5)
     tiny_model("llama").save_pretrained(tmp_path / "dense")
     assert main(["convert", "--model", str(tmp_path / "dense"), "--out", str(tmp_path / "x")]) == 2
     assert "nothing to convert" in capsys.readouterr().err

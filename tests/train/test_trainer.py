@@ -567,6 +567,11 @@ def test_compiled_forward_trains_like_eager(tmp_path):
     a = train(eager, ToySource(4), cfg(steps=3), tmp_path / "eager")
     b = train(compiled, ToySource(4), cfg(steps=3, compile=True), tmp_path / "compiled")
     assert b.losses == pytest.approx(a.losses, rel=1e-4)
-    for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+    # Adam moves a weight whose gradient is near zero by up to ~lr in a direction set by rounding, so one element
+    # in a few thousand can differ by ~1e-5 between kernels (seen on AVX-512); 1e-4 is still far below the ~1e-2
+    # that 3 steps at lr 3e-3 move the weights, so a compiled run that did not train the caller's model fails.
+    fresh = tiny_model()
+    for (name, p), q, p0 in zip(eager.named_parameters(), compiled.parameters(), fresh.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4, msg=name)
+        assert name.endswith("post_attention_layernorm.weight") or not torch.equal(q, p0), f"{name} did not train"
     assert not any("_orig_mod" in k for k in compiled.state_dict())
