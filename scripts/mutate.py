@@ -11,7 +11,10 @@ snippet is used instead.
 
     python scripts/mutate.py                 # every mutant (tens of minutes on a loaded 2-core machine)
     python scripts/mutate.py --only lb-k,nl-argmax
-    python scripts/mutate.py --round3        # only the mutants written in round 3 (issue 25)
+    python scripts/mutate.py --round2        # only the mutants of rounds 1 and 2 (60)
+    python scripts/mutate.py --round3        # only the mutants written in round 3 (issue 25; 52)
+    python scripts/mutate.py --freezing      # only round 3's freezing mutants (what trains and what does not)
+    python scripts/mutate.py --round2 --freezing   # flags combine
     python scripts/mutate.py --list          # mutants and their tests, nothing run
     python scripts/mutate.py --json out.json
 """
@@ -48,7 +51,8 @@ TESTS: dict[str, list[str]] = {
     "train/schedule.py": ["tests/train/test_schedule_values.py"],
     "methods/dmoe/stages.py": ["tests/methods/dmoe/test_routing_statistics_independent.py"],
     "pipeline/new_language_stage.py": ["tests/pipeline/test_new_language_choice.py"],
-    "methods/dmoe/new_language.py": ["tests/methods/dmoe/test_new_language.py"],
+    "methods/dmoe/new_language.py": ["tests/methods/dmoe/test_new_language.py",
+                                     "tests/methods/dmoe/test_add_language_trained.py"],
     # round 3: expansion (MoE-LPR / LayerMoE), the language gate, routing metrics, adapt, outputs, lock
     "methods/layermoe/allocation.py": ["tests/methods/layermoe/test_allocation_bounds.py",
                                        "tests/methods/layermoe/test_similarity_allocation.py"],
@@ -69,6 +73,12 @@ TESTS: dict[str, list[str]] = {
     "methods/routing/adapt.py": ["tests/methods/routing/test_adapt_moved.py", "tests/methods/routing/test_adapt.py"],
     "io.py": ["tests/cli/test_outputs.py", "tests/cli/test_output_reruns.py"],
     "lock.py": ["tests/cli/test_outputs.py"],
+    # round 3, what trains and what does not (the per-parameter tests of every training entry point)
+    "train/trainer.py": ["tests/methods/dmoe/test_add_language_trained.py", "tests/test_pretrain_trained.py"],
+    "models/routers.py": ["tests/methods/dmoe/test_add_language_trained.py",
+                          "tests/methods/expansion/test_trained_moved.py"],
+    "train/routing_context.py": ["tests/methods/dmoe/test_stages_trained.py"],
+    "pipeline/stages.py": ["tests/methods/xelm/test_xelm_trained.py"],
 }
 
 
@@ -298,8 +308,32 @@ MUTANTS: list[Mutant] = [
     M("lock-release-others", "lock.py",
       'if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():',
       "if holder:"),
+    # ==== round 3, second part: the freezing logic, against the per-parameter "what trains" tests ====
+    M("trainer-trainable-ignored", "train/trainer.py", "p.requires_grad_(bool(trainable(name, p)))",
+      "p.requires_grad_(True)"),
+    M("freeze-rows-off-by-one", "models/routers.py", "freeze_rows(p, torch.arange(p.shape[0]) < k)",
+      "freeze_rows(p, torch.arange(p.shape[0]) <= k)"),
+    M("nl-old-router-rows-train", "methods/dmoe/new_language.py",
+      "router_rows=freeze_old_rows and not gated)", "router_rows=False)"),
+    M("nl-old-experts-unfrozen", "methods/dmoe/new_language.py",
+      "handles = freeze_expert_rows(model, int(new_expert), router_rows=freeze_old_rows and not gated)",
+      "handles = []"),
+    M("hard-routing-one-expert", "train/routing_context.py", "return routing(model, route_labels=labels)",
+      "return routing(model, route_labels=labels * 0)"),
+    M("xelm-branch-every-language", "pipeline/stages.py", "subset_blocks(run.blocks(), langs)", "run.blocks()"),
+    M("adapt-trainable-all", "methods/routing/adapt.py", "p.requires_grad_(id(p) in keep)", "p.requires_grad_(True)"),
+    M("adapt-full-skips-embeddings", "methods/routing/adapt.py", "        plan.full = named\n",
+      '        plan.full = {n: p for n, p in named.items() if "embed" not in n}\n'),
+    M("adapt-lora-every-layer", "methods/routing/adapt.py",
+      "targets = {r_.layer for r_ in layers if r_.layer in plan.layers}", "targets = {r_.layer for r_ in layers}"),
+    M("adapt-lora-no-experts", "methods/routing/adapt.py", "target_parameters=experts or None)",
+      "target_parameters=None)"),
 ]
-ROUND3 = MUTANTS[MUTANTS.index(next(m for m in MUTANTS if m.name == "lm-share-not-inverted")):]
+_FIRST3 = MUTANTS.index(next(m for m in MUTANTS if m.name == "lm-share-not-inverted"))
+_FIRST3B = MUTANTS.index(next(m for m in MUTANTS if m.name == "trainer-trainable-ignored"))
+ROUND2 = MUTANTS[:_FIRST3]
+ROUND3 = MUTANTS[_FIRST3:_FIRST3B]  # the 52 of round 3's first run
+FREEZING = MUTANTS[_FIRST3B:]  # round 3, second part
 
 
 def locate(src: Path, m: Mutant) -> tuple[str | None, str]:
@@ -337,13 +371,17 @@ def run_tests(tests: list[str], src: Path, timeout: float) -> tuple[int, float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated mutant names")
+    ap.add_argument("--round2", action="store_true", help="only the mutants written in rounds 1 and 2")
     ap.add_argument("--round3", action="store_true", help="only the mutants written in round 3 (issue 25)")
+    ap.add_argument("--freezing", action="store_true",
+                    help="only round 3's freezing mutants (what trains and what does not)")
     ap.add_argument("--list", action="store_true", help="list mutants and their tests, run nothing")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of each test set")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (a timeout kills)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
-    chosen = ROUND3 if args.round3 else MUTANTS
+    picked = [(args.round2, ROUND2), (args.round3, ROUND3), (args.freezing, FREEZING)]
+    chosen = [m for flag, part in picked if flag for m in part] or MUTANTS
     if args.only:
         names = set(args.only.split(","))
         unknown = names - {m.name for m in MUTANTS}
