@@ -63,7 +63,8 @@ TESTS: dict[str, list[str]] = {
     "methods/expansion/surgery.py": ["tests/methods/expansion/test_trained_moved.py",
                                      "tests/methods/expansion/test_surgery.py"],
     "methods/expansion/stages.py": ["tests/methods/expansion/test_trained_moved.py",
-                                    "tests/methods/expansion/test_expansion_stages.py"],
+                                    "tests/methods/expansion/test_expansion_stages.py",
+                                    "tests/methods/layermoe/test_stage2_trained.py"],
     "methods/expansion/data.py": ["tests/methods/expansion/test_trained_moved.py",
                                   "tests/methods/expansion/test_data.py"],
     "methods/expansion/config.py": ["tests/methods/expansion/test_trained_moved.py",
@@ -328,6 +329,7 @@ MUTANTS: list[Mutant] = [
       "targets = {r_.layer for r_ in layers if r_.layer in plan.layers}", "targets = {r_.layer for r_ in layers}"),
     M("adapt-lora-no-experts", "methods/routing/adapt.py", "target_parameters=experts or None)",
       "target_parameters=None)"),
+    M("st-stage2-classifiers-frozen", "methods/expansion/stages.py", '("router", "classifier")))', '("router",)))'),
 ]
 _FIRST3 = MUTANTS.index(next(m for m in MUTANTS if m.name == "lm-share-not-inverted"))
 _FIRST3B = MUTANTS.index(next(m for m in MUTANTS if m.name == "trainer-trainable-ignored"))
