@@ -50,6 +50,7 @@ TESTS: dict[str, list[str]] = {
                                   "tests/methods/dmoe/test_deviation.py"],
     "train/schedule.py": ["tests/train/test_schedule_values.py"],
     "methods/dmoe/stages.py": ["tests/methods/dmoe/test_routing_statistics_independent.py"],
+    "models/routing.py": ["tests/methods/dmoe/test_routing_statistics_independent.py"],
     "pipeline/new_language_stage.py": ["tests/pipeline/test_new_language_choice.py"],
     "methods/dmoe/new_language.py": ["tests/methods/dmoe/test_new_language.py",
                                      "tests/methods/dmoe/test_add_language_trained.py"],
@@ -190,17 +191,25 @@ MUTANTS: list[Mutant] = [
       "return step / self.warmup_steps"),
     M("decay-steps", "train/schedule.py", "decay_steps = self.total_steps - self.warmup_steps - 1",
       "decay_steps = self.total_steps - self.warmup_steps"),
-    M("warmup-floor", "train/schedule.py", "int(round(warmup_ratio * total_steps))",
-      "int(warmup_ratio * total_steps)"),
+    # (round 3: the snippet now occurs twice, in the plain and the continued scheduler: the plain one, by context)
+    M("warmup-floor", "train/schedule.py",
+      "int(round(warmup_ratio * total_steps)))\n    return torch.optim.lr_scheduler.LambdaLR(optimizer, "
+      "WarmupCosine(total_steps, warmup, min_lr_ratio))",
+      "int(warmup_ratio * total_steps))\n    return torch.optim.lr_scheduler.LambdaLR(optimizer, "
+      "WarmupCosine(total_steps, warmup, min_lr_ratio))"),
     M("cosine-quarter", "train/schedule.py", "math.cos(math.pi * progress)", "math.cos(math.pi * progress / 2)"),
     # ---- routing statistics
     M("routing-second-column", "methods/dmoe/stages.py", "top1 = out.topk_idx[:, 0]", "top1 = out.topk_idx[:, 1]"),
-    M("routing-padding-counted", "methods/dmoe/stages.py", 'valid = (batch["labels"] != -100).reshape(-1)',
-      'valid = (batch["labels"] != -200).reshape(-1)'),
+    # (round 3: the padding mask of routing statistics moved to models/routing.py's iter_routing; the old snippet
+    # was found in layermoe/similarity.py instead, a different module, where sim-padding-counted covers it)
+    M("routing-padding-counted", "models/routing.py", 'yield batch, (batch["labels"] != -100).reshape(-1),',
+      'yield batch, (batch["labels"] != -200).reshape(-1),'),
     # ---- new language
     M("nl-argmax", "pipeline/new_language_stage.py", "source = min(range(k), key=lambda i: per_expert[i])",
       "source = max(range(k), key=lambda i: per_expert[i])"),
-    M("nl-old-expert-unmasked", "methods/dmoe/new_language.py", "mask[:num_old] = 0", "mask[:num_old - 1] = 0"),
+    # (round 3: the old experts' gradient mask moved to models/routers.py's freeze_expert_rows)
+    M("nl-old-expert-unmasked", "models/routers.py", "freeze_rows(p, torch.arange(p.shape[0]) < k)",
+      "freeze_rows(p, torch.arange(p.shape[0]) < k - 1)"),
     M("nl-weight-decay", "methods/dmoe/new_language.py", 'cfg = {**dict(train_config), "weight_decay": 0.0}',
       "cfg = dict(train_config)"),
     # ==== round 3 (issue 25): written against the round-2 code, not against its tests ====
