@@ -99,8 +99,11 @@ def test_routing_cli_compare_two_models_by_hand(folders, tmp_path, capsys):
     assert cmp["model"]["mean_jsd"] != cmp["other"]["mean_jsd"]
     assert cmp["difference"]["entropy_mean"] == pytest.approx(
         [b - a for a, b in zip(cmp["model"]["entropy_mean"], cmp["other"]["entropy_mean"], strict=True)])
+    iv = cmp["difference_intervals"]  # same text, same units: a paired interval per layer and curve
+    assert len(iv["mean_jsd"]) == 3 and all(lo <= hi for lo, hi in iv["mean_jsd_without_focus"])
     printed = capsys.readouterr().out
     assert "H model" in printed and "JSD-es other" in printed and "compare.json" in printed
+    assert "95% paired bootstrap interval (200 draws)" in printed
 
 
 @pytest.mark.parametrize("argv,msg", [
