@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _script import command_line, run_main  # noqa: E402
 
 MODES = ["seft", "ssft", "aeft", "lastn", "full", "lora"]
 PAPER_LRS = [1e-5, 1e-4, 4e-4, 1e-3, 4e-3]
@@ -122,7 +124,7 @@ def _parse(argv):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/expert_peft")
     args = ap.parse_args(argv)
-    args.command = shlex.join(["python", "benchmarks/expert_peft.py", *(sys.argv[1:] if argv is None else argv)])
+    args.command = command_line("expert_peft.py", argv)
     return args
 
 
@@ -204,10 +206,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from langmoe.errors import LangmoeError
-
-    try:
-        raise SystemExit(main())
-    except LangmoeError as e:
-        print(f"{Path(__file__).name}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_main(main, __file__)

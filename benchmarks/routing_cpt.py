@@ -16,13 +16,15 @@ library call). The answers are read from the numbers, either way.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _script import clear_own_files, command_line, run_main  # noqa: E402
 
 DEFAULT_LANGS = ["en", "de", "fr", "es", "pt", "gl", "ru", "uk", "da", "sv", "nb", "fi", "ar", "hi", "zh"]
 
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/routing_cpt")
     args = ap.parse_args(argv)
-    args.command = shlex.join(["python", "benchmarks/routing_cpt.py", *(sys.argv[1:] if argv is None else argv)])
+    args.command = command_line("routing_cpt.py", argv)
     torch.set_num_threads(args.threads)
 
     from langmoe.data.corpus import open_corpus
@@ -113,8 +115,7 @@ def main(argv=None) -> int:
     cpt = continue_pretraining(continued, tok, corpus, args.cpt_langs, args)
     window = min(256, getattr(base.config, "max_position_embeddings", 256))
     out = Path(args.out)
-    for name in ("RESULTS.md", "findings.json"):  # our own files beside langmoe's: else the folder is "foreign"
-        (out / name).unlink(missing_ok=True)
+    clear_own_files(out)  # our own files beside langmoe's: else the folder is "foreign"
     m = analyse_routing(base, tok, corpus, args.langs, out, tokens_per_lang=args.tokens_per_lang, window=window,
                         compare_model=continued, compare_focus=args.focus, names=("model", "other"))
     cmp = m["compare"]
@@ -126,10 +127,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from langmoe.errors import LangmoeError
-
-    try:
-        raise SystemExit(main())
-    except LangmoeError as e:
-        print(f"{Path(__file__).name}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_main(main, __file__)

@@ -13,6 +13,7 @@ from script_loader import load_script  # noqa: E402
 cpt = load_script("benchmarks/routing_cpt.py")
 rb = load_script("benchmarks/routing_builtin.py")
 ep = load_script("benchmarks/expert_peft.py")
+sc = load_script("benchmarks/_script.py")
 
 
 def test_cpt_reading_from_differences():
@@ -44,3 +45,25 @@ def test_expert_peft_summary_keeps_refusals_and_the_chosen_lr():
     assert s["table"]["seft"] == {"refused": "seft allows 1 expert(s)"} and s["table"]["ssft"]["lr"] == 4e-4
     assert s["targets"] == {"ssft_share_below_5pct": True, "ssft_child_ppl_within_2pct_of_lastn": True,
                             "ssft_parent_rise_smaller_than_lastn": True}
+
+
+def test_shared_script_tail(tmp_path, capsys):
+    from langmoe.errors import LangmoeError
+
+    assert sc.command_line("routing_cpt.py", ["--out", "a b"]) == "python benchmarks/routing_cpt.py --out 'a b'"
+    for name in ("RESULTS.md", "findings.json", "routing_counts.json"):
+        (tmp_path / name).write_text("x")
+    sc.clear_own_files(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["routing_counts.json"]  # langmoe's own file stays
+    with pytest.raises(SystemExit) as e:
+        sc.run_main(lambda: 0, "x/expert_peft.py")
+    assert e.value.code == 0
+
+    def bad():
+        raise LangmoeError("no such model")
+
+    with pytest.raises(SystemExit) as e:
+        sc.run_main(bad, "x/expert_peft.py")
+    assert e.value.code == 2 and capsys.readouterr().err == "expert_peft.py: error: no such model\n"
+    # the three scripts go through it
+    assert all(m.run_main.__module__ == m.command_line.__module__ == "_script" for m in (cpt, rb, ep))
