@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -67,3 +68,43 @@ def test_shared_script_tail(tmp_path, capsys):
     assert e.value.code == 2 and capsys.readouterr().err == "expert_peft.py: error: no such model\n"
     # the three scripts go through it
     assert all(m.run_main.__module__ == m.command_line.__module__ == "_script" for m in (cpt, rb, ep))
+
+
+def _run(mode, seed, child_ppl, parent_change, lr=4e-3):
+    return {"mode": mode, "after": {"gl": {"ppl": child_ppl}}, "parent_ppl_change": parent_change,
+            "trainable_share": 0.1, "before": {"gl": {"ppl": 120.0}}, "train_tokens": 10,
+            "config": {"lr": lr, "seed": seed}}
+
+
+def test_expert_peft_intervals_and_paired_comparison_by_hand(tmp_path, capsys):
+    runs = [_run("ssft", s, p, 0.1) for s, p in zip((0, 1, 2), (90.0, 92.0, 94.0), strict=True)]
+    runs += [_run("lastn", s, 100.0, 0.2) for s in (0, 1, 2)]
+    runs += [_run("lora", s, p, 0.05) for s, p in zip((0, 1), (80.0, 100.0), strict=True)]  # seed 2 missing
+    s = ep.summarise(runs, "gl", "pt", {"seft": {"refused": "no"}})
+    # ssft child ppl 90, 92, 94: mean 92, sd 2, 95% t (2 df) 4.302653 -> 92 +- 4.302653 * 2 / sqrt 3
+    h = 4.302653 * 2 / 3 ** 0.5
+    assert s["table"]["ssft"]["child_ppl_ci"] == pytest.approx([92 - h, 92 + h], abs=1e-5)
+    assert s["table"]["lastn"]["parent_ppl_change_ci"] == pytest.approx([0.2, 0.2])
+    # per seed ratios -.10 -.08 -.06: mean -.08, sd .02 -> the interval is below 0: lower child ppl than lastn
+    v = s["versus"]["ssft_vs_lastn"]
+    assert v["child_ppl_ratio_minus_1"] == pytest.approx(-0.08)
+    assert v["child_ppl_ratio_ci"] == pytest.approx([-0.08 - h / 100, -0.08 + h / 100], abs=1e-7)
+    assert v["child_ppl"] == "lower" and v["parent_change_difference_ci"] == pytest.approx([-0.1, -0.1])
+    # against lora only seeds 0 and 1 pair: ratios 90/80-1 = .125, 92/100-1 = -.08 -> spans 0
+    w = s["versus"]["ssft_vs_lora"]
+    assert w["seeds"] == 2 and w["child_ppl"] == "not distinguishable"
+    assert set(s["versus"]) == {"ssft_vs_lastn", "ssft_vs_lora"}  # seft refused, aeft not run
+    # the same summary re-read from a recorded json, without training
+    args = {"command": "python benchmarks/expert_peft.py --model m", "child": "gl", "parent": "pt",
+            "last_n_used": 2, "lrs": [4e-3], "seeds": [0, 1, 2]}
+    sweep = {"seft": {"refused": "no"}, "ssft": {"valid_ppl": {"0.004": 91.0}, "best_lr": 4e-3},
+             "lastn": {"valid_ppl": {"0.004": 99.0}, "best_lr": 4e-3},
+             "lora": {"valid_ppl": {"0.004": 95.0}, "best_lr": 4e-3}}
+    rec = tmp_path / "expert_peft.json"
+    rec.write_text(json.dumps({"args": args, "summary": {}, "sweep": sweep, "runs": runs, "reference_pool": ["pt"]}))
+    assert ep.main(["--from-json", str(rec)]) == 0
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "| ssft vs lastn | 3 | -8.00 [-12.97, -3.03] | lower | -10.00 [-10.00, -10.00] |" in md
+    assert "re-read from the recorded runs with `python benchmarks/expert_peft.py --from-json" in md
+    assert json.loads(rec.read_text())["summary"]["versus"]["ssft_vs_lastn"]["child_ppl"] == "lower"
+    capsys.readouterr()
