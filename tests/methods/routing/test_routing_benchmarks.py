@@ -108,3 +108,49 @@ def test_expert_peft_intervals_and_paired_comparison_by_hand(tmp_path, capsys):
     assert "re-read from the recorded runs with `python benchmarks/expert_peft.py --from-json" in md
     assert json.loads(rec.read_text())["summary"]["versus"]["ssft_vs_lastn"]["child_ppl"] == "lower"
     capsys.readouterr()
+
+
+def test_cpt_reading_on_intervals_by_hand():
+    cmp = {"model": {"layers": [0, 1, 3], "mean_jsd": [0.1, 0.1, 0.2]},
+           "difference": {"entropy_mean": [0.02, 0.04, -0.1], "mean_jsd": [-0.01, -0.03, -0.01]},
+           "difference_intervals": {"level": 0.95, "n_boot": 200,
+                                    "entropy_mean": [[0.01, 0.03], [-0.01, 0.09], [-0.2, -0.05]],
+                                    "mean_jsd": [[-0.02, -0.005], [-0.05, -0.01], [-0.03, 0.01]]}}
+    r = cpt.reading(cmp)
+    # layer 0: entropy up, JSD down, both clear of 0; layer 1: the entropy interval spans 0
+    assert [x["direction"] for x in r["per_layer"]] == ["diffused", "unclear", "unclear"]
+    assert r["diffused_early_middle_read"] == "partly" and r["diffused_early_middle"]  # the means alone say yes
+    # last layer: 10% of 0.2 is -0.02; the interval [-0.03, 0.01] reaches below it and above it
+    assert r["last_layer_kept_read"] == "not distinguishable"
+    cmp["difference_intervals"]["mean_jsd"][2] = [-0.015, 0.01]
+    assert cpt.reading(cmp)["last_layer_kept_read"] == "yes"
+    cmp["difference_intervals"]["mean_jsd"][2] = [-0.05, -0.021]
+    assert cpt.reading(cmp)["last_layer_kept_read"] == "no"
+    cmp["difference_intervals"]["entropy_mean"][:2] = [[-0.03, -0.01], [-0.09, -0.01]]
+    cmp["difference_intervals"]["mean_jsd"][:2] = [[0.005, 0.02], [0.01, 0.05]]
+    assert cpt.reading(cmp)["diffused_early_middle_read"] == "no"
+
+
+def test_cpt_reread_from_folder(tmp_path, capsys):
+    from langmoe.methods.routing.collect import RoutingCounts
+
+    def rc(units):
+        counts = [[[sum(u[0][e] for u in units[x]) for e in range(2)]] for x in ("en", "de")]
+        return RoutingCounts(langs=["en", "de"], layers=[0], num_experts=[2], top_k=[1], counts=counts,
+                             tokens={"en": 4, "de": 4}, unit_counts=units)
+
+    # base: en's units [2 0], [0 2] and de's [1 1] twice; continued: en [1 1] twice (see test_compare)
+    rc({"en": [[[2, 0]], [[0, 2]]], "de": [[[1, 1]], [[1, 1]]]}).save(tmp_path / "routing_counts.json")
+    rc({"en": [[[1, 1]], [[1, 1]]], "de": [[[1, 1]], [[1, 1]]]}).save(tmp_path / "compare_counts.json")
+    args = {"command": "python benchmarks/routing_cpt.py", "cpt_langs": ["gl"], "steps": 3, "lr": 1e-3, "seed": 0,
+            "focus": "en"}
+    (tmp_path / "findings.json").write_text(json.dumps({"args": args, "cpt": {"tokens": 9, "first_loss": 5.0,
+                                                                                "last_loss": 4.0}}))
+    assert cpt.main(["--from-folder", str(tmp_path)]) == 0
+    f = json.loads((tmp_path / "findings.json").read_text())
+    assert f["cpt"]["tokens"] == 9 and f["reread"].endswith(f"--from-folder {tmp_path}")
+    # the only layer is the last: entropy change 0, interval [0, ln2/2] (by hand in test_compare)
+    assert f["reading"]["per_layer"][0]["entropy_ci"] == pytest.approx([0, 0.5 * 0.6931471805599453])
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "Reading redone from the folder's counts" in md and "| 0 | +0.0000 [+0.0000, +0.3466]" in md
+    capsys.readouterr()
