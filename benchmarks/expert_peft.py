@@ -18,13 +18,16 @@ steps x batch x block tokens. The targets: SSFT trains < 5% of the parameters, r
 
 Works on any MoE folder with tokenizer files (stock transformers MoE or langmoe-upcycled).
 `python benchmarks/expert_peft.py --from-json DIR/expert_peft.json` re-reads a recorded run (summary, 95% t
-intervals over seeds, each expert mode against last-n and LoRA on the same seeds, RESULTS.md) without training.
+intervals over seeds, each expert mode against last-n and LoRA on the same seeds, each mode's child ppl at
+last-n's parent cost along the sweep, RESULTS.md) without training; `--log run.log` fills the sweep's parent
+changes from the run's own output where the json predates them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -79,6 +82,36 @@ def paired(runs_a: list[dict], runs_b: list[dict], child: str) -> dict | None:
     return {"seeds": len(pairs), "child_ppl_ratio_minus_1": statistics.fmean(ratio), "child_ppl_ratio_ci": ci,
             "parent_change_difference": statistics.fmean(parent), "parent_change_difference_ci": t_interval(parent),
             "child_ppl": verdict}
+
+
+def matched_cost(sweep: dict, lrs, ref: str = "lastn") -> dict | None:
+    """Child ppl on `valid` (first seed) of every swept mode at the parent ppl changes `ref` reached in its sweep:
+    each mode's sweep points sorted by parent change, linearly interpolated between its two neighbours (None
+    outside the mode's range). Compares the modes along their trade-off curve instead of at one LR each."""
+    pts = {m: sorted((v["valid_parent_change"][str(lr)], v["valid_ppl"][str(lr)]) for lr in lrs)
+           for m, v in sweep.items() if "valid_parent_change" in v}
+    if ref not in pts:
+        return None
+
+    def at(points, x):
+        for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+            if x0 <= x <= x1:
+                return y0 if x1 == x0 else y0 + (x - x0) / (x1 - x0) * (y1 - y0)
+        return None
+
+    xs = [x for x, _ in pts[ref]]
+    return {"ref": ref, "parent_change": xs, "child_ppl": {m: [at(p, x) for x in xs] for m, p in pts.items()}}
+
+
+def sweep_parent_changes_from_log(sweep: dict, log: Path) -> None:
+    """Fill `valid_parent_change` of a sweep recorded before it was stored, from the run's own log lines
+    (`valid seed S MODE lr LR: ... parent +X.XX%`, 0.01-point precision)."""
+    pat = re.compile(r"^valid seed \d+ (\w+)\s+lr ([0-9.e+-]+): .* parent ([+-][0-9.]+)%$")
+    for line in log.read_text(encoding="utf-8").splitlines():
+        m = pat.match(line.strip())
+        if m and m[1] in sweep and "valid_ppl" in sweep[m[1]]:
+            key = next(k for k in sweep[m[1]]["valid_ppl"] if float(k) == float(m[2]))
+            sweep[m[1]].setdefault("valid_parent_change", {})[key] = float(m[3]) / 100
 
 
 def summarise(runs: list[dict], child: str, parent: str, sweep: dict | None = None) -> dict:
@@ -168,19 +201,30 @@ def write_markdown(path: Path, args, summary: dict, pool: list[str], sweep: dict
                   "| mode | " + " | ".join(f"{lr:g}" for lr in args.lrs) + " |", "|---|" + "---|" * len(args.lrs)]
         lines += [f"| {mode} | " + " | ".join(f"{100 * v['valid_parent_change'][str(lr)]:+.2f}%" for lr in args.lrs)
                   + " |" for mode, v in sweep.items() if "valid_parent_change" in v]
+    mc = matched_cost(sweep, args.lrs)
+    if mc:
+        lines += ["", f"Child ppl on `valid` at the parent cost {mc['ref']} paid in its sweep (first seed, each mode "
+                      "interpolated linearly between its two neighbouring sweep points; — outside its range):", "",
+                  "| parent ppl change | " + " | ".join(mc["child_ppl"]) + " |", "|---|" + "---|" * len(mc["child_ppl"])]
+        lines += [f"| {100 * x:+.2f}% | " + " | ".join("—" if v[i] is None else f"{v[i]:.2f}"
+                                                      for v in mc["child_ppl"].values()) + " |"
+                  for i, x in enumerate(mc["parent_change"])]
     lines += ["", "Targets: " + (", ".join(f"{k}: **{'yes' if v else 'no'}**" for k, v in summary["targets"].items())
                                  or "n/a"), ""]
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def resummarise(path: Path, argv) -> int:
+def resummarise(path: Path, argv, log: Path | None = None) -> int:
     """Re-read a recorded expert_peft.json: the summary (intervals, paired comparisons) and RESULTS.md again,
-    from its runs; nothing is trained."""
+    from its runs; nothing is trained. With `log` (the run's own output) the sweep's parent changes are filled
+    in where the json predates them."""
     from langmoe.io import read_json, write_json
 
     rec = read_json(path)
     args = argparse.Namespace(**rec["args"])
     args.resummarised = command_line("expert_peft.py", argv)
+    if log is not None:
+        sweep_parent_changes_from_log(rec["sweep"], log)
     rec["summary"] = summarise(rec["runs"], args.child, args.parent, rec["sweep"])
     rec["resummarised"] = args.resummarised
     write_json(path, rec)
@@ -258,9 +302,9 @@ def _sweep(args, tok, corpus, counts, block: int) -> dict:
 def main(argv=None) -> int:
     argv_list = sys.argv[1:] if argv is None else list(argv)
     if argv_list[:1] == ["--from-json"]:
-        if len(argv_list) != 2:
-            raise SystemExit("usage: expert_peft.py --from-json PATH/expert_peft.json")
-        return resummarise(Path(argv_list[1]), argv_list)
+        if len(argv_list) not in (2, 4) or (len(argv_list) == 4 and argv_list[2] != "--log"):
+            raise SystemExit("usage: expert_peft.py --from-json PATH/expert_peft.json [--log PATH/run.log]")
+        return resummarise(Path(argv_list[1]), argv_list, Path(argv_list[3]) if len(argv_list) == 4 else None)
     args = _parse(argv)
     torch.set_num_threads(args.threads)
 

@@ -154,3 +154,26 @@ def test_cpt_reread_from_folder(tmp_path, capsys):
     md = (tmp_path / "RESULTS.md").read_text()
     assert "Reading redone from the folder's counts" in md and "| 0 | +0.0000 [+0.0000, +0.3466]" in md
     capsys.readouterr()
+
+
+def test_expert_peft_matched_cost_by_hand(tmp_path):
+    lrs = [1e-3, 4e-3]
+    sweep = {"seft": {"refused": "no"},
+             "lastn": {"valid_ppl": {"0.001": 80.0, "0.004": 60.0}},
+             "ssft": {"valid_ppl": {"0.001": 90.0, "0.004": 70.0}}}
+    log = tmp_path / "run.log"
+    log.write_text("seft: refused: no\n"
+                   "valid seed 0 lastn lr 0.001: share 38.248%  child ppl 111.635 -> 80.000  parent +10.00%\n"
+                   "valid seed 0 lastn lr 0.004: share 38.248%  child ppl 111.635 -> 60.000  parent +30.00%\n"
+                   "valid seed 0 ssft  lr 0.001: share 13.236%  child ppl 111.635 -> 90.000  parent +5.00%\n"
+                   "valid seed 0 ssft  lr 0.004: share 13.236%  child ppl 111.635 -> 70.000  parent +25.00%\n"
+                   "test seed 0 ssft  lr 0.004: share 13.236%  child ppl 118.637 -> 66.158  parent +44.40%\n")
+    ep.sweep_parent_changes_from_log(sweep, log)
+    assert sweep["ssft"]["valid_parent_change"] == pytest.approx({"0.001": 0.05, "0.004": 0.25})
+    assert "valid_parent_change" not in sweep["seft"]
+    mc = ep.matched_cost(sweep, lrs)
+    # at last-n's +10%: ssft between (5%, 90) and (25%, 70) -> 90 - 5/20 * 20 = 85; at +30%: beyond ssft's range
+    assert mc["parent_change"] == pytest.approx([0.1, 0.3])
+    assert mc["child_ppl"]["ssft"][0] == pytest.approx(85.0) and mc["child_ppl"]["ssft"][1] is None
+    assert mc["child_ppl"]["lastn"] == pytest.approx([80.0, 60.0])
+    assert ep.matched_cost({"ssft": sweep["ssft"]}, lrs) is None  # no last-n sweep: nothing to match
