@@ -11,7 +11,9 @@ Three kinds (`DeviationConfig.kind`, docs/dmoe-analysis.md):
 
 Memory: with `params="measured"` only the weights the probe measures (the FFN matrices; attention when asked) get
 gradients, and only they are copied before the update kinds run; the copy (`BaseCopy`) is kept in the narrowest
-float type that holds it exactly (a bfloat16 checkpoint loaded in float32 costs 2 bytes a weight, not 4).
+float type that holds it exactly (a bfloat16 checkpoint loaded in float32 costs 2 bytes a weight, not 4). The sgd
+probe with one micro-batch a step takes its step inside backward (`SGDInBackward`), so the trained weights'
+gradients are never all alive at once.
 """
 
 from __future__ import annotations
