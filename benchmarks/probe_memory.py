@@ -247,6 +247,37 @@ def within_spread(variant: list[dict], pairs: list[dict]) -> bool:
             and _mean(variant, "group_ari") >= min(r["group_ari"] for r in pairs))
 
 
+def first_group_margin(langs: list[str], sim, size: int = 3) -> float:
+    """How far the grouping's first pick is from a tie: the smallest diameter (1 − similarity) of a `size`-subset
+    minus the next smallest of a different subset. The first group is the smallest-diameter subset, so a change of
+    the similarities by more than about this margin can change it (and with it every later group)."""
+    import numpy as np
+
+    d = 1 - np.asarray(sim, dtype=float)
+    diam = sorted(max(d[i, j] for i, j in itertools.combinations(g, 2))
+                  for g in itertools.combinations(range(len(langs)), size))
+    return float(diam[1] - diam[0])
+
+
+def _margin_lines(agr: dict[str, Any]) -> list[str]:
+    import numpy as np
+
+    lines = []
+    for kind, a in agr.items():
+        seeds = list(a["runs"]["exact"])
+        size = -(-len(a["langs"]) // a["num_groups"])
+        margins = [first_group_margin(a["langs"], a["runs"]["exact"][s]["sim"], size) for s in seeds]
+        diff = {v: [float(np.max(np.abs(np.asarray(a["runs"][v][s]["sim"]) - np.asarray(a["runs"]["exact"][s]["sim"]))))
+                    for s in seeds] for v in ("sketch", "light")}
+        pairs = [float(np.max(np.abs(np.asarray(a["runs"]["exact"][s]["sim"]) - np.asarray(a["runs"]["exact"][t]["sim"]))))
+                 for s, t in itertools.combinations(seeds, 2)]
+        f = lambda xs: ", ".join(f"{x:.4f}" for x in xs)  # noqa: E731
+        lines.append(f"- {kind}, seeds {', '.join(map(str, seeds))}: the exact probe's first-group margin (next "
+                     f"smallest diameter minus the smallest) {f(margins)}; largest similarity change, sketch vs "
+                     f"exact {f(diff['sketch'])}, light vs exact {f(diff['light'])}, exact seed vs seed {f(pairs)}.")
+    return lines
+
+
 def _agreement_md(agr: dict[str, Any]) -> list[str]:
     lines = ["Each cell: similarity correlation / layer-deviation correlation / largest layer-profile difference / "
              "group ARI, the mean over the pairs or seeds (the worst in brackets).", "",
@@ -260,7 +291,7 @@ def _agreement_md(agr: dict[str, Any]) -> list[str]:
             lines.append(f"| {kind} | {seeds} | {tokens:,} | {_fmt(a['seed_pairs'])} | {VARIANTS[variant]} | "
                          f"{_fmt(rows)} | {'yes' if within_spread(rows, a['seed_pairs']) else 'no'} |")
     cpu = sum(a.get("cpu_s", 0.0) for a in agr.values()) / 60
-    lines += ["", f"CPU time of the part: {cpu:.1f} minutes."]
+    lines += ["", f"CPU time of the part: {cpu:.1f} minutes.", "", *_margin_lines(agr)]
     return lines
 
 

@@ -113,3 +113,14 @@ def test_rewriting_the_results_keeps_the_reading_and_each_rows_command(tmp_path)
     text = out.read_text()
     assert "old table" not in text and text.endswith("## Reading\n\n- the target is met\n")
     assert "- `python benchmarks/probe_memory.py --memory --rows default`" in text and "| 2.00 | 1.40 |" in text
+
+
+def test_first_group_margin_is_the_gap_to_the_next_best_first_group():
+    langs = ["a", "b", "c", "d"]
+    s = np.full((4, 4), 0.1)
+    np.fill_diagonal(s, 1.0)
+    s[0, 1] = s[1, 0] = 0.9  # a-b: distance 0.1, the first pick
+    s[2, 3] = s[3, 2] = 0.85  # c-d: distance 0.15, the runner-up
+    assert memory.first_group_margin(langs, s, size=2) == pytest.approx(0.05)
+    s[2, 3] = s[3, 2] = 0.9
+    assert memory.first_group_margin(langs, s, size=2) == pytest.approx(0.0)  # a tie
