@@ -73,3 +73,17 @@ def test_default_sgd_with_one_micro_batch_steps_in_backward_and_frees_each_gradi
     assert all(max(v) > 0 for v in res.dev_ffn.values())
     assert alive and max(alive) == 1  # each gradient is gone before the next one arrives
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_in_backward_with_activation_checkpointing_is_the_same(monkeypatch):
+    """The norm pass and the step pass each recompute the checkpointed layers: same weights as without."""
+    from langmoe.precision import _enable_checkpointing
+
+    cfg = {**BASE, "grad_clip": 0.05}
+    blocks = synthetic_blocks()
+    plain = measure_deviation(tiny_llama(), blocks, cfg)
+    model = tiny_llama()
+    _enable_checkpointing(model)
+    ckpt = measure_deviation(model, blocks, cfg)
+    assert ckpt.dev_ffn == plain.dev_ffn
+    assert all(torch.equal(ckpt.vectors[x], plain.vectors[x]) for x in plain.langs)
