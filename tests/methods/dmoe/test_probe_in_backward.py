@@ -75,7 +75,7 @@ def test_default_sgd_with_one_micro_batch_steps_in_backward_and_frees_each_gradi
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_in_backward_with_activation_checkpointing_is_the_same(monkeypatch):
+def test_in_backward_with_activation_checkpointing_is_the_same():
     """The norm pass and the step pass each recompute the checkpointed layers: same weights as without."""
     from langmoe.precision import _enable_checkpointing
 
