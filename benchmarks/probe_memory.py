@@ -45,6 +45,7 @@ PROBE_ARGS = ["--langs", "en", "de", "fr", "--steps", "2", "--micro-batch-size",
 MEMORY_ROWS: dict[str, tuple[str, list[str]]] = {
     "old": ("before: the old probe (--old-src)", ["old"]),
     "default": ("sgd, FFN only, centred (the default)", []),
+    "default-no-ckpt": ("the default without activation checkpointing", ["--no-gradient-checkpointing"]),
     "default-bf16": ("the default, bf16 autocast", ["--mixed-precision", "bf16"]),
     "paper": ("paper probe, all parameters (exact vectors)", ["--kind", "adamw", "--params", "all", "--attention",
                                                                "--no-center", "--exact-vectors"]),
@@ -104,8 +105,8 @@ def memory(work: Path, old_src: str | None, threads: int, keys: list[str], grad_
     model_dir = work / "qwen2-362m-bf16"
     n_params = make_model(model_dir)
     probe_args = [*PROBE_ARGS, *(["--grad-accum", str(grad_accum)] if grad_accum else [])]
-    kept = {r["key"]: r for r in (previous or {}).get("rows", []) if r.get("key") and
-            (previous or {}).get("probe_args") == probe_args}
+    kept = {_row_id(r): r for r in (previous or {}).get("rows", []) if r.get("key")
+            and r.get("args", [])[:len(PROBE_ARGS)] == PROBE_ARGS}
     for key in keys:
         label, extra = MEMORY_ROWS[key]
         old = extra == ["old"]
@@ -121,13 +122,26 @@ def memory(work: Path, old_src: str | None, threads: int, keys: list[str], grad_
         print(f"probe_memory: {label}", file=sys.stderr, flush=True)
         r = _time_v(cmd, env, work / f"dev-{key}.log")
         dev = json.loads((out / "deviation.json").read_text()) if (out / "deviation.json").is_file() else {}
-        kept[key] = ({"key": key, "label": label, "args": args, "old": old, **r, "ratio": (r["peak_bytes"] or 0) / (4 * n_params),
+        row = ({"key": key, "label": label, "args": args, "old": old, **r, "ratio": (r["peak_bytes"] or 0) / (4 * n_params),
                      "base_copy_bytes": dev.get("base_copy_bytes"), "vector_dim": dev.get("vector_dim"),
                       "sketched": dev.get("sketched"), "dev_ffn": dev.get("dev_ffn"), "command": command,
                       "date": time.strftime("%Y-%m-%d")})
-    rows = [kept[k] for k in MEMORY_ROWS if k in kept]
-    return {"params": n_params, "fp32_bytes": 4 * n_params, "threads": threads, "probe_args": probe_args,
+        kept[_row_id(row)] = row
+    order = list(MEMORY_ROWS)
+    rows = sorted(kept.values(), key=lambda r: (order.index(r["key"]), _grad_accum(r)))
+    return {"params": n_params, "fp32_bytes": 4 * n_params, "threads": threads, "probe_args": PROBE_ARGS,
             "rows": rows}
+
+
+def _grad_accum(row: dict[str, Any]) -> int:
+    """The row's micro-batches a step (`--grad-accum`; 0 when not given: the library default)."""
+    args = row.get("args", [])
+    return int(args[args.index("--grad-accum") + 1]) if "--grad-accum" in args else 0
+
+
+def _row_id(row: dict[str, Any]) -> tuple[str, int]:
+    """Rows are kept per setting and per `--grad-accum`."""
+    return row["key"], _grad_accum(row)
 
 
 def _groups(langs, sim, k=3):
@@ -222,7 +236,8 @@ def _memory_md(mem: dict[str, Any], cmd_base: str) -> list[str]:
              "| probe | options | wall s | peak resident GB | × fp32 model | base copy GB | vector |",
              "|---|---|---|---|---|---|---|"]
     for r in mem["rows"]:
-        opts = "(old code)" if r["old"] else (" ".join(r["args"][len(mem["probe_args"]):]) or "(defaults)")
+        extra = " ".join(r["args"][len(PROBE_ARGS):])
+        opts = "(old code)" + (f" {extra}" if extra else "") if r["old"] else (extra or "(defaults)")
         vec = "" if r["vector_dim"] is None else f"{r['vector_dim']:,}" + (" (sketch)" if r["sketched"] else "")
         base = "" if r["base_copy_bytes"] is None else f"{r['base_copy_bytes'] / gb:.2f}"
         peak = "failed" if r["peak_bytes"] is None or r["rc"] else f"{r['peak_bytes'] / gb:.2f}"
@@ -300,7 +315,7 @@ VARIANTS = {"sketch": "count sketch, 65,536 (the default at real size)",
 
 
 def _render(data: dict[str, Any], reading: str) -> list[str]:
-    base = "langmoe deviation --model 362M-folder " + " ".join(data.get("memory", {}).get("probe_args", PROBE_ARGS))
+    base = "langmoe deviation --model 362M-folder " + " ".join(PROBE_ARGS)
     lines = ["# Deviation probe memory", "", "The machine (2 cores) was shared with other jobs: wall times are "
              "indicative; peak memory is not affected.", ""]
     if "memory" in data:
@@ -325,8 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="--agreement: seeds (at least 2)")
     ap.add_argument("--rows", default=",".join(MEMORY_ROWS), help=f"--memory rows, of {', '.join(MEMORY_ROWS)}")
     ap.add_argument("--grad-accum", type=int, default=None,
-                    help="micro-batches per probe step for every row (peak memory does not depend on it; fewer "
-                         "make each run faster)")
+                    help="micro-batches per probe step for every row run (default: the library's, 16); rows are "
+                         "kept per value")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     store = args.out.with_suffix(".json")

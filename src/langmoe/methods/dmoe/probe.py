@@ -13,7 +13,8 @@ Memory: with `params="measured"` only the weights the probe measures (the FFN ma
 gradients, and only they are copied before the update kinds run; the copy (`BaseCopy`) is kept in the narrowest
 float type that holds it exactly (a bfloat16 checkpoint loaded in float32 costs 2 bytes a weight, not 4). The sgd
 probe with one micro-batch a step takes its step inside backward (`SGDInBackward`), so the trained weights'
-gradients are never all alive at once.
+gradients are never all alive at once; the probes that keep them (several micro-batches a step, the library
+default) recompute activations in backward above a size (`use_checkpointing`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import get_adapter
+from langmoe.precision import _enable_checkpointing
 from langmoe.train.trainer import is_no_decay
 
 _FFN_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe")
@@ -443,6 +445,38 @@ def _sgd_in_backward_probe(model, source, target: ProbeTarget, s: ProbeSettings,
     finally:
         stepper.close()
     return ProbeRun(losses, tokens, time.perf_counter() - t0)
+
+
+CHECKPOINT_ABOVE = 256 << 20  # bytes of trained weights above which checkpointing="auto" recomputes activations
+
+
+def use_checkpointing(where: str, target: ProbeTarget, s: ProbeSettings) -> bool:
+    """Whether the probe recomputes each decoder layer's activations in backward: `on`, `off`, or `auto`: on when
+    the probe keeps every trained weight's gradient while it runs (all but sgd's in-backward step, so the
+    library default of 16 micro-batches a step) and those weights exceed CHECKPOINT_ABOVE bytes. There the peak is
+    runtime + weights + gradients + activations, and the activations are the part that can go (the 362M model
+    of benchmarks/probe_memory.py: −0.36 GB, 2.58× → 2.34× its float32 bytes); below it memory is small and the
+    recomputation only costs time. The results are the same numbers either way (tested)."""
+    if where not in ("auto", "on", "off"):
+        raise LangmoeError(f"checkpointing must be auto, on or off, got {where!r}")
+    if where != "auto":
+        return where == "on"
+    size = sum(p.numel() * p.element_size() for p in target.trained.values())
+    return not sgd_in_backward(s) and size > CHECKPOINT_ABOVE
+
+
+@contextlib.contextmanager
+def checkpointing(model: torch.nn.Module, on: bool) -> Iterator[None]:
+    """Activation checkpointing (`langmoe.precision`'s: non-reentrant, RNG kept) switched on inside the `with`
+    and off again after, unless it was on before."""
+    if not on:
+        yield
+        return
+    undo = _enable_checkpointing(model)
+    try:
+        yield
+    finally:
+        undo()
 
 
 def _update_probe(model, source, target: ProbeTarget, s: ProbeSettings, on_step) -> ProbeRun:
