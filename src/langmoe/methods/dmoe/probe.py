@@ -455,8 +455,8 @@ def use_checkpointing(where: str, target: ProbeTarget, s: ProbeSettings) -> bool
     the probe keeps every trained weight's gradient while it runs (all but sgd's in-backward step, so the
     library default of 16 micro-batches a step) and those weights exceed CHECKPOINT_ABOVE bytes. There the peak is
     runtime + weights + gradients + activations, and the activations are the part that can go (the 362M model
-    of benchmarks/probe_memory.py: −0.36 GB, 2.58× → 2.34× its float32 bytes); below it memory is small and the
-    recomputation only costs time. The results are the same numbers either way (tested)."""
+    of benchmarks/probe_memory.py, 16 micro-batches a step: 3.78 → 3.44 GB, 2.61× → 2.38× its float32 bytes);
+    below it memory is small and the recomputation only costs time. The results are the same numbers either way (tested)."""
     if where not in ("auto", "on", "off"):
         raise LangmoeError(f"checkpointing must be auto, on or off, got {where!r}")
     if where != "auto":
