@@ -455,7 +455,7 @@ def use_checkpointing(where: str, target: ProbeTarget, s: ProbeSettings) -> bool
     the probe keeps every trained weight's gradient while it runs (all but sgd's in-backward step, so the
     library default of 16 micro-batches a step) and those weights exceed CHECKPOINT_ABOVE bytes. There the peak is
     runtime + weights + gradients + activations, and the activations are the part that can go (the 362M model
-    of benchmarks/probe_memory.py, 16 micro-batches a step: 3.78 → 3.44 GB, 2.61× → 2.38× its float32 bytes);
+    of benchmarks/probe_memory.py, 16 micro-batches a step: 3.82 → 3.48 GB, 2.64× → 2.40× its float32 bytes);
     below it memory is small and the recomputation only costs time. The results are the same numbers either way (tested)."""
     if where not in ("auto", "on", "off"):
         raise LangmoeError(f"checkpointing must be auto, on or off, got {where!r}")
