@@ -124,3 +124,18 @@ def test_first_group_margin_is_the_gap_to_the_next_best_first_group():
     assert memory.first_group_margin(langs, s, size=2) == pytest.approx(0.05)
     s[2, 3] = s[3, 2] = 0.9
     assert memory.first_group_margin(langs, s, size=2) == pytest.approx(0.0)  # a tie
+
+
+def test_memory_rows_are_kept_per_grad_accum(tmp_path, monkeypatch):
+    """A row rerun with another --grad-accum is added beside the one before; the same value replaces it."""
+    monkeypatch.setattr(memory, "make_model", lambda _path: 100)
+    peaks = iter([1000, 2000, 3000])
+    monkeypatch.setattr(memory, "_time_v", lambda *_a: {"rc": 0, "wall_s": 1.0, "peak_bytes": next(peaks)})
+    first = memory.memory(tmp_path, None, 1, ["default"], 1)
+    second = memory.memory(tmp_path, None, 1, ["default", "default-no-ckpt"], 16, first)
+    assert [(r["key"], memory._grad_accum(r), r["peak_bytes"]) for r in second["rows"]] == [
+        ("default", 1, 1000), ("default", 16, 2000), ("default-no-ckpt", 16, 3000)]
+    assert second["rows"][2]["args"][-1] == "--no-gradient-checkpointing"
+    monkeypatch.setattr(memory, "_time_v", lambda *_a: {"rc": 0, "wall_s": 1.0, "peak_bytes": 5})
+    third = memory.memory(tmp_path, None, 1, ["default"], 16, second)
+    assert [r["peak_bytes"] for r in third["rows"]] == [1000, 5, 3000]
