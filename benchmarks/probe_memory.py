@@ -8,13 +8,22 @@ with the code of `--old-src`, the probe before this change). Peak resident memor
 float32 bytes (4 × parameters).
 
 Part 2 (`--agreement`): on the shipped `builtin` base, nine languages (en de nl fr es it ru uk pl, K = 3), seeds
-0..4, each probe kind at its defaults: the exact probe (float32, exact vectors; adamw: the paper's all-parameter
-fine-tune) against the light one (FFN only, bf16 autocast, a 65,536-bucket count sketch of the vector). The light
-probe agrees with the exact one when it is as close to the exact probe of the same seed as two seeds of the exact
-probe are to each other.
+0, 1, 2 (`--seeds`), each probe kind of `--kinds` (default: sgd, the default probe) at its defaults (65,536 tokens a
+language): the exact probe (float32, exact vectors; adamw: the paper's all-parameter fine-tune) against
+- `sketch`: the same run's vectors count-sketched to 65,536 numbers (what the default does above 2^24 numbers, so
+  on every model of real size; the layer deviations are the exact run's),
+- `light`: a run with the FFN only, bf16 autocast and the 65,536-bucket count sketch (adamw: bf16 moments too).
+A variant agrees with the exact probe when it is as close to the exact probe of the same seed as two seeds of the
+exact probe are to each other (similarity correlation, layer-deviation correlation and difference, group ARI).
+The results are written after each kind, so a stopped run keeps the kinds it finished.
 
-    python benchmarks/probe_memory.py --memory --agreement --work /work/runs/probe/mem \
-        --old-src /work/main/src --out benchmarks/results/probe_memory.md
+    python benchmarks/probe_memory.py --memory --work /work/runs/probe/mem --old-src /work/main/src \
+        --out benchmarks/results/probe_memory.md
+    python benchmarks/probe_memory.py --agreement --kinds sgd --seeds 0,1,2 --threads 1 \
+        --work /work/runs/probe/agree --out benchmarks/results/probe_memory.md
+
+Every part records the command that made it (in the .json and the .md); what follows a `## Reading` heading in
+the .md is kept when the file is written again.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ PROBE_ARGS = ["--langs", "en", "de", "fr", "--steps", "2", "--micro-batch-size",
 MEMORY_ROWS: dict[str, tuple[str, list[str]]] = {
     "old": ("before: the old probe (--old-src)", ["old"]),
     "default": ("sgd, FFN only, centred (the default)", []),
+    "default-no-ckpt": ("the default without activation checkpointing", ["--no-gradient-checkpointing"]),
     "default-bf16": ("the default, bf16 autocast", ["--mixed-precision", "bf16"]),
     "paper": ("paper probe, all parameters (exact vectors)", ["--kind", "adamw", "--params", "all", "--attention",
                                                                "--no-center", "--exact-vectors"]),
@@ -45,8 +55,9 @@ MEMORY_ROWS: dict[str, tuple[str, list[str]]] = {
     "gradient": ("gradient (mean gradient at the base, no step)", ["--kind", "gradient"]),
 }
 EURO = ["en", "de", "nl", "fr", "es", "it", "ru", "uk", "pl"]
-SEEDS = [0, 1, 2, 3, 4]
-LIGHT = {"params": "measured", "mixed_precision": "bf16", "sketch_dim": 65536, "sketch_method": "count"}
+SEEDS = [0, 1, 2]
+SKETCH_DIM = 65536
+LIGHT = {"params": "measured", "mixed_precision": "bf16", "sketch_dim": SKETCH_DIM, "sketch_method": "count"}
 LIGHT_STATE = {"adamw": {"optimizer_state": "bfloat16"}}  # adamw's light probe keeps its moments in bf16 too
 EXACT = {"adamw": {"params": "all"}, "sgd": {}, "gradient": {}}
 
@@ -89,13 +100,13 @@ def _time_v(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
 
 
 def memory(work: Path, old_src: str | None, threads: int, keys: list[str], grad_accum: int | None,
-           previous: dict[str, Any] | None = None) -> dict[str, Any]:
+           previous: dict[str, Any] | None = None, command: str = "") -> dict[str, Any]:
     """Peak memory of each probe setting in `keys`; rows of `previous` not rerun are kept (same probe args)."""
     model_dir = work / "qwen2-362m-bf16"
     n_params = make_model(model_dir)
     probe_args = [*PROBE_ARGS, *(["--grad-accum", str(grad_accum)] if grad_accum else [])]
-    kept = {r["key"]: r for r in (previous or {}).get("rows", []) if r.get("key") and
-            (previous or {}).get("probe_args") == probe_args}
+    kept = {_row_id(r): r for r in (previous or {}).get("rows", []) if r.get("key")
+            and r.get("args", [])[:len(PROBE_ARGS)] == PROBE_ARGS}
     for key in keys:
         label, extra = MEMORY_ROWS[key]
         old = extra == ["old"]
@@ -111,12 +122,26 @@ def memory(work: Path, old_src: str | None, threads: int, keys: list[str], grad_
         print(f"probe_memory: {label}", file=sys.stderr, flush=True)
         r = _time_v(cmd, env, work / f"dev-{key}.log")
         dev = json.loads((out / "deviation.json").read_text()) if (out / "deviation.json").is_file() else {}
-        kept[key] = ({"key": key, "label": label, "args": args, "old": old, **r, "ratio": (r["peak_bytes"] or 0) / (4 * n_params),
+        row = ({"key": key, "label": label, "args": args, "old": old, **r, "ratio": (r["peak_bytes"] or 0) / (4 * n_params),
                      "base_copy_bytes": dev.get("base_copy_bytes"), "vector_dim": dev.get("vector_dim"),
-                      "sketched": dev.get("sketched"), "dev_ffn": dev.get("dev_ffn")})
-    rows = [kept[k] for k in MEMORY_ROWS if k in kept]
-    return {"params": n_params, "fp32_bytes": 4 * n_params, "threads": threads, "probe_args": probe_args,
+                      "sketched": dev.get("sketched"), "dev_ffn": dev.get("dev_ffn"), "command": command,
+                      "date": time.strftime("%Y-%m-%d")})
+        kept[_row_id(row)] = row
+    order = list(MEMORY_ROWS)
+    rows = sorted(kept.values(), key=lambda r: (order.index(r["key"]), _grad_accum(r)))
+    return {"params": n_params, "fp32_bytes": 4 * n_params, "threads": threads, "probe_args": PROBE_ARGS,
             "rows": rows}
+
+
+def _grad_accum(row: dict[str, Any]) -> int:
+    """The row's micro-batches a step (`--grad-accum`; 0 when not given: the library default)."""
+    args = row.get("args", [])
+    return int(args[args.index("--grad-accum") + 1]) if "--grad-accum" in args else 0
+
+
+def _row_id(row: dict[str, Any]) -> tuple[str, int]:
+    """Rows are kept per setting and per `--grad-accum`."""
+    return row["key"], _grad_accum(row)
 
 
 def _groups(langs, sim, k=3):
@@ -126,43 +151,76 @@ def _groups(langs, sim, k=3):
 
 
 def _compare(a: dict, b: dict, langs: list[str]) -> dict[str, float]:
-    """Similarity correlation, largest layer-profile difference (relative) and group ARI of two probes."""
+    """Similarity correlation, layer-deviation correlation (every language's layers), largest layer-profile
+    difference (relative) and group ARI of two probes."""
     import numpy as np
 
     from langmoe.methods.dmoe.grouping import agreement
 
     iu = np.triu_indices(len(langs), 1)
     corr = float(np.corrcoef(np.asarray(a["sim"])[iu], np.asarray(b["sim"])[iu])[0, 1])
-    pa, pb = (np.asarray([x["dev_ffn"][y] for y in langs]).mean(axis=0) for x in (a, b))
+    da, db = (np.asarray([x["dev_ffn"][y] for y in langs]) for x in (a, b))
+    layer_corr = float(np.corrcoef(da.reshape(-1), db.reshape(-1))[0, 1])
+    pa, pb = da.mean(axis=0), db.mean(axis=0)
     layer = float(np.max(np.abs(pa / pa.mean() - pb / pb.mean())))
     ari = agreement(a["groups"], b["groups"], langs).ari
-    return {"sim_corr": corr, "layer_diff": layer, "group_ari": ari}
+    return {"sim_corr": corr, "layer_corr": layer_corr, "layer_diff": layer, "group_ari": ari}
 
 
-def agreement_part(work: Path, kinds: list[str], seeds: list[int]) -> dict[str, Any]:
-    import torch
+def _sketched(r, cfg) -> dict[str, Any]:
+    """The `sketch` variant of an exact run: its vectors count-sketched as the probe would (its seed), the
+    similarity recomputed; the layer deviations are the run's."""
+    from langmoe.methods.dmoe.deviation import similarity_matrix
+    from langmoe.methods.dmoe.sketch import sketch_vector
 
+    vecs = [sketch_vector(r.vectors[x], SKETCH_DIM, seed=cfg.seed, method="count") for x in r.langs]
+    sim = similarity_matrix(vecs, cfg.center)
+    return {"sim": sim.tolist(), "dev_ffn": r.dev_ffn, "groups": _groups(r.langs, sim)}
+
+
+def _probe_runs(work: Path, kind: str, seeds: list[int], model, tok) -> dict[str, dict[int, dict]]:
+    """The exact, sketch and light variants of one kind, every seed."""
     from langmoe.data.corpus import open_corpus
     from langmoe.methods.dmoe.deviation import DeviationConfig, measure_deviation_on_corpus
+
+    runs: dict[str, dict[int, dict]] = {"exact": {}, "sketch": {}, "light": {}}
+    for variant, extra in (("exact", {**EXACT[kind], "sketch_above": None}),
+                           ("light", {**LIGHT, **LIGHT_STATE.get(kind, {})})):
+        for seed in seeds:
+            cfg = DeviationConfig.parse({"kind": kind, "stability": False, "seed": seed, "progress": False, **extra})
+            print(f"probe_memory: {kind} {variant} seed {seed}", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            r = measure_deviation_on_corpus(model, tok, open_corpus("builtin"), EURO, cfg, cache_dir=work / "cache")
+            runs[variant][seed] = {"sim": r.similarity, "dev_ffn": r.dev_ffn, "groups": _groups(EURO, r.similarity),
+                                   "config": r.config.model_dump(), "vector_dim": r.vector_dim,
+                                   "tokens_per_lang": r.probe[EURO[0]].tokens_seen,
+                                   "wall_s": time.perf_counter() - t0}
+            if variant == "exact":
+                runs["sketch"][seed] = {**_sketched(r, cfg), "vector_dim": SKETCH_DIM}
+    return runs
+
+
+def agreement_part(work: Path, kinds: list[str], seeds: list[int], threads: int = 1,
+                   save: Any = None) -> dict[str, Any]:
+    """Per kind: the exact probe's seed pairs and each variant against the exact probe of the same seed; `save`
+    (if given) is called with the results after each kind."""
+    import torch
+
     from langmoe.models.base import load_model_and_tokenizer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     model, tok = load_model_and_tokenizer("builtin")
     out: dict[str, Any] = {}
     for kind in kinds:
-        runs: dict[str, dict[int, dict]] = {"exact": {}, "light": {}}
-        for variant, extra in (("exact", EXACT[kind]), ("light", {**LIGHT, **LIGHT_STATE.get(kind, {})})):
-            for seed in seeds:
-                cfg = DeviationConfig.parse({"kind": kind, "stability": False, "seed": seed, **extra})
-                print(f"probe_memory: {kind} {variant} seed {seed}", file=sys.stderr, flush=True)
-                r = measure_deviation_on_corpus(model, tok, open_corpus("builtin"), EURO, cfg,
-                                                out_dir=work / "agree" / kind / variant / str(seed),
-                                                cache_dir=work / "cache")
-                runs[variant][seed] = {"sim": r.similarity, "dev_ffn": r.dev_ffn,
-                                       "groups": _groups(EURO, r.similarity), "config": r.config.model_dump()}
+        t0, c0 = time.perf_counter(), time.process_time()
+        runs = _probe_runs(work, kind, seeds, model, tok)
         spread = [_compare(runs["exact"][s], runs["exact"][t], EURO) for s, t in itertools.combinations(seeds, 2)]
-        light = [_compare(runs["light"][s], runs["exact"][s], EURO) for s in seeds]
-        out[kind] = {"seed_pairs": spread, "light_vs_exact": light, "runs": runs}
+        out[kind] = {"seed_pairs": spread, "runs": runs, "langs": EURO, "num_groups": 3,
+                     "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+                     **{f"{v}_vs_exact": [_compare(runs[v][s], runs["exact"][s], EURO) for s in seeds]
+                        for v in ("sketch", "light")}}
+        if save is not None:
+            save(out)
     return out
 
 
@@ -178,7 +236,8 @@ def _memory_md(mem: dict[str, Any], cmd_base: str) -> list[str]:
              "| probe | options | wall s | peak resident GB | × fp32 model | base copy GB | vector |",
              "|---|---|---|---|---|---|---|"]
     for r in mem["rows"]:
-        opts = "(old code)" if r["old"] else (" ".join(r["args"][len(mem["probe_args"]):]) or "(defaults)")
+        extra = " ".join(r["args"][len(PROBE_ARGS):])
+        opts = "(old code)" + (f" {extra}" if extra else "") if r["old"] else (extra or "(defaults)")
         vec = "" if r["vector_dim"] is None else f"{r['vector_dim']:,}" + (" (sketch)" if r["sketched"] else "")
         base = "" if r["base_copy_bytes"] is None else f"{r['base_copy_bytes'] / gb:.2f}"
         peak = "failed" if r["peak_bytes"] is None or r["rc"] else f"{r['peak_bytes'] / gb:.2f}"
@@ -186,20 +245,87 @@ def _memory_md(mem: dict[str, Any], cmd_base: str) -> list[str]:
     return lines
 
 
-def _agreement_md(agr: dict[str, Any]) -> list[str]:
-    lines = ["| probe | seeds | exact, seed vs seed (all pairs): sim. corr / layer diff / group ARI | light vs exact, "
-             "same seed: sim. corr / layer diff / group ARI | within the seed spread |", "|---|---|---|---|---|"]
+def _fmt(rows: list[dict]) -> str:
+    lo = lambda k: min(r[k] for r in rows)  # noqa: E731
+    return (f"{_mean(rows, 'sim_corr'):.3f} (min {lo('sim_corr'):.3f}) / {_mean(rows, 'layer_corr'):.4f} "
+            f"(min {lo('layer_corr'):.4f}) / {_mean(rows, 'layer_diff'):.4f} "
+            f"(max {max(r['layer_diff'] for r in rows):.4f}) / {_mean(rows, 'group_ari'):.2f} "
+            f"(min {lo('group_ari'):.2f})")
+
+
+def within_spread(variant: list[dict], pairs: list[dict]) -> bool:
+    """A variant is within the exact probe's seed-to-seed spread when, on average over seeds, it is at least as
+    close to the exact probe of its seed as the least close pair of exact seeds is, on every measure."""
+    return (_mean(variant, "sim_corr") >= min(r["sim_corr"] for r in pairs)
+            and _mean(variant, "layer_corr") >= min(r["layer_corr"] for r in pairs)
+            and _mean(variant, "layer_diff") <= max(r["layer_diff"] for r in pairs)
+            and _mean(variant, "group_ari") >= min(r["group_ari"] for r in pairs))
+
+
+def first_group_margin(langs: list[str], sim, size: int = 3) -> float:
+    """How far the grouping's first pick is from a tie: the smallest diameter (1 − similarity) of a `size`-subset
+    minus the next smallest of a different subset. The first group is the smallest-diameter subset, so a change of
+    the similarities by more than about this margin can change it (and with it every later group)."""
+    import numpy as np
+
+    d = 1 - np.asarray(sim, dtype=float)
+    diam = sorted(max(d[i, j] for i, j in itertools.combinations(g, 2))
+                  for g in itertools.combinations(range(len(langs)), size))
+    return float(diam[1] - diam[0])
+
+
+def _margin_lines(agr: dict[str, Any]) -> list[str]:
+    import numpy as np
+
+    lines = []
     for kind, a in agr.items():
-        sp, li = a["seed_pairs"], a["light_vs_exact"]
-        seeds = ", ".join(str(s) for s in a["runs"]["exact"])
-        within = (_mean(li, "sim_corr") >= min(r["sim_corr"] for r in sp)
-                  and _mean(li, "layer_diff") <= max(r["layer_diff"] for r in sp)
-                  and _mean(li, "group_ari") >= min(r["group_ari"] for r in sp))
-        fmt = lambda rows: (f"{_mean(rows, 'sim_corr'):.3f} (min {min(r['sim_corr'] for r in rows):.3f}) / "  # noqa
-                            f"{_mean(rows, 'layer_diff'):.4f} (max {max(r['layer_diff'] for r in rows):.4f}) / "
-                            f"{_mean(rows, 'group_ari'):.2f} (min {min(r['group_ari'] for r in rows):.2f})")
-        lines.append(f"| {kind} | {seeds} | {fmt(sp)} | {fmt(li)} | {'yes' if within else 'no'} |")
+        seeds = list(a["runs"]["exact"])
+        size = -(-len(a["langs"]) // a["num_groups"])
+        margins = [first_group_margin(a["langs"], a["runs"]["exact"][s]["sim"], size) for s in seeds]
+        diff = {v: [float(np.max(np.abs(np.asarray(a["runs"][v][s]["sim"]) - np.asarray(a["runs"]["exact"][s]["sim"]))))
+                    for s in seeds] for v in ("sketch", "light")}
+        pairs = [float(np.max(np.abs(np.asarray(a["runs"]["exact"][s]["sim"]) - np.asarray(a["runs"]["exact"][t]["sim"]))))
+                 for s, t in itertools.combinations(seeds, 2)]
+        f = lambda xs: ", ".join(f"{x:.4f}" for x in xs)  # noqa: E731
+        lines.append(f"- {kind}, seeds {', '.join(map(str, seeds))}: the exact probe's first-group margin (next "
+                     f"smallest diameter minus the smallest) {f(margins)}; largest similarity change, sketch vs "
+                     f"exact {f(diff['sketch'])}, light vs exact {f(diff['light'])}, exact seed vs seed {f(pairs)}.")
     return lines
+
+
+def _agreement_md(agr: dict[str, Any]) -> list[str]:
+    lines = ["Each cell: similarity correlation / layer-deviation correlation / largest layer-profile difference / "
+             "group ARI, the mean over the pairs or seeds (the worst in brackets).", "",
+             "| probe | seeds | tokens a language | exact, seed vs seed (all pairs) | variant | variant vs exact, "
+             "same seed | within the seed spread |", "|---|---|---|---|---|---|---|"]
+    for kind, a in agr.items():
+        seeds = ", ".join(str(s) for s in a["runs"]["exact"])
+        tokens = next(iter(a["runs"]["exact"].values()))["tokens_per_lang"]
+        for variant in ("sketch", "light"):
+            rows = a[f"{variant}_vs_exact"]
+            lines.append(f"| {kind} | {seeds} | {tokens:,} | {_fmt(a['seed_pairs'])} | {VARIANTS[variant]} | "
+                         f"{_fmt(rows)} | {'yes' if within_spread(rows, a['seed_pairs']) else 'no'} |")
+    cpu = sum(a.get("cpu_s", 0.0) for a in agr.values()) / 60
+    lines += ["", f"CPU time of the part: {cpu:.1f} minutes.", "", *_margin_lines(agr)]
+    return lines
+
+
+VARIANTS = {"sketch": "count sketch, 65,536 (the default at real size)",
+            "light": "FFN only, bf16 autocast, count sketch 65,536"}
+
+
+def _render(data: dict[str, Any], reading: str) -> list[str]:
+    base = "langmoe deviation --model 362M-folder " + " ".join(PROBE_ARGS)
+    lines = ["# Deviation probe memory", "", "The machine (2 cores) was shared with other jobs: wall times are "
+             "indicative; peak memory is not affected.", ""]
+    if "memory" in data:
+        cmds = sorted({r.get("command", "") for r in data["memory"]["rows"]} - {""})
+        lines += ["## Peak memory on a 362M-parameter model", "", "Commands (one a row; each keeps the rows of the "
+                  "others):", "", *[f"- `{c}`" for c in cmds], "", *_memory_md(data["memory"], base), ""]
+    if "agreement" in data:
+        lines += ["## The light probe against the exact one (shipped base, 9 languages, K = 3)", "",
+                  f"Command: `{data.get('agreement_command', '')}`", "", *_agreement_md(data["agreement"]), ""]
+    return lines + ([reading.rstrip("\n"), ""] if reading else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,35 +336,44 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agreement", action="store_true")
     ap.add_argument("--old-src", default=None, help="src folder of the code before the change (a 'before' row)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--kinds", default="gradient,sgd,adamw", help="--agreement: probe kinds")
+    ap.add_argument("--kinds", default="sgd", help="--agreement: probe kinds (of gradient, sgd, adamw)")
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="--agreement: seeds (at least 2)")
     ap.add_argument("--rows", default=",".join(MEMORY_ROWS), help=f"--memory rows, of {', '.join(MEMORY_ROWS)}")
     ap.add_argument("--grad-accum", type=int, default=None,
-                    help="micro-batches per probe step for every row (peak memory does not depend on it; fewer "
-                         "make each run faster)")
+                    help="micro-batches per probe step for every row run (default: the library's, 16); rows are "
+                         "kept per value")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     store = args.out.with_suffix(".json")
     data = json.loads(store.read_text()) if store.is_file() else {}
+    old_md = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+    reading = old_md[old_md.index("## Reading"):] if "## Reading" in old_md else ""
+    cmd = "python benchmarks/probe_memory.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def write() -> None:
+        store.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        args.out.write_text("\n".join(_render(data, reading)), encoding="utf-8")
+
     if args.memory:
         keys = [k.strip() for k in args.rows.split(",") if k.strip()]
         if unknown := [k for k in keys if k not in MEMORY_ROWS]:
             ap.error(f"unknown rows {unknown}: choose from {', '.join(MEMORY_ROWS)}")
-        data["memory"] = memory(args.work, args.old_src, args.threads, keys, args.grad_accum, data.get("memory"))
+        data["memory"] = memory(args.work, args.old_src, args.threads, keys, args.grad_accum, data.get("memory"),
+                                command=cmd)
+        write()
     if args.agreement:
-        data["agreement"] = agreement_part(args.work, args.kinds.split(","), [int(x) for x in args.seeds.split(",")])
-    store.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    cmd = "python benchmarks/probe_memory.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    base = "langmoe deviation --model 362M-folder " + " ".join(data.get("memory", {}).get("probe_args", PROBE_ARGS))
-    lines = ["# Deviation probe memory", "", f"Command: `{cmd}` (the machine was shared with other jobs: wall "
-             "times are indicative; peak memory is not affected).", ""]
-    if "memory" in data:
-        lines += ["## Peak memory on a 362M-parameter model", "", *_memory_md(data["memory"], base), ""]
-    if "agreement" in data:
-        lines += ["## The light probe against the exact one (shipped base, 9 languages, K = 3)", "",
-                  *_agreement_md(data["agreement"]), ""]
-    args.out.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
+        seeds = [int(x) for x in args.seeds.split(",")]
+        if len(seeds) < 2:
+            ap.error("--agreement needs at least 2 seeds")
+        data["agreement_command"] = cmd
+
+        def save(part: dict[str, Any]) -> None:
+            data["agreement"] = part
+            write()
+
+        agreement_part(args.work, args.kinds.split(","), seeds, args.threads, save)
+    write()
+    print("\n".join(_render(data, reading)))
     return 0
 
 

@@ -20,7 +20,6 @@ Works on any MoE folder (a stock transformers MoE or a langmoe-upcycled model) w
 from __future__ import annotations
 
 import argparse
-import shlex
 import statistics
 import sys
 import time
@@ -28,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _script import clear_own_files, command_line, run_main  # noqa: E402
 
 # parents and held-out children of the issue (gl <- pt/es, uk <- ru, nb <- da/sv) plus a few unrelated languages
 DEFAULT_LANGS = ["en", "de", "fr", "es", "pt", "gl", "ru", "uk", "da", "sv", "nb", "fi", "ar", "hi", "zh"]
@@ -193,7 +195,7 @@ def main(argv=None) -> int:
     ap.add_argument("--control-seed", type=int, default=0, help="seed of the re-initialised routers")
     ap.add_argument("--out", default="benchmarks/results/routing_builtin")
     args = ap.parse_args(argv)
-    args.command = shlex.join(["python", "benchmarks/routing_builtin.py", *(sys.argv[1:] if argv is None else argv)])
+    args.command = command_line("routing_builtin.py", argv)
     torch.set_num_threads(args.threads)
 
     from langmoe.data.corpus import open_corpus
@@ -206,8 +208,7 @@ def main(argv=None) -> int:
     langs = [x for v in args.langs for x in v.split(",") if x]
     window = min(args.window, getattr(model.config, "max_position_embeddings", args.window))
     out = Path(args.out)
-    for name in ("RESULTS.md", "findings.json"):  # our own files beside langmoe's: else the folder is "foreign"
-        (out / name).unlink(missing_ok=True)
+    clear_own_files(out)  # our own files beside langmoe's: else the folder is "foreign"
     m = analyse_routing(model, tok, corpus, langs, out, tokens_per_lang=args.tokens_per_lang, soft=args.soft,
                         window=window, batch_size=args.batch_size)
     control = None
@@ -229,10 +230,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from langmoe.errors import LangmoeError
-
-    try:
-        raise SystemExit(main())
-    except LangmoeError as e:
-        print(f"{Path(__file__).name}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_main(main, __file__)

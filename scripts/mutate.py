@@ -6,12 +6,16 @@ Each mutant replaces one snippet (which must occur exactly once) in one module o
 tests would let through). The kill rate is killed / (killed + survived); mutants whose snippet is not found are
 reported as stale and left out of the rate.
 
-A module that moved keeps working: when `file` does not exist, the one file under `src/langmoe` that contains the
-snippet is used instead.
+A module that moved keeps working: when the snippet is no longer in `file`, the one file under `src/langmoe` that
+contains it is used instead, unless `file` still exists and that other file is a mapped module of its own (then the
+line is most likely a similar one elsewhere, and the mutant is reported stale, to re-target).
 
     python scripts/mutate.py                 # every mutant (tens of minutes on a loaded 2-core machine)
     python scripts/mutate.py --only lb-k,nl-argmax
-    python scripts/mutate.py --round3        # only the mutants written in round 3 (issue 25)
+    python scripts/mutate.py --round2        # only the mutants of rounds 1 and 2 (60)
+    python scripts/mutate.py --round3        # only the mutants written in round 3 (issue 25; 52)
+    python scripts/mutate.py --freezing      # only round 3's freezing mutants (what trains and what does not)
+    python scripts/mutate.py --round2 --freezing   # flags combine
     python scripts/mutate.py --list          # mutants and their tests, nothing run
     python scripts/mutate.py --json out.json
 """
@@ -47,8 +51,10 @@ TESTS: dict[str, list[str]] = {
                                   "tests/methods/dmoe/test_deviation.py"],
     "train/schedule.py": ["tests/train/test_schedule_values.py"],
     "methods/dmoe/stages.py": ["tests/methods/dmoe/test_routing_statistics_independent.py"],
+    "models/routing.py": ["tests/methods/dmoe/test_routing_statistics_independent.py"],
     "pipeline/new_language_stage.py": ["tests/pipeline/test_new_language_choice.py"],
-    "methods/dmoe/new_language.py": ["tests/methods/dmoe/test_new_language.py"],
+    "methods/dmoe/new_language.py": ["tests/methods/dmoe/test_new_language.py",
+                                     "tests/methods/dmoe/test_add_language_trained.py"],
     # round 3: expansion (MoE-LPR / LayerMoE), the language gate, routing metrics, adapt, outputs, lock
     "methods/layermoe/allocation.py": ["tests/methods/layermoe/test_allocation_bounds.py",
                                        "tests/methods/layermoe/test_similarity_allocation.py"],
@@ -59,7 +65,8 @@ TESTS: dict[str, list[str]] = {
     "methods/expansion/surgery.py": ["tests/methods/expansion/test_trained_moved.py",
                                      "tests/methods/expansion/test_surgery.py"],
     "methods/expansion/stages.py": ["tests/methods/expansion/test_trained_moved.py",
-                                    "tests/methods/expansion/test_expansion_stages.py"],
+                                    "tests/methods/expansion/test_expansion_stages.py",
+                                    "tests/methods/layermoe/test_stage2_trained.py"],
     "methods/expansion/data.py": ["tests/methods/expansion/test_trained_moved.py",
                                   "tests/methods/expansion/test_data.py"],
     "methods/expansion/config.py": ["tests/methods/expansion/test_trained_moved.py",
@@ -69,6 +76,12 @@ TESTS: dict[str, list[str]] = {
     "methods/routing/adapt.py": ["tests/methods/routing/test_adapt_moved.py", "tests/methods/routing/test_adapt.py"],
     "io.py": ["tests/cli/test_outputs.py", "tests/cli/test_output_reruns.py"],
     "lock.py": ["tests/cli/test_outputs.py"],
+    # round 3, what trains and what does not (the per-parameter tests of every training entry point)
+    "train/trainer.py": ["tests/methods/dmoe/test_add_language_trained.py", "tests/test_pretrain_trained.py"],
+    "models/routers.py": ["tests/methods/dmoe/test_add_language_trained.py",
+                          "tests/methods/expansion/test_trained_moved.py"],
+    "train/routing_context.py": ["tests/methods/dmoe/test_stages_trained.py"],
+    "pipeline/stages.py": ["tests/methods/xelm/test_xelm_trained.py"],
 }
 
 
@@ -179,17 +192,25 @@ MUTANTS: list[Mutant] = [
       "return step / self.warmup_steps"),
     M("decay-steps", "train/schedule.py", "decay_steps = self.total_steps - self.warmup_steps - 1",
       "decay_steps = self.total_steps - self.warmup_steps"),
-    M("warmup-floor", "train/schedule.py", "int(round(warmup_ratio * total_steps))",
-      "int(warmup_ratio * total_steps)"),
+    # (round 3: the snippet now occurs twice, in the plain and the continued scheduler: the plain one, by context)
+    M("warmup-floor", "train/schedule.py",
+      "int(round(warmup_ratio * total_steps)))\n    return torch.optim.lr_scheduler.LambdaLR(optimizer, "
+      "WarmupCosine(total_steps, warmup, min_lr_ratio))",
+      "int(warmup_ratio * total_steps))\n    return torch.optim.lr_scheduler.LambdaLR(optimizer, "
+      "WarmupCosine(total_steps, warmup, min_lr_ratio))"),
     M("cosine-quarter", "train/schedule.py", "math.cos(math.pi * progress)", "math.cos(math.pi * progress / 2)"),
     # ---- routing statistics
     M("routing-second-column", "methods/dmoe/stages.py", "top1 = out.topk_idx[:, 0]", "top1 = out.topk_idx[:, 1]"),
-    M("routing-padding-counted", "methods/dmoe/stages.py", 'valid = (batch["labels"] != -100).reshape(-1)',
-      'valid = (batch["labels"] != -200).reshape(-1)'),
+    # (round 3: the padding mask of routing statistics moved to models/routing.py's iter_routing; the old snippet
+    # was found in layermoe/similarity.py instead, a different module, where sim-padding-counted covers it)
+    M("routing-padding-counted", "models/routing.py", 'yield batch, (batch["labels"] != -100).reshape(-1),',
+      'yield batch, (batch["labels"] != -200).reshape(-1),'),
     # ---- new language
     M("nl-argmax", "pipeline/new_language_stage.py", "source = min(range(k), key=lambda i: per_expert[i])",
       "source = max(range(k), key=lambda i: per_expert[i])"),
-    M("nl-old-expert-unmasked", "methods/dmoe/new_language.py", "mask[:num_old] = 0", "mask[:num_old - 1] = 0"),
+    # (round 3: the old experts' gradient mask moved to models/routers.py's freeze_expert_rows)
+    M("nl-old-expert-unmasked", "models/routers.py", "freeze_rows(p, torch.arange(p.shape[0]) < k)",
+      "freeze_rows(p, torch.arange(p.shape[0]) < k - 1)"),
     M("nl-weight-decay", "methods/dmoe/new_language.py", 'cfg = {**dict(train_config), "weight_decay": 0.0}',
       "cfg = dict(train_config)"),
     # ==== round 3 (issue 25): written against the round-2 code, not against its tests ====
@@ -228,8 +249,9 @@ MUTANTS: list[Mutant] = [
       "w[:] = fresh.to(w)"),
     M("surg-copy-last-expert", "methods/expansion/surgery.py", "add_expert(model, int(i), 0)",
       "add_expert(model, int(i), int(before[i]) - 1)"),
-    M("st-lifelong-not-frozen", "methods/expansion/stages.py",
-      "handles = freeze_expert_rows(model, frozen_prefix) if frozen_prefix else []", "handles = []"),
+    M("st-lifelong-not-frozen", "methods/expansion/stages.py",  # (second run: the call grew router_rows=)
+      "handles = freeze_expert_rows(model, frozen_prefix, router_rows=router_rows) if frozen_prefix else []",
+      "handles = []"),
     M("st-lifelong-decay", "methods/expansion/stages.py", "wd = 0.0 if handles else None", "wd = None"),
     M("st-stage1-experts-untrained", "methods/expansion/stages.py", '("experts", "router")))', '("router",)))'),
     M("st-stage2-trains-experts", "methods/expansion/stages.py", '("router", "classifier")))',
@@ -239,7 +261,7 @@ MUTANTS: list[Mutant] = [
       'LossTerm("lpr", cfg.lpr_weight, lpr_term(list(range(len(data.codes)))))'),
     M("st-classifier-term-dropped", "methods/expansion/stages.py", "        if cls_weight:\n",
       "        if cls_weight and False:\n"),
-    M("st-lb-dropped", "methods/expansion/stages.py", "if terms and cfg.lb_weight else []", "if False else []"),
+    M("st-lb-dropped", "methods/expansion/stages.py", "if terms and lb else []", "if False else []"),
     M("data-replay-one-block", "methods/expansion/data.py",
       "per_lang = max(cfg.block_len, math.ceil(replay / len(cfg.old)))", "per_lang = cfg.block_len"),
     M("data-expert0-every-language", "methods/expansion/data.py",
@@ -298,8 +320,33 @@ MUTANTS: list[Mutant] = [
     M("lock-release-others", "lock.py",
       'if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():',
       "if holder:"),
+    # ==== round 3, second part: the freezing logic, against the per-parameter "what trains" tests ====
+    M("trainer-trainable-ignored", "train/trainer.py", "p.requires_grad_(bool(trainable(name, p)))",
+      "p.requires_grad_(True)"),
+    M("freeze-rows-off-by-one", "models/routers.py", "freeze_rows(p, torch.arange(p.shape[0]) < k)",
+      "freeze_rows(p, torch.arange(p.shape[0]) <= k)"),
+    M("nl-old-router-rows-train", "methods/dmoe/new_language.py",
+      "router_rows=freeze_old_rows and not gated)", "router_rows=False)"),
+    M("nl-old-experts-unfrozen", "methods/dmoe/new_language.py",
+      "handles = freeze_expert_rows(model, int(new_expert), router_rows=freeze_old_rows and not gated)",
+      "handles = []"),
+    M("hard-routing-one-expert", "train/routing_context.py", "return routing(model, route_labels=labels)",
+      "return routing(model, route_labels=labels * 0)"),
+    M("xelm-branch-every-language", "pipeline/stages.py", "subset_blocks(run.blocks(), langs)", "run.blocks()"),
+    M("adapt-trainable-all", "methods/routing/adapt.py", "p.requires_grad_(id(p) in keep)", "p.requires_grad_(True)"),
+    M("adapt-full-skips-embeddings", "methods/routing/adapt.py", "        plan.full = named\n",
+      '        plan.full = {n: p for n, p in named.items() if "embed" not in n}\n'),
+    M("adapt-lora-every-layer", "methods/routing/adapt.py",
+      "targets = {r_.layer for r_ in layers if r_.layer in plan.layers}", "targets = {r_.layer for r_ in layers}"),
+    M("adapt-lora-no-experts", "methods/routing/adapt.py", "target_parameters=experts or None)",
+      "target_parameters=None)"),
+    M("st-stage2-classifiers-frozen", "methods/expansion/stages.py", '("router", "classifier")))', '("router",)))'),
 ]
-ROUND3 = MUTANTS[MUTANTS.index(next(m for m in MUTANTS if m.name == "lm-share-not-inverted")):]
+_FIRST3 = MUTANTS.index(next(m for m in MUTANTS if m.name == "lm-share-not-inverted"))
+_FIRST3B = MUTANTS.index(next(m for m in MUTANTS if m.name == "trainer-trainable-ignored"))
+ROUND2 = MUTANTS[:_FIRST3]
+ROUND3 = MUTANTS[_FIRST3:_FIRST3B]  # the 52 of round 3's first run
+FREEZING = MUTANTS[_FIRST3B:]  # round 3, second part
 
 
 def locate(src: Path, m: Mutant) -> tuple[str | None, str]:
@@ -313,6 +360,9 @@ def locate(src: Path, m: Mutant) -> tuple[str | None, str]:
             and f.read_text(encoding="utf-8").count(m.old) == 1]
     if len(hits) == 1:
         rel = hits[0].relative_to(pkg).as_posix()
+        if p.is_file() and rel in TESTS:  # the line left a module that still exists, for another module with its
+            # own tests: most likely a similar line elsewhere, not this mutant's code (mapped tests would not match)
+            return None, f"snippet left {m.file} and is found in {rel}, another mapped module: re-target the mutant"
         return rel, f"moved: {m.file} -> {rel}"
     return None, f"snippet not found once in {m.file} ({len(hits)} other files hold it)"
 
@@ -337,13 +387,17 @@ def run_tests(tests: list[str], src: Path, timeout: float) -> tuple[int, float, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated mutant names")
+    ap.add_argument("--round2", action="store_true", help="only the mutants written in rounds 1 and 2")
     ap.add_argument("--round3", action="store_true", help="only the mutants written in round 3 (issue 25)")
+    ap.add_argument("--freezing", action="store_true",
+                    help="only round 3's freezing mutants (what trains and what does not)")
     ap.add_argument("--list", action="store_true", help="list mutants and their tests, run nothing")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of each test set")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (a timeout kills)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
-    chosen = ROUND3 if args.round3 else MUTANTS
+    picked = [(args.round2, ROUND2), (args.round3, ROUND3), (args.freezing, FREEZING)]
+    chosen = [m for flag, part in picked if flag for m in part] or MUTANTS
     if args.only:
         names = set(args.only.split(","))
         unknown = names - {m.name for m in MUTANTS}

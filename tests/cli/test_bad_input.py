@@ -547,6 +547,8 @@ DEVIATION_CASES = [
                                                   t / "d"], "--exact-vectors", "--sketch-dim"),
     C("deviation-attention-both", lambda e, t: [*_dv("--attention", "--no-attention")(e, t), "--out", t / "d"],
       "--attention"),
+    C("deviation-checkpointing-both", lambda e, t: [*_dv("--gradient-checkpointing", "--no-gradient-checkpointing")(
+        e, t), "--out", t / "d"], "--no-gradient-checkpointing"),
     C("deviation-block-over-positions", lambda e, t: [*_dv("--block-len", "128")(e, t), "--out", t / "d"],
       "128", "64"),
     C("deviation-last-n-5", lambda e, t: [*_dv("--last-n-layers", "5", "--steps", "1", "--block-len", "16",

@@ -56,6 +56,9 @@ def register(subparsers) -> None:
                    help="count sketch (d additions; default) or Gaussian projection (d × k)")
     p.add_argument("--sketch-above", type=int, default=None,
                    help="vectors longer than this are sketched (default 16777216)")
+    p.add_argument("--no-gradient-checkpointing", action="store_true",
+                   help="never recompute activations in backward (by default the probe does when it keeps every "
+                        "trained weight's gradient and those exceed 256 MiB: same results, less memory)")
     p.add_argument("--exact-vectors", action="store_true", help="never sketch the vectors automatically")
     p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -84,6 +87,10 @@ def build_deviation_config(args):
         if args.sketch_dim is not None or args.sketch_above is not None:
             raise LangmoeError("--exact-vectors cannot be combined with --sketch-dim or --sketch-above: drop one")
         cfg["sketch_above"] = None
+    if args.gradient_checkpointing and args.no_gradient_checkpointing:
+        raise LangmoeError("--gradient-checkpointing and --no-gradient-checkpointing contradict each other: give one")
+    if args.gradient_checkpointing or args.no_gradient_checkpointing:
+        cfg["checkpointing"] = "on" if args.gradient_checkpointing else "off"
     cfg.update(stability=not args.no_stability, include_attention=args.attention, center=not args.no_center)
     return DeviationConfig.parse(cfg)
 

@@ -99,6 +99,13 @@ def print_comparison(cmp: dict) -> None:
         if f:
             row += f" {a['mean_jsd_without_focus'][j]:>14.3f} {b['mean_jsd_without_focus'][j]:>14.3f}"
         print(row)
+    iv, d = cmp.get("difference_intervals"), cmp.get("difference")
+    if iv and d:
+        print(f"other - model, {100 * iv['level']:.0f}% paired bootstrap interval ({iv['n_boot']} draws):")
+        for j, layer in enumerate(a["layers"]):
+            print(f"{layer:>6} entropy {d['entropy_mean'][j]:+.4f} [{iv['entropy_mean'][j][0]:+.4f}, "
+                  f"{iv['entropy_mean'][j][1]:+.4f}]  mean JSD {d['mean_jsd'][j]:+.4f} "
+                  f"[{iv['mean_jsd'][j][0]:+.4f}, {iv['mean_jsd'][j][1]:+.4f}]")
 
 
 def run(args) -> int:

@@ -1,5 +1,6 @@
 """Adaptation moves what it trains, expert row by expert row, by gradient (weight decay 0, so decay alone cannot
-move a row), and nothing else: SEFT with expert 0 among the trained ones, AEFT, the last-N-layers baseline."""
+move a row), and nothing else: SEFT with expert 0 among the trained ones, SSFT, AEFT, and the baselines (the
+last N layers, full fine-tuning, LoRA merged back)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from param_moves import check_moves
 from routing_fixtures import tiny_moe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "eval"))
 from eval_fixtures import ListCorpus, char_tokenizer  # noqa: E402
 
 from langmoe.methods.routing.adapt import AdaptConfig, build_plan, run_adaptation  # noqa: E402
+from langmoe.models.routers import iter_router_layers  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -90,3 +93,48 @@ def test_alpha_boundary_is_inclusive():
     langs = ["par", "oth", "kid"]
     assert specific_experts(counts, langs, 0, alpha=gap)["par"] == [0]
     assert specific_experts(counts, langs, 0, alpha=float(np.nextafter(gap, 1.0)))["par"] == []
+
+
+def test_ssft_moves_each_specific_and_shared_expert_row_only_those(tmp_path):
+    """SSFT: the specific expert 1 plus the shared experts 0 and 4 train (expert 0: the first row of a fused tensor,
+    expert 4 not next to the others); every other row, and every other parameter, stays bit-equal."""
+    model = tiny_moe("qwen3_moe")
+    plan = build_plan(model, "ssft", 1, {2: [0, 1, 4]})
+    assert plan.allowed == {2: [0, 1, 4]}
+    before = _snap(model)
+    adapted, _ = run_adaptation(model, char_tokenizer(), CORPUS, _cfg("ssft"), None, tmp_path, plan=plan)
+    after = _snap(adapted)
+    assert [n for n in plan.partial if ".experts." in n] and not plan.full
+    for name in plan.partial:
+        assert _moved_rows(before, after, name) == [0, 1, 4], name
+    check_moves(before, after, lambda n: None if n in plan.partial else False, "ssft")
+
+
+def test_full_moves_every_parameter(tmp_path):
+    """The full fine-tuning baseline: every tensor of the model moved (weight decay 0: by gradient)."""
+    model = tiny_moe("qwen3_moe")
+    plan = build_plan(model, "full", 1)
+    before = _snap(model)
+    adapted, res = run_adaptation(model, char_tokenizer(), CORPUS, _cfg("full"), None, tmp_path, plan=plan)
+    seen = check_moves(before, _snap(adapted), lambda n: True, "full")
+    assert seen["moved"] == len(before) and res["trainable_share"] == 1.0
+
+
+def test_lora_moves_the_last_layers_projections_and_experts_only(tmp_path):
+    """LoRA, merged back: in the last MoE layer every attention projection and every fused expert tensor moved
+    (a low-rank update each); its router and norms, and every earlier layer, the embeddings and the LM head are
+    bit-equal."""
+    model = tiny_moe("qwen3_moe")
+    routers = {n for r in iter_router_layers(model) for n in r.router_params}
+    experts = {n for r in iter_router_layers(model) for n in r.expert_params}
+    before = _snap(model)
+    adapted, _ = run_adaptation(model, char_tokenizer(), CORPUS, _cfg("lora"), None, tmp_path)
+    after = _snap(adapted)
+
+    def rule(name: str) -> bool:
+        last = name.startswith("model.layers.2.")
+        return last and name not in routers and (name in experts or name.endswith("_proj.weight"))
+
+    seen = check_moves(before, after, rule, "lora")
+    assert seen["moved"] == 4 + 2  # q, k, v, o + the fused gate_up / down expert tensors
+    assert {n for n in experts if n.startswith("model.layers.2.")} <= {n for n in before if rule(n)}

@@ -39,7 +39,7 @@ def test_routing_cli_writes_counts_metrics_plots(folders, tmp_path, capsys):
     out = tmp_path / "r"
     # no --window: the default is min(256, the model's 128 positions)
     rc = main(["routing", "--model", str(folders / "moe"), "--langs", "es,pt", "ru", "--tokens-per-lang", "400",
-               "--out", str(out), "--log-base", "2", "--min-tokens", "1000", "--adapt-pairs", "gl:es"])
+               "--out", str(out), "--log-base", "2", "--min-tokens", "1000", "--adapt-pairs", "gl:es", "--alpha", "0.01"])
     assert rc == 0
     sel = json.loads((out / "selected_experts.json").read_text())
     assert set(sel) == {"_meta", "shared_experts", "gl"} and sel["_meta"]["pools"] == {"gl": ["es", "ru"]}
@@ -57,6 +57,29 @@ def test_routing_cli_writes_counts_metrics_plots(folders, tmp_path, capsys):
     assert m["overlap_vs_last_layer_jsd"]["pairs"] == 3
     err = capsys.readouterr().err
     assert "warning: language 'es' has only 400 test tokens (< 1000" in err
+    _check_selection_by_hand(counts, sel)
+    for j in range(3):  # report.html's shared experts: the top 2 by mean share over the 3 routed languages
+        mean = [sum(_shares(counts, i, j)[e] for i in range(3)) / 3 for e in range(8)]
+        top2 = sorted(range(8), key=lambda e: (-mean[e], e))[:2]
+        assert f"<tr><td>{j}</td><td>{top2[0]}, {top2[1]}</td></tr>" in page
+
+
+def _check_selection_by_hand(counts, sel):
+    """selected_experts.json against the written counts, by hand: the pool for gl via es is es and ru (pt is es's
+    sibling); an expert is es-specific when es's share leads ru's by >= alpha (0.01 here); the shared experts are
+    the top-k by the mean share over the pool (ties: lower id); ssft_k = seft + the shared ones not in it."""
+    alpha = 0.01
+    assert sel["_meta"]["alpha"] == alpha and sel["_meta"]["target_layers"] == [1, 2]
+    assert any(sel["gl"]["seft"].values())  # the check below has specific experts to find
+    for j, layer in ((1, "1"), (2, "2")):
+        es, ru = (_shares(counts, counts["langs"].index(x), j) for x in ("es", "ru"))
+        assert sel["gl"]["seft"][layer] == [e for e in range(8) if es[e] - ru[e] >= alpha]
+        mean = [(es[e] + ru[e]) / 2 for e in range(8)]
+        for k in (1, 3, 5):
+            shared = sorted(range(8), key=lambda e: (-mean[e], e))[:k]
+            assert sel["shared_experts"][f"k{k}"][layer] == shared
+            seft = sel["gl"]["seft"][layer]
+            assert sel["gl"][f"ssft_k{k}"][layer] == seft + [e for e in shared if e not in seft]
 
 
 def test_pair_types():
@@ -99,8 +122,11 @@ def test_routing_cli_compare_two_models_by_hand(folders, tmp_path, capsys):
     assert cmp["model"]["mean_jsd"] != cmp["other"]["mean_jsd"]
     assert cmp["difference"]["entropy_mean"] == pytest.approx(
         [b - a for a, b in zip(cmp["model"]["entropy_mean"], cmp["other"]["entropy_mean"], strict=True)])
+    iv = cmp["difference_intervals"]  # same text, same units: a paired interval per layer and curve
+    assert len(iv["mean_jsd"]) == 3 and all(lo <= hi for lo, hi in iv["mean_jsd_without_focus"])
     printed = capsys.readouterr().out
     assert "H model" in printed and "JSD-es other" in printed and "compare.json" in printed
+    assert "95% paired bootstrap interval (200 draws)" in printed
 
 
 @pytest.mark.parametrize("argv,msg", [

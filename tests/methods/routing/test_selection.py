@@ -95,5 +95,8 @@ def test_ssft_keeps_a_layer_without_specific_experts_seft_refuses():
                        counts=[[flat[x], ROWS[x]] for x in langs], tokens={x: 100 for x in langs})
     # layer 1 shares are equal for es and en (all .25): no gap, no specific expert; shared top-2: e0, e1
     assert select_experts(rc, "ssft", "es", "gl", None, alpha=0.05, n_shared=2) == {1: [0, 1], 3: [0, 1]}
-    with pytest.raises(LangmoeError, match="no specific experts at alpha=0.05 in layer 1"):
+    with pytest.raises(LangmoeError, match="no specific experts at alpha=0.05 in layer 1") as e:
         select_experts(rc, "seft", "es", "gl", None, alpha=0.05)
+    # es leads no expert of layer 1 (largest gap 0): a smaller alpha cannot help, and the message says so
+    assert "(largest gap 0)" in str(e.value) and "so no --alpha selects one: use --mode ssft" in str(e.value)
+    assert "smaller --alpha" not in str(e.value)

@@ -36,6 +36,7 @@ from langmoe.methods.dmoe.probe import (
     BaseCopy,
     ProbeSettings,
     ProbeTarget,
+    checkpointing,
     delta_fn,
     layer_params,
     make_base_copy,
@@ -43,6 +44,7 @@ from langmoe.methods.dmoe.probe import (
     only_trained,
     probe_target,
     run_probe,
+    use_checkpointing,
 )
 from langmoe.methods.dmoe.sketch import SketchMethod, cosine_matrix, make_sketcher
 from langmoe.validation import error_line, validate
@@ -116,6 +118,10 @@ class DeviationConfig(BaseModel):
     base_copy: Literal["auto", "memory", "disk"] = Field(
         "auto", description="where sgd/adamw keep the weights they restore: memory, a file (read back a tensor at "
         "a time), or auto (a file above 256 MiB of trained weights)")
+    checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="recompute each decoder layer's activations in backward (same results, less memory, "
+        "more compute); auto: on when the probe keeps every trained weight's gradient (several micro-batches a "
+        "step, or the gradient and adamw kinds) and those weights exceed 256 MiB")
     seed: int = Field(0, ge=0, description="data order, dropout and sketch seed (the same for every language)")
     progress: bool = Field(True, description="a progress bar over languages and steps (on a terminal only)")
 
@@ -151,7 +157,8 @@ class DeviationConfig(BaseModel):
     def key_fields(self, vector_length: int) -> dict[str, Any]:
         """What decides a language's probe result (progress and unused sketch fields left out; the new fields
         left out while at their old behaviour, so old caches stay valid)."""
-        out = self.model_dump(mode="json", exclude={"progress", "sketch_method", "sketch_above", "base_copy"})
+        out = self.model_dump(mode="json", exclude={"progress", "sketch_method", "sketch_above", "base_copy",
+                                                       "checkpointing"})
         for k, v in {**LEGACY_PROBE, **NEW_FIELDS_AT_OLD_VALUE}.items():
             if out.get(k) == v:
                 out.pop(k)
@@ -335,6 +342,7 @@ class _Plan:
         self.base: BaseCopy | None = None
         if config.kind != "gradient":
             self.base = make_base_copy(self.target.trained, config.base_copy, folder)
+        self.checkpointing = use_checkpointing(config.checkpointing, self.target, config.settings())
 
     def stability_plan(self) -> _Plan:
         """The same probe with seed + 1 (another data order), sharing the base copy."""
@@ -467,7 +475,7 @@ def measure_deviation(model: torch.nn.Module, data: DataSpec, config: DeviationC
     plan = _Plan(model, config, out)
     try:
         model.train()
-        with only_trained(model, plan.target):
+        with only_trained(model, plan.target), checkpointing(model, plan.checkpointing):
             result = _probe_seed(plan, data, langs, out, log)
             if config.stability and len(langs) > 1:
                 again = _probe_seed(plan.stability_plan(), data, langs,

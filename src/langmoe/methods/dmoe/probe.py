@@ -11,7 +11,10 @@ Three kinds (`DeviationConfig.kind`, docs/dmoe-analysis.md):
 
 Memory: with `params="measured"` only the weights the probe measures (the FFN matrices; attention when asked) get
 gradients, and only they are copied before the update kinds run; the copy (`BaseCopy`) is kept in the narrowest
-float type that holds it exactly (a bfloat16 checkpoint loaded in float32 costs 2 bytes a weight, not 4).
+float type that holds it exactly (a bfloat16 checkpoint loaded in float32 costs 2 bytes a weight, not 4). The sgd
+probe with one micro-batch a step takes its step inside backward (`SGDInBackward`), so the trained weights'
+gradients are never all alive at once; the probes that keep them (several micro-batches a step, the library
+default) recompute activations in backward above a size (`use_checkpointing`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import get_adapter
+from langmoe.precision import _enable_checkpointing
 from langmoe.train.trainer import is_no_decay
 
 _FFN_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe")
@@ -267,9 +271,11 @@ def _autocast(model: torch.nn.Module, mixed_precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def _micro_batches(model, source, step: int, s: ProbeSettings, divisor: int) -> tuple[float, int]:
-    """Forward and backward the step's `grad_accum` micro-batches, each loss divided by `divisor`; (mean loss,
-    tokens). The mean is accumulated in float32 as the trainer does, so the losses match it exactly."""
+def _micro_batches(model, source, step: int, s: ProbeSettings, divisor: int,
+                   backward: Callable[[torch.Tensor], None] | None = None) -> tuple[float, int]:
+    """Forward and backward the step's `grad_accum` micro-batches, each loss divided by `divisor` (and handed to
+    `backward`, else `.backward()`); (mean loss, tokens). The mean is accumulated in float32 as the trainer does,
+    so the losses match it exactly."""
     device = next(model.parameters()).device
     kw = {"use_cache": False} if hasattr(getattr(model, "config", None), "use_cache") else {}
     stats, tokens = torch.zeros(1), 0
@@ -282,7 +288,7 @@ def _micro_batches(model, source, step: int, s: ProbeSettings, divisor: int) -> 
         tokens += ids.numel()
         with _autocast(model, s.mixed_precision):
             loss = model(input_ids=ids.to(device), labels=labels.to(device), **kw).loss
-        (loss / divisor).backward()
+        (backward or torch.Tensor.backward)(loss / divisor)
         stats += loss.detach().float().cpu()
     mean = float((stats / s.grad_accum)[0])
     if not math.isfinite(mean):
@@ -373,12 +379,115 @@ def _optimizer(params: Mapping[str, torch.nn.Parameter], s: ProbeSettings) -> to
     return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
+class SGDInBackward:
+    """The sgd probe's step (clipped as `clip_grad_norm_`, then `torch.optim.SGD`'s update) taken inside backward,
+    one weight at a time as its gradient is ready, the gradient freed at once: one layer's gradients are alive at a
+    time instead of every trained weight's (on the 362M model of benchmarks/probe_memory.py, 1.26 GB less).
+
+    Clipping needs the norm of the whole gradient before any weight moves, so with `grad_clip > 0` the backward
+    runs twice over the same graph: the first pass only takes each gradient's norm, the second applies the step
+    with the clip coefficient of their total. The gradients of the two passes are the same numbers, and the
+    arithmetic is `clip_grad_norm_`'s and SGD's, so the weights end where the optimizer path puts them (tested).
+    Only for one micro-batch a step: the gradient of several is a sum that would have to be kept."""
+
+    def __init__(self, params: Mapping[str, torch.nn.Parameter], s: ProbeSettings):
+        self.params = list(params.values())
+        self.decay = {id(p): (0.0 if is_no_decay(n, p) else s.weight_decay) for n, p in params.items()}
+        self.lr, self.clip = s.lr, s.grad_clip
+        self.norms: dict[int, torch.Tensor] = {}
+        self.coef: torch.Tensor | None = None
+        self.stepping = False
+        self.handles = [p.register_post_accumulate_grad_hook(self._hook) for p in self.params]
+
+    @torch.no_grad()
+    def _hook(self, p: torch.Tensor) -> None:
+        g, p.grad = p.grad, None
+        if not self.stepping:  # the norm pass
+            self.norms[id(p)] = torch.linalg.vector_norm(g, 2.0)
+            return
+        if self.coef is not None:
+            g.mul_(self.coef)
+        if self.decay[id(p)]:
+            g = g.add(p, alpha=self.decay[id(p)])
+        p.add_(g, alpha=-self.lr)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.coef, self.stepping = None, False
+        if self.clip > 0:
+            self.norms = {}
+            loss.backward(retain_graph=True)
+            norms = [self.norms[id(p)] for p in self.params if id(p) in self.norms]
+            if norms:
+                total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
+                self.coef = torch.clamp(self.clip / (total + 1e-6), max=1.0)
+        self.stepping = True
+        loss.backward()
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def sgd_in_backward(s: ProbeSettings) -> bool:
+    """Whether the update probe takes its steps inside backward (`SGDInBackward`): sgd, one micro-batch a step."""
+    return s.kind == "sgd" and s.grad_accum == 1
+
+
+def _sgd_in_backward_probe(model, source, target: ProbeTarget, s: ProbeSettings, on_step) -> ProbeRun:
+    t0, losses, tokens = time.perf_counter(), [], 0
+    stepper = SGDInBackward(target.trained, s)
+    try:
+        for step in range(s.steps):
+            loss, n = _micro_batches(model, source, step, s, s.grad_accum, backward=stepper.backward)
+            losses.append(loss)
+            tokens += n
+            on_step(step)
+    finally:
+        stepper.close()
+    return ProbeRun(losses, tokens, time.perf_counter() - t0)
+
+
+CHECKPOINT_ABOVE = 256 << 20  # bytes of trained weights above which checkpointing="auto" recomputes activations
+
+
+def use_checkpointing(where: str, target: ProbeTarget, s: ProbeSettings) -> bool:
+    """Whether the probe recomputes each decoder layer's activations in backward: `on`, `off`, or `auto`: on when
+    the probe keeps every trained weight's gradient while it runs (all but sgd's in-backward step, so the
+    library default of 16 micro-batches a step) and those weights exceed CHECKPOINT_ABOVE bytes. There the peak is
+    runtime + weights + gradients + activations, and the activations are the part that can go (the 362M model
+    of benchmarks/probe_memory.py, 16 micro-batches a step: 3.82 → 3.48 GB, 2.64× → 2.40× its float32 bytes);
+    below it memory is small and the recomputation only costs time. The results are the same numbers either way (tested)."""
+    if where not in ("auto", "on", "off"):
+        raise LangmoeError(f"checkpointing must be auto, on or off, got {where!r}")
+    if where != "auto":
+        return where == "on"
+    size = sum(p.numel() * p.element_size() for p in target.trained.values())
+    return not sgd_in_backward(s) and size > CHECKPOINT_ABOVE
+
+
+@contextlib.contextmanager
+def checkpointing(model: torch.nn.Module, on: bool) -> Iterator[None]:
+    """Activation checkpointing (`langmoe.precision`'s: non-reentrant, RNG kept) switched on inside the `with`
+    and off again after, unless it was on before."""
+    if not on:
+        yield
+        return
+    undo = _enable_checkpointing(model)
+    try:
+        yield
+    finally:
+        undo()
+
+
 def _update_probe(model, source, target: ProbeTarget, s: ProbeSettings, on_step) -> ProbeRun:
+    """sgd/adamw steps: sgd's inside backward when `sgd_in_backward(s)`, else through the optimizer."""
     params = list(target.trained.values())
     low = [p.dtype for p in params if p.dtype != torch.float32]
     if low:
         raise LangmoeError(f"the {s.kind} probe moves weights by about its LR, below the resolution of {low[0]}: "
                            "load the model in float32 (the gradient probe runs in any dtype)")
+    if sgd_in_backward(s):
+        return _sgd_in_backward_probe(model, source, target, s, on_step)
     t0, losses, tokens = time.perf_counter(), [], 0
     opt = _optimizer(target.trained, s)
     for step in range(s.steps):

@@ -157,9 +157,11 @@ def select_experts(rc: RoutingCounts, mode: str, parent: str, child: str, last_n
     if empty and (mode == "seft" or len(empty) == len(positions)):  # ssft: shared experts alone in such a layer
         where = ", ".join(f"layer {layer} (largest gap {g:.3g})" for layer, g in empty)
         best = min(g for _, g in empty)
-        hint = f"e.g. --alpha {best * 0.9:.3g}" if best > 0 else "the parent leads no expert there"
+        fix = (f"use a smaller --alpha (e.g. --alpha {best * 0.9:.3g})" if best > 0 else
+               "the parent leads no expert there over this pool, so no --alpha selects one: use --mode ssft "
+               "(shared experts) or a model with more experts per language")
         raise LangmoeError(f"parent {parent!r} has no specific experts at alpha={alpha:.3g} in {where} over the "
-                           f"reference pool {', '.join(ref)}: use a smaller --alpha ({hint})")
+                           f"reference pool {', '.join(ref)}: {fix}")
     check_router_still_chooses(out, {rc.layers[j]: rc.top_k[j] for j in positions}, mode)
     return out
 
