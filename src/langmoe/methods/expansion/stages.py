@@ -34,7 +34,6 @@ from langmoe.methods.expansion.inputs import (
 )
 from langmoe.methods.expansion.protect import gate_classes, group_firsts, protect_with_gate, strip_gates
 from langmoe.methods.expansion.surgery import (
-    block_parts,
     expand_model,
     experts_per_layer,
     new_token_rows,
@@ -42,7 +41,6 @@ from langmoe.methods.expansion.surgery import (
     set_classifiers,
     trainable_selector,
 )
-from langmoe.models.moe import moe_blocks
 from langmoe.models.routers import freeze_expert_rows, freeze_rows
 from langmoe.pipeline.context import RecipeRun
 from langmoe.pipeline.models import load_moe, save_moe
@@ -104,21 +102,26 @@ def train_stage1(model, cfg, data: ExpansionData, out_dir: Path, frozen_prefix: 
     source = TemperatureSampler(data.new, cfg.micro_batch_size, tau=cfg.tau, seed=cfg.seed)
     # experts of earlier generations get zero gradient: with weight decay 0 AdamW leaves them bit-identical
     handles = freeze_expert_rows(model, frozen_prefix, router_rows=router_rows) if frozen_prefix else []
+    select = trainable_selector(model, trainable, ("experts", "router"))
     if embedding_rows is not None:  # the same for the embedding rows outside `embedding_rows`
         emb = model.get_input_embeddings().weight
         handles.append(freeze_rows(emb, ~embedding_rows))
-        trainable = {id(p) for b in moe_blocks(model) for part in ("experts", "router") for p in block_parts(b)[part]}
-        trainable.add(id(emb))
+        select = _also(select, emb)
     wd = 0.0 if handles else None
     # the official MoE-LPR loss is transformers' Mixtral-style function: top_k x the Switch-style form we compute
     lb = cfg.lb_weight * cfg.top_k
     loss_terms = [LossTerm("load_balance", lb, load_balance_term())] if terms and lb else []
     try:
         return train(model, maybe_fail(source, fail_at), train_config(cfg, cfg.stage1, 0, wd, save_every), out_dir,
-                     loss_terms=loss_terms, trainable=trainable_selector(model, trainable, ("experts", "router")))
+                     loss_terms=loss_terms, trainable=select)
     finally:
         for h in handles:
             h.remove()
+
+
+def _also(select, extra):
+    """`select`, and `extra` too."""
+    return lambda name, p: p is extra or select(name, p)
 
 
 def train_stage2(model, cfg, data: ExpansionData, out_dir: Path, cls_weight: float = 0.0, trainable="moe",
