@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from langmoe.io import write_text  # noqa: E402
 from langmoe.methods import layermoe, moe_lpr  # noqa: E402
 
 SYSTEMS = {  # name -> (module, settings on top of the shared ones)
@@ -307,9 +308,8 @@ def main(argv=None) -> int:
     text = markdown(a, result, argv)
     print(text)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text, encoding="utf-8")
-        Path(a.out).with_suffix(".json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+        write_text(a.out, text)  # atomic, like every langmoe output
+        write_text(Path(a.out).with_suffix(".json"), json.dumps(result, indent=1))
     return 0
 
 

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from langmoe.data.corpus import open_corpus  # noqa: E402
 from langmoe.data.packing import pack_corpus  # noqa: E402
 from langmoe.eval.perplexity import evaluate_languages  # noqa: E402
+from langmoe.io import write_text  # noqa: E402
 from langmoe.methods.expansion.protect import protect_with_gate, strip_gates  # noqa: E402
 from langmoe.models.base import load_tokenizer  # noqa: E402
 from langmoe.models.moe import moe_blocks  # noqa: E402
@@ -117,8 +118,8 @@ def main(argv=None) -> int:
     text = markdown(a, res, argv)
     print(text)
     if a.out:
-        Path(a.out).write_text(text, encoding="utf-8")
-        Path(a.out).with_suffix(".json").write_text(json.dumps(res, indent=1), encoding="utf-8")
+        write_text(a.out, text)  # atomic, like every langmoe output
+        write_text(Path(a.out).with_suffix(".json"), json.dumps(res, indent=1))
     return 0
 
 
