@@ -80,6 +80,9 @@ def test_auto_rule_is_size_and_kept_gradients(monkeypatch):
     monkeypatch.setattr(probe_mod, "CHECKPOINT_ABOVE", size)  # at the threshold: off
     assert not use("auto", target, _settings(kind="sgd", grad_accum=16))
     assert use("on", target, _settings(kind="sgd", grad_accum=1))
+    monkeypatch.setattr(probe_mod, "CHECKPOINT_ABOVE", size - 1)
+    assert not use("auto", target, _settings(kind="sgd", grad_accum=16), supported=False)  # auto leaves it be
+    assert use("on", target, _settings(kind="sgd", grad_accum=16), supported=False)  # asked for: refused later
     with pytest.raises(LangmoeError, match="auto, on or off"):
         use("yes", target, _settings())
 

@@ -342,7 +342,8 @@ class _Plan:
         self.base: BaseCopy | None = None
         if config.kind != "gradient":
             self.base = make_base_copy(self.target.trained, config.base_copy, folder)
-        self.checkpointing = use_checkpointing(config.checkpointing, self.target, config.settings())
+        self.checkpointing = use_checkpointing(config.checkpointing, self.target, config.settings(),
+                                               supported=getattr(model, "supports_gradient_checkpointing", False))
 
     def stability_plan(self) -> _Plan:
         """The same probe with seed + 1 (another data order), sharing the base copy."""

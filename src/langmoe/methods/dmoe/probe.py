@@ -33,7 +33,7 @@ import torch
 
 from langmoe.errors import LangmoeError
 from langmoe.models.adapters import get_adapter
-from langmoe.precision import _enable_checkpointing
+from langmoe.precision import prepare_model
 from langmoe.train.trainer import is_no_decay
 
 _FFN_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe")
@@ -450,19 +450,20 @@ def _sgd_in_backward_probe(model, source, target: ProbeTarget, s: ProbeSettings,
 CHECKPOINT_ABOVE = 256 << 20  # bytes of trained weights above which checkpointing="auto" recomputes activations
 
 
-def use_checkpointing(where: str, target: ProbeTarget, s: ProbeSettings) -> bool:
+def use_checkpointing(where: str, target: ProbeTarget, s: ProbeSettings, supported: bool = True) -> bool:
     """Whether the probe recomputes each decoder layer's activations in backward: `on`, `off`, or `auto`: on when
     the probe keeps every trained weight's gradient while it runs (all but sgd's in-backward step, so the
     library default of 16 micro-batches a step) and those weights exceed CHECKPOINT_ABOVE bytes. There the peak is
     runtime + weights + gradients + activations, and the activations are the part that can go (the 362M model
     of benchmarks/probe_memory.py, 16 micro-batches a step: 3.82 → 3.48 GB, 2.64× → 2.40× its float32 bytes);
-    below it memory is small and the recomputation only costs time. The results are the same numbers either way (tested)."""
+    below it memory is small and the recomputation only costs time. The results are the same numbers either way (tested).
+    `auto` leaves a model that cannot checkpoint (`supported` False) as it is; `on` asks for it and is refused there."""
     if where not in ("auto", "on", "off"):
         raise LangmoeError(f"checkpointing must be auto, on or off, got {where!r}")
     if where != "auto":
         return where == "on"
     size = sum(p.numel() * p.element_size() for p in target.trained.values())
-    return not sgd_in_backward(s) and size > CHECKPOINT_ABOVE
+    return supported and not sgd_in_backward(s) and size > CHECKPOINT_ABOVE
 
 
 @contextlib.contextmanager
@@ -472,7 +473,7 @@ def checkpointing(model: torch.nn.Module, on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    undo = _enable_checkpointing(model)
+    undo = prepare_model(model, gradient_checkpointing=True, attn_implementation=None)
     try:
         yield
     finally:
