@@ -11,6 +11,7 @@ from langmoe.errors import LangmoeError
 from langmoe.methods.routing import metrics as M
 from langmoe.methods.routing.collect import RoutingCounts
 from langmoe.methods.routing.plots import _plt, _save
+from langmoe.methods.routing.stats import draw_units, percentile_intervals, summed
 
 __all__ = ["compare_routing", "routing_curves", "curves_of", "difference_intervals", "plot_comparison"]
 
@@ -54,18 +55,11 @@ def difference_intervals(a: RoutingCounts, b: RoutingCounts, focus: str | None, 
     rng = np.random.default_rng(seed)
     draws: dict[str, list] = {}
     for _ in range(n_boot):
-        idx = [rng.integers(0, len(u), len(u)) for u in ua]
-        ca = np.stack([u[i].sum(0) for u, i in zip(ua, idx, strict=True)])
-        cb = np.stack([u[i].sum(0) for u, i in zip(ub, idx, strict=True)])
-        fa, fb = curves_of(ca, a.langs, focus, base), curves_of(cb, b.langs, focus, base)
+        idx = draw_units(ua, rng)  # the same units for both models: a paired draw
+        fa, fb = curves_of(summed(ua, idx), a.langs, focus, base), curves_of(summed(ub, idx), b.langs, focus, base)
         for k in fa:
             draws.setdefault(k, []).append(np.asarray(fb[k]) - np.asarray(fa[k]))
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    out: dict = {"n_boot": n_boot, "level": level, "seed": seed}
-    for k, d in draws.items():
-        lo, hi = np.percentile(np.stack(d), q, axis=0)
-        out[k] = [[float(x), float(y)] for x, y in zip(lo, hi, strict=True)]
-    return out
+    return {"n_boot": n_boot, "level": level, "seed": seed, **percentile_intervals(draws, level)}
 
 
 def compare_routing(a: RoutingCounts, b: RoutingCounts, focus: str | None = None, base: float = M.DEFAULT_BASE,

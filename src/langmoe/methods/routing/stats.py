@@ -78,8 +78,24 @@ def within_groups(a, b, groups: Sequence[str], permutations: int = 9999, seed: i
     return out
 
 
-def _resample(units: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    return np.stack([u[rng.integers(0, len(u), len(u))].sum(0) for u in units])
+def draw_units(units: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """One bootstrap draw: per language, as many unit indices as it has units, with replacement."""
+    return [rng.integers(0, len(u), len(u)) for u in units]
+
+
+def summed(units: list[np.ndarray], idx: list[np.ndarray]) -> np.ndarray:
+    """Counts [languages, layers, experts] of the drawn units (`draw_units`)."""
+    return np.stack([u[i].sum(0) for u, i in zip(units, idx, strict=True)])
+
+
+def percentile_intervals(draws: dict[str, list], level: float) -> dict[str, list[list[float]]]:
+    """Per statistic, the [lo, hi] percentile interval at `level` of its per-layer bootstrap draws."""
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    out = {}
+    for k, d in draws.items():
+        lo, hi = np.percentile(np.stack(d), q, axis=0)
+        out[k] = [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)]
+    return out
 
 
 def bootstrap_layers(units: list[np.ndarray], n_boot: int = 200, seed: int = 0, level: float = 0.95,
@@ -93,13 +109,8 @@ def bootstrap_layers(units: list[np.ndarray], n_boot: int = 200, seed: int = 0, 
                                   "mean_pairwise_jsd": lambda c: M.mean_pairwise_jsd(c, base)}
     draws = {k: [] for k in stats}
     for _ in range(n_boot):
-        c = _resample(units, rng)
+        c = summed(units, draw_units(units, rng))
         for k, f in stats.items():
             draws[k].append(f(c))
-    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    out: dict = {"n_boot": n_boot, "level": level, "seed": seed,
-                 "units": [int(len(u)) for u in units]}
-    for k, d in draws.items():
-        lo, hi = np.percentile(np.stack(d), q, axis=0)
-        out[k] = [[float(a), float(b)] for a, b in zip(lo, hi, strict=True)]
-    return out
+    return {"n_boot": n_boot, "level": level, "seed": seed, "units": [int(len(u)) for u in units],
+            **percentile_intervals(draws, level)}
