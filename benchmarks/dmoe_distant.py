@@ -11,6 +11,8 @@ Groups and MoE layers of a seed are probed once (first multiplier) and reused at
     python benchmarks/dmoe_distant.py --seeds 0 1 2 --multipliers 1 4 --out runs/bench-distant
     python benchmarks/dmoe_distant.py --seeds 0 1 2 --multipliers 1 4 --out runs/bench-distant --from-summaries \
         --results benchmarks/results     # aggregate finished runs (e.g. seeds run as separate processes)
+    python benchmarks/dmoe_distant.py --seeds 0 1 2 --multipliers 4 --out runs/bench-distant --from-summaries \
+        --carry benchmarks/results/dmoe_distant.json --results benchmarks/results   # add 4x to a recorded 1x
     python benchmarks/dmoe_distant.py --tiny --out /tmp/bench-distant    # seconds: the logic, not a result
 
 Writes `dmoe_distant.json` (per multiplier and system: mean ± std over seeds of mean ppl and bits per byte, params,
@@ -18,7 +20,9 @@ tokens; the groups and their ARI against family and script; the targets, met or 
 `dmoe_distant.png` into `--results` (default `--out`). The targets (issue 24) are read from the numbers:
 DMoE below random groups by more than 2x the seed std; DMoE below CPT by >= 2% at 4x; equal-parameter DMoE within
 1% of BTX or better. Judged on mean bits per byte (comparable across scripts; mean ppl is dominated by the
-languages with the largest perplexities) with mean ppl beside it.
+languages with the largest perplexities) with mean ppl beside it. `--carry FILE` keeps the multipliers of an
+earlier result file that this call does not aggregate (runs of another session, whose folders are gone): their rows,
+per-seed numbers and groups are copied as recorded, and the targets and reading are recomputed over the whole curve.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from langmoe.io import read_json, write_json, write_text  # noqa: E402
 MAIN = ["dmoe", "dmoe_random", "cpt", "xelm", "btx"]
 EQ = ["dmoe", "dmoe_random"]
 EQ_NAMES = {"dmoe": "dmoe_eq", "dmoe_random": "dmoe_eq_random"}
+CTL_NAMES = {"xelm": "xelm_random", "xelm_ensemble": "xelm_random_ensemble"}
+PARTS = ("main", "eq", "xelm_random")
 RECIPE = Path(__file__).with_name("dmoe_distant.yaml")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,8 +124,14 @@ def reading(curve: dict[str, dict], metric: str = "mean_bpb") -> list[str]:
             return f"{a} {x[metric]:.4f} vs {b} {y[metric]:.4f} ({x[metric] / y[metric] - 1:+.1%}, {side})"
 
         parts = [gap("dmoe", "dmoe_random"), gap("dmoe_eq", "dmoe_eq_random"), gap("dmoe", "cpt"),
-                 gap("dmoe_eq", "dmoe"), gap("dmoe_eq", "btx"), gap("btx", "xelm")]
+                 gap("dmoe_eq", "dmoe"), gap("dmoe_eq", "btx"), gap("btx", "xelm"), gap("xelm", "xelm_random")]
         lines.append(f"{m}x: " + "; ".join(p for p in parts if p) + ".")
+        if {"xelm", "xelm_random"} <= set(s):
+            worth, noise = s["xelm_random"][metric] - s["xelm"][metric], max(s["xelm"][std], s["xelm_random"][std])
+            lines.append(
+                f"{m}x control: with separate branches (X-ELM) the deviation grouping is worth {worth:+.4f} {metric} "
+                f"over random groups (seed std up to {noise:.4f}: "
+                f"{'a signal' if worth > 2 * noise else 'no signal beyond noise'}).")
         if {"dmoe", "dmoe_random", "dmoe_eq", "dmoe_eq_random", "btx"} <= set(s):
             grouping = min(s["dmoe_random"][metric] - s["dmoe"][metric],
                            s["dmoe_eq_random"][metric] - s["dmoe_eq"][metric])
@@ -133,9 +145,51 @@ def reading(curve: dict[str, dict], metric: str = "mean_bpb") -> list[str]:
     return lines
 
 
+def per_seed(summaries: list[dict], seeds: list[int]) -> dict[str, dict[str, dict]]:
+    """Per seed and system, the numbers the curve averages (so a later call can re-aggregate or check them)."""
+    return {str(seed): {name: {k: row[k] for k in ("mean_bpb", "mean_ppl")} for name, row in s["systems"].items()}
+            for seed, s in zip(seeds, summaries, strict=True)}
+
+
+def carried(result: dict, path: Path) -> dict:
+    """`result` with the rows of the earlier result at `path` that it does not make (by multiplier and system),
+    copied as recorded; targets and reading re-read over the whole curve.
+
+    Groups of a seed probed in both must agree (the probe depends on the seed, not the budget): a mismatch means the
+    two were made by different code or settings, and is refused with one line."""
+    old = read_json(path)
+    if old["languages"] != result["languages"]:
+        raise SystemExit(f"--carry {path}: its languages {old['languages']} differ from this recipe's")
+    for seed, g in old["groups"].items():
+        if seed in result["groups"] and g["groups"] != result["groups"][seed]["groups"]:
+            raise SystemExit(f"--carry {path}: seed {seed} was grouped {g['groups']} there but "
+                             f"{result['groups'][seed]['groups']} here; rerun both with the same code and recipe")
+    kept = {m: [n for n in rows if n not in result["curve"].get(m, {})] for m, rows in old["curve"].items()}
+    kept = {m: names for m, names in kept.items() if names}
+    if not kept:
+        raise SystemExit(f"--carry {path}: this call makes every row it has; drop --carry")
+    mults = sorted({int(m) for m in old["curve"]} | set(result["multipliers"]))
+    curve = {str(m): {**old["curve"].get(str(m), {}), **result["curve"].get(str(m), {})} for m in mults}
+    old_seeds, new_seeds = old.get("per_seed", {}), result["per_seed"]
+    per = {str(m): {sd: {**old_seeds.get(str(m), {}).get(sd, {}), **new_seeds.get(str(m), {}).get(sd, {})}
+                    for sd in {*old_seeds.get(str(m), {}), *new_seeds.get(str(m), {})}} for m in mults}
+    return {**result, "multipliers": mults, "curve": curve, "groups": {**old["groups"], **result["groups"]},
+            "per_seed": per, "carried": {"from": str(path), "rows": kept, "command": old["command"],
+                                         "earlier": old.get("carried")},
+            "seeds": sorted({*old["seeds"], *result["seeds"]}), "targets": targets(curve), "reading": reading(curve)}
+
+
+def carry_note(carried: dict) -> str:
+    """Which rows came from an earlier result file, and the commands that made them (a chain of carries)."""
+    rows = "; ".join(f"{m}x: {', '.join(names)}" for m, names in carried["rows"].items())
+    text = f"Rows carried as recorded in `{carried['from']}` (made by `{carried['command']}`): {rows}."
+    return text + (" " + carry_note(carried["earlier"]) if carried.get("earlier") else "")
+
+
 def markdown(result: dict) -> str:
     lines = [f"# DMoE on distant languages: {result['recipe']}", "", f"Command: `{result['command']}`  ",
              *([result["note"], ""] if result.get("note") else []),
+             *([carry_note(result["carried"]), ""] if result.get("carried") else []),
              f"Seeds: {result['seeds']}; model: {result['model']}; languages: {' '.join(result['languages'])} "
              f"(K = {result['num_groups']}); wall of this aggregation {result['wall_s']:.0f} s. Every system of a "
              "multiplier sees the same training tokens; test split, 20,000 characters per language.", "",
@@ -150,6 +204,9 @@ def markdown(result: dict) -> str:
     for seed, g in result["groups"].items():
         lines.append(f"- seed {seed}: {' | '.join(' '.join(x) for x in g['groups'])} (ARI family "
                      f"{g['ari']['family']:.2f}, script {g['ari']['script']:.2f}); MoE layers {g['moe_layers']}")
+    if result.get("random_groups"):
+        lines += ["", "Random groups per seed (DMoE's random twins and X-ELM's control draw the same ones):", ""]
+        lines += [f"- seed {seed}: {' | '.join(' '.join(x) for x in g)}" for seed, g in result["random_groups"].items()]
     lines += ["", "Targets (mean bits per byte):", "", "| multiplier | target | value | threshold | met |",
               "|---|---|---|---|---|"]
     for t in result["targets"]:
@@ -193,55 +250,89 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--recipe", default=str(RECIPE))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--multipliers", type=int, nargs="+", default=[1, 4])
-    ap.add_argument("--no-eq", action="store_true", help="skip the equal-parameter twins")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                    help="which runs of each seed: main (base, DMoE, random groups, CPT, X-ELM, BTX), eq (the "
+                         "equal-parameter twins; needs main's probe), xelm_random (X-ELM on dmoe_random's groups)")
     ap.add_argument("--from-summaries", action="store_true", help="run nothing: aggregate finished runs")
     ap.add_argument("--out", default="runs/bench-distant")
     ap.add_argument("--results", default=None, help="where the .md/.json/.png go (default: --out)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tiny", action="store_true", help="shrink everything to seconds (tests the logic only)")
+    ap.add_argument("--carry", default=None, metavar="FILE",
+                    help="an earlier dmoe_distant.json: keep its multipliers that this call does not aggregate")
     ap.add_argument("--note", default="", help="how the runs were made (e.g. seeds run as separate processes)")
     return ap.parse_args(argv)
+
+
+def random_groups(langs: list[str], k: int, seed: int) -> list[list[str]]:
+    """The random grouping `dmoe_random` draws for this seed (the same function and seed), for X-ELM's control."""
+    from langmoe.methods.dmoe.grouping import random_grouping
+
+    return random_grouping(langs, k, seed=seed).groups
+
+
+def seed_rows(base_data: dict, seed: int, m: int, first: bool, args, fixed: dict | None) -> tuple[dict, dict | None]:
+    """One seed at one multiplier: the parts asked for (main run, equal-parameter twins, X-ELM on random groups),
+    run or read, as one summary; and the probe's groups and layers (from the main run) for the seed's other runs."""
+    out, data = Path(args.out), {**base_data, "seed": seed}
+    rows: dict[str, dict] = {}
+    if "main" in args.parts:
+        main_dir = out / f"x{m}" / f"seed-{seed}"
+        rows.update(announce_and_run(scale_recipe(data, m, (["base"] if first else []) + MAIN, fixed), main_dir,
+                                     args.from_summaries)["systems"])
+        fixed = fixed or probed_analysis(main_dir)
+    if "eq" in args.parts:
+        if fixed is None:
+            raise SystemExit(f"seed {seed}: the equal-parameter twins need the probe's groups: run --parts main first")
+        eq = scale_recipe(data, m, EQ, {**fixed, "moe_layers": list(range(num_layers(data["model"])))})
+        rows.update(renamed(announce_and_run(eq, out / f"x{m}-eq" / f"seed-{seed}", args.from_summaries),
+                            EQ_NAMES)["systems"])
+    if "xelm_random" in args.parts:
+        k = next(e["num_groups"] for e in data["systems"] if isinstance(e, dict) and e["name"] == "dmoe")
+        ctl = scale_recipe(data, m, [], None)
+        ctl["systems"] = [{**next(e for e in data["systems"] if isinstance(e, dict) and e["name"] == "xelm"),
+                           "groups": random_groups(data["languages"], k, seed)}]
+        rows.update(renamed(announce_and_run(ctl, out / f"x{m}-xelm-random" / f"seed-{seed}", args.from_summaries),
+                            CTL_NAMES)["systems"])
+    return {"systems": rows}, fixed
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse_args(argv)
+    if args.carry and not Path(args.carry).is_file():
+        raise SystemExit(f"--carry {args.carry}: no such file; give an earlier dmoe_distant.json")
     torch.set_num_threads(args.threads)
     base_data = load_recipe(args.recipe, {"threads": args.threads}).model_dump(mode="json", exclude_unset=False)
     base_data["systems"] = __import__("yaml").safe_load(Path(args.recipe).read_text(encoding="utf-8"))["systems"]
     if args.tiny:
         base_data.update(tiny_overrides())
-    every_layer = list(range(num_layers(base_data["model"])))
     mults, out, t0 = sorted(set(args.multipliers)), Path(args.out), time.perf_counter()
     per_mult: dict[int, list[dict]] = {m: [] for m in mults}
     groups: dict[str, dict] = {}
     for seed in args.seeds:
         fixed = None
         for m in mults:
-            systems = (["base"] if m == mults[0] else []) + MAIN
-            data = scale_recipe({**base_data, "seed": seed}, m, systems, fixed)
-            main_dir = out / f"x{m}" / f"seed-{seed}"
-            summary = announce_and_run(data, main_dir, args.from_summaries)
-            if fixed is None:
-                fixed = probed_analysis(main_dir)
+            summary, fixed = seed_rows(base_data, seed, m, m == mults[0], args, fixed)
+            if fixed is not None:
                 groups[str(seed)] = {**fixed, "ari": group_agreement(fixed["groups"])}
-            if not args.no_eq:
-                eq = scale_recipe({**base_data, "seed": seed}, m, EQ, {**fixed, "moe_layers": every_layer})
-                eq_summary = announce_and_run(eq, out / f"x{m}-eq" / f"seed-{seed}", args.from_summaries)
-                summary = {**summary, "systems": {**summary["systems"], **renamed(eq_summary, EQ_NAMES)["systems"]}}
             per_mult[m].append(summary)
     curve = {str(m): aggregate(per_mult[m]) for m in mults}
     recipe = Path(args.recipe).resolve()
     shown = recipe.relative_to(ROOT) if recipe.is_relative_to(ROOT) else recipe
+    k = next(e["num_groups"] for e in base_data["systems"] if isinstance(e, dict) and e["name"] == "dmoe")
     result = {"recipe": str(shown), "note": args.note, "model": base_data["model"], "seeds": args.seeds, "multipliers": mults,
               "command": " ".join(["python benchmarks/dmoe_distant.py", *(argv if argv is not None else sys.argv[1:])]),
-              "languages": base_data["languages"], "num_groups": len(next(iter(groups.values()))["groups"]),
+              "languages": base_data["languages"], "num_groups": k,
+              "random_groups": {str(s): random_groups(base_data["languages"], k, s) for s in args.seeds},
               "groups": groups, "curve": curve, "targets": targets(curve), "reading": reading(curve),
-              "wall_s": time.perf_counter() - t0}
+              "per_seed": {str(m): per_seed(per_mult[m], args.seeds) for m in mults}, "wall_s": time.perf_counter() - t0}
+    if args.carry:
+        result = carried(result, Path(args.carry))
     dest = Path(args.results or out)
     write_json(dest / "dmoe_distant.json", result)
-    plot(curve, dest / "dmoe_distant.png")
+    plot(result["curve"], dest / "dmoe_distant.png")
     write_text(dest / "dmoe_distant.md", markdown(result))
     print(markdown(result))
     return 0

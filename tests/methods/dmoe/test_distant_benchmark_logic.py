@@ -59,7 +59,14 @@ def test_tiny_distant_benchmark_end_to_end(tmp_path):
     assert b.main(["--tiny", "--seeds", "0", "--multipliers", "1", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "dmoe_distant.json").read_text())
     curve = res["curve"]["1"]
-    assert {"base", "dmoe", "dmoe_random", "cpt", "xelm", "btx", "dmoe_eq", "dmoe_eq_random"} <= set(curve)
+    assert {"base", "dmoe", "dmoe_random", "cpt", "xelm", "btx", "dmoe_eq", "dmoe_eq_random", "xelm_random",
+            "xelm_random_ensemble"} <= set(curve)
+    # X-ELM's control trains on the very groups dmoe_random drew, with no probe of its own
+    drawn = json.loads((tmp_path / "x1" / "seed-0" / "groups_random.json").read_text())["groups"]
+    assert res["random_groups"]["0"] == drawn != res["groups"]["0"]["groups"]
+    ctl = tmp_path / "x1-xelm-random" / "seed-0"
+    assert not (ctl / "deviation.json").exists()
+    assert __import__("yaml").safe_load((ctl / "config.yaml").read_text())["systems"][0]["groups"] == drawn
     # the twin has every layer as MoE: more parameters than DMoE, the same tokens
     assert curve["dmoe_eq"]["params_total"] > curve["dmoe"]["params_total"]
     assert curve["dmoe_eq"]["tokens_seen"] == curve["dmoe"]["tokens_seen"] == curve["cpt"]["tokens_seen"]
@@ -67,6 +74,69 @@ def test_tiny_distant_benchmark_end_to_end(tmp_path):
     g = res["groups"]["0"]["groups"]
     assert all(x in eq_cfg for grp in g for x in grp) and not (tmp_path / "x1-eq" / "seed-0" / "deviation.json").exists()
     assert set(res["groups"]["0"]["ari"]) == {"family", "script"}
+    assert res["per_seed"]["1"]["0"]["dmoe_eq"]["mean_bpb"] == curve["dmoe_eq"]["mean_bpb"]  # one seed: its own row
     assert (tmp_path / "dmoe_distant.png").stat().st_size > 1000 and (tmp_path / "dmoe_distant.md").is_file()
     assert b.main(["--tiny", "--seeds", "0", "--multipliers", "1", "--out", str(tmp_path), "--from-summaries"]) == 0
     assert json.loads((tmp_path / "dmoe_distant.json").read_text())["curve"] == res["curve"]
+
+
+def _result(mults: list[int], bpb: float, groups: list[list[str]]) -> dict:
+    curve = {str(m): {"dmoe": _row(bpb), "dmoe_random": _row(bpb + 0.01), "cpt": _row(bpb * 1.03)} for m in mults}
+    return {"multipliers": mults, "seeds": [0, 1, 2], "languages": ["en", "fr", "ru", "uk"], "command": "python x",
+            "groups": {"0": {"groups": groups}}, "curve": curve,
+            "per_seed": {str(m): {"0": {"dmoe": {"mean_bpb": bpb, "mean_ppl": 1.0}}} for m in mults}}
+
+
+def test_carry_keeps_recorded_multipliers_and_rereads_targets(tmp_path):
+    """--carry: the 1x rows of an earlier file join this call's 4x rows; targets are read over both."""
+    b = _bench()
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(_result([1], 1.50, [["en", "fr"], ["ru", "uk"]])))
+    new = _result([4], 1.40, [["en", "fr"], ["ru", "uk"]])
+    got = b.carried(new, old)
+    assert got["multipliers"] == [1, 4] and list(got["curve"]) == ["1", "4"]
+    assert got["curve"]["1"]["dmoe"]["mean_bpb"] == 1.50 and got["curve"]["4"]["dmoe"]["mean_bpb"] == 1.40
+    assert set(got["per_seed"]) == {"1", "4"} and got["carried"]["rows"] == {"1": ["dmoe", "dmoe_random", "cpt"]}
+    assert {t["multiplier"] for t in got["targets"]} == {"1", "4"}  # the 4x CPT target appears, 1x ones kept
+    assert any(t["target"] == "DMoE below CPT by >= 2% at 4x" and t["met"] for t in got["targets"])
+    assert "carried as recorded" in b.markdown({**got, "recipe": "r", "model": "m", "num_groups": 2, "wall_s": 0,
+                                                "groups": {}})
+
+
+def test_carry_adds_a_system_to_a_recorded_multiplier(tmp_path):
+    """A later call that makes only X-ELM's control at 1x keeps every recorded 1x and 4x row beside it."""
+    b = _bench()
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(b.carried(_result([4], 1.40, [["en", "fr"], ["ru", "uk"]]),
+                                        _write(tmp_path / "older.json", _result([1], 1.50, [["en", "fr"], ["ru", "uk"]])))))
+    new = _result([1], 1.50, [])
+    new["groups"], new["curve"] = {}, {"1": {"xelm": _row(1.45), "xelm_random": _row(1.47)}}
+    new["per_seed"] = {"1": {"0": {"xelm_random": {"mean_bpb": 1.47, "mean_ppl": 1.0}}}}
+    got = b.carried(new, old)
+    assert set(got["curve"]["1"]) == {"dmoe", "dmoe_random", "cpt", "xelm", "xelm_random"}
+    assert got["curve"]["4"]["dmoe"]["mean_bpb"] == 1.40 and got["curve"]["1"]["dmoe"]["mean_bpb"] == 1.50
+    assert got["per_seed"]["1"]["0"] == {"dmoe": {"mean_bpb": 1.50, "mean_ppl": 1.0},
+                                         "xelm_random": {"mean_bpb": 1.47, "mean_ppl": 1.0}}
+    assert got["groups"]["0"]["groups"] == [["en", "fr"], ["ru", "uk"]]  # the probe's groups stay recorded
+    note = b.carry_note(got["carried"])
+    assert "older.json" in note and "4x: dmoe" in note  # both carries are named
+    assert any("control" in x and "a signal" in x for x in b.reading(got["curve"]))  # 0.02 apart, std 0.001
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_carry_refuses_what_cannot_be_merged(tmp_path):
+    import pytest
+
+    b = _bench()
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(_result([1], 1.50, [["en", "ru"], ["fr", "uk"]])))
+    with pytest.raises(SystemExit, match="seed 0 was grouped"):  # another probe made the recorded rows
+        b.carried(_result([4], 1.40, [["en", "fr"], ["ru", "uk"]]), old)
+    with pytest.raises(SystemExit, match="makes every row"):
+        b.carried(_result([1], 1.40, [["en", "ru"], ["fr", "uk"]]), old)
+    with pytest.raises(SystemExit, match="no such file"):
+        b.main(["--tiny", "--carry", str(tmp_path / "missing.json"), "--out", str(tmp_path)])

@@ -56,3 +56,36 @@ def test_each_branch_trains_every_parameter_on_its_group_only(branches, k):
 def test_branches_are_different_models(branches):
     _base, (b0, b1), _tok = branches
     assert all(not torch.equal(b0[n], b1[n]) for n in b0 if n != EMBED)
+
+
+CROSSED = [["en", "de"], ["fr", "nl"]]  # not the DMoE groups: the control a user runs on groups of their own
+
+
+def test_given_groups_train_those_branches_without_a_probe(tmp_path):
+    """`groups` given: branch k trains on exactly those languages (its own characters move, the others' rows stay),
+    and no deviation probe or grouping stage runs."""
+    from transformers import AutoTokenizer
+
+    torch.set_num_threads(1)
+    recipe = tiny_recipe(tmp_path, systems=[{"name": "xelm", "groups": CROSSED}], optim=NO_DECAY, eval=EVAL)
+    run_recipe(recipe, tmp_path / "run")
+    stages = tmp_path / "run" / "stages"
+    assert not (stages / "deviation").exists() and not (stages / "groups").exists()
+    base, tok = folder_weights(tmp_path / "base"), AutoTokenizer.from_pretrained(str(tmp_path / "base"))
+    for k in range(2):
+        trained = folder_weights(stages / "xelm" / f"branch-{k}" / "model")
+        own = _chars(CROSSED[k]) - _chars(CROSSED[1 - k])
+        others = (_chars(CROSSED[1 - k]) | _chars(["es", "it"])) - _chars(CROSSED[k])
+        check_embedding_rows(base[EMBED], trained[EMBED], token_rows(tok, "".join(sorted(own))),
+                             token_rows(tok, "".join(sorted(others))), f"xelm branch {k} on {CROSSED[k]}")
+
+
+def test_given_groups_must_partition_the_languages(tmp_path):
+    from langmoe.config import parse_recipe
+    from langmoe.errors import LangmoeError
+
+    recipe = tiny_recipe(tmp_path, systems=["xelm"])
+    for groups in ([["en", "de"], ["fr"]], [["en", "de"], ["fr", "nl", "en"]], [["en", "de", "fr", "nl"], []]):
+        with pytest.raises(LangmoeError, match="systems.xelm: xelm groups must partition"):
+            parse_recipe({**recipe, "systems": [{"name": "xelm", "groups": groups}]})
+    assert parse_recipe({**recipe, "systems": [{"name": "xelm", "groups": CROSSED}]}).settings("xelm").groups == CROSSED

@@ -16,8 +16,12 @@ from langmoe.pipeline.summary import mean_metrics, summary_row
 def run_xelm(run: RecipeRun, settings) -> dict[str, Any]:
 
     r = run.recipe
-    groups, gstage = run.provide("language_groups")
-    branches = branch_stages(run, "xelm", groups, r.budget_steps, settings.optim, deps=[gstage])
+    if settings.groups is not None:
+        groups, deps = [list(g) for g in settings.groups], []
+    else:
+        groups, gstage = run.provide("language_groups")
+        deps = [gstage]
+    branches = branch_stages(run, "xelm", groups, r.budget_steps, settings.optim, deps=deps)
     tokens = sum(info["tokens_seen"] for _, info in branches)
     names = [n for n, _ in branches]
 
