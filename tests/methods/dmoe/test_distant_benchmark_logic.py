@@ -140,3 +140,20 @@ def test_carry_refuses_what_cannot_be_merged(tmp_path):
         b.carried(_result([1], 1.40, [["en", "ru"], ["fr", "uk"]]), old)
     with pytest.raises(SystemExit, match="no such file"):
         b.main(["--tiny", "--carry", str(tmp_path / "missing.json"), "--out", str(tmp_path)])
+
+
+def test_unmet_targets_say_which_explanation_fits():
+    """Deviation groups that follow the scripts yet tie random ones rule out 'the languages are too close'; a CPT gap
+    that no system closes, not even with more parameters, is not parameters; a 2-std X-ELM gap is a signal."""
+    b = _bench()
+    curve = {"4": {"dmoe": _row(1.500), "dmoe_random": _row(1.5005), "cpt": _row(1.505), "dmoe_eq": _row(1.49),
+                   "dmoe_eq_random": _row(1.4905), "btx": _row(1.495), "xelm": _row(1.48),
+                   "xelm_random": _row(1.49)}}
+    lines = b.why_not_met(curve, script_ari=0.49)
+    assert len(lines) == 2  # random-groups and CPT targets unmet; BTX's is met
+    assert "does not fit" in lines[0] and "within one seed std of random" in lines[0]
+    assert "a signal" in lines[0]  # X-ELM: 0.01 apart with std 0.001
+    assert "No system reaches 2% below CPT" in lines[1] and "X-ELM (4 whole branches) -1.7%" in lines[1]
+    curve["4"]["xelm"] = _row(1.45)  # X-ELM -3.7% below CPT: parameters do reach it
+    assert "explanation 2: parameters" in b.why_not_met(curve, script_ari=0.49)[1]
+    assert "cannot be ruled out" in b.why_not_met(curve, script_ari=0.0)[0]
