@@ -125,13 +125,14 @@ def reading(curve: dict[str, dict], metric: str = "mean_bpb") -> list[str]:
 
         parts = [gap("dmoe", "dmoe_random"), gap("dmoe_eq", "dmoe_eq_random"), gap("dmoe", "cpt"),
                  gap("dmoe_eq", "dmoe"), gap("dmoe_eq", "btx"), gap("btx", "xelm"), gap("xelm", "xelm_random")]
-        lines.append(f"{m}x: " + "; ".join(p for p in parts if p) + ".")
+        if any(parts):
+            lines.append(f"{m}x: " + "; ".join(p for p in parts if p) + ".")
         if {"xelm", "xelm_random"} <= set(s):
             worth, noise = s["xelm_random"][metric] - s["xelm"][metric], max(s["xelm"][std], s["xelm_random"][std])
             lines.append(
                 f"{m}x control: with separate branches (X-ELM) the deviation grouping is worth {worth:+.4f} {metric} "
                 f"over random groups (seed std up to {noise:.4f}: "
-                f"{'a signal' if worth > 2 * noise else 'no signal beyond noise'}).")
+                f"{signal(worth, noise)}).")
         if {"dmoe", "dmoe_random", "dmoe_eq", "dmoe_eq_random", "btx"} <= set(s):
             grouping = min(s["dmoe_random"][metric] - s["dmoe"][metric],
                            s["dmoe_eq_random"][metric] - s["dmoe_eq"][metric])
@@ -179,8 +180,11 @@ def why_not_met(curve: dict[str, dict], script_ari: float | None, metric: str = 
                 noise = max(s["xelm"][std], s["xelm_random"][std])
                 ctl = (f"; with whole separate branches (X-ELM) the same groups are worth {worth:+.4f} over random ones "
                        + ("(a signal: the groups carry information that DMoE's experts do not turn into a gain)"
-                          if worth > 2 * noise else "(no signal either: at this scale the grouping carries no usable "
-                                                     "information, whatever the architecture)"))
+                          if worth > 2 * noise else
+                          "(the opposite of the premise: branches of mixed scripts beat branches of one script, so "
+                          "at this scale similar languages interfere more than they transfer)" if worth < -2 * noise
+                          else "(no signal either: at this scale the grouping carries no usable information, "
+                               "whatever the architecture)"))
             eq = (f"; with BTX's parameters DMoE is {versus('dmoe_eq', 'dmoe_eq_random')} its random twin "
                   f"({rel('dmoe_eq', 'dmoe_eq_random')})" if {"dmoe_eq", "dmoe_eq_random"} <= set(s) else "")
             lines.append(f"{m}x, why DMoE does not beat random groups: explanation (1), languages too close, {close}"
@@ -198,6 +202,13 @@ def why_not_met(curve: dict[str, dict], script_ari: float | None, metric: str = 
                          f"({rel('dmoe_eq', 'btx')}) is not parameters (explanation 2 does not fit); BTX's branch phase "
                          "is what differs.")
     return lines
+
+
+def signal(worth: float, noise: float) -> str:
+    """A gain read against the seed noise: a signal, a signal the other way, or none (2 std either side)."""
+    if worth > 2 * noise:
+        return "a signal"
+    return "a signal the other way: random groups are better" if worth < -2 * noise else "no signal beyond noise"
 
 
 def per_seed(summaries: list[dict], seeds: list[int]) -> dict[str, dict[str, dict]]:
@@ -256,19 +267,22 @@ def markdown(result: dict) -> str:
             lines.append(f"| {m}x | {name} | {a['seeds']} | {a['tokens_seen']:,} | {a['mean_bpb']:.4f} ± "
                          f"{a['std_bpb']:.4f} | {a['mean_ppl']:.2f} ± {a['std_ppl']:.2f} | {a['params_total']:,} | "
                          f"{a['params_active']:,} |")
-    lines += ["", "Deviation groups per seed (ARI against family / script; 1 = the same partition):", ""]
+    if result["groups"]:
+        lines += ["", "Deviation groups per seed (ARI against family / script; 1 = the same partition):", ""]
     for seed, g in result["groups"].items():
         lines.append(f"- seed {seed}: {' | '.join(' '.join(x) for x in g['groups'])} (ARI family "
                      f"{g['ari']['family']:.2f}, script {g['ari']['script']:.2f}); MoE layers {g['moe_layers']}")
     if result.get("random_groups"):
         lines += ["", "Random groups per seed (DMoE's random twins and X-ELM's control draw the same ones):", ""]
         lines += [f"- seed {seed}: {' | '.join(' '.join(x) for x in g)}" for seed, g in result["random_groups"].items()]
-    lines += ["", "Targets (mean bits per byte):", "", "| multiplier | target | value | threshold | met |",
-              "|---|---|---|---|---|"]
+    if result["targets"]:
+        lines += ["", "Targets (mean bits per byte):", "", "| multiplier | target | value | threshold | met |",
+                  "|---|---|---|---|---|"]
     for t in result["targets"]:
         lines.append(f"| {t['multiplier']}x | {t['target']} | {t['value']:+.4f} | {t['threshold']:+.4f} | "
                      f"{'met' if t['met'] else 'NOT met'} |")
-    lines += ["", "Reading:", ""] + [f"- {x}" for x in result["reading"]] + ["", "![distant](dmoe_distant.png)", ""]
+    lines += ["", "Reading:", "", *[f"- {x}" for x in result["reading"]]] if result["reading"] else []
+    lines += ["", "![distant](dmoe_distant.png)", ""]
     return "\n".join(lines)
 
 

@@ -157,3 +157,6 @@ def test_unmet_targets_say_which_explanation_fits():
     curve["4"]["xelm"] = _row(1.45)  # X-ELM -3.7% below CPT: parameters do reach it
     assert "explanation 2: parameters" in b.why_not_met(curve, script_ari=0.49)[1]
     assert "cannot be ruled out" in b.why_not_met(curve, script_ari=0.0)[0]
+    curve["4"]["xelm_random"] = _row(1.44)  # random branches 0.01 better than the deviation ones: the other way
+    assert "the opposite of the premise" in b.why_not_met(curve, script_ari=0.49)[0]
+    assert "control" in b.reading(curve)[1] and "a signal the other way" in b.reading(curve)[1]
