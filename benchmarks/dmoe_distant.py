@@ -241,7 +241,7 @@ def carried(result: dict, path: Path) -> dict:
                     for sd in {*old_seeds.get(str(m), {}), *new_seeds.get(str(m), {})}} for m in mults}
     return {**result, "multipliers": mults, "curve": curve, "groups": {**old["groups"], **result["groups"]},
             "per_seed": per, "carried": {"from": str(path), "rows": kept, "command": old["command"],
-                                         "earlier": old.get("carried")},
+                                         "note": old.get("note", ""), "earlier": old.get("carried")},
             "seeds": sorted({*old["seeds"], *result["seeds"]}), "targets": targets(curve),
             "reading": reading(curve) + why_not_met(curve, mean_script_ari({**old["groups"], **result["groups"]}))}
 
@@ -250,6 +250,7 @@ def carry_note(carried: dict) -> str:
     """Which rows came from an earlier result file, and the commands that made them (a chain of carries)."""
     rows = "; ".join(f"{m}x: {', '.join(names)}" for m, names in carried["rows"].items())
     text = f"Rows carried as recorded in `{carried['from']}` (made by `{carried['command']}`): {rows}."
+    text += f" That file's note: {carried['note']}" if carried.get("note") else ""
     return text + (" " + carry_note(carried["earlier"]) if carried.get("earlier") else "")
 
 

@@ -91,7 +91,7 @@ def test_carry_keeps_recorded_multipliers_and_rereads_targets(tmp_path):
     """--carry: the 1x rows of an earlier file join this call's 4x rows; targets are read over both."""
     b = _bench()
     old = tmp_path / "old.json"
-    old.write_text(json.dumps(_result([1], 1.50, [["en", "fr"], ["ru", "uk"]])))
+    old.write_text(json.dumps({**_result([1], 1.50, [["en", "fr"], ["ru", "uk"]]), "note": "1x, another machine"}))
     new = _result([4], 1.40, [["en", "fr"], ["ru", "uk"]])
     got = b.carried(new, old)
     assert got["multipliers"] == [1, 4] and list(got["curve"]) == ["1", "4"]
@@ -99,6 +99,7 @@ def test_carry_keeps_recorded_multipliers_and_rereads_targets(tmp_path):
     assert set(got["per_seed"]) == {"1", "4"} and got["carried"]["rows"] == {"1": ["dmoe", "dmoe_random", "cpt"]}
     assert {t["multiplier"] for t in got["targets"]} == {"1", "4"}  # the 4x CPT target appears, 1x ones kept
     assert any(t["target"] == "DMoE below CPT by >= 2% at 4x" and t["met"] for t in got["targets"])
+    assert "That file's note: 1x, another machine" in b.carry_note(got["carried"])
     assert "carried as recorded" in b.markdown({**got, "recipe": "r", "model": "m", "num_groups": 2, "wall_s": 0,
                                                 "groups": {}})
 
