@@ -28,6 +28,7 @@ per-seed numbers and groups are copied as recorded, and the targets and reading 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -140,7 +141,7 @@ def reading(curve: dict[str, dict], metric: str = "mean_bpb") -> list[str]:
             params = s["dmoe"][metric] - s["dmoe_eq"][metric]
             lines.append(
                 f"{m}x reading: the deviation grouping is worth {grouping:+.4f} {metric} at the smaller of its two "
-                f"sizes (seed std up to {noise:.4f}: {'a signal' if grouping > 2 * noise else 'no signal beyond noise'}); "
+                f"sizes (seed std up to {noise:.4f}: {signal(grouping, noise)}); "
                 f"going from ε-selected layers to every layer is worth {params:+.4f}; BTX's lead over DMoE is "
                 f"{'mostly parameters' if abs(s['dmoe_eq'][metric] - s['btx'][metric]) < abs(params) else 'not explained by parameters alone'}.")
     return lines
@@ -181,8 +182,9 @@ def why_not_met(curve: dict[str, dict], script_ari: float | None, metric: str = 
                 ctl = (f"; with whole separate branches (X-ELM) the same groups are worth {worth:+.4f} over random ones "
                        + ("(a signal: the groups carry information that DMoE's experts do not turn into a gain)"
                           if worth > 2 * noise else
-                          "(the opposite of the premise: branches of mixed scripts beat branches of one script, so "
-                          "at this scale similar languages interfere more than they transfer)" if worth < -2 * noise
+                          "(the opposite of the premise: branches of mixed scripts beat branches of one script; one "
+                          "reading, not tested here, is that similar languages interfere more than they transfer at "
+                          "this scale)" if worth < -2 * noise
                           else "(no signal either: at this scale the grouping carries no usable information, "
                                "whatever the architecture)"))
             eq = (f"; with BTX's parameters DMoE is {versus('dmoe_eq', 'dmoe_eq_random')} its random twin "
@@ -335,6 +337,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def command(argv: list[str]) -> str:
+    """The call as a shell line, its `--note` left out (the note is shown on its own; it does not change a number)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--note="):
+            skip = False
+            continue
+        skip = a == "--note"
+        if not skip:
+            kept.append(shlex.quote(a))
+    return " ".join(["python benchmarks/dmoe_distant.py", *kept])
+
+
 def random_groups(langs: list[str], k: int, seed: int) -> list[list[str]]:
     """The random grouping `dmoe_random` draws for this seed (the same function and seed), for X-ELM's control."""
     from langmoe.methods.dmoe.grouping import random_grouping
@@ -394,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = recipe.relative_to(ROOT) if recipe.is_relative_to(ROOT) else recipe
     k = next(e["num_groups"] for e in base_data["systems"] if isinstance(e, dict) and e["name"] == "dmoe")
     result = {"recipe": str(shown), "note": args.note, "model": base_data["model"], "seeds": args.seeds, "multipliers": mults,
-              "command": " ".join(["python benchmarks/dmoe_distant.py", *(argv if argv is not None else sys.argv[1:])]),
+              "command": command(argv if argv is not None else sys.argv[1:]),
               "languages": base_data["languages"], "num_groups": k,
               "random_groups": {str(s): random_groups(base_data["languages"], k, s) for s in args.seeds},
               "groups": groups, "curve": curve, "targets": targets(curve),

@@ -52,6 +52,8 @@ def test_targets_met_and_not_met():
     assert b.targets(one_seed)[0]["met"] is False  # one seed has no noise estimate: never "met"
     lines = b.reading(curve)
     assert "a signal" in lines[1] and "+0.0100" in lines[1]
+    worse = {"4": {**curve["4"], "dmoe_random": _row(1.397), "dmoe_eq_random": _row(1.447)}}
+    assert "-0.0030" in b.reading(worse)[1] and "a signal the other way" in b.reading(worse)[1]
 
 
 def test_tiny_distant_benchmark_end_to_end(tmp_path):
@@ -127,6 +129,13 @@ def test_carry_adds_a_system_to_a_recorded_multiplier(tmp_path):
 def _write(path: Path, data: dict) -> Path:
     path.write_text(json.dumps(data))
     return path
+
+
+def test_command_leaves_the_note_out():
+    b = _bench()
+    assert b.command(["--seeds", "0", "--note", "ran on a shared machine", "--out", "a b"]) == \
+        "python benchmarks/dmoe_distant.py --seeds 0 --out 'a b'"
+    assert b.command(["--note=x", "--tiny"]) == "python benchmarks/dmoe_distant.py --tiny"
 
 
 def test_carry_refuses_what_cannot_be_merged(tmp_path):
