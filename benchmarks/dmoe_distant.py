@@ -1,10 +1,11 @@
 """DMoE where languages compete: twelve languages of four families and five scripts, K = 4, parameters held equal.
 
-Per seed and budget multiplier, two recipe runs at the same tokens:
+Per seed and budget multiplier, three recipe runs at the same tokens:
 - `<out>/x<m>/seed-<s>`: base, DMoE (deviation groups, ε-selected layers), DMoE on random groups, dense CPT, X-ELM
   and BTX (both on DMoE's groups) — the recipe `benchmarks/dmoe_distant.yaml`;
 - `<out>/x<m>-eq/seed-<s>`: the equal-parameter twins — DMoE with every layer an MoE layer (the parameters of BTX,
-  which merges every layer's FFNs) on the same deviation groups, and its random-group twin.
+  which merges every layer's FFNs) on the same deviation groups, and its random-group twin;
+- `<out>/x<m>-xelm-random/seed-<s>`: X-ELM on the random groups `dmoe_random` draws for the seed (X-ELM's control).
 So "grouping" (DMoE vs random, at both sizes) and "more parameters" (DMoE vs its all-layer twin vs BTX) read apart.
 Groups and MoE layers of a seed are probed once (first multiplier) and reused at the others.
 
@@ -20,9 +21,13 @@ tokens; the groups and their ARI against family and script; the targets, met or 
 `dmoe_distant.png` into `--results` (default `--out`). The targets (issue 24) are read from the numbers:
 DMoE below random groups by more than 2x the seed std; DMoE below CPT by >= 2% at 4x; equal-parameter DMoE within
 1% of BTX or better. Judged on mean bits per byte (comparable across scripts; mean ppl is dominated by the
-languages with the largest perplexities) with mean ppl beside it. `--carry FILE` keeps the multipliers of an
-earlier result file that this call does not aggregate (runs of another session, whose folders are gone): their rows,
-per-seed numbers and groups are copied as recorded, and the targets and reading are recomputed over the whole curve.
+languages with the largest perplexities) with mean ppl beside it; for each target not met, the reading says
+which of issue 24's two explanations (languages too close, parameters) the numbers support.
+
+`--parts` picks which of the three runs a call makes (main, eq, xelm_random). `--carry FILE` keeps the rows (by
+multiplier and system) of an earlier result file that this call does not make (runs of another session, whose
+folders are gone): rows, per-seed numbers, groups and the file's command and note are copied as recorded, and the
+targets and reading are recomputed over the whole curve.
 """
 
 from __future__ import annotations
@@ -332,7 +337,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tiny", action="store_true", help="shrink everything to seconds (tests the logic only)")
     ap.add_argument("--carry", default=None, metavar="FILE",
-                    help="an earlier dmoe_distant.json: keep its multipliers that this call does not aggregate")
+                    help="an earlier dmoe_distant.json: keep its rows (by multiplier and system) that this call "
+                         "does not make")
     ap.add_argument("--note", default="", help="how the runs were made (e.g. seeds run as separate processes)")
     return ap.parse_args(argv)
 
