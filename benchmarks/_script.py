@@ -1,13 +1,16 @@
-"""What the routing benchmarks (routing_builtin, routing_cpt, expert_peft) share: the command line they record,
-clearing their own files from a folder `langmoe routing` writes, and the `__main__` wrapper (a LangmoeError is one
-line on stderr and exit 2)."""
+"""What benchmark scripts share: the command line they record (routing_builtin, routing_cpt, expert_peft,
+dmoe_distant), clearing their own files from a folder `langmoe routing` writes, the `__main__` wrapper (a
+LangmoeError is one line on stderr and exit 2), and printing a report and writing it with its JSON beside it
+(the expansion benchmarks)."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 OWN_FILES = ("RESULTS.md", "findings.json")
 
@@ -33,3 +36,14 @@ def run_main(main: Callable[[], int], file: str) -> None:
     except LangmoeError as e:
         print(f"{Path(file).name}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def publish(text: str, data: Any, out: str | Path | None) -> None:
+    """Print the markdown report; with `out`, write it there and `data` as JSON beside it (`<out>.json`), each
+    atomically like every langmoe output."""
+    from langmoe.io import write_text
+
+    print(text)
+    if out:
+        write_text(out, text)
+        write_text(Path(out).with_suffix(".json"), json.dumps(data, indent=1))

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from langmoe.io import write_text  # noqa: E402
+from _script import publish  # noqa: E402
+
 from langmoe.methods import layermoe, moe_lpr  # noqa: E402
 
 SYSTEMS = {  # name -> (module, settings on top of the shared ones)
@@ -306,10 +308,7 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     result = run_benchmark(a)
     text = markdown(a, result, argv)
-    print(text)
-    if a.out:
-        write_text(a.out, text)  # atomic, like every langmoe output
-        write_text(Path(a.out).with_suffix(".json"), json.dumps(result, indent=1))
+    publish(text, result, a.out)
     return 0
 
 

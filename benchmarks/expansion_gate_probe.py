@@ -12,18 +12,18 @@ per layer the share of each language's tokens the gate sends to expert 0 alone (
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from _script import publish  # noqa: E402
 
 from langmoe.data.corpus import open_corpus  # noqa: E402
 from langmoe.data.packing import pack_corpus  # noqa: E402
-from langmoe.io import write_text  # noqa: E402
 from langmoe.methods.expansion.protect import gate_classes, protect_with_gate, strip_gates  # noqa: E402
 from langmoe.models.base import load_tokenizer  # noqa: E402
 from langmoe.models.moe import moe_blocks  # noqa: E402
@@ -100,10 +100,7 @@ def main(argv=None) -> int:
         for key, v in r.items():
             lines.append(f"| {mode} | {key} | " + " | ".join(f"{v.get(x, float('nan')):.3f}" for x in langs) + " |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        write_text(a.out, text)  # atomic, like every langmoe output
-        write_text(Path(a.out).with_suffix(".json"), json.dumps(res, indent=1))
+    publish(text, res, a.out)
     return 0
 
 

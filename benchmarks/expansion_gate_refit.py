@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from _script import publish  # noqa: E402
 
 from langmoe.data.corpus import open_corpus  # noqa: E402
 from langmoe.data.packing import pack_corpus  # noqa: E402
 from langmoe.eval.perplexity import evaluate_languages  # noqa: E402
-from langmoe.io import write_text  # noqa: E402
 from langmoe.methods.expansion.protect import protect_with_gate, strip_gates  # noqa: E402
 from langmoe.models.base import load_tokenizer  # noqa: E402
 from langmoe.models.moe import moe_blocks  # noqa: E402
@@ -116,10 +117,7 @@ def main(argv=None) -> int:
             res.setdefault(name, []).append(r)
             print(name, seed, json.dumps({m: {k: r[m][k] for k in ("old", "new")} for m in a.modes}), flush=True)
     text = markdown(a, res, argv)
-    print(text)
-    if a.out:
-        write_text(a.out, text)  # atomic, like every langmoe output
-        write_text(Path(a.out).with_suffix(".json"), json.dumps(res, indent=1))
+    publish(text, res, a.out)
     return 0
 
 
