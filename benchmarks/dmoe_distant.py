@@ -33,7 +33,6 @@ targets and reading are recomputed over the whole curve.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _script import command_line  # noqa: E402
 from dmoe_builtin import aggregate, probed_analysis, run_or_read, scale_recipe  # noqa: E402
 from dmoe_builtin import tiny_overrides as european_tiny  # noqa: E402
 
@@ -246,11 +246,12 @@ def carried(result: dict, path: Path) -> dict:
     old_seeds, new_seeds = old.get("per_seed", {}), result["per_seed"]
     per = {str(m): {sd: {**old_seeds.get(str(m), {}).get(sd, {}), **new_seeds.get(str(m), {}).get(sd, {})}
                     for sd in {*old_seeds.get(str(m), {}), *new_seeds.get(str(m), {})}} for m in mults}
-    return {**result, "multipliers": mults, "curve": curve, "groups": {**old["groups"], **result["groups"]},
+    groups = {**old["groups"], **result["groups"]}
+    return {**result, "multipliers": mults, "curve": curve, "groups": groups,
             "per_seed": per, "carried": {"from": str(path), "rows": kept, "command": old["command"],
                                          "note": old.get("note", ""), "earlier": old.get("carried")},
             "seeds": sorted({*old["seeds"], *result["seeds"]}), "targets": targets(curve),
-            "reading": reading(curve) + why_not_met(curve, mean_script_ari({**old["groups"], **result["groups"]}))}
+            "reading": reading(curve) + why_not_met(curve, mean_script_ari(groups))}
 
 
 def carry_note(carried: dict) -> str:
@@ -352,8 +353,13 @@ def command(argv: list[str]) -> str:
             continue
         skip = a == "--note"
         if not skip:
-            kept.append(shlex.quote(a))
-    return " ".join(["python benchmarks/dmoe_distant.py", *kept])
+            kept.append(a)
+    return command_line("dmoe_distant.py", kept)
+
+
+def entry(data: dict, name: str) -> dict:
+    """The recipe's `systems` entry of `name` (the distant recipe spells out dmoe and xelm)."""
+    return next(e for e in data["systems"] if isinstance(e, dict) and e["name"] == name)
 
 
 def random_groups(langs: list[str], k: int, seed: int) -> list[list[str]]:
@@ -380,9 +386,9 @@ def seed_rows(base_data: dict, seed: int, m: int, first: bool, args, fixed: dict
         rows.update(renamed(announce_and_run(eq, out / f"x{m}-eq" / f"seed-{seed}", args.from_summaries),
                             EQ_NAMES)["systems"])
     if "xelm_random" in args.parts:
-        k = next(e["num_groups"] for e in data["systems"] if isinstance(e, dict) and e["name"] == "dmoe")
+        k = entry(data, "dmoe")["num_groups"]
         ctl = scale_recipe(data, m, [], None)
-        ctl["systems"] = [{**next(e for e in data["systems"] if isinstance(e, dict) and e["name"] == "xelm"),
+        ctl["systems"] = [{**entry(data, "xelm"),
                            "groups": random_groups(data["languages"], k, seed)}]
         rows.update(renamed(announce_and_run(ctl, out / f"x{m}-xelm-random" / f"seed-{seed}", args.from_summaries),
                             CTL_NAMES)["systems"])
@@ -413,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     curve = {str(m): aggregate(per_mult[m]) for m in mults}
     recipe = Path(args.recipe).resolve()
     shown = recipe.relative_to(ROOT) if recipe.is_relative_to(ROOT) else recipe
-    k = next(e["num_groups"] for e in base_data["systems"] if isinstance(e, dict) and e["name"] == "dmoe")
+    k = entry(base_data, "dmoe")["num_groups"]
     result = {"recipe": str(shown), "note": args.note, "model": base_data["model"], "seeds": args.seeds, "multipliers": mults,
               "command": command(argv if argv is not None else sys.argv[1:]),
               "languages": base_data["languages"], "num_groups": k,

@@ -45,6 +45,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def is_partition(groups: list[list[str]], languages: list[str]) -> bool:
+    """Every language in exactly one group and no group empty (the check of every `groups` setting)."""
+    return sorted(x for g in groups for x in g) == sorted(languages) and all(groups)
+
+
 class MethodConfig(_Strict):
     """Base of every method's settings. Fields named in `optim_fields` are optimiser settings: the recipe's shared
     `optim` fills whatever the entry leaves out (entry values win); the mapped value is the default `steps`

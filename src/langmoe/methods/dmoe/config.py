@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from langmoe.config import MethodConfig
+from langmoe.config import MethodConfig, is_partition
 from langmoe.methods.dmoe.deviation import DEFAULT_GRAD_ACCUM, DEFAULT_KIND, DEFAULT_STEPS, LEGACY_PROBE
 from langmoe.train.optim import StageOptim
 
@@ -127,8 +127,7 @@ class DmoeSettings(MethodConfig):
         if self.num_groups > len(langs):
             raise ValueError(f"num_groups {self.num_groups} exceeds the {len(langs)} languages")
         if self.groups is not None:
-            flat = [x for g in self.groups for x in g]
-            if sorted(flat) != sorted(langs) or any(not g for g in self.groups):
+            if not is_partition(self.groups, langs):
                 raise ValueError("groups must partition `languages` into non-empty groups")
             if len(self.groups) != self.num_groups:
                 raise ValueError(f"groups has {len(self.groups)} groups but num_groups is {self.num_groups}")

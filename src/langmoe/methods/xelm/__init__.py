@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from langmoe.config import MethodConfig
+from langmoe.config import MethodConfig, is_partition
 from langmoe.methods.xelm.system import run_xelm
 from langmoe.registry import register_method
 from langmoe.train.optim import OptimSettings
@@ -23,10 +23,8 @@ class XelmSettings(MethodConfig):
     optim: OptimSettings = OptimSettings()
 
     def check(self, recipe) -> None:
-        if self.groups is not None:
-            flat = [x for g in self.groups for x in g]
-            if sorted(flat) != sorted(recipe.languages) or any(not g for g in self.groups):
-                raise ValueError("xelm groups must partition `languages` into non-empty groups (each language once)")
+        if self.groups is not None and not is_partition(self.groups, recipe.languages):
+            raise ValueError("xelm groups must partition `languages` into non-empty groups (each language once)")
 
 
 register_method("xelm", XelmSettings, run_xelm, label="X-ELM (by language)", order=40,
