@@ -245,7 +245,7 @@ def carried(result: dict, path: Path) -> dict:
     curve = {str(m): {**old["curve"].get(str(m), {}), **result["curve"].get(str(m), {})} for m in mults}
     old_seeds, new_seeds = old.get("per_seed", {}), result["per_seed"]
     per = {str(m): {sd: {**old_seeds.get(str(m), {}).get(sd, {}), **new_seeds.get(str(m), {}).get(sd, {})}
-                    for sd in {*old_seeds.get(str(m), {}), *new_seeds.get(str(m), {})}} for m in mults}
+                    for sd in sorted({*old_seeds.get(str(m), {}), *new_seeds.get(str(m), {})}, key=int)} for m in mults}
     groups = {**old["groups"], **result["groups"]}
     return {**result, "multipliers": mults, "curve": curve, "groups": groups,
             "per_seed": per, "carried": {"from": str(path), "rows": kept, "command": old["command"],

@@ -121,6 +121,8 @@ def test_carry_adds_a_system_to_a_recorded_multiplier(tmp_path):
     assert got["per_seed"]["1"]["0"] == {"dmoe": {"mean_bpb": 1.50, "mean_ppl": 1.0},
                                          "xelm_random": {"mean_bpb": 1.47, "mean_ppl": 1.0}}
     assert got["groups"]["0"]["groups"] == [["en", "fr"], ["ru", "uk"]]  # the probe's groups stay recorded
+    two = {"1": {"2": {"xelm_random": {"mean_bpb": 1.0, "mean_ppl": 1.0}}, "10": {}}}
+    assert list(b.carried({**new, "per_seed": two}, old)["per_seed"]["1"]) == ["0", "2", "10"]  # seed order, always
     note = b.carry_note(got["carried"])
     assert "older.json" in note and "4x: dmoe" in note  # both carries are named
     assert any("control" in x and "a signal" in x for x in b.reading(got["curve"]))  # 0.02 apart, std 0.001
